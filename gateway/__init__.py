@@ -1,0 +1,3 @@
+"""smgate gateway: listeners, routing core, clusters, config, admin and the CLI."""
+
+__version__ = "0.1.0"
