@@ -1,0 +1,1 @@
+"""Interoperability harnesses that drive third-party TLCP implementations (BabaSSL NTLS)."""

@@ -1,0 +1,910 @@
+"""BabaSSL NTLS (TLCP) peer for interoperability tests and benchmarks, driven through ctypes.
+
+The `tongsuopy` 1.0.1 wheel bundles BabaSSL 8.3.2 (OpenSSL 1.1.1h base) with its NTLS libssl linked
+statically into ``tongsuopy/backends/_tongsuo.abi3.so``. Loading that library next to the system
+OpenSSL 3 that Python's ``ssl`` and ``cryptography`` use invites symbol clashes, so the BabaSSL side
+always runs in a child process::
+
+    python -m tests.interop.babassl server --suite ECC-SM2-SM4-GCM-SM3 --connections 2 ...
+    python -m tests.interop.babassl client --port 4433 --suite ECC-SM2-SM4-GCM-SM3 --resume ...
+    python -m tests.interop.babassl load --port 4433 --suite ... --threads 8 --duration 5
+
+Each child speaks JSON lines on stdout: the server first prints ``{"event": "listening", "port": N}``
+and then one report per connection; the client prints one report per connection; ``load`` prints a
+summary. The parent-side helpers (`BabaSSLServer`, `run_babassl_client`) spawn the children with
+asyncio so a test's event loop keeps serving the smgate end meanwhile.
+
+Payloads are deterministic (`payload_bytes`) so both ends can check every byte without shipping the
+expected data across the process boundary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+#: The BabaSSL cipher names of the four GB/T 38636 suites, keyed by IANA-style code point.
+SUITE_NAMES: dict[int, str] = {
+    0xE013: "ECC-SM2-SM4-CBC-SM3",
+    0xE053: "ECC-SM2-SM4-GCM-SM3",
+    0xE011: "ECDHE-SM2-SM4-CBC-SM3",
+    0xE051: "ECDHE-SM2-SM4-GCM-SM3",
+}
+
+# OpenSSL 1.1.1 constants used below (ssl.h / x509_vfy.h).
+_SSL_FILETYPE_PEM = 1
+_SSL_VERIFY_PEER = 0x01
+_SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+_SSL_OP_NO_TICKET = 0x00004000
+_SSL_CTRL_SET_TLSEXT_HOSTNAME = 55
+_TLSEXT_NAMETYPE_HOST_NAME = 0
+_SSL_ERROR_SSL = 1
+_SSL_ERROR_SYSCALL = 5
+_SSL_ERROR_ZERO_RETURN = 6
+
+_IO_CHUNK = 16 * 1024
+_IO_TIMEOUT = 30.0
+
+
+class BabaSSLError(Exception):
+    """A BabaSSL call failed; the message carries OpenSSL's error queue."""
+
+
+def library_path() -> Path:
+    """Locate the BabaSSL shared object inside the installed tongsuopy wheel without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tongsuopy")
+    if spec is None or spec.submodule_search_locations is None:
+        raise BabaSSLError("tongsuopy is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "backends" / "_tongsuo.abi3.so"
+        if candidate.exists():
+            return candidate
+    raise BabaSSLError("tongsuopy wheel has no backends/_tongsuo.abi3.so")
+
+
+_voidp = ctypes.c_void_p
+_charp = ctypes.c_char_p
+_int = ctypes.c_int
+_long = ctypes.c_long
+_ulong = ctypes.c_ulong
+
+
+class BabaSSL:
+    """Typed wrappers over the few libssl entry points the harness uses (one instance per process)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._lib = ctypes.CDLL(str(path or library_path()), mode=ctypes.RTLD_LOCAL)
+        self._declare()
+        self._lib.OPENSSL_init_ssl(0, None)
+
+    def _declare(self) -> None:
+        signatures: dict[str, tuple[Any, list[Any]]] = {
+            "OPENSSL_init_ssl": (_int, [ctypes.c_uint64, _voidp]),
+            "OpenSSL_version": (_charp, [_int]),
+            "NTLS_client_method": (_voidp, []),
+            "NTLS_server_method": (_voidp, []),
+            "SSL_CTX_new": (_voidp, [_voidp]),
+            "SSL_CTX_free": (None, [_voidp]),
+            "SSL_CTX_enable_ntls": (None, [_voidp]),
+            "SSL_CTX_set_options": (_ulong, [_voidp, _ulong]),
+            "SSL_CTX_set_cipher_list": (_int, [_voidp, _charp]),
+            "SSL_CTX_use_sign_certificate_file": (_int, [_voidp, _charp, _int]),
+            "SSL_CTX_use_sign_PrivateKey_file": (_int, [_voidp, _charp, _int]),
+            "SSL_CTX_use_enc_certificate_file": (_int, [_voidp, _charp, _int]),
+            "SSL_CTX_use_enc_PrivateKey_file": (_int, [_voidp, _charp, _int]),
+            "SSL_CTX_load_verify_locations": (_int, [_voidp, _charp, _charp]),
+            "SSL_CTX_set_verify": (None, [_voidp, _int, _voidp]),
+            "SSL_CTX_set_session_id_context": (_int, [_voidp, _charp, ctypes.c_uint]),
+            "SSL_new": (_voidp, [_voidp]),
+            "SSL_free": (None, [_voidp]),
+            "SSL_set_fd": (_int, [_voidp, _int]),
+            "SSL_ctrl": (_long, [_voidp, _int, _long, _voidp]),
+            "SSL_connect": (_int, [_voidp]),
+            "SSL_accept": (_int, [_voidp]),
+            "SSL_read": (_int, [_voidp, _voidp, _int]),
+            "SSL_write": (_int, [_voidp, _charp, _int]),
+            "SSL_shutdown": (_int, [_voidp]),
+            "SSL_get_error": (_int, [_voidp, _int]),
+            "SSL_get1_session": (_voidp, [_voidp]),
+            "SSL_set_session": (_int, [_voidp, _voidp]),
+            "SSL_SESSION_free": (None, [_voidp]),
+            "SSL_session_reused": (_int, [_voidp]),
+            "SSL_get_current_cipher": (_voidp, [_voidp]),
+            "SSL_CIPHER_get_name": (_charp, [_voidp]),
+            "SSL_get_version": (_charp, [_voidp]),
+            "SSL_get_verify_result": (_long, [_voidp]),
+            "SSL_get_peer_certificate": (_voidp, [_voidp]),
+            "X509_get_subject_name": (_voidp, [_voidp]),
+            "X509_NAME_oneline": (_charp, [_voidp, _charp, _int]),
+            "X509_free": (None, [_voidp]),
+            "ERR_get_error": (_ulong, []),
+            "ERR_error_string_n": (None, [_ulong, _charp, ctypes.c_size_t]),
+            "ERR_clear_error": (None, []),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            function = getattr(self._lib, name)
+            function.restype = restype
+            function.argtypes = argtypes
+
+    # -- errors -------------------------------------------------------------------------------------
+
+    def error_queue(self) -> str:
+        """Drain OpenSSL's thread-local error queue into one readable string."""
+        messages: list[str] = []
+        while code := int(self._lib.ERR_get_error()):
+            buffer = ctypes.create_string_buffer(256)
+            self._lib.ERR_error_string_n(code, buffer, len(buffer))
+            messages.append(buffer.value.decode(errors="replace"))
+        return "; ".join(messages) or "no OpenSSL error queued"
+
+    def _check(self, result: int, what: str) -> None:
+        if result != 1:
+            raise BabaSSLError(f"{what} failed: {self.error_queue()}")
+
+    def version(self) -> str:
+        raw: bytes = self._lib.OpenSSL_version(0)
+        return raw.decode()
+
+    # -- contexts -----------------------------------------------------------------------------------
+
+    def new_context(self, *, server: bool) -> int:
+        method = self._lib.NTLS_server_method() if server else self._lib.NTLS_client_method()
+        ctx = self._lib.SSL_CTX_new(method)
+        if not ctx:
+            raise BabaSSLError(f"SSL_CTX_new failed: {self.error_queue()}")
+        self._lib.SSL_CTX_enable_ntls(ctx)
+        return int(ctx)
+
+    def free_context(self, ctx: int) -> None:
+        self._lib.SSL_CTX_free(ctx)
+
+    def set_options(self, ctx: int, options: int) -> None:
+        self._lib.SSL_CTX_set_options(ctx, options)
+
+    def set_cipher_list(self, ctx: int, ciphers: str) -> None:
+        self._check(self._lib.SSL_CTX_set_cipher_list(ctx, ciphers.encode()), f"cipher list {ciphers}")
+
+    def use_certificates(self, ctx: int, files: NTLSCertFiles) -> None:
+        pem = _SSL_FILETYPE_PEM
+        self._check(
+            self._lib.SSL_CTX_use_sign_certificate_file(ctx, bytes(files.sign_cert), pem), "sign cert"
+        )
+        self._check(self._lib.SSL_CTX_use_sign_PrivateKey_file(ctx, bytes(files.sign_key), pem), "sign key")
+        self._check(self._lib.SSL_CTX_use_enc_certificate_file(ctx, bytes(files.enc_cert), pem), "enc cert")
+        self._check(self._lib.SSL_CTX_use_enc_PrivateKey_file(ctx, bytes(files.enc_key), pem), "enc key")
+
+    def load_verify_locations(self, ctx: int, ca_file: Path) -> None:
+        self._check(self._lib.SSL_CTX_load_verify_locations(ctx, bytes(ca_file), None), "CA file")
+
+    def set_verify(self, ctx: int, mode: int) -> None:
+        self._lib.SSL_CTX_set_verify(ctx, mode, None)
+
+    def set_session_id_context(self, ctx: int, sid_ctx: bytes) -> None:
+        self._check(self._lib.SSL_CTX_set_session_id_context(ctx, sid_ctx, len(sid_ctx)), "sid ctx")
+
+    # -- connections --------------------------------------------------------------------------------
+
+    def new_ssl(self, ctx: int, fd: int) -> int:
+        ssl = self._lib.SSL_new(ctx)
+        if not ssl:
+            raise BabaSSLError(f"SSL_new failed: {self.error_queue()}")
+        self._check(self._lib.SSL_set_fd(ssl, fd), "SSL_set_fd")
+        return int(ssl)
+
+    def free_ssl(self, ssl: int) -> None:
+        self._lib.SSL_free(ssl)
+
+    def set_host_name(self, ssl: int, name: str) -> None:
+        raw = ctypes.c_char_p(name.encode())
+        result = int(self._lib.SSL_ctrl(ssl, _SSL_CTRL_SET_TLSEXT_HOSTNAME, _TLSEXT_NAMETYPE_HOST_NAME, raw))
+        self._check(result, "SNI")
+
+    def handshake(self, ssl: int, *, server: bool) -> None:
+        result = int(self._lib.SSL_accept(ssl) if server else self._lib.SSL_connect(ssl))
+        if result != 1:
+            code = int(self._lib.SSL_get_error(ssl, result))
+            raise BabaSSLError(f"handshake failed (SSL_get_error {code}): {self.error_queue()}")
+
+    def write_all(self, ssl: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            chunk = bytes(view[:_IO_CHUNK])
+            written = int(self._lib.SSL_write(ssl, chunk, len(chunk)))
+            if written <= 0:
+                code = int(self._lib.SSL_get_error(ssl, written))
+                raise BabaSSLError(f"SSL_write failed (SSL_get_error {code}): {self.error_queue()}")
+            view = view[written:]
+
+    def read(self, ssl: int, buffer: ctypes.Array[ctypes.c_char]) -> bytes | None:
+        """Read one record's worth; ``b""`` on close_notify, ``None`` on EOF without close_notify."""
+        count = int(self._lib.SSL_read(ssl, buffer, len(buffer)))
+        if count > 0:
+            return buffer.raw[:count]
+        code = int(self._lib.SSL_get_error(ssl, count))
+        if code == _SSL_ERROR_ZERO_RETURN:
+            return b""
+        if code == _SSL_ERROR_SYSCALL and not int(self._lib.ERR_get_error()):
+            return None
+        raise BabaSSLError(f"SSL_read failed (SSL_get_error {code}): {self.error_queue()}")
+
+    def shutdown(self, ssl: int) -> int:
+        """Send close_notify; 1 if the peer's close_notify had already arrived, 0 if not."""
+        result = int(self._lib.SSL_shutdown(ssl))
+        if result < 0:
+            code = int(self._lib.SSL_get_error(ssl, result))
+            raise BabaSSLError(f"SSL_shutdown failed (SSL_get_error {code}): {self.error_queue()}")
+        return result
+
+    def get1_session(self, ssl: int) -> int:
+        return int(self._lib.SSL_get1_session(ssl) or 0)
+
+    def set_session(self, ssl: int, session: int) -> None:
+        self._check(self._lib.SSL_set_session(ssl, session), "SSL_set_session")
+
+    def free_session(self, session: int) -> None:
+        self._lib.SSL_SESSION_free(session)
+
+    def session_reused(self, ssl: int) -> bool:
+        return bool(self._lib.SSL_session_reused(ssl))
+
+    def cipher_name(self, ssl: int) -> str:
+        cipher = self._lib.SSL_get_current_cipher(ssl)
+        if not cipher:
+            return ""
+        name: bytes = self._lib.SSL_CIPHER_get_name(cipher)
+        return name.decode()
+
+    def protocol_version(self, ssl: int) -> str:
+        raw: bytes = self._lib.SSL_get_version(ssl)
+        return raw.decode()
+
+    def verify_result(self, ssl: int) -> int:
+        return int(self._lib.SSL_get_verify_result(ssl))
+
+    def peer_subject(self, ssl: int) -> str | None:
+        cert = self._lib.SSL_get_peer_certificate(ssl)
+        if not cert:
+            return None
+        try:
+            buffer = ctypes.create_string_buffer(512)
+            self._lib.X509_NAME_oneline(self._lib.X509_get_subject_name(cert), buffer, len(buffer))
+            return buffer.value.decode(errors="replace")
+        finally:
+            self._lib.X509_free(cert)
+
+
+# -- shared value types ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NTLSCertFiles:
+    """The TLCP double certificate: a signing pair and an encryption pair, as PEM files."""
+
+    sign_cert: Path
+    sign_key: Path
+    enc_cert: Path
+    enc_key: Path
+
+    @classmethod
+    def from_directory(cls, directory: Path, role: str) -> NTLSCertFiles:
+        """Tongsuo's naming (``server_sign.crt``/``server_sign.key``...) under ``directory``."""
+        return cls(
+            directory / f"{role}_sign.crt",
+            directory / f"{role}_sign.key",
+            directory / f"{role}_enc.crt",
+            directory / f"{role}_enc.key",
+        )
+
+    def as_args(self) -> list[str]:
+        return [
+            "--sign-cert",
+            str(self.sign_cert),
+            "--sign-key",
+            str(self.sign_key),
+            "--enc-cert",
+            str(self.enc_cert),
+            "--enc-key",
+            str(self.enc_key),
+        ]
+
+
+@dataclass
+class ConnectionReport:
+    """What one BabaSSL end observed on one connection."""
+
+    ok: bool = False
+    cipher: str = ""
+    version: str = ""
+    reused: bool = False
+    sent: int = 0
+    received: int = 0
+    payload_ok: bool = False
+    close_notify_received: bool = False
+    peer_subject: str | None = None
+    verify_result: int = -1
+    error: str | None = None
+    handshake_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ConnectionReport:
+        names = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in raw.items() if key in names})
+
+
+def payload_bytes(size: int, seed: int = 0) -> bytes:
+    """Deterministic, incompressible test payload (SHA-256 counter stream)."""
+    blocks = bytearray()
+    counter = 0
+    prefix = seed.to_bytes(8, "big")
+    while len(blocks) < size:
+        blocks += hashlib.sha256(prefix + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(blocks[:size])
+
+
+# -- child-process roles ------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerOptions:
+    suite: str
+    certs: NTLSCertFiles
+    ca_file: Path | None = None
+    verify_client: bool = False
+    require_client_cert: bool = False
+    tickets: bool = False
+    mode: str = "echo"
+    source_bytes: int = 0
+    connections: int = 0
+    port: int = 0
+    host: str = "127.0.0.1"
+    quiet: bool = False
+    cpu: int | None = None
+
+
+@dataclass
+class ClientOptions:
+    port: int
+    suite: str
+    host: str = "127.0.0.1"
+    certs: NTLSCertFiles | None = None
+    ca_file: Path | None = None
+    server_name: str | None = None
+    payload_size: int = 0
+    seed: int = 0
+    echo: bool = True
+    expect_bytes: int = 0
+    resume: bool = False
+    tickets: bool = False
+    connections: int = 1
+
+
+def _make_server_context(lib: BabaSSL, options: ServerOptions) -> int:
+    ctx = lib.new_context(server=True)
+    if not options.tickets:
+        lib.set_options(ctx, _SSL_OP_NO_TICKET)
+    lib.set_cipher_list(ctx, options.suite)
+    lib.use_certificates(ctx, options.certs)
+    lib.set_session_id_context(ctx, b"smgate-interop")
+    if options.ca_file is not None:
+        lib.load_verify_locations(ctx, options.ca_file)
+    if options.verify_client:
+        mode = _SSL_VERIFY_PEER
+        if options.require_client_cert:
+            mode |= _SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+        lib.set_verify(ctx, mode)
+    return ctx
+
+
+def _serve_connection(
+    lib: BabaSSL, ctx: int, conn: socket.socket, options: ServerOptions
+) -> ConnectionReport:
+    report = ConnectionReport()
+    ssl = lib.new_ssl(ctx, conn.fileno())
+    buffer = ctypes.create_string_buffer(_IO_CHUNK)
+    try:
+        started = time.perf_counter()
+        lib.handshake(ssl, server=True)
+        report.handshake_seconds = time.perf_counter() - started
+        report.cipher = lib.cipher_name(ssl)
+        report.version = lib.protocol_version(ssl)
+        report.reused = lib.session_reused(ssl)
+        report.peer_subject = lib.peer_subject(ssl)
+        report.verify_result = lib.verify_result(ssl)
+        if options.mode == "source":
+            lib.write_all(ssl, payload_bytes(options.source_bytes))
+            report.sent = options.source_bytes
+        while True:
+            data = lib.read(ssl, buffer)
+            if not data:
+                report.close_notify_received = data == b""
+                break
+            report.received += len(data)
+            if options.mode == "echo":
+                lib.write_all(ssl, data)
+                report.sent += len(data)
+        lib.shutdown(ssl)
+        report.ok = True
+        report.payload_ok = True
+    except BabaSSLError as exc:
+        report.error = str(exc)
+    finally:
+        lib.free_ssl(ssl)
+        conn.close()
+    return report
+
+
+def _make_blocking(sock: socket.socket) -> None:
+    """libssl needs a blocking descriptor; Python's own timeouts would make it non-blocking.
+
+    A kernel-level receive/send timeout still bounds a stuck peer: the call then fails with EAGAIN,
+    which libssl reports as an error instead of hanging the test.
+    """
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    timeval = struct.pack("ll", int(_IO_TIMEOUT), 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def _emit(record: dict[str, Any], lock: threading.Lock) -> None:
+    with lock:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+
+def run_server(options: ServerOptions) -> int:
+    """Accept loop: one thread per connection (ctypes drops the GIL inside libssl calls)."""
+    if options.cpu is not None:
+        os.sched_setaffinity(0, {options.cpu})
+    lib = BabaSSL()
+    ctx = _make_server_context(lib, options)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((options.host, options.port))
+    listener.listen(512)
+    lock = threading.Lock()
+    _emit({"event": "listening", "port": listener.getsockname()[1], "library": lib.version()}, lock)
+    threads: list[threading.Thread] = []
+
+    def handle(conn: socket.socket) -> None:
+        report = _serve_connection(lib, ctx, conn, options)
+        if not options.quiet or report.error:
+            _emit({"event": "connection", **asdict(report)}, lock)
+
+    accepted = 0
+    try:
+        while options.connections == 0 or accepted < options.connections:
+            conn, _ = listener.accept()
+            _make_blocking(conn)
+            accepted += 1
+            thread = threading.Thread(target=handle, args=(conn,), daemon=True)
+            thread.start()
+            threads = [t for t in threads if t.is_alive()]
+            threads.append(thread)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        for thread in threads:
+            thread.join()
+        lib.free_context(ctx)
+    return 0
+
+
+def _make_client_context(lib: BabaSSL, options: ClientOptions) -> int:
+    ctx = lib.new_context(server=False)
+    if not options.tickets:
+        lib.set_options(ctx, _SSL_OP_NO_TICKET)
+    lib.set_cipher_list(ctx, options.suite)
+    if options.certs is not None:
+        lib.use_certificates(ctx, options.certs)
+    if options.ca_file is not None:
+        lib.load_verify_locations(ctx, options.ca_file)
+        lib.set_verify(ctx, _SSL_VERIFY_PEER)
+    return ctx
+
+
+def _client_connection(
+    lib: BabaSSL, ctx: int, options: ClientOptions, session: int, payload: bytes
+) -> tuple[ConnectionReport, int]:
+    """One client connection; returns the report and a new session reference (caller frees it)."""
+    report = ConnectionReport()
+    new_session = 0
+    sock = socket.create_connection((options.host, options.port), timeout=_IO_TIMEOUT)
+    _make_blocking(sock)
+    ssl = lib.new_ssl(ctx, sock.fileno())
+    buffer = ctypes.create_string_buffer(_IO_CHUNK)
+    try:
+        if options.server_name:
+            lib.set_host_name(ssl, options.server_name)
+        if session:
+            lib.set_session(ssl, session)
+        started = time.perf_counter()
+        lib.handshake(ssl, server=False)
+        report.handshake_seconds = time.perf_counter() - started
+        report.cipher = lib.cipher_name(ssl)
+        report.version = lib.protocol_version(ssl)
+        report.reused = lib.session_reused(ssl)
+        report.peer_subject = lib.peer_subject(ssl)
+        report.verify_result = lib.verify_result(ssl)
+        payload_ok = True
+        for offset in range(0, len(payload), _IO_CHUNK):
+            chunk = payload[offset : offset + _IO_CHUNK]
+            lib.write_all(ssl, chunk)
+            report.sent += len(chunk)
+            if options.echo:
+                echoed = bytearray()
+                while len(echoed) < len(chunk):
+                    data = lib.read(ssl, buffer)
+                    if not data:
+                        raise BabaSSLError("peer closed before echoing the payload")
+                    echoed += data
+                report.received += len(echoed)
+                payload_ok = payload_ok and echoed == chunk
+        expected = payload_bytes(options.expect_bytes) if options.expect_bytes else b""
+        if expected:
+            incoming = bytearray()
+            while len(incoming) < len(expected):
+                data = lib.read(ssl, buffer)
+                if not data:
+                    break
+                incoming += data
+            report.received += len(incoming)
+            payload_ok = payload_ok and incoming == expected
+        report.payload_ok = payload_ok
+        lib.shutdown(ssl)
+        while True:
+            data = lib.read(ssl, buffer)
+            if not data:
+                report.close_notify_received = data == b""
+                break
+            report.received += len(data)
+            report.payload_ok = False
+        new_session = lib.get1_session(ssl)
+        report.ok = True
+    except (BabaSSLError, OSError) as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        lib.free_ssl(ssl)
+        sock.close()
+    return report, new_session
+
+
+def run_client(options: ClientOptions) -> int:
+    lib = BabaSSL()
+    ctx = _make_client_context(lib, options)
+    payload = payload_bytes(options.payload_size, options.seed)
+    session = 0
+    count = max(options.connections, 2 if options.resume else 1)
+    failures = 0
+    try:
+        for _ in range(count):
+            report, new_session = _client_connection(lib, ctx, options, session, payload)
+            if new_session and options.resume:
+                if session:
+                    lib.free_session(session)
+                session = new_session
+            elif new_session:
+                lib.free_session(new_session)
+            failures += 0 if report.ok else 1
+            print(json.dumps({"event": "connection", **asdict(report)}), flush=True)
+    finally:
+        if session:
+            lib.free_session(session)
+        lib.free_context(ctx)
+    return 1 if failures else 0
+
+
+@dataclass
+class LoadSummary:
+    handshakes: int = 0
+    resumed: int = 0
+    errors: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    first_error: str | None = None
+    per_thread: list[int] = field(default_factory=list)
+
+
+def run_load(options: ClientOptions, *, threads: int, duration: float, cpu: int | None) -> LoadSummary:
+    """Closed-loop load: ``threads`` connections in flight, each reconnecting until ``duration`` ends."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    lib = BabaSSL()
+    ctx = _make_client_context(lib, options)
+    payload = payload_bytes(options.payload_size, options.seed)
+    summary = LoadSummary(per_thread=[0] * threads)
+    lock = threading.Lock()
+    deadline = time.perf_counter() + duration
+
+    def worker(index: int) -> None:
+        session = 0
+        while time.perf_counter() < deadline:
+            report, new_session = _client_connection(lib, ctx, options, session, payload)
+            with lock:
+                if report.ok:
+                    summary.handshakes += 1
+                    summary.resumed += int(report.reused)
+                    summary.bytes_sent += report.sent
+                    summary.per_thread[index] += 1
+                else:
+                    summary.errors += 1
+                    summary.first_error = summary.first_error or report.error
+            if options.resume and not session:
+                session = new_session
+            elif new_session:
+                lib.free_session(new_session)
+        if session:
+            lib.free_session(session)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(index,)) for index in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    summary.seconds = time.perf_counter() - started
+    lib.free_context(ctx)
+    return summary
+
+
+# -- parent-side helpers --------------------------------------------------------------------------------
+
+
+def _child_command(role: str, args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "tests.interop.babassl", role, *args]
+
+
+def _child_env() -> dict[str, str]:
+    from tests.conftest import REPO
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def server_args(options: ServerOptions) -> list[str]:
+    args = ["--suite", options.suite, *options.certs.as_args(), "--mode", options.mode]
+    args += ["--connections", str(options.connections), "--port", str(options.port)]
+    if options.source_bytes:
+        args += ["--source-bytes", str(options.source_bytes)]
+    if options.ca_file is not None:
+        args += ["--ca", str(options.ca_file)]
+    if options.verify_client:
+        args.append("--verify-client")
+    if options.require_client_cert:
+        args.append("--require-client-cert")
+    if options.tickets:
+        args.append("--tickets")
+    if options.quiet:
+        args.append("--quiet")
+    if options.cpu is not None:
+        args += ["--cpu", str(options.cpu)]
+    return args
+
+
+def client_args(options: ClientOptions) -> list[str]:
+    args = ["--port", str(options.port), "--host", options.host, "--suite", options.suite]
+    args += ["--payload-size", str(options.payload_size), "--seed", str(options.seed)]
+    args += ["--connections", str(options.connections)]
+    if options.certs is not None:
+        args += options.certs.as_args()
+    if options.ca_file is not None:
+        args += ["--ca", str(options.ca_file)]
+    if options.server_name:
+        args += ["--server-name", options.server_name]
+    if not options.echo:
+        args.append("--no-echo")
+    if options.expect_bytes:
+        args += ["--expect-bytes", str(options.expect_bytes)]
+    if options.resume:
+        args.append("--resume")
+    if options.tickets:
+        args.append("--tickets")
+    return args
+
+
+def _parse_reports(output: bytes) -> list[ConnectionReport]:
+    reports = []
+    for line in output.decode().splitlines():
+        record = json.loads(line)
+        if record.get("event") == "connection":
+            reports.append(ConnectionReport.from_json(record))
+    return reports
+
+
+async def run_babassl_client(options: ClientOptions, *, timeout: float = 60.0) -> list[ConnectionReport]:
+    """Run a BabaSSL client child to completion; one report per connection it made."""
+    process = await asyncio.create_subprocess_exec(
+        *_child_command("client", client_args(options)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(),
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    reports = _parse_reports(stdout)
+    if not reports:
+        raise BabaSSLError(f"BabaSSL client produced no report: {stderr.decode(errors='replace')}")
+    return reports
+
+
+class BabaSSLServer:
+    """A BabaSSL NTLS server child; ``async with`` starts it and learns its port.
+
+    With ``connections=N`` it exits by itself after serving N connections and `reports()` returns them;
+    leaving the block kills a server that is still running.
+    """
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.port = 0
+        self.library = ""
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> BabaSSLServer:
+        self._process = await asyncio.create_subprocess_exec(
+            *_child_command("server", server_args(self.options)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_child_env(),
+        )
+        assert self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), 30)
+        if not line:
+            stderr = b""
+            if self._process.stderr is not None:
+                stderr = await self._process.stderr.read()
+            raise BabaSSLError(f"BabaSSL server failed to start: {stderr.decode(errors='replace')}")
+        record = json.loads(line)
+        self.port = int(record["port"])
+        self.library = str(record["library"])
+        return self
+
+    async def reports(self, *, timeout: float = 60.0) -> list[ConnectionReport]:
+        """Wait for the server to finish its connections and return their reports."""
+        assert self._process is not None
+        stdout, stderr = await asyncio.wait_for(self._process.communicate(), timeout)
+        if self._process.returncode != 0:
+            raise BabaSSLError(
+                f"BabaSSL server exited {self._process.returncode}: {stderr.decode(errors='replace')}"
+            )
+        return _parse_reports(stdout)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+
+# -- command line ----------------------------------------------------------------------------------------
+
+
+def _add_cert_args(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    for name in ("--sign-cert", "--sign-key", "--enc-cert", "--enc-key"):
+        parser.add_argument(name, type=Path, required=required)
+
+
+def _cert_files(args: argparse.Namespace) -> NTLSCertFiles | None:
+    parts = (args.sign_cert, args.sign_key, args.enc_cert, args.enc_key)
+    if all(part is None for part in parts):
+        return None
+    if any(part is None for part in parts):
+        raise SystemExit("give all four of --sign-cert --sign-key --enc-cert --enc-key")
+    return NTLSCertFiles(*parts)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.interop.babassl", description=__doc__.splitlines()[0]
+    )
+    roles = parser.add_subparsers(dest="role", required=True)
+
+    server = roles.add_parser("server", help="NTLS server: echo, sink or source application data")
+    server.add_argument("--suite", required=True)
+    _add_cert_args(server, required=True)
+    server.add_argument("--ca", type=Path)
+    server.add_argument("--verify-client", action="store_true")
+    server.add_argument("--require-client-cert", action="store_true")
+    server.add_argument("--tickets", action="store_true", help="allow session tickets (default: -no_ticket)")
+    server.add_argument("--mode", choices=("echo", "sink", "source"), default="echo")
+    server.add_argument("--source-bytes", type=int, default=0)
+    server.add_argument("--connections", type=int, default=0, help="exit after this many (0: forever)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=0)
+    server.add_argument("--quiet", action="store_true", help="report failed connections only")
+    server.add_argument("--cpu", type=int)
+
+    for role in ("client", "load"):
+        client = roles.add_parser(role)
+        client.add_argument("--host", default="127.0.0.1")
+        client.add_argument("--port", type=int, required=True)
+        client.add_argument("--suite", required=True)
+        _add_cert_args(client, required=False)
+        client.add_argument("--ca", type=Path)
+        client.add_argument("--server-name")
+        client.add_argument("--payload-size", type=int, default=0)
+        client.add_argument("--seed", type=int, default=0)
+        client.add_argument("--no-echo", action="store_true")
+        client.add_argument("--expect-bytes", type=int, default=0)
+        client.add_argument("--resume", action="store_true")
+        client.add_argument("--tickets", action="store_true")
+        client.add_argument("--connections", type=int, default=1)
+        if role == "load":
+            client.add_argument("--threads", type=int, default=8)
+            client.add_argument("--duration", type=float, default=5.0)
+            client.add_argument("--cpu", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.role == "server":
+        certs = _cert_files(args)
+        assert certs is not None
+        return run_server(
+            ServerOptions(
+                suite=args.suite,
+                certs=certs,
+                ca_file=args.ca,
+                verify_client=args.verify_client,
+                require_client_cert=args.require_client_cert,
+                tickets=args.tickets,
+                mode=args.mode,
+                source_bytes=args.source_bytes,
+                connections=args.connections,
+                port=args.port,
+                host=args.host,
+                quiet=args.quiet,
+                cpu=args.cpu,
+            )
+        )
+    options = ClientOptions(
+        port=args.port,
+        suite=args.suite,
+        host=args.host,
+        certs=_cert_files(args),
+        ca_file=args.ca,
+        server_name=args.server_name,
+        payload_size=args.payload_size,
+        seed=args.seed,
+        echo=not args.no_echo,
+        expect_bytes=args.expect_bytes,
+        resume=args.resume,
+        tickets=args.tickets,
+        connections=args.connections,
+    )
+    if args.role == "client":
+        return run_client(options)
+    summary = run_load(options, threads=args.threads, duration=args.duration, cpu=args.cpu)
+    print(json.dumps({"event": "load", **asdict(summary)}), flush=True)
+    return 0 if summary.handshakes else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
