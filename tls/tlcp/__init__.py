@@ -1,0 +1,44 @@
+"""TLCP (GB/T 38636-2020) engine: sans-I/O core plus its asyncio adapter (`tls.tlcp.aio`).
+
+Core modules: `buffer` (wire cursor), `alerts`, `suites`, `prf`/`keys` (key
+schedule), `record` (record protection), `messages` (handshake codecs),
+`handshake`/`client`/`server` (state machines), `config`, `events`,
+`connection` (`TLCPConnection`, the public entry point).
+"""
+
+from .alerts import AlertDescription, AlertLevel, LocalProtocolError, TLCPAlert
+from .config import ClientAuth, PeerProfile, SessionCache, TLCPConfiguration, TLCPSession
+from .connection import TLCPConnection
+from .events import (
+    AlertReceived,
+    AlertSent,
+    ApplicationData,
+    ConnectionClosed,
+    ConnectionTerminated,
+    Event,
+    HandshakeComplete,
+)
+from .suites import DEFAULT_CIPHER_SUITES, TLCP_VERSION, CipherSuite
+
+__all__ = [
+    "DEFAULT_CIPHER_SUITES",
+    "TLCP_VERSION",
+    "AlertDescription",
+    "AlertLevel",
+    "AlertReceived",
+    "AlertSent",
+    "ApplicationData",
+    "CipherSuite",
+    "ClientAuth",
+    "ConnectionClosed",
+    "ConnectionTerminated",
+    "Event",
+    "HandshakeComplete",
+    "LocalProtocolError",
+    "PeerProfile",
+    "SessionCache",
+    "TLCPAlert",
+    "TLCPConfiguration",
+    "TLCPConnection",
+    "TLCPSession",
+]
