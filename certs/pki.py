@@ -1,0 +1,324 @@
+"""Issuing workflows for smgate's two PKIs and writing them to PEM files.
+
+SM2 (TLCP side): root CA, intermediate CA, TLCP double certificates (a signing certificate with
+digitalSignature+nonRepudiation and an encryption certificate with
+keyEncipherment+dataEncipherment+keyAgreement, same subject and SANs), and plain SM2 signing
+certificates (the audit checkpoint signer). RSA-2048 / ECDSA P-256 (standard-TLS side): CA,
+intermediate and server/client certificates.
+
+Validity defaults stay at or under 3650 days (GmSSL refuses more than 3653) and a certificate never
+outlives its issuer. Private keys are written as PKCS#8 PEM with mode 0600, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from certs.builder import build_sm2_certificate
+from certs.certificate import Certificate, load_pem_certificates
+from certs.errors import KeyMismatch
+from certs.profile import CertificateProfile, Subject
+from certs.standard import (
+    StandardPrivateKey,
+    build_standard_certificate,
+    generate_private_key,
+    load_private_key,
+    private_key_to_pem,
+)
+from tls.crypto import SM2PrivateKey, load_sm2_private_key
+
+MAX_VALIDITY_DAYS = 3650
+DEFAULT_CA_DAYS = 3650
+DEFAULT_INTERMEDIATE_DAYS = 1825
+DEFAULT_LEAF_DAYS = 825
+#: notBefore is set this far in the past so peers with slightly slow clocks accept new certificates.
+BACKDATE = timedelta(minutes=5)
+
+CA_USAGE = frozenset({"key_cert_sign", "crl_sign"})
+TLCP_SIGN_USAGE = frozenset({"digital_signature", "non_repudiation"})
+TLCP_ENC_USAGE = frozenset({"key_encipherment", "data_encipherment", "key_agreement"})
+SIGNING_ONLY_USAGE = frozenset({"digital_signature", "non_repudiation"})
+ROLES = ("server", "client")
+
+
+@dataclass(frozen=True)
+class IssuedSM2:
+    """An SM2 certificate with its private key."""
+
+    certificate: Certificate
+    key: SM2PrivateKey
+
+
+@dataclass(frozen=True)
+class IssuedStandard:
+    """An RSA or ECDSA certificate with its private key."""
+
+    certificate: Certificate
+    key: StandardPrivateKey
+
+
+@dataclass(frozen=True)
+class TLCPPair:
+    """A TLCP double certificate: signing and encryption certificates for one subject."""
+
+    sign: IssuedSM2
+    enc: IssuedSM2
+
+
+Issued = IssuedSM2 | IssuedStandard
+
+
+def _validity(days: int, now: datetime | None, issuer: Certificate | None) -> tuple[datetime, datetime]:
+    if not 1 <= days <= MAX_VALIDITY_DAYS:
+        raise ValueError(f"validity must be between 1 and {MAX_VALIDITY_DAYS} days, not {days}")
+    start = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    not_before = start - BACKDATE
+    not_after = start + timedelta(days=days)
+    if issuer is not None:
+        if not issuer.not_before <= start <= issuer.not_after:
+            raise ValueError(f"issuer {issuer.subject!r} is not valid at {start.isoformat()}")
+        not_before = max(not_before, issuer.not_before)
+        not_after = min(not_after, issuer.not_after)
+    return not_before, not_after
+
+
+def _role_eku(role: str) -> tuple[str, ...]:
+    if role not in ROLES:
+        raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+    return ("server_auth",) if role == "server" else ("client_auth",)
+
+
+def _require_ca(issuer: Certificate) -> None:
+    if not issuer.is_ca:
+        raise ValueError(f"certificate {issuer.subject!r} is not a CA and cannot issue certificates")
+
+
+# -- SM2 ------------------------------------------------------------------------------------------
+
+
+def create_sm2_root_ca(
+    subject: Subject, *, days: int = DEFAULT_CA_DAYS, path_len: int | None = None, now: datetime | None = None
+) -> IssuedSM2:
+    """A self-signed SM2 root CA."""
+    key = SM2PrivateKey.generate()
+    not_before, not_after = _validity(days, now, None)
+    profile = CertificateProfile(
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        is_ca=True,
+        path_len=path_len,
+        key_usage=CA_USAGE,
+    )
+    return IssuedSM2(build_sm2_certificate(profile, key.public_key(), key), key)
+
+
+def create_sm2_intermediate_ca(
+    subject: Subject,
+    issuer: IssuedSM2,
+    *,
+    days: int = DEFAULT_INTERMEDIATE_DAYS,
+    path_len: int | None = 0,
+    now: datetime | None = None,
+) -> IssuedSM2:
+    """An SM2 intermediate CA signed by ``issuer``; pathLen 0 by default (it issues leaves only)."""
+    _require_ca(issuer.certificate)
+    key = SM2PrivateKey.generate()
+    not_before, not_after = _validity(days, now, issuer.certificate)
+    profile = CertificateProfile(
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        is_ca=True,
+        path_len=path_len,
+        key_usage=CA_USAGE,
+    )
+    return IssuedSM2(build_sm2_certificate(profile, key.public_key(), issuer.key, issuer.certificate), key)
+
+
+def issue_sm2_certificate(
+    subject: Subject,
+    issuer: IssuedSM2,
+    *,
+    key_usage: frozenset[str],
+    ext_key_usage: tuple[str, ...] = (),
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+    days: int = DEFAULT_LEAF_DAYS,
+    now: datetime | None = None,
+) -> IssuedSM2:
+    """One SM2 end-entity certificate with a fresh key."""
+    _require_ca(issuer.certificate)
+    key = SM2PrivateKey.generate()
+    not_before, not_after = _validity(days, now, issuer.certificate)
+    profile = CertificateProfile(
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        key_usage=key_usage,
+        ext_key_usage=ext_key_usage,
+        san_dns=dns,
+        san_ip=ips,
+    )
+    return IssuedSM2(build_sm2_certificate(profile, key.public_key(), issuer.key, issuer.certificate), key)
+
+
+def issue_tlcp_pair(
+    subject: Subject,
+    issuer: IssuedSM2,
+    *,
+    role: str,
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+    days: int = DEFAULT_LEAF_DAYS,
+    now: datetime | None = None,
+) -> TLCPPair:
+    """A TLCP signing + encryption certificate pair for a ``server`` or ``client`` (two distinct keys)."""
+    eku = _role_eku(role)
+    sign, enc = (
+        issue_sm2_certificate(
+            subject, issuer, key_usage=usage, ext_key_usage=eku, dns=dns, ips=ips, days=days, now=now
+        )
+        for usage in (TLCP_SIGN_USAGE, TLCP_ENC_USAGE)
+    )
+    return TLCPPair(sign=sign, enc=enc)
+
+
+def issue_sm2_signing_certificate(
+    subject: Subject, issuer: IssuedSM2, *, days: int = DEFAULT_LEAF_DAYS, now: datetime | None = None
+) -> IssuedSM2:
+    """An SM2 certificate for signing data (digitalSignature+nonRepudiation, no TLS purpose): audit checkpoints."""
+    return issue_sm2_certificate(subject, issuer, key_usage=SIGNING_ONLY_USAGE, days=days, now=now)
+
+
+# -- RSA / ECDSA ----------------------------------------------------------------------------------
+
+
+def create_standard_ca(
+    key_type: str,
+    subject: Subject,
+    *,
+    issuer: IssuedStandard | None = None,
+    days: int = DEFAULT_CA_DAYS,
+    path_len: int | None = None,
+    now: datetime | None = None,
+) -> IssuedStandard:
+    """An ``rsa`` (2048) or ``ecdsa`` (P-256) CA: self-signed root, or an intermediate when ``issuer`` is given."""
+    key = generate_private_key(key_type)
+    issuer_certificate = issuer.certificate if issuer is not None else None
+    if issuer_certificate is not None:
+        _require_ca(issuer_certificate)
+    not_before, not_after = _validity(days, now, issuer_certificate)
+    profile = CertificateProfile(
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        is_ca=True,
+        path_len=path_len,
+        key_usage=CA_USAGE,
+    )
+    signer = issuer.key if issuer is not None else key
+    return IssuedStandard(
+        build_standard_certificate(profile, key.public_key(), signer, issuer_certificate), key
+    )
+
+
+def issue_standard_certificate(
+    key_type: str,
+    subject: Subject,
+    issuer: IssuedStandard,
+    *,
+    role: str,
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+    days: int = DEFAULT_LEAF_DAYS,
+    now: datetime | None = None,
+) -> IssuedStandard:
+    """An ``rsa`` or ``ecdsa`` TLS ``server``/``client`` certificate signed by an RSA or ECDSA CA."""
+    eku = _role_eku(role)
+    _require_ca(issuer.certificate)
+    key = generate_private_key(key_type)
+    usage = {"digital_signature"}
+    if key_type == "rsa" and role == "server":
+        usage.add("key_encipherment")
+    not_before, not_after = _validity(days, now, issuer.certificate)
+    profile = CertificateProfile(
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        key_usage=frozenset(usage),
+        ext_key_usage=eku,
+        san_dns=dns,
+        san_ip=ips,
+    )
+    return IssuedStandard(
+        build_standard_certificate(profile, key.public_key(), issuer.key, issuer.certificate), key
+    )
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_private_file(path: str | Path, data: bytes) -> None:
+    """Write secret material with mode 0600 (never briefly readable by others)."""
+    _write_atomic(Path(path), data, 0o600)
+
+
+def write_public_file(path: str | Path, data: bytes) -> None:
+    """Write a certificate or bundle with mode 0644."""
+    _write_atomic(Path(path), data, 0o644)
+
+
+def key_to_pem(key: SM2PrivateKey | StandardPrivateKey, password: bytes | None = None) -> bytes:
+    """PKCS#8 PEM for either key family."""
+    if isinstance(key, SM2PrivateKey):
+        return key.to_pkcs8_pem(password)
+    return private_key_to_pem(key, password)
+
+
+def save_issued(
+    issued: Issued, cert_path: str | Path, key_path: str | Path, password: bytes | None = None
+) -> None:
+    """Write ``issued`` as a certificate PEM (0644) and a PKCS#8 key PEM (0600)."""
+    write_public_file(cert_path, issued.certificate.to_pem())
+    write_private_file(key_path, key_to_pem(issued.key, password))
+
+
+def certificates_pem(certificates: list[Certificate]) -> bytes:
+    """Concatenated PEM of ``certificates`` in the given order."""
+    return b"".join(certificate.to_pem() for certificate in certificates)
+
+
+def load_issuer(cert_path: str | Path, key_path: str | Path, password: bytes | None = None) -> Issued:
+    """A CA certificate and its key from files; SM2 or standard by the certificate's key type."""
+    certificate = load_pem_certificates(Path(cert_path).read_bytes())[0]
+    key_data = Path(key_path).read_bytes()
+    if certificate.is_sm2:
+        sm2_key = load_sm2_private_key(key_data, password)
+        if sm2_key.public_key() != certificate.sm2_public_key():
+            raise KeyMismatch(f"key {str(key_path)!r} does not match certificate {certificate.subject!r}")
+        return IssuedSM2(certificate, sm2_key)
+    standard_key = load_private_key(key_data, password)
+    public_der = standard_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if public_der != certificate.public_key_info_der:
+        raise KeyMismatch(f"key {str(key_path)!r} does not match certificate {certificate.subject!r}")
+    return IssuedStandard(certificate, standard_key)
