@@ -1,0 +1,1 @@
+"""Tests of the TLCP engine and its asyncio adapter."""

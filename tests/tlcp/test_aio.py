@@ -1,0 +1,225 @@
+"""Behaviour of the asyncio adapter: accept with sniffed bytes, flow control, half-close, timeouts, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from certs import TrustStore
+from tests.conftest import SHARED
+from tests.interop.identities import TONGSUO_PKI, client_configuration, server_configuration
+from tls.tlcp.aio import (
+    TLCPHandshakeError,
+    TLCPStream,
+    TLCPStreamError,
+    start_tlcp_server,
+    tlcp_accept,
+    tlcp_connect,
+    tlcp_request,
+)
+from tls.tlcp.config import TLCPConfiguration
+from tls.tlcp.suites import CipherSuite
+
+GCM = (CipherSuite.ECC_SM4_GCM_SM3,)
+
+
+async def serve(callback, **options: object) -> tuple[asyncio.Server, int]:
+    configuration = server_configuration(TONGSUO_PKI, suites=GCM, **options)  # type: ignore[arg-type]
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, callback)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def stop(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
+
+
+async def test_tlcp_accept_takes_over_a_sniffed_stream() -> None:
+    configuration = server_configuration(TONGSUO_PKI, suites=GCM)
+    sniffed: list[bytes] = []
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.readexactly(3)  # a protocol sniffer: content type + record version
+        sniffed.append(first)
+        stream = await tlcp_accept(reader, writer, configuration, initial_data=first)
+        async with stream:
+            stream.write((await stream.readexactly(5)).upper())
+            await stream.drain()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        stream.write(b"hello")
+        assert await stream.readexactly(5) == b"HELLO"
+        assert await stream.read() == b""
+        assert stream.close_notify_received
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert sniffed == [b"\x16\x01\x01"]
+
+
+async def test_slow_reader_bounds_buffering_and_blocks_the_writer() -> None:
+    total = 8 * 1024 * 1024
+    writer_done = asyncio.Event()
+
+    async def flood(stream: TLCPStream) -> None:
+        chunk = bytes(range(256)) * 256
+        for _ in range(total // len(chunk)):
+            stream.write(chunk)
+            await stream.drain()
+        writer_done.set()
+        await stream.read()
+
+    server, port = await serve(flood)
+    try:
+        high_water = 64 * 1024
+        stream = await tlcp_connect(
+            "127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM), read_high_water=high_water
+        )
+        # Give the server ample opportunity to push everything if nothing held it back.
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert not writer_done.is_set()
+        buffered = stream._protocol.buffered
+        assert buffered <= high_water + 16 * 1024 * 2
+        received = 0
+        while received < total:
+            chunk = await stream.read(1 << 20)
+            assert chunk
+            received += len(chunk)
+        await writer_done.wait()
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert received == total
+
+
+async def test_write_eof_is_close_notify_and_the_peer_reads_eof() -> None:
+    seen: list[tuple[bytes, bool]] = []
+
+    async def collect(stream: TLCPStream) -> None:
+        seen.append((await stream.read(), stream.close_notify_received))
+
+    server, port = await serve(collect)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        stream.write(b"last words")
+        stream.write_eof()
+        with pytest.raises(TLCPStreamError):
+            stream.write(b"after close_notify")
+        assert await stream.read() == b""
+        assert stream.close_notify_received
+        assert stream.at_eof()
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert seen == [(b"last words", True)]
+
+
+async def test_transport_eof_without_close_notify_is_reported_as_truncation() -> None:
+    async def hang_up(stream: TLCPStream) -> None:
+        stream.abort()
+
+    server, port = await serve(hang_up)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        with pytest.raises((TLCPStreamError, asyncio.IncompleteReadError)):
+            await stream.readexactly(1)
+        assert not stream.close_notify_received
+        stream.close()
+        await stream.wait_closed()
+    finally:
+        await stop(server)
+
+
+async def test_client_handshake_timeout_against_a_silent_server() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(TLCPHandshakeError, match="timed out"):
+            await tlcp_connect(
+                "127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM), handshake_timeout=0.2
+            )
+    finally:
+        await stop(server)
+
+
+async def test_server_drops_a_client_that_never_finishes_the_handshake() -> None:
+    configuration = server_configuration(TONGSUO_PKI, suites=GCM)
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, print, handshake_timeout=0.2)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await stop(server)
+
+
+async def test_untrusted_server_fails_the_handshake_with_an_alert() -> None:
+    connected: list[TLCPStream] = []
+    server, port = await serve(connected.append)
+    try:
+        gmssl_ca = TrustStore.from_pem_file(SHARED / "tlcp" / "gmssl" / "certs" / "root_ca_cert.pem")
+        configuration = TLCPConfiguration(
+            is_client=True, cipher_suites=GCM, trust_store=gmssl_ca, server_name="localhost"
+        )
+        with pytest.raises(TLCPHandshakeError) as failure:
+            await tlcp_connect("127.0.0.1", port, configuration)
+        assert failure.value.alert_sent is True
+        assert failure.value.alert in {"unknown_ca", "bad_certificate"}
+    finally:
+        await stop(server)
+    assert connected == []
+
+
+async def test_server_requiring_client_auth_rejects_a_client_without_certificate() -> None:
+    server, port = await serve(print, client_auth=True)
+    try:
+        with pytest.raises(TLCPHandshakeError) as failure:
+            await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        assert failure.value.alert_sent is False
+        assert failure.value.alert is not None
+    finally:
+        await stop(server)
+
+
+async def test_tlcp_request_reads_the_response_until_the_server_closes() -> None:
+    async def respond(stream: TLCPStream) -> None:
+        request = await stream.readexactly(7)
+        stream.write(b"reply to " + request)
+        await stream.drain()
+
+    server, port = await serve(respond)
+    try:
+        response = await asyncio.to_thread(
+            tlcp_request, "127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM), b"request"
+        )
+    finally:
+        await stop(server)
+    assert response == b"reply to request"
+
+
+async def test_connect_fills_server_name_from_a_dns_host() -> None:
+    names: list[str | None] = []
+
+    async def record(stream: TLCPStream) -> None:
+        names.append(stream.handshake.server_name)
+
+    server, port = await serve(record)
+    try:
+        configuration = client_configuration(TONGSUO_PKI, suites=GCM, server_name=None)
+        stream = await tlcp_connect("localhost", port, configuration)
+        assert await stream.read() == b""
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert names == ["localhost"]

@@ -1,0 +1,167 @@
+"""smgate against BabaSSL 8.3.2 NTLS (from the tongsuopy wheel), both directions, all four suites.
+
+Every cell: a full handshake then a resumed one, application data both ways (echo), and a
+close_notify exchange, checked from both ends (the BabaSSL child reports what it saw).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.interop.babassl import (
+    SUITE_NAMES,
+    BabaSSLServer,
+    ClientOptions,
+    ServerOptions,
+    payload_bytes,
+    run_babassl_client,
+)
+from tests.interop.identities import (
+    SUITE_AUTH_MATRIX,
+    TONGSUO_PKI,
+    client_configuration,
+    is_ecdhe,
+    server_configuration,
+)
+from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect, tlcp_request
+from tls.tlcp.config import PeerProfile, SessionCache
+from tls.tlcp.events import HandshakeComplete
+from tls.tlcp.suites import CipherSuite
+
+PAYLOAD_SIZE = 40_000
+
+
+@pytest.mark.parametrize(("suite", "client_auth"), SUITE_AUTH_MATRIX)
+async def test_babassl_client_to_smgate_server(suite: CipherSuite, client_auth: bool) -> None:
+    handshakes: list[HandshakeComplete] = []
+    clean_close: list[bool] = []
+
+    async def echo(stream: TLCPStream) -> None:
+        handshakes.append(stream.handshake)
+        while data := await stream.read(65536):
+            stream.write(data)
+            await stream.drain()
+        clean_close.append(stream.close_notify_received)
+
+    configuration = server_configuration(
+        TONGSUO_PKI, suites=(suite,), client_auth=client_auth, session_cache=SessionCache()
+    )
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, echo)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        options = ClientOptions(
+            port=port,
+            suite=SUITE_NAMES[suite],
+            certs=TONGSUO_PKI.client_files if client_auth else None,
+            ca_file=TONGSUO_PKI.ca_file,
+            server_name="localhost",
+            payload_size=PAYLOAD_SIZE,
+            resume=True,
+        )
+        reports = await run_babassl_client(options)
+        for _ in range(100):
+            if len(clean_close) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert [report.error for report in reports] == [None, None]
+    assert [report.reused for report in reports] == [False, True]
+    for report in reports:
+        assert report.cipher == SUITE_NAMES[suite]
+        assert report.verify_result == 0
+        assert report.payload_ok and report.sent == report.received == PAYLOAD_SIZE
+        assert report.close_notify_received
+    assert [handshake.session_resumed for handshake in handshakes] == [False, True]
+    assert clean_close == [True, True]
+    for handshake in handshakes:
+        assert handshake.cipher_suite == suite
+        if client_auth:
+            assert handshake.peer_sign_cert is not None
+            assert handshake.peer_sign_cert.der == TONGSUO_PKI.client_set.sign_cert.der
+        else:
+            assert handshake.peer_certificates == ()
+
+
+#: BabaSSL expects the ECDHE ClientKeyExchange without the opaque<2> wrapper of GB/T 38636-2020
+#: 6.4.5.8 (it answers the standard form with decode_error), so ECDHE needs the TONGSUO profile.
+CLIENT_MATRIX = [
+    pytest.param(
+        suite,
+        client_auth,
+        profile,
+        id=f"{suite.name}-{'clientauth' if client_auth else 'noauth'}-{profile.name}",
+    )
+    for suite in CipherSuite
+    for client_auth in (False, True)
+    for profile in (PeerProfile.STANDARD, PeerProfile.TONGSUO)
+    if (client_auth or not is_ecdhe(suite)) and (profile is PeerProfile.TONGSUO or not is_ecdhe(suite))
+]
+
+
+@pytest.mark.parametrize(("suite", "client_auth", "profile"), CLIENT_MATRIX)
+async def test_smgate_client_to_babassl_server(
+    suite: CipherSuite, client_auth: bool, profile: PeerProfile
+) -> None:
+    options = ServerOptions(
+        suite=SUITE_NAMES[suite],
+        certs=TONGSUO_PKI.server_files,
+        ca_file=TONGSUO_PKI.ca_file,
+        verify_client=client_auth,
+        require_client_cert=client_auth,
+        connections=2,
+    )
+    payload = payload_bytes(PAYLOAD_SIZE, seed=3)
+    async with BabaSSLServer(options) as babassl:
+        configuration = client_configuration(
+            TONGSUO_PKI, suites=(suite,), client_cert=client_auth, profile=profile
+        )
+        session = None
+        for expect_resumed in (False, True):
+            if session is not None:
+                configuration = client_configuration(
+                    TONGSUO_PKI, suites=(suite,), client_cert=client_auth, session=session, profile=profile
+                )
+            stream = await tlcp_connect("127.0.0.1", babassl.port, configuration)
+            assert stream.handshake.cipher_suite == suite
+            assert stream.handshake.session_resumed is expect_resumed
+            assert stream.handshake.peer_sign_cert is not None
+            assert stream.handshake.peer_sign_cert.der == TONGSUO_PKI.server_set.sign_cert.der
+            stream.write(payload)
+            await stream.drain()
+            assert await stream.readexactly(PAYLOAD_SIZE) == payload
+            stream.write_eof()
+            assert await stream.read() == b""
+            assert stream.close_notify_received
+            await stream.aclose()
+            session = stream.session
+        reports = await babassl.reports()
+
+    assert [report.error for report in reports] == [None, None]
+    assert [report.reused for report in reports] == [False, True]
+    for report in reports:
+        assert report.cipher == SUITE_NAMES[suite]
+        assert report.received == report.sent == PAYLOAD_SIZE
+        assert report.close_notify_received
+        if client_auth:
+            assert report.peer_subject is not None and "OU=client sign" in report.peer_subject
+            assert report.verify_result == 0
+        else:
+            assert report.peer_subject is None
+
+
+async def test_tlcp_request_against_babassl_echo_server() -> None:
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    options = ServerOptions(suite=SUITE_NAMES[suite], certs=TONGSUO_PKI.server_files, connections=1)
+    async with BabaSSLServer(options) as babassl:
+        configuration = client_configuration(TONGSUO_PKI, suites=(suite,))
+        response = await asyncio.to_thread(
+            tlcp_request, "127.0.0.1", babassl.port, configuration, b"ping over TLCP", response_bytes=14
+        )
+        (report,) = await babassl.reports()
+    assert response == b"ping over TLCP"
+    assert report.error is None and report.close_notify_received
