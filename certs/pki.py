@@ -322,3 +322,23 @@ def load_issuer(cert_path: str | Path, key_path: str | Path, password: bytes | N
     if public_der != certificate.public_key_info_der:
         raise KeyMismatch(f"key {str(key_path)!r} does not match certificate {certificate.subject!r}")
     return IssuedStandard(certificate, standard_key)
+
+
+def load_sm2_issuer(cert_path: str | Path, key_path: str | Path, password: bytes | None = None) -> IssuedSM2:
+    """Like :func:`load_issuer` but the CA must be SM2."""
+    issuer = load_issuer(cert_path, key_path, password)
+    if not isinstance(issuer, IssuedSM2):
+        raise ValueError(
+            f"CA certificate {str(cert_path)!r} has a {issuer.certificate.key_type} key, not SM2"
+        )
+    return issuer
+
+
+def load_standard_issuer(
+    cert_path: str | Path, key_path: str | Path, password: bytes | None = None
+) -> IssuedStandard:
+    """Like :func:`load_issuer` but the CA must be RSA or ECDSA."""
+    issuer = load_issuer(cert_path, key_path, password)
+    if not isinstance(issuer, IssuedStandard):
+        raise ValueError(f"CA certificate {str(cert_path)!r} is SM2; use an RSA or ECDSA CA")
+    return issuer
