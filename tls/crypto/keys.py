@@ -63,7 +63,6 @@ class SM2PublicKey:
 
     def verify(self, signature: bytes, message: bytes, uid: bytes = DEFAULT_SM2_ID) -> None:
         """Raise :class:`InvalidSignature` unless ``signature`` (DER) is valid for ``message``/``uid``."""
-        encoding.decode_signature(signature)
         current_backend().verify(self, signature, message, uid)
 
     def encrypt(self, plaintext: bytes) -> bytes:
@@ -140,7 +139,6 @@ class SM2PrivateKey:
 
     def decrypt(self, ciphertext: bytes) -> bytes:
         """Decrypt GM/T 0009 DER C1C3C2; raises :class:`DecryptionError`."""
-        encoding.decode_ciphertext(ciphertext)
         return current_backend().decrypt(self, ciphertext)
 
     def exchange(self, peer: SM2PublicKey) -> bytes:

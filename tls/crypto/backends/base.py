@@ -1,9 +1,9 @@
 """The interface every SM2 backend implements.
 
 A backend turns backend-neutral key values (:class:`~tls.crypto.keys.SM2PrivateKey`,
-:class:`~tls.crypto.keys.SM2PublicKey`) into SM2 operations.  Input syntax (DER, ranges) is checked by
-the caller before a backend is reached, so backends see well-formed values and report semantic failures
-with the :mod:`tls.crypto.errors` types.
+:class:`~tls.crypto.keys.SM2PublicKey`) into SM2 operations.  Keys reaching a backend are already
+validated; signatures and ciphertexts are not, and every backend applies the same strict DER rules
+(:mod:`tls.crypto.encoding`) so both reject exactly the same inputs with :mod:`tls.crypto.errors` types.
 """
 
 from __future__ import annotations

@@ -317,6 +317,7 @@ class OpenSSLBackend:
         return bytes(self._ffi.buffer(out, outlen[0]))
 
     def decrypt(self, key: SM2PrivateKey, ciphertext: bytes) -> bytes:
+        encoding.decode_ciphertext(ciphertext)  # same strict DER rules as the gmssl backend
         ctx = self._pkey_ctx(self._private_pkey(key))
         if self._lib.EVP_PKEY_decrypt_init(ctx) != 1:
             self._clear_errors()
