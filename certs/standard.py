@@ -24,6 +24,7 @@ from certs.errors import (
     CertificateError,
     CertificateExpired,
     CertificateNotYetValid,
+    HostnameMismatch,
     KeyMismatch,
     KeyUsageMismatch,
     MalformedCertificate,
@@ -48,7 +49,7 @@ _NAME_OIDS = {
 }
 _EKU_OIDS = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
 
-# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) -> exception class.
+# OpenSSL 3.0 X509_V_ERR_* codes (include/openssl/x509_vfy.h) -> exception class; others map to the base class.
 _OPENSSL_ERRORS: dict[int, type[CertificateError]] = {
     2: UnknownCA,  # UNABLE_TO_GET_ISSUER_CERT
     4: BadCertificateSignature,  # UNABLE_TO_DECRYPT_CERT_SIGNATURE
@@ -63,11 +64,30 @@ _OPENSSL_ERRORS: dict[int, type[CertificateError]] = {
     20: UnknownCA,  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     21: UnknownCA,  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
     22: UnknownCA,  # CERT_CHAIN_TOO_LONG
-    24: NotACertificateAuthority,  # INVALID_CA
+    24: BadCertificateSignature,  # NO_ISSUER_PUBLIC_KEY
     25: PathLengthExceeded,  # PATH_LENGTH_EXCEEDED
     26: KeyUsageMismatch,  # INVALID_PURPOSE
+    27: UnknownCA,  # CERT_UNTRUSTED
+    28: UnknownCA,  # CERT_REJECTED
+    29: UnknownCA,  # SUBJECT_ISSUER_MISMATCH
+    30: UnknownCA,  # AKID_SKID_MISMATCH
     32: NotACertificateAuthority,  # KEYUSAGE_NO_CERTSIGN
     34: UnsupportedCertificate,  # UNHANDLED_CRITICAL_EXTENSION
+    37: NotACertificateAuthority,  # INVALID_NON_CA
+    39: KeyUsageMismatch,  # KEYUSAGE_NO_DIGITAL_SIGNATURE
+    55: UnknownCA,  # PATH_LOOP
+    62: HostnameMismatch,  # HOSTNAME_MISMATCH
+    64: HostnameMismatch,  # IP_ADDRESS_MISMATCH
+    66: UnsupportedCertificate,  # EE_KEY_TOO_SMALL
+    67: UnsupportedCertificate,  # CA_KEY_TOO_SMALL
+    68: UnsupportedCertificate,  # CA_MD_TOO_WEAK
+    76: UnsupportedCertificate,  # UNSUPPORTED_SIGNATURE_ALGORITHM
+    77: BadCertificateSignature,  # SIGNATURE_ALGORITHM_MISMATCH
+    78: MalformedCertificate,  # SIGNATURE_ALGORITHM_INCONSISTENCY
+    79: NotACertificateAuthority,  # INVALID_CA
+    80: NotACertificateAuthority,  # PATHLEN_INVALID_FOR_NON_CA
+    81: NotACertificateAuthority,  # PATHLEN_WITHOUT_KU_KEY_CERT_SIGN
+    82: NotACertificateAuthority,  # KU_KEY_CERT_SIGN_INVALID_FOR_NON_CA
 }
 
 

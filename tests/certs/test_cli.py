@@ -1,0 +1,193 @@
+"""``smgate pki`` commands (certs.cli) driven through an argparse parser, as gateway/cli.py wires them."""
+
+from __future__ import annotations
+
+import argparse
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from certs import Role, TrustStore, load_certificate_file, verify_sm2_chain
+from certs.cli import register
+from certs.pki import MAX_VALIDITY_DAYS
+from certs.standard import verify_standard_chain
+
+
+def run(*argv: str | Path) -> int:
+    parser = argparse.ArgumentParser(prog="smgate")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(arg) for arg in argv])
+    result: int = args.func(args)
+    return result
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def sm2_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sm2")
+    assert (
+        run(
+            "pki",
+            "ca",
+            "--type",
+            "sm2",
+            "--cn",
+            "CLI Root",
+            "--org",
+            "smgate",
+            "--country",
+            "CN",
+            "--out-dir",
+            out,
+        )
+        == 0
+    )
+    assert run(
+        "pki", "intermediate", "--ca-cert", out / "root.pem", "--ca-key", out / "root.key",
+        "--cn", "CLI Intermediate", "--out-dir", out,
+    ) == 0  # fmt: skip
+    assert run(
+        "pki", "issue-tlcp", "--role", "server", "--ca-cert", out / "intermediate.pem",
+        "--ca-key", out / "intermediate.key", "--cn", "gw.example.test", "--dns", "gw.example.test",
+        "--dns", "localhost", "--ip", "127.0.0.1", "--out-dir", out,
+    ) == 0  # fmt: skip
+    assert run(
+        "pki", "issue-tlcp", "--role", "client", "--ca-cert", out / "intermediate.pem",
+        "--ca-key", out / "intermediate.key", "--cn", "client one", "--out-dir", out, "--name", "alice",
+    ) == 0  # fmt: skip
+    return out
+
+
+def test_files_and_modes(sm2_pki: Path) -> None:
+    for stem in ("root", "intermediate", "server_sign", "server_enc", "alice_sign", "alice_enc"):
+        assert mode(sm2_pki / f"{stem}.key") == 0o600
+        assert mode(sm2_pki / f"{stem}.pem") == 0o644
+    assert load_certificate_file(sm2_pki / "server_chain.pem").subject == "CN=CLI Intermediate"
+
+
+def test_default_validity_within_limits(sm2_pki: Path) -> None:
+    root = load_certificate_file(sm2_pki / "root.pem")
+    assert root.not_after - root.not_before <= timedelta(days=MAX_VALIDITY_DAYS, minutes=5)
+    leaf = load_certificate_file(sm2_pki / "server_sign.pem")
+    intermediate = load_certificate_file(sm2_pki / "intermediate.pem")
+    assert leaf.not_after <= intermediate.not_after <= root.not_after
+    assert intermediate.path_len == 0 and root.path_len is None
+
+
+def test_tlcp_pair_profile(sm2_pki: Path) -> None:
+    sign = load_certificate_file(sm2_pki / "server_sign.pem")
+    enc = load_certificate_file(sm2_pki / "server_enc.pem")
+    assert sign.subject == enc.subject == "CN=gw.example.test"
+    assert sign.public_key_bytes != enc.public_key_bytes
+    assert sign.key_usage == {"digital_signature", "non_repudiation"}
+    assert enc.key_usage == {"key_encipherment", "data_encipherment", "key_agreement"}
+    assert sign.san_dns == enc.san_dns == ("gw.example.test", "localhost")
+    assert sign.san_ip == enc.san_ip == ("127.0.0.1",)
+    assert sign.ext_key_usage == enc.ext_key_usage == {"server_auth"}
+    client = load_certificate_file(sm2_pki / "alice_enc.pem")
+    assert client.ext_key_usage == {"client_auth"}
+    trust = TrustStore.from_pem_file(sm2_pki / "root.pem")
+    chain = [load_certificate_file(sm2_pki / "server_chain.pem")]
+    now = datetime.now(UTC)
+    verify_sm2_chain(sign, chain, trust, role=Role.SERVER_SIGN, now=now, hostname="gw.example.test")
+    verify_sm2_chain(enc, chain, trust, role=Role.SERVER_ENC, now=now, hostname="127.0.0.1")
+    verify_sm2_chain(client, chain, trust, role=Role.CLIENT_ENC, now=now)
+
+
+def test_show_prints_summary(sm2_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    leaf = load_certificate_file(sm2_pki / "server_sign.pem")
+    assert run("pki", "show", sm2_pki / "server_sign.pem", "--at", "2030-01-01T00:00:00Z") == 0
+    output = capsys.readouterr().out
+    sm3_hex = ":".join(leaf.fingerprint_sm3()[i : i + 2] for i in range(0, 64, 2)).upper()
+    sha_hex = ":".join(leaf.fingerprint_sha256()[i : i + 2] for i in range(0, 64, 2)).upper()
+    for expected in (
+        "Subject:       CN=gw.example.test",
+        "Issuer:        CN=CLI Intermediate",
+        "SAN:           DNS:gw.example.test, DNS:localhost, IP:127.0.0.1",
+        "Key type:      SM2",
+        "Signature:     SM2-with-SM3",
+        "Key usage:     digital_signature, non_repudiation",
+        "Ext key usage: server_auth",
+        f"Not before:    {leaf.not_before:%Y-%m-%d %H:%M:%S} UTC",
+        f"SM3:           {sm3_hex}",
+        f"SHA-256:       {sha_hex}",
+    ):
+        assert expected in output
+    assert "(expired)" in output
+
+
+def test_show_bundle_lists_each_certificate(sm2_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = sm2_pki / "bundle.pem"
+    bundle.write_bytes((sm2_pki / "root.pem").read_bytes() + (sm2_pki / "intermediate.pem").read_bytes())
+    assert run("pki", "show", bundle) == 0
+    output = capsys.readouterr().out
+    assert "[1/2]" in output and "[2/2]" in output
+    assert "CA:            yes (pathLen unlimited)" in output and "CA:            yes (pathLen 0)" in output
+
+
+def test_verify_command(sm2_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common: list[str | Path] = [
+        "pki",
+        "verify",
+        "--ca-file",
+        sm2_pki / "root.pem",
+        "--untrusted",
+        sm2_pki / "server_chain.pem",
+    ]
+    assert run(*common, "--role", "server-enc", "--hostname", "localhost", sm2_pki / "server_enc.pem") == 0
+    assert ": OK" in capsys.readouterr().out
+    assert run(*common, "--role", "server-enc", sm2_pki / "server_sign.pem") == 1
+    assert "lacks key_agreement or key_encipherment" in capsys.readouterr().err
+    assert run(*common, "--hostname", "elsewhere.test", sm2_pki / "server_sign.pem") == 1
+    assert "elsewhere.test" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_without_force(sm2_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (sm2_pki / "root.pem").read_bytes()
+    assert run("pki", "ca", "--cn", "again", "--out-dir", sm2_pki) == 1
+    assert "use --force" in capsys.readouterr().err
+    assert (sm2_pki / "root.pem").read_bytes() == before
+
+
+def test_days_above_limit_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        run("pki", "ca", "--cn", "long", "--days", str(MAX_VALIDITY_DAYS + 1), "--out-dir", tmp_path)
+    assert info.value.code == 2
+
+
+def test_issue_tlcp_needs_sm2_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("pki", "ca", "--type", "ecdsa", "--cn", "EC", "--out-dir", tmp_path) == 0
+    code = run(
+        "pki", "issue-tlcp", "--role", "server", "--ca-cert", tmp_path / "root.pem", "--ca-key",
+        tmp_path / "root.key", "--cn", "x", "--out-dir", tmp_path,
+    )  # fmt: skip
+    assert code == 1
+    assert "not SM2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ca_type", ["rsa", "ecdsa"])
+def test_standard_ca_and_issue(tmp_path: Path, ca_type: str) -> None:
+    assert run("pki", "ca", "--type", ca_type, "--cn", f"{ca_type} root", "--out-dir", tmp_path) == 0
+    for key_type in ("rsa", "ecdsa"):
+        assert run(
+            "pki", "issue", "--type", key_type, "--role", "server", "--ca-cert", tmp_path / "root.pem",
+            "--ca-key", tmp_path / "root.key", "--cn", "localhost", "--dns", "localhost", "--ip", "127.0.0.1",
+            "--out-dir", tmp_path,
+        ) == 0  # fmt: skip
+        leaf = load_certificate_file(tmp_path / f"{key_type}_server.pem")
+        assert leaf.key_type == {"rsa": "RSA-2048", "ecdsa": "ECDSA-P256"}[key_type]
+        assert mode(tmp_path / f"{key_type}_server.key") == 0o600
+        verify_standard_chain(
+            leaf,
+            [],
+            TrustStore.from_pem_file(tmp_path / "root.pem"),
+            now=datetime.now(UTC),
+            hostname="localhost",
+        )
+    root = load_certificate_file(tmp_path / "root.pem")
+    assert root.key_type == {"rsa": "RSA-2048", "ecdsa": "ECDSA-P256"}[ca_type]
