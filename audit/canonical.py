@@ -1,0 +1,87 @@
+"""Canonical JSON: the exact bytes the HMAC-SM3 chain and the SM2 checkpoints cover.
+
+Canonical form is ``json.dumps`` with sorted keys, no whitespace, non-ASCII characters kept as UTF-8,
+and no NaN/Infinity. Values that are not JSON types are converted first by :func:`to_jsonable`, so the
+verifier, which re-parses the stored line, recomputes byte-identical input.
+
+A record line is the canonical object with ``prev`` and ``mac`` appended as its final members
+(:func:`seal_line`); :func:`split_line` undoes that for verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import ipaddress
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+CHAIN_FIELDS = ("prev", "mac")
+
+
+def to_jsonable(value: object) -> Any:
+    """Convert ``value`` to plain JSON types (str, int, float, bool, None, list, dict with str keys)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [to_jsonable(item) for item in value]
+        if isinstance(value, set | frozenset):
+            items.sort(key=repr)
+        return items
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in audit event")
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    raise TypeError(f"audit field of type {type(value).__name__} is not serialisable")
+
+
+def canonical_bytes(record: Mapping[str, Any]) -> bytes:
+    """The canonical encoding of ``record`` (already made of JSON types)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates cannot be UTF-8; the ASCII form is still deterministic for the verifier.
+        return json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        ).encode("ascii")
+
+
+def seal_line(canonical: bytes, prev: bytes, mac: bytes) -> bytes:
+    """Append the chain members to a canonical object: ``{...,"prev":"<hex>","mac":"<hex>"}``."""
+    if not (canonical.startswith(b"{") and canonical.endswith(b"}")):
+        raise ValueError("canonical record must be a JSON object")
+    separator = b"," if len(canonical) > 2 else b""
+    tail = b'"prev":"' + prev.hex().encode() + b'","mac":"' + mac.hex().encode() + b'"}'
+    return canonical[:-1] + separator + tail
+
+
+def split_line(record: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """Split a parsed record into (body without chain members, prev hex, mac hex)."""
+    body = {key: value for key, value in record.items() if key not in CHAIN_FIELDS}
+    prev = record.get("prev")
+    mac = record.get("mac")
+    if not isinstance(prev, str) or not isinstance(mac, str):
+        raise ValueError("record has no prev/mac chain members")
+    return body, prev, mac
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 text (used for signatures)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """Strict inverse of :func:`b64`."""
+    return base64.b64decode(text.encode("ascii"), validate=True)

@@ -1,0 +1,206 @@
+"""The audit processor pipeline, in structlog's processor shape ``(logger, method, event_dict) -> event_dict``.
+
+:func:`build_processors` fixes the order: ``redact`` -> ``add_context`` (time, ids, sequence) ->
+``canonicalise`` (sorted keys, UTF-8, no whitespace) -> ``chain`` (``mac = HMAC-SM3(key, prev || canonical)``).
+Sinks consume the ``_line`` the chain step leaves in the event dict. Keys starting with ``_`` are
+pipeline-internal and never serialised. Stateful steps (sequence numbering, chaining) are small classes
+with their state in plain attributes; the rest are functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from audit.canonical import canonical_bytes, seal_line, to_jsonable
+from audit.ids import uuid7
+from tls.crypto import HMACSM3
+
+#: ``prev`` of the first record of a log: 32 zero bytes.
+GENESIS = bytes(32)
+
+#: Fields the pipeline owns; values a caller passes under these names are replaced.
+RESERVED_FIELDS = frozenset({"event", "ts", "id", "instance", "pid", "seq", "prev", "mac"})
+
+#: Field names never written whatever the configuration says (keys and secrets stay out of the log).
+ALWAYS_DROPPED = frozenset(
+    {
+        "password",
+        "passphrase",
+        "secret",
+        "private_key",
+        "pre_master_secret",
+        "master_secret",
+        "session_key",
+        "key_block",
+        "psk",
+        "audit_key",
+    }
+)
+_SECRET_MARKERS = ("secret", "password", "private_key", "passphrase")
+
+EMIT_NS = "_emit_ns"
+CANONICAL = "_canonical"
+LINE = "_line"
+MAC = "_mac"
+HASH_PREFIX = "hmac-sm3:"
+
+
+def format_timestamp(unix_ns: int) -> str:
+    """RFC 3339 UTC with microseconds: ``2026-11-25T10:26:44.123456Z``."""
+    seconds, nanos = divmod(unix_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in ALWAYS_DROPPED or any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def _is_key_object(value: object) -> bool:
+    """Private-key objects (anything exposing raw scalar bytes) are never serialised."""
+    return hasattr(value, "scalar_bytes") or hasattr(value, "private_bytes")
+
+
+class Redactor:
+    """``redact``: hash (HMAC-SM3 under a redaction key) or drop configured fields; always drop secrets.
+
+    Paths are dotted and case-insensitive (``headers.authorization`` names the ``authorization`` member
+    of the ``headers`` field; ``client_addr`` a top-level field).
+    """
+
+    def __init__(
+        self, redaction_key: bytes, *, hash_paths: Iterable[str] = (), drop_paths: Iterable[str] = ()
+    ):
+        self._mac = HMACSM3(redaction_key)
+        self.hash_paths = frozenset(path.lower() for path in hash_paths)
+        self.drop_paths = frozenset(path.lower() for path in drop_paths)
+
+    def __repr__(self) -> str:
+        return f"Redactor(hash={sorted(self.hash_paths)}, drop={sorted(self.drop_paths)})"
+
+    def hash_value(self, value: object) -> str:
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+        return HASH_PREFIX + self._mac.compute(data).hex()
+
+    def _redact(self, mapping: Mapping[str, Any], prefix: str, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for name, value in mapping.items():
+            path = f"{prefix}{name}".lower()
+            if path in self.drop_paths or _is_secret_name(name) or _is_key_object(value):
+                continue
+            if path in self.hash_paths and value is not None:
+                result[name] = self.hash_value(value)
+            elif isinstance(value, Mapping) and depth < 4:
+                result[name] = self._redact(value, f"{path}.", depth + 1)
+            else:
+                result[name] = value
+        return result
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        return self._redact(event_dict, "", 0)
+
+
+class ContextAdder:
+    """``add_context``: timestamp and UUIDv7 from the emit time, instance, pid and the sequence number.
+
+    ``next_seq`` is the sequence number the next record gets; recovery sets it from the last record on disk.
+    """
+
+    def __init__(self, *, instance: str, pid: int, next_seq: int = 1) -> None:
+        self.instance = instance
+        self.pid = pid
+        self.next_seq = next_seq
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        emit_ns = event_dict.get(EMIT_NS)
+        if not isinstance(emit_ns, int):
+            emit_ns = time.time_ns()
+            event_dict[EMIT_NS] = emit_ns
+        event_dict["ts"] = format_timestamp(emit_ns)
+        event_dict["id"] = str(uuid7(emit_ns))
+        event_dict["instance"] = self.instance
+        event_dict["pid"] = self.pid
+        event_dict["seq"] = self.next_seq
+        self.next_seq += 1
+        return event_dict
+
+
+def _lenient(value: object) -> Any:
+    """``value`` as JSON if it serialises on its own, otherwise its ``repr``."""
+    try:
+        converted = to_jsonable(value)
+        canonical_bytes({"value": converted})
+    except (TypeError, ValueError):
+        return repr(value)
+    return converted
+
+
+def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """``canonicalise``: JSON types only, then the canonical bytes under ``_canonical``.
+
+    A field that cannot be serialised (unknown type, NaN) is written as its ``repr`` and named in
+    ``audit_error``, so a gateway bug never costs the record itself.
+    """
+    public = {key: value for key, value in event_dict.items() if not key.startswith("_")}
+    try:
+        body = to_jsonable(public)
+        canonical = canonical_bytes(body)
+    except (TypeError, ValueError) as exc:
+        body = {key: _lenient(value) for key, value in public.items()}
+        body["audit_error"] = f"unserialisable field: {exc}"
+        canonical = canonical_bytes(body)
+    result: EventDict = {**body, CANONICAL: canonical}
+    if EMIT_NS in event_dict:
+        result[EMIT_NS] = event_dict[EMIT_NS]
+    return result
+
+
+class HmacChain:
+    """``chain``: ``mac = HMAC-SM3(key, prev || canonical)``; ``prev`` is the previous record's mac.
+
+    Deleting, reordering or editing any record changes the input of every later MAC, so verification
+    fails exactly at the first altered position.
+    """
+
+    def __init__(self, key: bytes, prev: bytes = GENESIS) -> None:
+        if len(key) < 16:
+            raise ValueError("audit key must be at least 16 bytes")
+        self._mac = HMACSM3(key)
+        self.prev = prev
+
+    def __repr__(self) -> str:
+        return f"HmacChain(prev={self.prev.hex()})"
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        canonical = event_dict[CANONICAL]
+        mac = self._mac.compute(self.prev, canonical)
+        event_dict[LINE] = seal_line(canonical, self.prev, mac)
+        event_dict[MAC] = mac
+        event_dict["prev"] = self.prev.hex()
+        event_dict["mac"] = mac.hex()
+        self.prev = mac
+        return event_dict
+
+
+def record_mac(mac: HMACSM3, prev: bytes, body: Mapping[str, Any]) -> bytes:
+    """The MAC a record with chain input ``prev`` and content ``body`` must carry (used by the verifier)."""
+    return mac.compute(prev, canonical_bytes(body))
+
+
+def build_processors(*, redactor: Redactor, context: ContextAdder, chain: HmacChain) -> list[Processor]:
+    """The pipeline order every caller event goes through."""
+    return [redactor, context, canonicalise, chain]
+
+
+def run_processors(processors: Iterable[Processor], event_dict: EventDict) -> EventDict:
+    """Run ``event_dict`` through ``processors`` as structlog would (no logger object is needed)."""
+    result: Any = event_dict
+    for processor in processors:
+        result = processor(None, "emit", result)
+    if not isinstance(result, dict):
+        raise TypeError("audit processors must return an event dict")
+    return result

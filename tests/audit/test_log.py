@@ -1,0 +1,245 @@
+"""AuditLog end to end: every event type, schema, chain, checkpoints, rotation, restart, crash, overflow."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+
+from audit.events import event_schema
+from audit.log import AuditLog, NullAuditLog
+from audit.sinks.file import FileSink
+from audit.verify import verify_logs
+from tests.audit.conftest import AuditKeys, ConfigFactory, read_records
+from tests.audit.events import SAMPLE_EVENTS
+from tests.conftest import REPO
+
+
+def _validator() -> jsonschema.protocols.Validator:
+    schema = event_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+async def test_every_event_type_matches_schema_and_verifies(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    log = AuditLog.from_config(make_config(checkpoint={"every_records": 5}))
+    await log.start()
+    for event_type, fields in SAMPLE_EVENTS:
+        log.emit(event_type, **fields)
+    await log.aclose()
+    records = read_records(log_dir)
+    validator = _validator()
+    for record in records:
+        errors = sorted(validator.iter_errors(record), key=str)
+        assert not errors, (record["event"], [error.message for error in errors])
+    kinds = {record["event"] for record in records}
+    assert kinds >= {event for event, _ in SAMPLE_EVENTS} | {"audit.checkpoint"}
+    assert [record["seq"] for record in records] == list(range(1, len(records) + 1))
+    assert {record["instance"] for record in records} == {"test-gw"}
+    assert {record["pid"] for record in records} == {os.getpid()}
+    request = next(record for record in records if record["event"] == "http.request")
+    assert request["headers"]["authorization"].startswith("hmac-sm3:")
+    assert "secret-token" not in (log_dir / "audit-000000000001.jsonl").read_text()
+    handshake = next(record for record in records if record["event"] == "handshake.ok")
+    assert handshake["client_cert"]["serial"] == "1f2e3d"
+    assert records[-1]["event"] == "audit.checkpoint" and records[-1]["reason"] == "shutdown"
+    report = verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key)
+    assert report.ok, report.problem
+    assert report.signatures_verified == sum(1 for record in records if record["event"] == "audit.checkpoint")
+
+
+def test_schema_rejects_records_missing_required_fields() -> None:
+    validator = _validator()
+    base = {
+        "event": "conn.close",
+        "ts": "2026-01-01T00:00:00.000000Z",
+        "id": "01a21246-3596-790d-88f7-175ba5715336",
+        "instance": "gw",
+        "pid": 1,
+        "seq": 1,
+        "prev": "00" * 32,
+        "mac": "00" * 32,
+        "conn_id": "c",
+        "bytes_received": 1,
+        "bytes_sent": 1,
+        "duration_ms": 1.0,
+        "reason": "eof",
+    }
+    assert validator.is_valid(base)
+    assert not validator.is_valid({k: v for k, v in base.items() if k != "bytes_sent"})
+    assert not validator.is_valid({**base, "ts": "2026-01-01T00:00:00Z"})
+    assert not validator.is_valid({**base, "event": "conn.teleport"})
+
+
+async def test_checkpoints_every_n_records_and_rotation_seals_segments(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    log = AuditLog.from_config(make_config(checkpoint={"every_records": 10}, file={"rotate_bytes": 8192}))
+    await log.start()
+    for index in range(95):
+        log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+    await log.aclose()
+    segments = sorted(log_dir.glob("*.jsonl"))
+    assert len(segments) > 2
+    for path in segments:
+        last = json.loads(path.read_bytes().splitlines()[-1])
+        assert last["event"] == "audit.checkpoint"
+    records = read_records(log_dir)
+    checkpoints = [record for record in records if record["event"] == "audit.checkpoint"]
+    assert all(record["count"] <= 10 for record in checkpoints)
+    assert sum(record["count"] for record in checkpoints) == 95
+    assert any(record["reason"] == "count" and record["count"] == 10 for record in checkpoints)
+    assert any(record["reason"] == "rotation" for record in checkpoints)
+    assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
+
+
+async def test_restart_continues_the_chain(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    for run in range(2):
+        log = AuditLog.from_config(make_config())
+        await log.start()
+        log.emit("admin.action", action="restart", actor="test", result=str(run))
+        await log.aclose()
+    records = read_records(log_dir)
+    assert [record["seq"] for record in records] == [1, 2, 3, 4]
+    assert records[2]["prev"] == records[1]["mac"]
+    assert len(list(log_dir.glob("*.jsonl"))) == 2
+    assert not any(record["event"] == "audit.gap" for record in records)
+    assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from audit.config import load_audit_config
+    from audit.log import AuditLog
+
+    async def main() -> None:
+        log = AuditLog.from_config(load_audit_config(json.loads(sys.argv[1])))
+        await log.start()
+        for index in range(25):
+            log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+        await log.flush()
+        os._exit(0)  # a crash: no aclose, no shutdown checkpoint
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_crash_recovery_declares_the_unclean_end(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    config = make_config(checkpoint={"every_records": 10})
+    subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, config.model_dump_json()], cwd=REPO, check=True, timeout=60
+    )
+    segment = log_dir / "audit-000000000001.jsonl"
+    with segment.open("ab") as handle:
+        handle.write(b'{"event":"conn.open","seq":2')  # torn last write
+    report = verify_logs([log_dir], key=audit_keys.key)
+    assert not report.ok and report.problem is not None and "truncated record" in report.problem.reason
+
+    log = AuditLog.from_config(config)
+    await log.start()
+    log.emit("admin.action", action="after-crash", actor="test", result="ok")
+    await log.aclose()
+    records = read_records(log_dir, complete_only=True)
+    gap = next(record for record in records if record["event"] == "audit.gap")
+    assert gap["reason"] == "unclean_shutdown" and gap["after_seq"] == 27 and gap["torn_bytes"] == 28
+    recovery = records[records.index(gap) + 1]
+    assert recovery["event"] == "audit.checkpoint" and recovery["reason"] == "recovery"
+    assert recovery["from_seq"] == 23 and recovery["count"] == 6  # 5 unsealed records + the gap
+    report = verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key)
+    assert report.ok, report.problem
+    assert [gap["reason"] for gap in report.declared_gaps] == ["unclean_shutdown"]
+
+
+async def test_queue_overflow_while_disk_full_is_declared_exactly(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog.from_config(make_config(queue_size=16, batch_size=4))
+    await log.start()
+    real_write = FileSink.write
+    disk_full = True
+
+    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> None:
+        if disk_full:
+            self.write_errors += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, lines, last_seq)
+
+    monkeypatch.setattr(FileSink, "write", failing_write)
+    log.emit("conn.open", conn_id="first", listener="l", client_addr="192.0.2.1:1")
+    for _ in range(500):
+        if log.file.write_errors:
+            break
+        await asyncio.sleep(0.01)
+    assert log.file.write_errors, "the pipeline never hit the failing disk"
+    for index in range(99):
+        log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+    dropped = log.metrics().dropped
+    assert dropped > 0
+    disk_full = False
+    await log.aclose()
+    records = read_records(log_dir)
+    opens = [record for record in records if record["event"] == "conn.open"]
+    gap = next(record for record in records if record["event"] == "audit.gap")
+    assert gap["reason"] == "queue_overflow" and gap["cause"] == "file_sink_write_failed"
+    assert gap["lost_count"] == dropped == 100 - len(opens)
+    assert gap["lost_by_event"] == {"conn.open": dropped}
+    assert gap["first_lost_ts"] <= gap["last_lost_ts"]
+    report = verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key)
+    assert report.ok, report.problem
+    assert report.declared_gaps[0]["lost_count"] == dropped
+
+
+async def test_emit_never_raises_and_rejects_internal_events(
+    make_config: ConfigFactory, log_dir: Path
+) -> None:
+    log = AuditLog.from_config(make_config())
+    await log.start()
+    log.emit("audit.checkpoint", forged=True)
+    log.emit("conn.open", conn_id="c", listener="l", client_addr="x", weird=object())
+    bound = log.bind(conn_id="c9", listener="l").bind(client_addr="192.0.2.9:9")
+    bound.emit("conn.open")
+    assert log.queue_depth() >= 0
+    await log.aclose()
+    log.emit("conn.open", conn_id="late")
+    metrics = log.metrics()
+    assert metrics.rejected_internal == 1 and metrics.dropped_after_close == 1
+    records = read_records(log_dir)
+    assert not any(record.get("forged") for record in records)
+    weird = next(record for record in records if record.get("conn_id") == "c")
+    assert "audit_error" in weird
+    bound_record = next(record for record in records if record.get("conn_id") == "c9")
+    assert bound_record["client_addr"] == "192.0.2.9:9"
+
+
+async def test_flush_makes_records_visible(make_config: ConfigFactory, log_dir: Path) -> None:
+    log = AuditLog.from_config(make_config(file={"fsync": "always"}))
+    await log.start()
+    log.emit("admin.action", action="a", actor="t", result="ok")
+    assert await log.flush()
+    assert [record["event"] for record in read_records(log_dir)] == ["admin.action"]
+    await log.aclose()
+
+
+async def test_null_audit_log_has_the_same_surface() -> None:
+    null = NullAuditLog()
+    await null.start()
+    null.bind(conn_id="c").emit("conn.open", listener="l")
+    assert null.queue_depth() == 0
+    await null.aclose()

@@ -1,0 +1,142 @@
+"""Each processor dict-in, dict-out; then the assembled pipeline."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from audit.canonical import canonical_bytes, split_line
+from audit.ids import uuid7_timestamp_ms
+from audit.processors import (
+    CANONICAL,
+    EMIT_NS,
+    GENESIS,
+    LINE,
+    ContextAdder,
+    HmacChain,
+    Redactor,
+    build_processors,
+    canonicalise,
+    format_timestamp,
+    record_mac,
+    run_processors,
+)
+from tls.crypto import HMACSM3, hmac_sm3
+
+KEY = bytes(range(32))
+REDACTION_KEY = b"r" * 32
+
+
+def test_format_timestamp_rfc3339_microseconds() -> None:
+    assert format_timestamp(1_764_000_000_123_456_789) == "2025-11-24T16:00:00.123456Z"
+    assert format_timestamp(0) == "1970-01-01T00:00:00.000000Z"
+
+
+def test_redact_hashes_and_drops_configured_paths_case_insensitively() -> None:
+    redactor = Redactor(
+        REDACTION_KEY, hash_paths=["headers.authorization", "client_addr"], drop_paths=["headers.x-trace"]
+    )
+    out = redactor(
+        None,
+        "emit",
+        {
+            "event": "http.request",
+            "client_addr": "10.0.0.1:5000",
+            "headers": {"Authorization": "Bearer abc", "X-Trace": "t", "Accept": "*/*"},
+        },
+    )
+    expected_auth = "hmac-sm3:" + hmac_sm3(REDACTION_KEY, b"Bearer abc").hex()
+    assert out == {
+        "event": "http.request",
+        "client_addr": "hmac-sm3:" + hmac_sm3(REDACTION_KEY, b"10.0.0.1:5000").hex(),
+        "headers": {"Authorization": expected_auth, "Accept": "*/*"},
+    }
+
+
+def test_redact_always_drops_secrets_and_key_objects() -> None:
+    class FakeKey:
+        def scalar_bytes(self) -> bytes:
+            return b"k" * 32
+
+    out = Redactor(REDACTION_KEY)(
+        None,
+        "emit",
+        {
+            "event": "admin.action",
+            "password": "p",
+            "client_secret": "s",
+            "nested": {"master_secret": "m", "ok": 1},
+            "key": FakeKey(),
+            "kept": "yes",
+        },
+    )
+    assert out == {"event": "admin.action", "nested": {"ok": 1}, "kept": "yes"}
+
+
+def test_redact_leaves_none_alone() -> None:
+    out = Redactor(REDACTION_KEY, hash_paths=["sni"])(None, "emit", {"sni": None})
+    assert out == {"sni": None}
+
+
+def test_add_context_sets_time_ids_and_sequence() -> None:
+    adder = ContextAdder(instance="gw-1", pid=4242, next_seq=7)
+    emit_ns = 1_764_000_000_123_456_789
+    first = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns, "seq": 999})
+    second = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns})
+    assert first["ts"] == "2025-11-24T16:00:00.123456Z"
+    assert first["instance"] == "gw-1" and first["pid"] == 4242
+    assert (first["seq"], second["seq"], adder.next_seq) == (7, 8, 9)
+    assert re.fullmatch(r"[0-9a-f-]{36}", first["id"]) and first["id"] != second["id"]
+    import uuid
+
+    assert uuid7_timestamp_ms(uuid.UUID(first["id"])) == emit_ns // 1_000_000
+
+
+def test_canonicalise_produces_canonical_bytes_and_drops_internal_keys() -> None:
+    out = canonicalise(None, "emit", {"b": 2, "a": b"\x01", EMIT_NS: 5})
+    assert out[CANONICAL] == b'{"a":"01","b":2}'
+    assert out["a"] == "01" and out[EMIT_NS] == 5
+
+
+def test_canonicalise_keeps_record_when_a_field_cannot_be_serialised() -> None:
+    out = canonicalise(None, "emit", {"event": "conn.open", "weird": object(), "nan": float("nan"), "ok": 1})
+    body = json.loads(out[CANONICAL])
+    assert body["ok"] == 1 and body["event"] == "conn.open"
+    assert body["weird"].startswith("<object object")
+    assert body["nan"] == "nan"
+    assert body["audit_error"].startswith("unserialisable field")
+
+
+def test_chain_macs_prev_then_canonical_and_advances() -> None:
+    chain = HmacChain(KEY)
+    first = chain(None, "emit", {CANONICAL: b'{"seq":1}'})
+    assert first["prev"] == GENESIS.hex()
+    assert first["mac"] == hmac_sm3(KEY, GENESIS + b'{"seq":1}').hex()
+    second = chain(None, "emit", {CANONICAL: b'{"seq":2}'})
+    assert second["prev"] == first["mac"]
+    assert chain.prev.hex() == second["mac"]
+    record = json.loads(second[LINE])
+    body, prev, mac = split_line(record)
+    assert record_mac(HMACSM3(KEY), bytes.fromhex(prev), body).hex() == mac
+
+
+def test_chain_rejects_short_key() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="16 bytes"):
+        HmacChain(b"short")
+
+
+def test_pipeline_order_and_output_line() -> None:
+    processors = build_processors(
+        redactor=Redactor(REDACTION_KEY, hash_paths=["sni"]),
+        context=ContextAdder(instance="gw", pid=1),
+        chain=HmacChain(KEY),
+    )
+    out = run_processors(processors, {"event": "conn.open", "sni": "example.com", EMIT_NS: 10**18})
+    record = json.loads(out[LINE])
+    assert record["sni"].startswith("hmac-sm3:")
+    assert record["seq"] == 1 and record["prev"] == GENESIS.hex()
+    body, _prev, mac = split_line(record)
+    assert hmac_sm3(KEY, GENESIS + canonical_bytes(body)).hex() == mac
+    assert not any(key.startswith("_") for key in record)
