@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ _RFC4514_NAMES = {
     "0.9.2342.19200300.100.1.1": "UID",
 }
 
+#: Parsed certificates kept for reuse (failures are not cached: they raise).
+PARSE_CACHE_SIZE = 512
+
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
 
 
@@ -124,22 +128,29 @@ def name_to_rfc4514(name: asn1_x509.Name) -> str:
 
 
 def _key_type(spki: keys.PublicKeyInfo) -> tuple[str, bytes]:
-    """Return (key type label, raw public key bytes) for a SubjectPublicKeyInfo."""
+    """(key type label, subjectPublicKey bits) of a SubjectPublicKeyInfo.
+
+    The bits are the EC point for EC keys, the RSAPublicKey DER for RSA, the raw key for Ed25519.
+    """
     algorithm = spki["algorithm"]["algorithm"].dotted
     public_key = spki["public_key"]
+    # BIT STRING contents: one octet counting unused bits, then the key; keys are whole octets.
+    contents = bytes(public_key.contents)
+    if not contents or contents[0] != 0:
+        raise MalformedCertificate("subjectPublicKey is not a whole number of octets")
+    bits = contents[1:]
     if algorithm == OID_EC_PUBLIC_KEY:
         parameters = spki["algorithm"]["parameters"]
         if parameters.name != "named":
             raise MalformedCertificate("EC public key without a named curve is not supported")
         curve = parameters.chosen.dotted
-        point = bytes(public_key.native)
-        return _CURVE_NAMES.get(curve, f"EC-{curve}"), point
+        return _CURVE_NAMES.get(curve, f"EC-{curve}"), bits
     if algorithm == OID_RSA_ENCRYPTION:
         modulus = public_key.parsed["modulus"].native
-        return f"RSA-{modulus.bit_length()}", bytes(public_key.parsed.dump())
+        return f"RSA-{modulus.bit_length()}", bits
     if algorithm == OID_ED25519:
-        return "Ed25519", bytes(public_key.native)
-    return algorithm, bytes(public_key.native if isinstance(public_key.native, bytes) else b"")
+        return "Ed25519", bits
+    return algorithm, bits
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,17 +184,22 @@ class Certificate:
     subject_key_id: bytes | None = None
     authority_key_id: bytes | None = None
     unrecognised_critical_extensions: tuple[str, ...] = ()
-    _subject_match: str = field(default="", repr=False)
-    _issuer_match: str = field(default="", repr=False)
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
     def from_der(cls, der: bytes) -> Certificate:
-        """Parse one DER certificate; trailing bytes or any malformed field raise MalformedCertificate."""
+        """Parse one DER certificate; trailing bytes or any malformed field raise MalformedCertificate.
+
+        Results are cached by DER (certificates are immutable values): peers resend the same
+        certificates on every handshake, and decoding with asn1crypto costs about 2 ms each.
+        """
         if not isinstance(der, bytes | bytearray) or not der:
             raise MalformedCertificate("certificate is empty")
-        der = bytes(der)
+        return _parse_der(bytes(der))
+
+    @classmethod
+    def _parse(cls, der: bytes) -> Certificate:
         try:
             parsed = asn1_x509.Certificate.load(der, strict=True)
             return cls._from_asn1(der, parsed)
@@ -263,8 +279,6 @@ class Certificate:
         signature = parsed["signature_value"].native
         if not isinstance(signature, bytes):
             raise MalformedCertificate("signature value does not decode")
-        # Touch every remaining field once so lazy decoding errors surface here, not later.
-        _ = tbs["subject"].native, tbs["issuer"].native, tbs["serial_number"].native
         return cls(
             der=der,
             tbs_der=tbs.dump(),
@@ -282,8 +296,6 @@ class Certificate:
             public_key_bytes=public_key_bytes,
             public_key_info_der=spki.dump(),
             unrecognised_critical_extensions=tuple(unrecognised),
-            _subject_match=tbs["subject"].hashable,
-            _issuer_match=tbs["issuer"].hashable,
             **values,
         )
 
@@ -315,22 +327,37 @@ class Certificate:
         """Readable signature algorithm name (dotted OID when unknown)."""
         return SIGNATURE_ALGORITHM_NAMES.get(self.signature_algorithm_oid, self.signature_algorithm_oid)
 
+    @cached_property
+    def _subject_match(self) -> str:
+        return str(asn1_x509.Name.load(self.subject_der).hashable)
+
+    @cached_property
+    def _issuer_match(self) -> str:
+        return str(asn1_x509.Name.load(self.issuer_der).hashable)
+
     @property
     def is_self_issued(self) -> bool:
         """Subject and issuer are the same name (RFC 5280 section 3.2); e.g. a root CA."""
-        return self._subject_match == self._issuer_match
+        return self.subject_der == self.issuer_der or self._subject_match == self._issuer_match
 
     def issued(self, child: Certificate) -> bool:
         """True when ``child`` names this certificate as issuer (names compared per RFC 5280 section 7.1)
         and the key identifiers, where both are present, agree."""
-        if self._subject_match != child._issuer_match:
+        if self.subject_der != child.issuer_der and self._subject_match != child._issuer_match:
             return False
         if child.authority_key_id is not None and self.subject_key_id is not None:
             return child.authority_key_id == self.subject_key_id
         return True
 
     def sm2_public_key(self) -> SM2PublicKey:
-        """The subject's SM2 public key; MalformedCertificate when the key is not SM2 or not on the curve."""
+        """The subject's SM2 public key; MalformedCertificate when the key is not SM2 or not on the curve.
+
+        The key object is cached: the provider keeps its libcrypto key alive for reuse across handshakes.
+        """
+        return self._sm2_public_key
+
+    @cached_property
+    def _sm2_public_key(self) -> SM2PublicKey:
         if not self.is_sm2:
             raise MalformedCertificate(f"certificate {self.subject!r} has a {self.key_type} key, not SM2")
         try:
@@ -351,6 +378,11 @@ class Certificate:
     def to_pem(self) -> bytes:
         """PEM text of the certificate."""
         return bytes(pem.armor("CERTIFICATE", self.der))
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_der(der: bytes) -> Certificate:
+    return Certificate._parse(der)
 
 
 def load_pem_certificates(data: bytes) -> list[Certificate]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 
 from certs.certificate import Certificate
 from certs.errors import (
@@ -37,6 +38,8 @@ from certs.trust import TrustStore
 from certs.usage import Role, check_role
 from tls.crypto import DEFAULT_SM2_ID, CryptoError
 
+#: Verified (child, issuer) signature outcomes kept; chains repeat across handshakes.
+SIGNATURE_CACHE_SIZE = 1024
 #: Longest path considered (leaf and anchor included); deeper chains are refused as unknown.
 MAX_PATH_LENGTH = 8
 
@@ -49,13 +52,21 @@ def verify_sm2_signature(child: Certificate, issuer: Certificate, uid: bytes = D
         )
     if not issuer.is_sm2:
         raise UnsupportedCertificate(f"issuer {issuer.subject!r} has a {issuer.key_type} key, not SM2")
+    if not _signature_valid(child, issuer, uid):
+        raise BadCertificateSignature(
+            f"signature on {child.subject!r} does not verify with the key of {issuer.subject!r}"
+        )
+
+
+@lru_cache(maxsize=SIGNATURE_CACHE_SIZE)
+def _signature_valid(child: Certificate, issuer: Certificate, uid: bytes) -> bool:
+    """Whether ``issuer``'s key signed ``child``; a pure function of the two DER encodings, so cached."""
     public_key = issuer.sm2_public_key()
     try:
         public_key.verify(child.signature, child.tbs_der, uid)
     except CryptoError:
-        raise BadCertificateSignature(
-            f"signature on {child.subject!r} does not verify with the key of {issuer.subject!r}"
-        ) from None
+        return False
+    return True
 
 
 def check_validity(certificate: Certificate, now: datetime) -> None:
