@@ -24,9 +24,9 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
+import random
 import socket
 import struct
 import sys
@@ -349,14 +349,8 @@ class ConnectionReport:
 
 
 def payload_bytes(size: int, seed: int = 0) -> bytes:
-    """Deterministic, incompressible test payload (SHA-256 counter stream)."""
-    blocks = bytearray()
-    counter = 0
-    prefix = seed.to_bytes(8, "big")
-    while len(blocks) < size:
-        blocks += hashlib.sha256(prefix + counter.to_bytes(8, "big")).digest()
-        counter += 1
-    return bytes(blocks[:size])
+    """Deterministic pseudo-random test payload (Mersenne Twister: fast, not for secrets)."""
+    return random.Random(seed).randbytes(size)
 
 
 # -- child-process roles ------------------------------------------------------------------------------
