@@ -118,11 +118,15 @@ class TLCPConfiguration:
     certificate_set: our sign+enc pair (required for a server unless
         `certificate_selector` is given; a client needs it for client auth and ECDHE).
     certificate_selector: server hook called with the client's SNI (or None).
-    client_auth: server policy; ECDHE suites always request a client certificate.
+    client_auth: server policy; ECDHE suites always request a client certificate
+        (GB/T 38636-2020 6.4.5.3: the client encryption key takes part in the exchange).
     trust_store: anchors for peer chains; the server also sends its anchors'
         names in CertificateRequest.
     verify_peer: validate the peer chain (and the server host name) through `certs`.
-    server_name: client: SNI to send and the host name to verify.
+        A server validates client certificates whenever it has a trust store, so
+        with ClientAuth.NONE and ECDHE, certificates are checked if anchors are set.
+    server_name: client: SNI to send and the host name to verify (None: no SNI, no
+        host name check; the chain is still validated).
     session_cache: server: enables session IDs and resumption.
     session: client: a `TLCPSession` to offer for resumption.
     profile: sender forms where GmSSL/Tongsuo differ (see `PeerProfile`).

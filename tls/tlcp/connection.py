@@ -27,7 +27,6 @@ from .alerts import (
     AlertLevel,
     DecodeError,
     IllegalParameter,
-    InternalError,
     LocalProtocolError,
     NoRenegotiation,
     TLCPAlert,
@@ -37,7 +36,7 @@ from .alerts import (
 from .buffer import BufferReadError
 from .client import ClientHandshake
 from .config import TLCPConfiguration, TLCPSession
-from .events import AlertReceived, AlertSent, ApplicationData, ConnectionClosed, Event
+from .events import AlertReceived, AlertSent, ApplicationData, ConnectionClosed, Event, HandshakeComplete
 from .handshake import Handshake
 from .messages import HANDSHAKE_HEADER_LENGTH, MAX_HANDSHAKE_MESSAGE_LENGTH, HandshakeType
 from .record import ContentType, RecordReader, RecordWriter
@@ -63,7 +62,7 @@ class TLCPConnection:
         #: The session established (client: keep it to offer for resumption).
         self.session: TLCPSession | None = None
         #: The HandshakeComplete event, kept for adapters that need the peer identity later.
-        self.handshake_event: Event | None = None
+        self.handshake_event: HandshakeComplete | None = None
 
     def __repr__(self) -> str:
         role = "client" if self.configuration.is_client else "server"
@@ -178,7 +177,9 @@ class TLCPConnection:
                 raise UnexpectedMessage("handshake data after Finished")
             self.handshake_complete = True
             self.session = handshake.session
-            self.handshake_event = events[-1]
+            event = events[-1]
+            assert isinstance(event, HandshakeComplete)
+            self.handshake_event = event
             self._handshake = None
 
     def _handle_alert(self, payload: bytes, events: list[Event]) -> None:
@@ -205,12 +206,7 @@ class TLCPConnection:
             self._close_sent = True
 
     def _fail(self, description: AlertDescription, reason: str, events: list[Event]) -> None:
-        if description not in AlertDescription.__members__.values():
-            description = InternalError.description
-        try:
-            self._send_alert(AlertLevel.FATAL, description)
-        except Exception:  # the alert is best effort once the state is broken
-            self._writer.protection = None
+        self._send_alert(AlertLevel.FATAL, description)
         self.closed = True
         self._handshake = None
         events.append(AlertSent(int(description), description.name, reason))

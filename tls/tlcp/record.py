@@ -238,8 +238,11 @@ class RecordWriter(_Direction):
     def _write_record(self, content_type: int, fragment: bytes) -> None:
         if self.protection is not None:
             fragment = self.protection.seal(content_type, self.next_sequence(), fragment)
-        self._output += bytes((content_type,)) + _VERSION_BYTES + len(fragment).to_bytes(2, "big")
-        self._output += fragment
+        output = self._output
+        output.append(content_type)
+        output += _VERSION_BYTES
+        output += len(fragment).to_bytes(2, "big")
+        output += fragment
 
     def data_to_send(self) -> bytes:
         data = bytes(self._output)
