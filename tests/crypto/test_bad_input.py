@@ -65,6 +65,16 @@ def test_out_of_range_scalars_raise_invalid_key(scalar: int | bytes) -> None:
         SM2PrivateKey.from_scalar(scalar)
 
 
+@pytest.mark.parametrize("value", [65, "04" + "00" * 64, None])
+def test_non_bytes_key_material_raises_invalid_key(value: object) -> None:
+    with pytest.raises(InvalidKey):
+        SM2PublicKey.from_bytes(value)  # type: ignore[arg-type]
+    with pytest.raises(InvalidKey):
+        load_sm2_private_key(value)  # type: ignore[arg-type]
+    with pytest.raises(InvalidKey):
+        load_sm2_public_key(value)  # type: ignore[arg-type]
+
+
 def test_private_key_on_other_curve_raises_invalid_key() -> None:
     p256 = ec.generate_private_key(ec.SECP256R1())
     for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):

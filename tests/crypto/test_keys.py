@@ -3,6 +3,8 @@ round trip, GmSSL-style encrypted PKCS#8, and tongsuopy (BabaSSL) as an independ
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,22 @@ def test_public_key_is_hashable_value() -> None:
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     with pytest.raises(AttributeError):
         a._point = b"\x04" + bytes(64)
+
+
+def test_keys_copy_and_pickle_by_value() -> None:
+    key = SM2PrivateKey.generate()
+    key.public_key().verify(key.sign(b"m"), b"m")  # populate the native handle caches
+    for clone in (copy.deepcopy(key), pickle.loads(pickle.dumps(key))):
+        assert clone == key and clone is not key
+        clone.public_key().verify(clone.sign(b"m"), b"m")
+    public = key.public_key()
+    assert copy.deepcopy(public) == public == pickle.loads(pickle.dumps(public))
+
+
+def test_sec1_pem_with_ec_parameters_block_loads() -> None:
+    key = SM2PrivateKey.generate()
+    params = b"-----BEGIN EC PARAMETERS-----\nBggqgRzPVQGCLQ==\n-----END EC PARAMETERS-----\n"
+    assert load_sm2_private_key(params + key.to_sec1_pem()) == key
 
 
 def test_compressed_point_decodes_on_every_backend(backend: str) -> None:

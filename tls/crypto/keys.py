@@ -19,6 +19,12 @@ from tls.crypto.errors import CryptoError, InvalidKey
 _PRIVATE_PEM_LABELS = ("PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "SM2 PRIVATE KEY")
 
 
+def _as_bytes(data: object) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidKey(f"SM2 key material must be bytes, not {type(data).__name__}")
+    return bytes(data)
+
+
 class SM2PublicKey:
     """An SM2 public key: a validated point on curve sm2p256v1.  Equal and hashed by its point."""
 
@@ -29,7 +35,7 @@ class SM2PublicKey:
 
     def __init__(self, point: bytes, *, _validated: bool = False) -> None:
         if not _validated:
-            point = current_backend().decode_point(bytes(point))
+            point = current_backend().decode_point(_as_bytes(point))
         object.__setattr__(self, "_point", point)
         object.__setattr__(self, "_native", {})
 
@@ -60,6 +66,10 @@ class SM2PublicKey:
 
     def __repr__(self) -> str:
         return f"SM2PublicKey({self._point.hex()})"
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        # copy/pickle by value: the cached native handles are per process and cannot be copied.
+        return (SM2PublicKey, (self._point,))
 
     def verify(self, signature: bytes, message: bytes, uid: bytes = DEFAULT_SM2_ID) -> None:
         """Raise :class:`InvalidSignature` unless ``signature`` (DER) is valid for ``message``/``uid``."""
@@ -133,6 +143,9 @@ class SM2PrivateKey:
     def __hash__(self) -> int:
         return hash(self.public_key())
 
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return (SM2PrivateKey, (self._d,))
+
     def sign(self, message: bytes, uid: bytes = DEFAULT_SM2_ID) -> bytes:
         """SM2 signature (DER SEQUENCE{r, s}) over SM3(Z_A || message)."""
         return current_backend().sign(self, message, uid)
@@ -170,7 +183,7 @@ def load_sm2_private_key(data: bytes, password: bytes | None = None) -> SM2Priva
 
     An encoded public key, when present, must match the scalar.  Raises :class:`InvalidKey`.
     """
-    data = bytes(data)
+    data = _as_bytes(data)
     if len(data) == FIELD_SIZE:
         return SM2PrivateKey.from_scalar(data)
     der: bytes | None = None
@@ -197,7 +210,7 @@ def load_sm2_private_key(data: bytes, password: bytes | None = None) -> SM2Priva
 
 def load_sm2_public_key(data: bytes) -> SM2PublicKey:
     """Load a SubjectPublicKeyInfo (PEM or DER) or a raw point (65-byte uncompressed / 33 compressed)."""
-    data = bytes(data)
+    data = _as_bytes(data)
     blocks = encoding.pem_blocks(data)
     if blocks:
         for label, _headers, block in blocks:
