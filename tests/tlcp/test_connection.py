@@ -644,3 +644,101 @@ def test_ca_names_are_sent_in_certificate_request() -> None:
 
 def test_trust_store_type() -> None:
     assert isinstance(TRUST, TrustStore)
+
+
+# crafted flights
+
+
+def _flights(client: TLCPConfiguration, server: TLCPConfiguration) -> tuple[Pair, list[Record]]:
+    """Run to the point where the client's first full flight is produced; return it as records."""
+    pair = Pair(client, server)
+    pair.client.start_handshake()
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.client.receive_data(pair.server.data_to_send())
+    return pair, parse_records(pair.client.data_to_send())
+
+
+def _certificate_message(*ders: bytes) -> bytes:
+    body = b"".join(len(der).to_bytes(3, "big") + der for der in ders)
+    body = len(body).to_bytes(3, "big") + body
+    return b"\x0b" + len(body).to_bytes(3, "big") + body
+
+
+def test_ecdhe_client_without_enc_certificate_is_handshake_failure() -> None:
+    suite = CipherSuite.ECDHE_SM4_GCM_SM3
+    pair, records = _flights(client_config(cipher_suites=[suite]), server_config(cipher_suites=[suite]))
+    assert records[0].fragment[0] == 11
+    records[0] = Record(22, _certificate_message(CLIENT_SET.sign_cert.der))
+    events = pair.server.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["handshake_failure"]
+
+
+def test_client_certificate_without_signing_cert_is_bad_certificate() -> None:
+    pair, records = _flights(client_config(), server_config(client_auth=ClientAuth.REQUIRED))
+    records[0] = Record(22, _certificate_message(CLIENT_SET.enc_cert.der))
+    events = pair.server.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["bad_certificate"]
+
+
+def test_garbage_client_certificate_is_bad_certificate() -> None:
+    pair, records = _flights(client_config(), server_config(client_auth=ClientAuth.REQUIRED))
+    records[0] = Record(22, _certificate_message(b"\x30\x03\x02\x01\x00"))
+    events = pair.server.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["bad_certificate"]
+
+
+def test_unrequested_client_certificate_is_unexpected() -> None:
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    pair, records = _flights(client_config(cipher_suites=[suite]), server_config(cipher_suites=[suite]))
+    extra = Record(22, _certificate_message(CLIENT_SET.sign_cert.der))
+    events = pair.server.receive_data(b"".join(r.wire for r in [extra, *records]))
+    assert alerts_sent(events) == ["unexpected_message"]
+
+
+def test_missing_certificate_verify_is_unexpected() -> None:
+    pair, records = _flights(client_config(), server_config(client_auth=ClientAuth.REQUIRED))
+    kept = [r for r in records if not (r.content_type == 22 and r.fragment[:1] == b"\x0f")]
+    assert len(kept) == len(records) - 1
+    events = pair.server.receive_data(b"".join(r.wire for r in kept))
+    assert alerts_sent(events) == ["unexpected_message"]
+
+
+def _server_flight(client: TLCPConfiguration, server: TLCPConfiguration) -> tuple[Pair, list[Record]]:
+    pair = Pair(client, server)
+    pair.client.start_handshake()
+    pair.server.receive_data(pair.client.data_to_send())
+    return pair, parse_records(pair.server.data_to_send())
+
+
+def test_server_certificate_list_needs_sign_and_enc() -> None:
+    pair, records = _server_flight(client_config(), server_config())
+    records[1] = Record(22, _certificate_message(SERVER_SET.sign_cert.der))
+    events = pair.client.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["bad_certificate"]
+
+
+def test_server_certificates_in_wrong_order_are_rejected() -> None:
+    pair, records = _server_flight(client_config(), server_config())
+    records[1] = Record(22, _certificate_message(SERVER_SET.enc_cert.der, SERVER_SET.sign_cert.der))
+    events = pair.client.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["unsupported_certificate"]  # keyUsage does not fit the position
+
+
+def test_ecdhe_point_not_on_curve_is_illegal_parameter() -> None:
+    suite = CipherSuite.ECDHE_SM4_CBC_SM3
+    pair, records = _server_flight(client_config(cipher_suites=[suite]), server_config(cipher_suites=[suite]))
+    ske = bytearray(records[2].fragment)
+    assert ske[4:9] == b"\x03\x00\x29\x41\x04"
+    ske[20] ^= 0x55
+    records[2] = Record(22, bytes(ske))
+    events = pair.client.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["illegal_parameter"]
+
+
+def test_ecdhe_server_must_request_certificates() -> None:
+    suite = CipherSuite.ECDHE_SM4_CBC_SM3
+    pair, records = _server_flight(client_config(cipher_suites=[suite]), server_config(cipher_suites=[suite]))
+    assert records[3].fragment[0] == 13
+    del records[3]
+    events = pair.client.receive_data(b"".join(r.wire for r in records))
+    assert alerts_sent(events) == ["handshake_failure"]
