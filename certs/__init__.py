@@ -2,7 +2,8 @@
 
 Modules: ``certificate`` (parsed certificates), ``errors`` (one exception per rejection reason),
 ``usage`` (TLCP roles), ``hostname`` (RFC 6125 matching), ``trust`` (anchors), ``verify`` (SM2 chains),
-``certset`` (sign/enc certificate sets), ``builder`` (SM2 certificate construction),
+``certset`` (sign/enc certificate sets), ``profile`` (certificate contents shared by both builders),
+``builder`` (SM2 certificate construction),
 ``standard`` (RSA/ECDSA issuing and OpenSSL verification), ``pki`` (issuing workflows and PEM files),
 ``summary`` (human summaries), ``demo`` (the demo PKI), ``cli`` (``smgate pki``).
 """

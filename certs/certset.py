@@ -1,6 +1,6 @@
 """A TLCP endpoint's double certificate: signing and encryption certificates, their keys, the chain.
 
-GB/T 38636 clause 6.4.5.3: the Certificate message carries the signing certificate, then the
+GB/T 38636 (TLCP) Certificate message: it carries the signing certificate, then the
 encryption certificate, then the CA chain. :func:`split_sign_enc` recovers the two leaves from such a
 list by keyUsage rather than position, since implementations differ in what they send and in which order.
 """

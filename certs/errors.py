@@ -1,7 +1,7 @@
 """Certificate rejection reasons: one exception class per reason, each naming the TLS alert to send.
 
 The TLCP engine and the gateway catch :class:`CertificateError` and send ``error.alert``
-(GB/T 38636 clause 6.4.5 alert names, which match RFC 5246 section 7.2.2).
+(TLCP uses the TLS alert names and codes, RFC 5246 section 7.2.2).
 Messages name the certificate by subject and never include key material.
 """
 

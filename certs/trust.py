@@ -1,7 +1,7 @@
 """Trust anchors: the CA certificates a peer's chain must end at, loaded from a PEM bundle.
 
 The same store answers a TLCP server's CertificateRequest ``certificate_authorities`` list
-(the DER subject names of the anchors, GB/T 38636 clause 6.4.5.5).
+(the DER subject names of the anchors).
 """
 
 from __future__ import annotations

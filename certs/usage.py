@@ -1,6 +1,6 @@
 """What a TLCP leaf certificate may be used for: the four roles and their keyUsage/extKeyUsage rules.
 
-TLCP (GB/T 38636 clause 6.4.5.3) sends two leaf certificates per side: a signing certificate
+TLCP (GB/T 38636) sends two leaf certificates per side: a signing certificate
 (ServerKeyExchange/CertificateVerify signatures) and an encryption certificate (the ECC premaster is
 SM2-encrypted to it; ECDHE uses its key for SM2 key exchange). keyUsage is what tells them apart:
 

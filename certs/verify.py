@@ -5,7 +5,7 @@ Steps, each failing with its own :mod:`certs.errors` class:
 1. Path building: from the leaf, follow issuer names (and key identifiers when both sides carry
    them) through the peer's intermediates until a trust anchor is reached (:class:`UnknownCA` if
    none is). Every link's signature is checked with SM2-with-SM3 and the default user ID
-   ``1234567812345678`` (GM/T 0009 section 10; :class:`BadCertificateSignature`). The anchor's own
+   ``1234567812345678`` (the GM/T 0009 default; :class:`BadCertificateSignature`). The anchor's own
    self-signature is not checked: it is trusted by configuration, as in OpenSSL.
 2. Every certificate on the path must be inside its validity window at ``now``.
 3. Every issuer must be a CA: basicConstraints cA=TRUE (an anchor may instead be a v1 certificate
