@@ -14,12 +14,14 @@ from tests.conftest import REPO
 from tests.crypto.conftest import BACKENDS
 from tls.crypto import (
     SM2PrivateKey,
+    UnsupportedAlgorithm,
     available_backends,
     backend_name,
     current_backend,
     set_backend,
     use_backend,
 )
+from tls.crypto.backends.base import SM2Backend
 from tls.crypto.cli import describe, register
 
 
@@ -93,3 +95,26 @@ def test_selfcheck_command_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "selfcheck passed" in out and f"active backend: {backend_name()}" in out
     for name in BACKENDS:
         assert f"{name:<8}  SM2 key exchange KAT" in out
+
+
+def test_unusable_libcrypto_raises_unsupported_algorithm() -> None:
+    from tls.crypto.backends.openssl import OpenSSLBackend
+
+    with pytest.raises(UnsupportedAlgorithm):
+        OpenSSLBackend(library="/nonexistent/libcrypto.so.3")
+
+
+def test_falls_back_to_gmssl_when_openssl_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> SM2Backend:
+        raise OSError("libcrypto.so.3: cannot open shared object file")
+
+    monkeypatch.setattr(backends_module, "_loaded", {})
+    monkeypatch.setattr(backends_module, "_failures", {})
+    monkeypatch.setattr(backends_module, "_selected", None)
+    monkeypatch.setitem(backends_module._FACTORIES, "openssl", broken)
+    monkeypatch.delenv("SMGATE_CRYPTO_BACKEND", raising=False)
+    assert available_backends() == ["gmssl"]
+    assert backend_name() == "gmssl"
+    assert "openssl: unavailable (OSError: libcrypto.so.3: cannot open shared object file)" in describe()
+    key = SM2PrivateKey.generate()
+    key.public_key().verify(key.sign(b"m"), b"m")

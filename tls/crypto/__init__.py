@@ -11,6 +11,9 @@ Everything else in smgate imports from here.  Modules:
 - :mod:`~tls.crypto.ciphertext` — DER ↔ raw C1C3C2 ↔ legacy C1C2C3.
 - :mod:`~tls.crypto.kx` — SM2 key exchange (GB/T 32918.3).
 - :mod:`~tls.crypto.backends` — ``openssl`` (cffi → system libcrypto 3.x, default) and ``gmssl``.
+- :mod:`~tls.crypto.kat` — published known-answer vectors and the runtime self-check.
+- :mod:`~tls.crypto.cli` — ``register(subparsers)`` adds ``smgate selfcheck``; ``describe()`` is the
+  provider summary ``smgate version`` prints.
 
 Backend selection: automatic (openssl if it loads and supports SM2, else gmssl), overridable with the
 environment variable ``SMGATE_CRYPTO_BACKEND=openssl|gmssl``, :func:`set_backend` (process-wide) or

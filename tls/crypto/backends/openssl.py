@@ -97,17 +97,26 @@ _OPENSSL_VERSION = 0
 _PUBLIC_CACHE_SIZE = 512
 
 
-def find_libcrypto() -> str:
-    """Path of the libcrypto that Python's ``ssl`` module links (imported above), else a default name."""
+def libcrypto_candidates() -> list[str]:
+    """libcrypto paths to try, best first: those already mapped into this process (Python's ``ssl``,
+    imported above, links one), libcrypto.so.3 before other versions, then the linker's default."""
+    mapped: list[str] = []
     try:
-        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:
                 path = line.rstrip("\n").split(" ")[-1]
-                if "/libcrypto.so" in path:
-                    return path
+                if "/libcrypto.so" in path and path not in mapped:
+                    mapped.append(path)
     except OSError:
         pass
-    return ctypes.util.find_library("crypto") or "libcrypto.so.3"
+    mapped.sort(key=lambda path: not path.endswith("libcrypto.so.3"))
+    fallback = [name for name in (ctypes.util.find_library("crypto"), "libcrypto.so.3") if name]
+    return mapped + [name for name in fallback if name not in mapped]
+
+
+def find_libcrypto() -> str:
+    """The first libcrypto candidate (see :func:`libcrypto_candidates`)."""
+    return libcrypto_candidates()[0]
 
 
 class OpenSSLBackend:
@@ -118,10 +127,7 @@ class OpenSSLBackend:
     def __init__(self, library: str | None = None) -> None:
         self._ffi = _cffi.FFI()
         self._ffi.cdef(_CDEF)
-        self.library_path = library or find_libcrypto()
-        self._lib: Any = self._ffi.dlopen(self.library_path)
-        if self._lib.OpenSSL_version_num() < 0x30000000:
-            raise UnsupportedAlgorithm("libcrypto 3.0 or later is required")
+        self.library_path, self._lib = self._open(library)
         self.version = self._ffi.string(self._lib.OpenSSL_version(_OPENSSL_VERSION)).decode(
             "ascii", "replace"
         )
@@ -137,6 +143,18 @@ class OpenSSLBackend:
         self._cache_lock = threading.Lock()
         probe = SM2PrivateKey(0x1234567, _public=SM2PublicKey(self.point_mul(0x1234567), _validated=True))
         self.verify(probe.public_key(), self.sign(probe, b"probe"), b"probe")
+
+    def _open(self, library: str | None) -> tuple[str, Any]:
+        reasons = []
+        for path in [library] if library else libcrypto_candidates():
+            try:
+                lib = self._ffi.dlopen(path)
+                if lib.OpenSSL_version_num() >= 0x30000000:
+                    return path, lib
+                reasons.append(f"{path}: older than 3.0")
+            except (OSError, AttributeError) as exc:
+                reasons.append(f"{path}: {exc}")
+        raise UnsupportedAlgorithm("no usable libcrypto 3.x: " + "; ".join(reasons))
 
     def describe(self) -> str:
         return f"openssl ({self.version}, {self.library_path})"
