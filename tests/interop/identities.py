@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from certs import SM2CertificateSet, TrustStore, load_sm2_certificate_set
+from certs import Certificate, SM2CertificateSet, TrustStore, load_sm2_certificate_set
+from certs.demo import CertKeyPaths, ensure_demo_pki
 from tests.conftest import SHARED
 from tests.interop.babassl import NTLSCertFiles
 from tls.tlcp.config import ClientAuth, PeerProfile, SessionCache, TLCPConfiguration, TLCPSession
@@ -24,12 +25,18 @@ TONGSUO_CERTS = SHARED / "tlcp" / "tongsuo" / "certs"
 
 @dataclass(frozen=True)
 class PKI:
-    """One CA with a server and a client double certificate, as files and as loaded objects."""
+    """One CA with a server and a client double certificate, as files and as loaded objects.
+
+    ``ca_file`` holds the trust anchors; ``chain_file`` the intermediates each side sends after its
+    two leaves.  BabaSSL completes its own chain from its CA file, so `babassl_ca_file` bundles both.
+    """
 
     name: str
     ca_file: Path
     server_files: NTLSCertFiles
     client_files: NTLSCertFiles
+    chain_file: Path | None = None
+    babassl_ca_file: Path | None = None
 
     @functools.cached_property
     def trust_store(self) -> TrustStore:
@@ -37,15 +44,21 @@ class PKI:
 
     @functools.cached_property
     def server_set(self) -> SM2CertificateSet:
-        return _load(self.server_files)
+        return self._load(self.server_files)
 
     @functools.cached_property
     def client_set(self) -> SM2CertificateSet:
-        return _load(self.client_files)
+        return self._load(self.client_files)
 
+    @property
+    def peer_ca_file(self) -> Path:
+        """The CA file to give a BabaSSL peer."""
+        return self.babassl_ca_file or self.ca_file
 
-def _load(files: NTLSCertFiles) -> SM2CertificateSet:
-    return load_sm2_certificate_set(files.sign_cert, files.sign_key, files.enc_cert, files.enc_key)
+    def _load(self, files: NTLSCertFiles) -> SM2CertificateSet:
+        return load_sm2_certificate_set(
+            files.sign_cert, files.sign_key, files.enc_cert, files.enc_key, chain=self.chain_file
+        )
 
 
 TONGSUO_PKI = PKI(
@@ -54,6 +67,26 @@ TONGSUO_PKI = PKI(
     server_files=NTLSCertFiles.from_directory(TONGSUO_CERTS, "server"),
     client_files=NTLSCertFiles.from_directory(TONGSUO_CERTS, "client"),
 )
+
+
+def smgate_demo_pki(state_dir: Path) -> PKI:
+    """smgate's own demo PKI (root -> intermediate -> leaves), issued under ``state_dir``."""
+    demo = ensure_demo_pki(state_dir).sm2
+
+    def files(sign: CertKeyPaths, enc: CertKeyPaths) -> NTLSCertFiles:
+        return NTLSCertFiles(sign.cert, sign.key, enc.cert, enc.key)
+
+    bundle = state_dir / "babassl_ca.pem"
+    bundle.write_bytes(demo.ca_bundle.read_bytes() + demo.chain.read_bytes())
+    return PKI(
+        name="smgate",
+        ca_file=demo.ca_bundle,
+        server_files=files(demo.server_sign, demo.server_enc),
+        client_files=files(demo.client_sign, demo.client_enc),
+        chain_file=demo.chain,
+        babassl_ca_file=bundle,
+    )
+
 
 ALL_SUITES = tuple(CipherSuite)
 
@@ -108,3 +141,8 @@ def client_configuration(
         session=session,
         profile=profile,
     )
+
+
+def openssl_oneline(certificate: Certificate) -> str:
+    """The subject as OpenSSL's X509_NAME_oneline prints it (for comparing BabaSSL reports)."""
+    return "/" + "/".join(reversed(certificate.subject.split(",")))

@@ -19,11 +19,14 @@ from tests.interop.babassl import (
     run_babassl_client,
 )
 from tests.interop.identities import (
+    PKI,
     SUITE_AUTH_MATRIX,
     TONGSUO_PKI,
     client_configuration,
     is_ecdhe,
+    openssl_oneline,
     server_configuration,
+    smgate_demo_pki,
 )
 from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect, tlcp_request
 from tls.tlcp.config import PeerProfile, SessionCache
@@ -33,8 +36,22 @@ from tls.tlcp.suites import CipherSuite
 PAYLOAD_SIZE = 40_000
 
 
+@pytest.fixture(scope="session")
+def smgate_pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return smgate_demo_pki(tmp_path_factory.mktemp("smgate-pki"))
+
+
+@pytest.fixture(params=["tongsuo-pki", "smgate-pki"])
+def pki(request: pytest.FixtureRequest) -> PKI:
+    """Tongsuo-made certificates, then smgate's own root -> intermediate -> leaf PKI."""
+    if request.param == "tongsuo-pki":
+        return TONGSUO_PKI
+    smgate: PKI = request.getfixturevalue("smgate_pki")
+    return smgate
+
+
 @pytest.mark.parametrize(("suite", "client_auth"), SUITE_AUTH_MATRIX)
-async def test_babassl_client_to_smgate_server(suite: CipherSuite, client_auth: bool) -> None:
+async def test_babassl_client_to_smgate_server(pki: PKI, suite: CipherSuite, client_auth: bool) -> None:
     handshakes: list[HandshakeComplete] = []
     clean_close: list[bool] = []
 
@@ -46,7 +63,7 @@ async def test_babassl_client_to_smgate_server(suite: CipherSuite, client_auth: 
         clean_close.append(stream.close_notify_received)
 
     configuration = server_configuration(
-        TONGSUO_PKI, suites=(suite,), client_auth=client_auth, session_cache=SessionCache()
+        pki, suites=(suite,), client_auth=client_auth, session_cache=SessionCache()
     )
     server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, echo)
     try:
@@ -54,8 +71,8 @@ async def test_babassl_client_to_smgate_server(suite: CipherSuite, client_auth: 
         options = ClientOptions(
             port=port,
             suite=SUITE_NAMES[suite],
-            certs=TONGSUO_PKI.client_files if client_auth else None,
-            ca_file=TONGSUO_PKI.ca_file,
+            certs=pki.client_files if client_auth else None,
+            ca_file=pki.peer_ca_file,
             server_name="localhost",
             payload_size=PAYLOAD_SIZE,
             resume=True,
@@ -82,7 +99,7 @@ async def test_babassl_client_to_smgate_server(suite: CipherSuite, client_auth: 
         assert handshake.cipher_suite == suite
         if client_auth:
             assert handshake.peer_sign_cert is not None
-            assert handshake.peer_sign_cert.der == TONGSUO_PKI.client_set.sign_cert.der
+            assert handshake.peer_sign_cert.der == pki.client_set.sign_cert.der
         else:
             assert handshake.peer_certificates == ()
 
@@ -105,32 +122,30 @@ CLIENT_MATRIX = [
 
 @pytest.mark.parametrize(("suite", "client_auth", "profile"), CLIENT_MATRIX)
 async def test_smgate_client_to_babassl_server(
-    suite: CipherSuite, client_auth: bool, profile: PeerProfile
+    pki: PKI, suite: CipherSuite, client_auth: bool, profile: PeerProfile
 ) -> None:
     options = ServerOptions(
         suite=SUITE_NAMES[suite],
-        certs=TONGSUO_PKI.server_files,
-        ca_file=TONGSUO_PKI.ca_file,
+        certs=pki.server_files,
+        ca_file=pki.peer_ca_file,
         verify_client=client_auth,
         require_client_cert=client_auth,
         connections=2,
     )
     payload = payload_bytes(PAYLOAD_SIZE, seed=3)
     async with BabaSSLServer(options) as babassl:
-        configuration = client_configuration(
-            TONGSUO_PKI, suites=(suite,), client_cert=client_auth, profile=profile
-        )
+        configuration = client_configuration(pki, suites=(suite,), client_cert=client_auth, profile=profile)
         session = None
         for expect_resumed in (False, True):
             if session is not None:
                 configuration = client_configuration(
-                    TONGSUO_PKI, suites=(suite,), client_cert=client_auth, session=session, profile=profile
+                    pki, suites=(suite,), client_cert=client_auth, session=session, profile=profile
                 )
             stream = await tlcp_connect("127.0.0.1", babassl.port, configuration)
             assert stream.handshake.cipher_suite == suite
             assert stream.handshake.session_resumed is expect_resumed
             assert stream.handshake.peer_sign_cert is not None
-            assert stream.handshake.peer_sign_cert.der == TONGSUO_PKI.server_set.sign_cert.der
+            assert stream.handshake.peer_sign_cert.der == pki.server_set.sign_cert.der
             stream.write(payload)
             await stream.drain()
             assert await stream.readexactly(PAYLOAD_SIZE) == payload
@@ -148,17 +163,20 @@ async def test_smgate_client_to_babassl_server(
         assert report.received == report.sent == PAYLOAD_SIZE
         assert report.close_notify_received
         if client_auth:
-            assert report.peer_subject is not None and "OU=client sign" in report.peer_subject
+            assert report.peer_subject == openssl_oneline(pki.client_set.sign_cert)
             assert report.verify_result == 0
         else:
             assert report.peer_subject is None
 
 
-async def test_tlcp_request_against_babassl_echo_server() -> None:
+async def test_tlcp_request_against_babassl_echo_server(pki: PKI) -> None:
     suite = CipherSuite.ECC_SM4_GCM_SM3
-    options = ServerOptions(suite=SUITE_NAMES[suite], certs=TONGSUO_PKI.server_files, connections=1)
+    # BabaSSL sends the intermediate only when it can build the chain from its CA file.
+    options = ServerOptions(
+        suite=SUITE_NAMES[suite], certs=pki.server_files, ca_file=pki.peer_ca_file, connections=1
+    )
     async with BabaSSLServer(options) as babassl:
-        configuration = client_configuration(TONGSUO_PKI, suites=(suite,))
+        configuration = client_configuration(pki, suites=(suite,))
         response = await asyncio.to_thread(
             tlcp_request, "127.0.0.1", babassl.port, configuration, b"ping over TLCP", response_bytes=14
         )
