@@ -21,7 +21,7 @@ from asn1crypto import x509 as asn1_x509
 
 from certs.certificate import OID_SM2_WITH_SM3, Certificate
 from certs.errors import KeyMismatch
-from certs.profile import CertificateProfile, key_identifier
+from certs.profile import CertificateProfile, authority_key_identifier, key_identifier
 from tls.crypto import DEFAULT_SM2_ID, SM2PrivateKey, SM2PublicKey
 
 
@@ -83,7 +83,7 @@ def build_sm2_certificate(
         if issuer_key.public_key() != issuer.sm2_public_key():
             raise KeyMismatch(f"the issuer key does not match certificate {issuer.subject!r}")
         issuer_name = asn1_x509.Name.load(issuer.subject_der)
-        authority_key_id = issuer.subject_key_id or key_identifier(issuer.public_key_bytes)
+        authority_key_id = authority_key_identifier(issuer)
     signature_algorithm = {"algorithm": OID_SM2_WITH_SM3}
     tbs = asn1_x509.TbsCertificate(
         {

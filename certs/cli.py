@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from certs.certificate import Certificate, load_pem_certificates
+from certs.certificate import load_pem_certificates
 from certs.demo import demo_certificates, ensure_demo_pki
 from certs.errors import CertificateError
 from certs.pki import (
@@ -97,13 +97,18 @@ def _save(args: argparse.Namespace, issued: Issued, name: str) -> list[Path]:
     return [cert_path, key_path]
 
 
-def _chain_for(issuer: Issued, ca_chain: str | None) -> list[Certificate]:
+def _write_chain(args: argparse.Namespace, issuer: Issued, name: str) -> list[Path]:
+    """Write NAME_chain.pem (the issuer unless it is a root, then --ca-chain's intermediates), if non-empty."""
     chain = [] if issuer.certificate.is_self_issued else [issuer.certificate]
-    if ca_chain:
-        for certificate in load_pem_certificates(Path(ca_chain).read_bytes()):
+    if args.ca_chain:
+        for certificate in load_pem_certificates(Path(args.ca_chain).read_bytes()):
             if certificate not in chain and not certificate.is_self_issued:
                 chain.append(certificate)
-    return chain
+    if not chain:
+        return []
+    chain_path = Path(args.out_dir) / f"{name}_chain.pem"
+    write_public_file(chain_path, certificates_pem(chain))
+    return [chain_path]
 
 
 def _report(paths: list[Path]) -> int:
@@ -148,12 +153,7 @@ def _cmd_issue_tlcp(args: argparse.Namespace) -> int:
         _subject(args), issuer, role=args.role, dns=tuple(args.dns), ips=tuple(args.ip), days=args.days
     )
     written = _save(args, pair.sign, f"{name}_sign") + _save(args, pair.enc, f"{name}_enc")
-    chain = _chain_for(issuer, args.ca_chain)
-    if chain:
-        chain_path = out_dir / f"{name}_chain.pem"
-        write_public_file(chain_path, certificates_pem(chain))
-        written.append(chain_path)
-    return _report(written)
+    return _report(written + _write_chain(args, issuer, name))
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
@@ -171,12 +171,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         days=args.days,
     )
     written = _save(args, issued, name)
-    chain = _chain_for(issuer, args.ca_chain)
-    if chain:
-        chain_path = out_dir / f"{name}_chain.pem"
-        write_public_file(chain_path, certificates_pem(chain))
-        written.append(chain_path)
-    return _report(written)
+    return _report(written + _write_chain(args, issuer, name))
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

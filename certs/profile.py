@@ -14,6 +14,8 @@ from datetime import datetime
 
 from asn1crypto import x509 as asn1_x509
 
+from certs.certificate import Certificate
+
 KEY_USAGE_NAMES = frozenset(
     {
         "digital_signature",
@@ -62,6 +64,11 @@ class Subject:
 def key_identifier(public_key_bits: bytes) -> bytes:
     """RFC 7093 section 2 method 1: the leftmost 160 bits of SHA-256 over the subjectPublicKey bits."""
     return hashlib.sha256(public_key_bits).digest()[:20]
+
+
+def authority_key_identifier(issuer: Certificate) -> bytes:
+    """The issuer's subjectKeyIdentifier, or one derived from its key when it has none (e.g. GmSSL roots)."""
+    return issuer.subject_key_id or key_identifier(issuer.public_key_bytes)
 
 
 def random_serial() -> int:

@@ -34,8 +34,9 @@ from certs.errors import (
     UnsupportedCertificate,
 )
 from certs.hostname import match_hostname
-from certs.profile import CertificateProfile, key_identifier
+from certs.profile import CertificateProfile, authority_key_identifier, key_identifier
 from certs.trust import TrustStore
+from certs.usage import check_ext_key_usage
 
 StandardPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -157,7 +158,7 @@ def build_standard_certificate(
         if issuer_public != issuer.public_key_info_der:
             raise KeyMismatch(f"the issuer key does not match certificate {issuer.subject!r}")
         issuer_name = x509.load_der_x509_certificate(issuer.der).subject
-        authority_key_id = issuer.subject_key_id or key_identifier(issuer.public_key_bytes)
+        authority_key_id = authority_key_identifier(issuer)
     usage = profile.key_usage
     builder = (
         x509.CertificateBuilder()
@@ -208,10 +209,7 @@ def _to_openssl(certificate: Certificate) -> openssl_crypto.X509:
 def check_standard_role(certificate: Certificate, *, server: bool) -> None:
     """keyUsage/extendedKeyUsage checks for a standard-TLS leaf (RFC 5246 section 7.4.2 / RFC 8446 4.4.2.2)."""
     purpose = "server_auth" if server else "client_auth"
-    if certificate.has_ext_key_usage and not (
-        {purpose, "any_extended_key_usage"} & certificate.ext_key_usage
-    ):
-        raise KeyUsageMismatch(f"certificate {certificate.subject!r} extendedKeyUsage lacks {purpose}")
+    check_ext_key_usage(certificate, purpose, "a TLS server" if server else "a TLS client")
     if certificate.has_key_usage:
         allowed = {"digital_signature"}
         if certificate.key_type.startswith("RSA") and server:

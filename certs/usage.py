@@ -56,6 +56,17 @@ def is_encryption_certificate(certificate: Certificate) -> bool:
     return certificate.has_key_usage and bool(certificate.key_usage & ENC_USAGES)
 
 
+def check_ext_key_usage(certificate: Certificate, purpose: str, role_name: str) -> None:
+    """Raise KeyUsageMismatch when extendedKeyUsage is present without ``purpose`` or anyExtendedKeyUsage."""
+    if certificate.has_ext_key_usage and not (
+        {purpose, "any_extended_key_usage"} & certificate.ext_key_usage
+    ):
+        have = ", ".join(sorted(certificate.ext_key_usage)) or "nothing"
+        raise KeyUsageMismatch(
+            f"certificate {certificate.subject!r} extendedKeyUsage ({have}) lacks {purpose} needed for {role_name}"
+        )
+
+
 def check_role(certificate: Certificate, role: Role) -> None:
     """Raise KeyUsageMismatch unless ``certificate`` may act in ``role``."""
     if not certificate.has_key_usage:
@@ -69,10 +80,4 @@ def check_role(certificate: Certificate, role: Role) -> None:
         raise KeyUsageMismatch(
             f"certificate {certificate.subject!r} keyUsage ({have}) lacks {wanted} needed for {role.value}"
         )
-    if certificate.has_ext_key_usage and not (
-        {role.ext_key_usage, "any_extended_key_usage"} & certificate.ext_key_usage
-    ):
-        have = ", ".join(sorted(certificate.ext_key_usage)) or "nothing"
-        raise KeyUsageMismatch(
-            f"certificate {certificate.subject!r} extendedKeyUsage ({have}) lacks {role.ext_key_usage} needed for {role.value}"
-        )
+    check_ext_key_usage(certificate, role.ext_key_usage, role.value)
