@@ -9,10 +9,12 @@ import pytest
 
 from tests.interop.babassl import payload_bytes
 from tests.interop.identities import (
+    PKI,
     SUITE_AUTH_MATRIX,
     TONGSUO_PKI,
     client_configuration,
     server_configuration,
+    smgate_demo_pki,
 )
 from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect
 from tls.tlcp.config import SessionCache
@@ -29,7 +31,8 @@ async def echo_until_eof(stream: TLCPStream) -> None:
 class EchoServer:
     """A smgate TLCP echo server on an ephemeral port that records each peer's handshake."""
 
-    def __init__(self, **server_options: object) -> None:
+    def __init__(self, pki: PKI = TONGSUO_PKI, **server_options: object) -> None:
+        self.pki = pki
         self.cache = SessionCache()
         self.options = server_options
         self.handshakes: list[HandshakeComplete] = []
@@ -42,7 +45,7 @@ class EchoServer:
         self.close_notify.append(stream.close_notify_received)
 
     async def __aenter__(self) -> EchoServer:
-        configuration = server_configuration(TONGSUO_PKI, session_cache=self.cache, **self.options)  # type: ignore[arg-type]
+        configuration = server_configuration(self.pki, session_cache=self.cache, **self.options)  # type: ignore[arg-type]
         self.server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, self.handle)
         return self
 
@@ -151,3 +154,18 @@ async def test_fifty_concurrent_connections() -> None:
         results = await asyncio.gather(*(one(index) for index in range(50)))
     assert results == [f"client {index} ".encode() * 50 for index in range(50)]
     assert len(server.handshakes) == 50
+
+
+async def test_smgate_pki_chain_through_an_intermediate(tmp_path) -> None:
+    pki = smgate_demo_pki(tmp_path)
+    suite = CipherSuite.ECDHE_SM4_GCM_SM3
+    async with EchoServer(pki, suites=(suite,), client_auth=True) as server:
+        configuration = client_configuration(pki, suites=(suite,), client_cert=True)
+        stream = await tlcp_connect("127.0.0.1", server.port, configuration)
+        assert [c.der for c in stream.handshake.peer_certificates] == [
+            c.der for c in pki.server_set.certificate_list()
+        ]
+        await echo_round_trip(stream, b"through the intermediate")
+    (handshake,) = server.handshakes
+    assert handshake.peer_sign_cert is not None
+    assert handshake.peer_sign_cert.der == pki.client_set.sign_cert.der

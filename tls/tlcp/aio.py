@@ -379,6 +379,8 @@ class TLCPStream:
             raise protocol.error
         if self._eof_sent or protocol.close_notify_sent:
             raise TLCPStreamError("cannot write after close_notify")
+        if self._transport.is_closing():
+            raise TLCPStreamError("the connection is closed")
         view = memoryview(data)
         for offset in range(0, len(view), _WRITE_SLICE):
             protocol.connection.send_application_data(bytes(view[offset : offset + _WRITE_SLICE]))
