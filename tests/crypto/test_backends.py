@@ -118,3 +118,18 @@ def test_falls_back_to_gmssl_when_openssl_cannot_load(monkeypatch: pytest.Monkey
     assert "openssl: unavailable (OSError: libcrypto.so.3: cannot open shared object file)" in describe()
     key = SM2PrivateKey.generate()
     key.public_key().verify(key.sign(b"m"), b"m")
+
+
+def test_selfcheck_fails_with_exit_1_on_a_wrong_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tls.crypto.kat as kat
+
+    monkeypatch.setattr(kat, "KX_KEY", bytes(16))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["selfcheck"])
+    assert args.func(args) == 1
+    out = capsys.readouterr().out
+    assert "FAIL CryptoError: SM2 key exchange known answer mismatch" in out
+    assert "selfcheck FAILED" in out

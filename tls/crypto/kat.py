@@ -1,8 +1,9 @@
 """Published known-answer vectors and the runtime self-check built on them.
 
 Sources: SM3 — GB/T 32905 Appendix A ("abc" and "abcd" x 16); SM4 — GB/T 32907 Appendix A;
-SM2 on the recommended curve sm2p256v1 — GM/T 0003.5-2012 / GB/T 32918.5-2017 Annex A (signature),
-Annex B (key exchange, with S_A/S_B) and Annex C (encryption, serialised as GM/T 0009 DER).
+SM4-GCM — RFC 8998 Appendix A.1; SM2 on the recommended curve sm2p256v1 — GM/T 0003.5-2012 /
+GB/T 32918.5-2017 Annex A (signature), Annex B (key exchange, with S_A/S_B) and Annex C (encryption,
+serialised as GM/T 0009 DER).
 The signature and encryption vectors need a fixed nonce k, which only the gmssl backend accepts; the
 openssl backend is checked by verifying/decrypting those outputs.  :func:`run_selfcheck` is what
 ``smgate selfcheck`` prints.
@@ -15,19 +16,31 @@ from dataclasses import dataclass
 from functools import partial
 
 from tls.crypto.backends import get_backend, use_backend
-from tls.crypto.backends.gmssl import GmSSLBackend
 from tls.crypto.errors import CryptoError
 from tls.crypto.hashes import sm3
 from tls.crypto.keys import SM2PrivateKey
 from tls.crypto.kx import sm2_key_exchange
-from tls.crypto.sm4 import sm4_ecb_encrypt
+from tls.crypto.sm4 import SM4GCM, sm4_ecb_encrypt
 
 SM3_ABC = bytes.fromhex("66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0")
 SM3_ABCD16 = bytes.fromhex("debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732")
 
 SM4_KEY = bytes.fromhex("0123456789abcdeffedcba9876543210")
 SM4_CIPHERTEXT = bytes.fromhex("681edf34d206965e86b3e94f536e4246")
-SM4_CIPHERTEXT_1M = bytes.fromhex("595298c7c6fd271f0402f804c33d3f66")
+
+# RFC 8998 Appendix A.1: SM4-GCM.
+GCM_KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+GCM_NONCE = bytes.fromhex("00001234567800000000ABCD")
+GCM_AAD = bytes.fromhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2")
+GCM_PLAINTEXT = bytes.fromhex(
+    "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD"
+    "EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA"
+)
+GCM_SEALED = bytes.fromhex(
+    "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735"
+    "D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D"
+    "83DE3541E4C2B58177E065A9BF7B62EC"
+)
 
 SIGN_D = 0x3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8
 SIGN_K = 0x59276E27D506861A16680F3AD9C02DCCEF3CC1FA3CDBE4CE6D54B80DEAC1BC21
@@ -68,12 +81,19 @@ def _check_sm3() -> None:
 def _check_sm4() -> None:
     if sm4_ecb_encrypt(SM4_KEY, SM4_KEY) != SM4_CIPHERTEXT:
         raise CryptoError("SM4 known answer mismatch")
+    sealed = SM4GCM(GCM_KEY).encrypt(GCM_NONCE, GCM_PLAINTEXT, GCM_AAD)
+    if sealed != GCM_SEALED or SM4GCM(GCM_KEY).decrypt(GCM_NONCE, sealed, GCM_AAD) != GCM_PLAINTEXT:
+        raise CryptoError("SM4-GCM known answer mismatch")
 
 
 def _check_sm2_kat(backend: str) -> None:
     impl = get_backend(backend)
     key = SM2PrivateKey(SIGN_D)
-    if isinstance(impl, GmSSLBackend):
+    if backend == "gmssl":
+        from tls.crypto.backends.gmssl import GmSSLBackend  # only gmssl can fix the nonce k
+
+        if not isinstance(impl, GmSSLBackend):
+            raise CryptoError("gmssl backend has an unexpected type")
         if impl.sign_with_k(key, SIGN_MESSAGE, SIGN_K) != SIGN_DER:
             raise CryptoError("SM2 signature known answer mismatch")
         if impl.encrypt_with_k(key.public_key(), ENCRYPT_MESSAGE, SIGN_K) != ENCRYPT_DER:
