@@ -147,23 +147,14 @@ class DemoPKI:
 
     def server_certificate_set(self) -> SM2CertificateSet:
         """The TLCP server's double certificate with the intermediate as chain."""
-        return load_sm2_certificate_set(
-            self.sm2.server_sign.cert,
-            self.sm2.server_sign.key,
-            self.sm2.server_enc.cert,
-            self.sm2.server_enc.key,
-            chain=self.sm2.chain,
-        )
+        return self._certificate_set(self.sm2.server_sign, self.sm2.server_enc)
 
     def client_certificate_set(self) -> SM2CertificateSet:
         """The TLCP client's double certificate with the intermediate as chain."""
-        return load_sm2_certificate_set(
-            self.sm2.client_sign.cert,
-            self.sm2.client_sign.key,
-            self.sm2.client_enc.cert,
-            self.sm2.client_enc.key,
-            chain=self.sm2.chain,
-        )
+        return self._certificate_set(self.sm2.client_sign, self.sm2.client_enc)
+
+    def _certificate_set(self, sign: CertKeyPaths, enc: CertKeyPaths) -> SM2CertificateSet:
+        return load_sm2_certificate_set(sign.cert, sign.key, enc.cert, enc.key, chain=self.sm2.chain)
 
     def sm2_trust_store(self) -> TrustStore:
         return TrustStore.from_pem_file(self.sm2.ca_bundle)

@@ -102,13 +102,13 @@ def _require_ca(issuer: Certificate) -> None:
 # -- SM2 ------------------------------------------------------------------------------------------
 
 
-def create_sm2_root_ca(
-    subject: Subject, *, days: int = DEFAULT_CA_DAYS, path_len: int | None = None, now: datetime | None = None
-) -> IssuedSM2:
-    """A self-signed SM2 root CA."""
-    key = SM2PrivateKey.generate()
-    not_before, not_after = _validity(days, now, None)
-    profile = CertificateProfile(
+def _ca_profile(
+    subject: Subject, issuer: Certificate | None, days: int, path_len: int | None, now: datetime | None
+) -> CertificateProfile:
+    if issuer is not None:
+        _require_ca(issuer)
+    not_before, not_after = _validity(days, now, issuer)
+    return CertificateProfile(
         subject=subject,
         not_before=not_before,
         not_after=not_after,
@@ -116,6 +116,37 @@ def create_sm2_root_ca(
         path_len=path_len,
         key_usage=CA_USAGE,
     )
+
+
+def _leaf_profile(
+    subject: Subject,
+    issuer: Certificate,
+    key_usage: frozenset[str],
+    ext_key_usage: tuple[str, ...],
+    dns: tuple[str, ...],
+    ips: tuple[str, ...],
+    days: int,
+    now: datetime | None,
+) -> CertificateProfile:
+    _require_ca(issuer)
+    not_before, not_after = _validity(days, now, issuer)
+    return CertificateProfile(
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        key_usage=key_usage,
+        ext_key_usage=ext_key_usage,
+        san_dns=dns,
+        san_ip=ips,
+    )
+
+
+def create_sm2_root_ca(
+    subject: Subject, *, days: int = DEFAULT_CA_DAYS, path_len: int | None = None, now: datetime | None = None
+) -> IssuedSM2:
+    """A self-signed SM2 root CA."""
+    key = SM2PrivateKey.generate()
+    profile = _ca_profile(subject, None, days, path_len, now)
     return IssuedSM2(build_sm2_certificate(profile, key.public_key(), key), key)
 
 
@@ -128,17 +159,8 @@ def create_sm2_intermediate_ca(
     now: datetime | None = None,
 ) -> IssuedSM2:
     """An SM2 intermediate CA signed by ``issuer``; pathLen 0 by default (it issues leaves only)."""
-    _require_ca(issuer.certificate)
     key = SM2PrivateKey.generate()
-    not_before, not_after = _validity(days, now, issuer.certificate)
-    profile = CertificateProfile(
-        subject=subject,
-        not_before=not_before,
-        not_after=not_after,
-        is_ca=True,
-        path_len=path_len,
-        key_usage=CA_USAGE,
-    )
+    profile = _ca_profile(subject, issuer.certificate, days, path_len, now)
     return IssuedSM2(build_sm2_certificate(profile, key.public_key(), issuer.key, issuer.certificate), key)
 
 
@@ -154,18 +176,8 @@ def issue_sm2_certificate(
     now: datetime | None = None,
 ) -> IssuedSM2:
     """One SM2 end-entity certificate with a fresh key."""
-    _require_ca(issuer.certificate)
     key = SM2PrivateKey.generate()
-    not_before, not_after = _validity(days, now, issuer.certificate)
-    profile = CertificateProfile(
-        subject=subject,
-        not_before=not_before,
-        not_after=not_after,
-        key_usage=key_usage,
-        ext_key_usage=ext_key_usage,
-        san_dns=dns,
-        san_ip=ips,
-    )
+    profile = _leaf_profile(subject, issuer.certificate, key_usage, ext_key_usage, dns, ips, days, now)
     return IssuedSM2(build_sm2_certificate(profile, key.public_key(), issuer.key, issuer.certificate), key)
 
 
@@ -212,17 +224,7 @@ def create_standard_ca(
     """An ``rsa`` (2048) or ``ecdsa`` (P-256) CA: self-signed root, or an intermediate when ``issuer`` is given."""
     key = generate_private_key(key_type)
     issuer_certificate = issuer.certificate if issuer is not None else None
-    if issuer_certificate is not None:
-        _require_ca(issuer_certificate)
-    not_before, not_after = _validity(days, now, issuer_certificate)
-    profile = CertificateProfile(
-        subject=subject,
-        not_before=not_before,
-        not_after=not_after,
-        is_ca=True,
-        path_len=path_len,
-        key_usage=CA_USAGE,
-    )
+    profile = _ca_profile(subject, issuer_certificate, days, path_len, now)
     signer = issuer.key if issuer is not None else key
     return IssuedStandard(
         build_standard_certificate(profile, key.public_key(), signer, issuer_certificate), key
@@ -242,21 +244,11 @@ def issue_standard_certificate(
 ) -> IssuedStandard:
     """An ``rsa`` or ``ecdsa`` TLS ``server``/``client`` certificate signed by an RSA or ECDSA CA."""
     eku = _role_eku(role)
-    _require_ca(issuer.certificate)
     key = generate_private_key(key_type)
     usage = {"digital_signature"}
     if key_type == "rsa" and role == "server":
         usage.add("key_encipherment")
-    not_before, not_after = _validity(days, now, issuer.certificate)
-    profile = CertificateProfile(
-        subject=subject,
-        not_before=not_before,
-        not_after=not_after,
-        key_usage=frozenset(usage),
-        ext_key_usage=eku,
-        san_dns=dns,
-        san_ip=ips,
-    )
+    profile = _leaf_profile(subject, issuer.certificate, frozenset(usage), eku, dns, ips, days, now)
     return IssuedStandard(
         build_standard_certificate(profile, key.public_key(), issuer.key, issuer.certificate), key
     )
