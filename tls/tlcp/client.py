@@ -17,7 +17,7 @@ from __future__ import annotations
 from enum import Enum, auto
 
 from certs import Certificate, Role
-from tls.crypto import InvalidKey, InvalidSignature, SM2PublicKey, sm2_key_exchange, sm3
+from tls.crypto import CryptoError, InvalidKey, InvalidSignature, SM2PublicKey, sm2_key_exchange, sm3
 
 from .alerts import (
     BadCertificate,
@@ -29,13 +29,12 @@ from .alerts import (
     LocalProtocolError,
     ProtocolVersion,
     UnexpectedMessage,
-    UnsupportedCertificate,
     UnsupportedExtension,
 )
 from .buffer import Buffer
 from .config import PeerProfile, TLCPConfiguration, TLCPSession
 from .events import HandshakeComplete
-from .handshake import Handshake, generate_ephemeral_key, parse_certificates, verify_chain
+from .handshake import Handshake, generate_ephemeral_key, parse_certificates, require_sm2, verify_chain
 from .keys import (
     CLIENT_FINISHED_LABEL,
     PRE_MASTER_SECRET_LENGTH,
@@ -208,8 +207,7 @@ class ClientHandshake(Handshake):
             raise BadCertificate("server must send its signing and encryption certificates")
         certificates = parse_certificates(message.certificates)
         sign_cert, enc_cert, chain = certificates[0], certificates[1], certificates[2:]
-        if not (sign_cert.is_sm2 and enc_cert.is_sm2):
-            raise UnsupportedCertificate("server certificates are not SM2")
+        require_sm2(sign_cert, enc_cert)
         config = self.configuration
         if config.verify_peer:
             assert config.trust_store is not None
@@ -273,14 +271,17 @@ class ClientHandshake(Handshake):
             if certificate_set is None or self.server_ephemeral is None:
                 raise InternalError("ECDHE without client certificates or server key")
             ephemeral = generate_ephemeral_key(config.random)
-            pre_master_secret = sm2_key_exchange(
-                initiator=False,
-                static_key=certificate_set.enc_key,
-                ephemeral_key=ephemeral,
-                peer_static=server_enc_key,
-                peer_ephemeral=self.server_ephemeral,
-                key_length=PRE_MASTER_SECRET_LENGTH,
-            ).key
+            try:
+                pre_master_secret = sm2_key_exchange(
+                    initiator=False,
+                    static_key=certificate_set.enc_key,
+                    ephemeral_key=ephemeral,
+                    peer_static=server_enc_key,
+                    peer_ephemeral=self.server_ephemeral,
+                    key_length=PRE_MASTER_SECRET_LENGTH,
+                ).key
+            except CryptoError:
+                raise IllegalParameter("SM2 key exchange failed") from None
             exchange = ClientKeyExchange(
                 ecdh_public=ephemeral.public_key().to_bytes(),
                 params_as_vector=config.profile is not PeerProfile.TONGSUO,

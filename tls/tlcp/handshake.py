@@ -22,9 +22,9 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from certs import Certificate, CertificateError, Role, TrustStore, verify_sm2_chain
-from tls.crypto import SM2PrivateKey
+from tls.crypto import CryptoError, SM2PrivateKey
 
-from .alerts import BadCertificate, DecryptError, UnexpectedMessage, alert_for_name
+from .alerts import BadCertificate, DecryptError, UnexpectedMessage, UnsupportedCertificate, alert_for_name
 from .buffer import Buffer
 from .config import TLCPConfiguration, TLCPSession
 from .events import Event
@@ -58,6 +58,19 @@ def parse_certificates(ders: Sequence[bytes]) -> list[Certificate]:
         except (ValueError, TypeError):
             raise BadCertificate("malformed certificate") from None
     return certificates
+
+
+def require_sm2(*certificates: Certificate | None) -> None:
+    """Each certificate must carry a usable SM2 public key."""
+    for certificate in certificates:
+        if certificate is None:
+            continue
+        if not certificate.is_sm2:
+            raise UnsupportedCertificate("certificate key is not SM2")
+        try:
+            certificate.sm2_public_key()
+        except (CryptoError, CertificateError, ValueError):
+            raise BadCertificate("certificate carries an invalid SM2 key") from None
 
 
 def verify_chain(

@@ -378,8 +378,12 @@ class ClientKeyExchange:
     """ECC: `encrypted_pre_master_secret` (DER SM2 ciphertext, C1C3C2).
 
     ECDHE: `ecdh_public` plus `params_as_vector`: whether ClientECDHEParams is
-    wrapped in a `<2>` length (GB/T 38636-2020 6.4.5.8 and GmSSL) or sent bare
-    (Tongsuo/BabaSSL compatibility form).
+    wrapped in a `<2>` length or sent bare.  GB/T 38636-2020 6.4.5.8 defines
+    `case ECDHE: opaque ClientECDHEParams<1..2^16-1>;`, i.e. the vector form
+    (quoted in GmSSL's src/tlcp.c, and Tongsuo 8.5's NTLS notes call the bare
+    form its legacy-compatible encoding).  GmSSL sends the vector form,
+    Tongsuo/BabaSSL the bare `03 00 29 41 04..` form; both are accepted, and
+    what we send follows `PeerProfile` (standard = vector).
     """
 
     encrypted_pre_master_secret: bytes | None = None

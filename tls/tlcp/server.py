@@ -14,7 +14,7 @@ from enum import Enum, auto
 
 from certs import Certificate, Role, SM2CertificateSet, split_sign_enc
 from tls.crypto import (
-    DecryptionError,
+    CryptoError,
     InvalidKey,
     InvalidSignature,
     SM2PrivateKey,
@@ -32,12 +32,11 @@ from .alerts import (
     ProtocolVersion,
     UnexpectedMessage,
     UnrecognizedName,
-    UnsupportedCertificate,
 )
 from .buffer import Buffer
 from .config import ClientAuth, PeerProfile, TLCPConfiguration, TLCPSession
 from .events import HandshakeComplete
-from .handshake import Handshake, generate_ephemeral_key, parse_certificates, verify_chain
+from .handshake import Handshake, generate_ephemeral_key, parse_certificates, require_sm2, verify_chain
 from .keys import CLIENT_FINISHED_LABEL, PRE_MASTER_SECRET_LENGTH, SERVER_FINISHED_LABEL, derive_master_secret
 from .messages import (
     COMPRESSION_NULL,
@@ -280,8 +279,7 @@ class ServerHandshake(Handshake):
             raise BadCertificate("no client signing certificate")
         if key_exchange is KeyExchange.ECDHE and enc_cert is None:
             raise HandshakeFailure("ECDHE needs the client encryption certificate")
-        if not sign_cert.is_sm2 or (enc_cert is not None and not enc_cert.is_sm2):
-            raise UnsupportedCertificate("client certificates are not SM2")
+        require_sm2(sign_cert, enc_cert)
         if config.verify_peer and config.trust_store is not None:
             now = config.now()
             verify_chain(sign_cert, rest, config.trust_store, Role.CLIENT_SIGN, now)
@@ -305,7 +303,7 @@ class ServerHandshake(Handshake):
             fallback = config.random(PRE_MASTER_SECRET_LENGTH)
             try:
                 decrypted = self.certificate_set.enc_key.decrypt(message.encrypted_pre_master_secret)
-            except DecryptionError:
+            except CryptoError:  # malformed DER, C1 off the curve, C3 mismatch: all alike
                 decrypted = b""
             valid = len(decrypted) == PRE_MASTER_SECRET_LENGTH and decrypted[:2] == TLCP_VERSION.to_bytes(
                 2, "big"
@@ -319,14 +317,17 @@ class ServerHandshake(Handshake):
                 client_ephemeral = SM2PublicKey.from_bytes(message.ecdh_public)
             except InvalidKey:
                 raise IllegalParameter("client ephemeral key is not a valid SM2 point") from None
-            pre_master_secret = sm2_key_exchange(
-                initiator=True,
-                static_key=self.certificate_set.enc_key,
-                ephemeral_key=self.ephemeral_key,
-                peer_static=self.client_enc_cert.sm2_public_key(),
-                peer_ephemeral=client_ephemeral,
-                key_length=PRE_MASTER_SECRET_LENGTH,
-            ).key
+            try:
+                pre_master_secret = sm2_key_exchange(
+                    initiator=True,
+                    static_key=self.certificate_set.enc_key,
+                    ephemeral_key=self.ephemeral_key,
+                    peer_static=self.client_enc_cert.sm2_public_key(),
+                    peer_ephemeral=client_ephemeral,
+                    key_length=PRE_MASTER_SECRET_LENGTH,
+                ).key
+            except CryptoError:
+                raise IllegalParameter("SM2 key exchange failed") from None
         self.master_secret = derive_master_secret(pre_master_secret, self.client_random, self.server_random)
         self.install_pending_keys()
         if self.client_sign_cert is not None:
