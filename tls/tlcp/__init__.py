@@ -4,6 +4,19 @@ Core modules: `buffer` (wire cursor), `alerts`, `suites`, `prf`/`keys` (key
 schedule), `record` (record protection), `messages` (handshake codecs),
 `handshake`/`client`/`server` (state machines), `config`, `events`,
 `connection` (`TLCPConnection`, the public entry point).
+
+Driving a connection (the caller owns all I/O)::
+
+    conn = TLCPConnection(TLCPConfiguration(is_client=True, trust_store=trust, server_name="example"))
+    conn.start_handshake()
+    transport.write(conn.data_to_send())
+    for event in conn.receive_data(transport.read()):
+        ...  # HandshakeComplete, ApplicationData, AlertReceived, ConnectionClosed, AlertSent
+    transport.write(conn.data_to_send())   # after every receive_data/send_application_data/close
+
+`receive_data` never raises on peer input: a violation queues the fatal alert,
+returns `AlertSent` and closes the connection.  Caller mistakes raise
+`LocalProtocolError`.
 """
 
 from .alerts import AlertDescription, AlertLevel, LocalProtocolError, TLCPAlert
