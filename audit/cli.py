@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from audit.export import collect, parse_time, render
+from audit.export import collect, collect_unverified, parse_time, render
 from audit.keys import AuditKeyError, load_audit_key, load_verification_key, write_audit_key
 from audit.verify import VerifyReport, verify_logs
 from tls.crypto import SM2PublicKey
@@ -88,6 +88,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD
+    if not report.ok:
+        records = collect_unverified(args.paths, since=since, until=until)
     text = render(records, args.format)
     if args.output is None:
         sys.stdout.write(text)

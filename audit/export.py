@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from audit.canonical import canonical_bytes
-from audit.verify import VerifyReport, verify_logs
+from audit.sinks.file import parse_record
+from audit.verify import VerifyReport, expand_paths, verify_logs
 from tls.crypto import SM2PublicKey
 
 CSV_COLUMNS = (
@@ -83,6 +84,21 @@ def collect(
 
     report = verify_logs(paths, key=key, public_key=public_key, live=live, on_record=keep)
     return report, selected
+
+
+def collect_unverified(
+    paths: Sequence[Path], *, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Every parseable record in ``paths`` (sequence order, time window), whether or not the log verifies."""
+    records: list[dict[str, Any]] = []
+    for path in expand_paths(paths):
+        with path.open("rb") as handle:
+            for raw in handle:
+                record = parse_record(raw.rstrip(b"\n"))
+                if record is not None and _in_window(record, since, until):
+                    records.append(record)
+    records.sort(key=lambda record: int(record["seq"]))
+    return records
 
 
 def write_jsonl(records: Sequence[dict[str, Any]], out: TextIO) -> None:

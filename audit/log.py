@@ -281,8 +281,11 @@ class AuditLog:
             self._thread.join(self.config.shutdown_timeout)
             if self._thread.is_alive():
                 print("smgate audit: pipeline did not finish before shutdown_timeout", file=sys.stderr)
+        follower_deadline = max(deadline, time.monotonic() + 0.1)
         for follower in self.followers:
-            follower.stop(max(0.1, deadline - time.monotonic()))
+            follower.begin_stop(follower_deadline)
+        for follower in self.followers:
+            follower.join()
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything emitted so far is written and fsynced (per policy); False on timeout."""

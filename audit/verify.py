@@ -155,14 +155,21 @@ class _Verifier:
         self.open_end_torn = 0
 
     def run(self, files: list[Path]) -> VerifyReport:
+        for path in files:
+            if not path.is_file():
+                self.report.problem = Problem(path, 0, None, "no such audit file")
+                return self.report
         ordered = sorted(files, key=_first_seq)
         self.report.files = ordered
+        path = ordered[0]
         try:
             for path in ordered:
                 self._file(path)
             self._finish(ordered)
         except _Stop as stop:
             self.report.problem = stop.problem
+        except OSError as exc:
+            self.report.problem = Problem(path, 0, self.expected_seq, f"cannot read: {exc.strerror or exc}")
         return self.report
 
     def _file(self, path: Path) -> None:

@@ -162,6 +162,7 @@ class FileSink:
             self._path = path
             self._size = 0
             self._opened_at = time.monotonic()
+            self._last_fsync = self._opened_at
             if not self._segments or self._segments[-1][1] != path:
                 self._segments.append((first_seq, path))
 

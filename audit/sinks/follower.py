@@ -198,14 +198,21 @@ class FollowerSink(abc.ABC):
         if waiting:
             self._notify()
 
-    def stop(self, timeout: float) -> None:
-        """Deliver what is written (up to ``timeout`` seconds), save the cursor, end the thread."""
-        self._drain_deadline = time.monotonic() + timeout
+    def begin_stop(self, deadline: float) -> None:
+        """Deliver what is written until ``deadline`` (``time.monotonic()``), then end the thread."""
+        self._drain_deadline = deadline
         self._stopping = True
         self._notify()
+
+    def join(self) -> None:
+        """Wait for the thread started by :meth:`start` to end and save the cursor."""
         if self._thread is not None:
-            self._thread.join(timeout + 1.0)
+            self._thread.join(max(0.0, self._drain_deadline - time.monotonic()) + 2.0)
         self._save_cursor(force=True)
+
+    def stop(self, timeout: float) -> None:
+        self.begin_stop(time.monotonic() + timeout)
+        self.join()
 
     def metrics(self) -> SinkMetrics:
         with self._lock:
