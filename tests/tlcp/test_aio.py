@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 import pytest
 
@@ -15,6 +17,7 @@ from tls.tlcp.aio import (
     TLCPStreamError,
     start_tlcp_server,
     tlcp_accept,
+    tlcp_accept_socket,
     tlcp_connect,
     tlcp_request,
 )
@@ -59,6 +62,42 @@ async def test_tlcp_accept_takes_over_a_sniffed_stream() -> None:
     finally:
         await stop(server)
     assert sniffed == [b"\x16\x01\x01"]
+
+
+@pytest.mark.parametrize("consumed", [0, 5])
+async def test_tlcp_accept_socket_after_a_peek_or_a_read(consumed: int) -> None:
+    configuration = server_configuration(TONGSUO_PKI, suites=GCM)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def accept_one() -> bytes:
+        sock, _ = await loop.sock_accept(listener)
+        while True:  # the gateway's sniffer: peek at the record header without consuming it
+            with contextlib.suppress(BlockingIOError):
+                if len(sock.recv(5, socket.MSG_PEEK)) == 5:
+                    break
+            await asyncio.sleep(0.01)
+        initial = sock.recv(consumed) if consumed else b""
+        stream = await tlcp_accept_socket(sock, configuration, initial_data=initial)
+        async with stream:
+            stream.write(await stream.readexactly(4))
+            await stream.drain()
+        return initial
+
+    try:
+        port = listener.getsockname()[1]
+        server_task = asyncio.create_task(accept_one())
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        stream.write(b"ping")
+        assert await stream.readexactly(4) == b"ping"
+        await stream.aclose()
+        initial = await server_task
+    finally:
+        listener.close()
+    assert len(initial) == consumed
 
 
 async def test_slow_reader_bounds_buffering_and_blocks_the_writer() -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "TLCPStreamError",
     "start_tlcp_server",
     "tlcp_accept",
+    "tlcp_accept_socket",
     "tlcp_connect",
     "tlcp_request",
 ]
@@ -84,8 +85,10 @@ class _TLCPProtocol(asyncio.Protocol):
         *,
         read_high_water: int = DEFAULT_READ_HIGH_WATER,
         on_handshake: Callable[[_TLCPProtocol], None] | None = None,
+        initial_data: bytes = b"",
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._initial_data = initial_data
         self.configuration = configuration
         self.connection = TLCPConnection(configuration)
         self.transport: asyncio.Transport | None = None
@@ -113,6 +116,10 @@ class _TLCPProtocol(asyncio.Protocol):
         if self.configuration.is_client:
             self.connection.start_handshake()
             self.flush()
+        initial_data, self._initial_data = self._initial_data, b""
+        if initial_data:
+            # Bytes the caller already read (a protocol sniffer) come before anything the transport reads.
+            self.data_received(initial_data)
 
     def data_received(self, data: bytes) -> None:
         if self.error is not None or self.close_notify_received:
@@ -512,18 +519,38 @@ async def tlcp_accept(
     transport = writer.transport
     if not isinstance(transport, asyncio.Transport):
         raise TypeError("tlcp_accept needs a stream over a socket transport")
-    protocol = _TLCPProtocol(configuration, read_high_water=read_high_water)
     # Bytes the StreamReader received beyond what the sniffer consumed must follow the transport to
     # the TLCP protocol; StreamReader offers no public way to take its buffer without awaiting.
     pending = bytes(getattr(reader, "_buffer", b""))
     reader_eof = reader.at_eof() or getattr(reader, "_eof", False)
+    protocol = _TLCPProtocol(
+        configuration, read_high_water=read_high_water, initial_data=initial_data + pending
+    )
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     transport.resume_reading()
-    if initial_data or pending:
-        protocol.data_received(initial_data + pending)
     if reader_eof and not protocol.handshake_waiter.done():
         protocol.eof_received()
+    return await _finish_handshake(protocol, handshake_timeout)
+
+
+async def tlcp_accept_socket(
+    sock: socket.socket,
+    configuration: TLCPConfiguration,
+    *,
+    initial_data: bytes = b"",
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    read_high_water: int = DEFAULT_READ_HIGH_WATER,
+) -> TLCPStream:
+    """Run the server handshake on an accepted socket (e.g. after a ``MSG_PEEK`` sniff).
+
+    ``initial_data`` is anything already consumed from ``sock``; it is fed to the engine first.
+    """
+    if configuration.is_client:
+        raise ValueError("tlcp_accept_socket needs a server configuration")
+    loop = asyncio.get_running_loop()
+    protocol = _TLCPProtocol(configuration, read_high_water=read_high_water, initial_data=initial_data)
+    await loop.connect_accepted_socket(lambda: protocol, sock)
     return await _finish_handshake(protocol, handshake_timeout)
 
 
