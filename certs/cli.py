@@ -10,7 +10,8 @@ Subcommands (``register`` adds them under a ``pki`` command):
 - ``verify``: validate a certificate chain at a given time (SM2 via certs.verify, others via OpenSSL)
 - ``demo --state DIR``: the idempotent demo PKI (:func:`certs.demo.ensure_demo_pki`)
 
-Private keys are written with mode 0600; existing files are only replaced with ``--force``.
+Private keys are written with mode 0600 (optionally encrypted with ``--key-password-file``);
+existing files are only replaced with ``--force``.
 Exit codes: 0 success, 1 a certificate/key/file problem (message on stderr), 2 usage errors (argparse).
 """
 
@@ -80,6 +81,16 @@ def _timestamp(value: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _password(path: str | None) -> bytes | None:
+    """The first line of a password file (never a command-line argument: those show up in ps)."""
+    if path is None:
+        return None
+    lines = Path(path).read_bytes().splitlines()
+    if not lines or not lines[0]:
+        raise ValueError(f"password file {path!r} is empty")
+    return lines[0]
+
+
 def _subject(args: argparse.Namespace) -> Subject:
     return Subject(args.cn, args.org, args.ou, args.country)
 
@@ -93,7 +104,7 @@ def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> None:
 def _save(args: argparse.Namespace, issued: Issued, name: str) -> list[Path]:
     out_dir = Path(args.out_dir)
     cert_path, key_path = out_dir / f"{name}.pem", out_dir / f"{name}.key"
-    save_issued(issued, cert_path, key_path)
+    save_issued(issued, cert_path, key_path, _password(args.key_password_file))
     return [cert_path, key_path]
 
 
@@ -131,7 +142,7 @@ def _cmd_ca(args: argparse.Namespace) -> int:
 def _cmd_intermediate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     _check_outputs(args, [out_dir / f"{args.name}.pem", out_dir / f"{args.name}.key"])
-    issuer = load_issuer(args.ca_cert, args.ca_key)
+    issuer = load_issuer(args.ca_cert, args.ca_key, _password(args.ca_key_password_file))
     issued: Issued
     if isinstance(issuer, IssuedSM2):
         issued = create_sm2_intermediate_ca(_subject(args), issuer, days=args.days, path_len=args.path_len)
@@ -148,7 +159,7 @@ def _cmd_issue_tlcp(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     outputs = [out_dir / f"{name}_{part}.{suffix}" for part in ("sign", "enc") for suffix in ("pem", "key")]
     _check_outputs(args, [*outputs, out_dir / f"{name}_chain.pem"])
-    issuer = load_sm2_issuer(args.ca_cert, args.ca_key)
+    issuer = load_sm2_issuer(args.ca_cert, args.ca_key, _password(args.ca_key_password_file))
     pair = issue_tlcp_pair(
         _subject(args), issuer, role=args.role, dns=tuple(args.dns), ips=tuple(args.ip), days=args.days
     )
@@ -160,7 +171,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     name = args.name or f"{args.type}_{args.role}"
     out_dir = Path(args.out_dir)
     _check_outputs(args, [out_dir / f"{name}.pem", out_dir / f"{name}.key", out_dir / f"{name}_chain.pem"])
-    issuer = load_standard_issuer(args.ca_cert, args.ca_key)
+    issuer = load_standard_issuer(args.ca_cert, args.ca_key, _password(args.ca_key_password_file))
     issued = issue_standard_certificate(
         args.type,
         _subject(args),
@@ -239,11 +250,17 @@ def _add_output_options(parser: argparse.ArgumentParser, default_name: str | Non
     parser.add_argument("--out-dir", default=".", help="directory for the PEM files (default: current)")
     parser.add_argument("--name", default=default_name, help="file name stem")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument(
+        "--key-password-file",
+        help="encrypt new private keys (PKCS#8) with the first line of this file; SM2 keys use "
+        "PBKDF2-HMAC-SM3 + SM4-CBC as GmSSL does, RSA/ECDSA keys OpenSSL's best available scheme",
+    )
 
 
 def _add_issuer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-cert", required=True, help="issuing CA certificate (PEM)")
-    parser.add_argument("--ca-key", required=True, help="issuing CA private key (PEM, unencrypted)")
+    parser.add_argument("--ca-key", required=True, help="issuing CA private key (PEM)")
+    parser.add_argument("--ca-key-password-file", help="file whose first line decrypts --ca-key")
     parser.add_argument("--ca-chain", help="PEM with the CA's own intermediates, copied into NAME_chain.pem")
 
 

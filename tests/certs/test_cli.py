@@ -13,6 +13,7 @@ from certs import Role, TrustStore, load_certificate_file, verify_sm2_chain
 from certs.cli import register
 from certs.pki import MAX_VALIDITY_DAYS
 from certs.standard import verify_standard_chain
+from tests.conftest import SHARED
 
 
 def run(*argv: str | Path) -> int:
@@ -191,3 +192,59 @@ def test_standard_ca_and_issue(tmp_path: Path, ca_type: str) -> None:
         )
     root = load_certificate_file(tmp_path / "root.pem")
     assert root.key_type == {"rsa": "RSA-2048", "ecdsa": "ECDSA-P256"}[ca_type]
+
+
+def test_encrypted_keys_and_gmssl_root_as_issuer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("correct horse\n")
+    assert (
+        run("pki", "ca", "--cn", "Locked Root", "--out-dir", tmp_path, "--key-password-file", password_file)
+        == 0
+    )
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "root.key").read_bytes()
+    issue: list[str | Path] = [
+        "pki",
+        "issue-tlcp",
+        "--role",
+        "client",
+        "--ca-cert",
+        tmp_path / "root.pem",
+        "--cn",
+        "c",
+    ]
+    assert run(*issue, "--ca-key", tmp_path / "root.key", "--out-dir", tmp_path) == 1
+    assert "smgate pki: error:" in capsys.readouterr().err
+    assert (
+        run(
+            *issue,
+            "--ca-key",
+            tmp_path / "root.key",
+            "--ca-key-password-file",
+            password_file,
+            "--out-dir",
+            tmp_path,
+        )
+        == 0
+    )
+
+    # GmSSL's own root key is PBES2 with PBKDF2-HMAC-SM3 and SM4-CBC.
+    gmssl = SHARED / "tlcp" / "gmssl" / "certs"
+    (tmp_path / "gmssl_password").write_text("P@ssw0rd\n")
+    assert run(
+        "pki", "issue-tlcp", "--role", "server", "--ca-cert", gmssl / "root_ca_cert.pem",
+        "--ca-key", gmssl / "root_ca_key.pem", "--ca-key-password-file", tmp_path / "gmssl_password",
+        "--cn", "localhost", "--dns", "localhost", "--out-dir", tmp_path, "--name", "under_gmssl",
+    ) == 0  # fmt: skip
+    leaf = load_certificate_file(tmp_path / "under_gmssl_enc.pem")
+    trust = TrustStore.from_pem_file(gmssl / "root_ca_cert.pem")
+    verify_sm2_chain(leaf, [], trust, role=Role.SERVER_ENC, now=datetime.now(UTC), hostname="localhost")
+    assert not (tmp_path / "under_gmssl_chain.pem").exists()
+
+
+def test_utf8_subject(tmp_path: Path) -> None:
+    assert (
+        run("pki", "ca", "--cn", "国密测试根", "--org", "示例单位", "--country", "cn", "--out-dir", tmp_path)
+        == 0
+    )
+    root = load_certificate_file(tmp_path / "root.pem")
+    assert root.subject == "CN=国密测试根,O=示例单位,C=CN"
