@@ -39,7 +39,7 @@ from certs.pki import (
     create_standard_ca,
     issue_standard_certificate,
     issue_tlcp_pair,
-    load_issuer,
+    load_issued,
     load_sm2_issuer,
     load_standard_issuer,
     save_issued,
@@ -142,7 +142,7 @@ def _cmd_ca(args: argparse.Namespace) -> int:
 def _cmd_intermediate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     _check_outputs(args, [out_dir / f"{args.name}.pem", out_dir / f"{args.name}.key"])
-    issuer = load_issuer(args.ca_cert, args.ca_key, _password(args.ca_key_password_file))
+    issuer = load_issued(args.ca_cert, args.ca_key, _password(args.ca_key_password_file))
     issued: Issued
     if isinstance(issuer, IssuedSM2):
         issued = create_sm2_intermediate_ca(_subject(args), issuer, days=args.days, path_len=args.path_len)

@@ -35,7 +35,7 @@ from certs.pki import (
     issue_sm2_signing_certificate,
     issue_standard_certificate,
     issue_tlcp_pair,
-    load_issuer,
+    load_issued,
     load_sm2_issuer,
     save_issued,
     write_public_file,
@@ -161,16 +161,12 @@ class DemoPKI:
 
 
 def _usable(pairs: list[CertKeyPaths], now: datetime, extra: tuple[Path, ...] = ()) -> bool:
-    """All files exist, every certificate loads with its key and stays valid past the renewal margin."""
+    """All files exist, every certificate loads with its matching key and stays valid past the renewal margin."""
     if not all(path.is_file() for path in extra):
         return False
     for pair in pairs:
-        if not (pair.cert.is_file() and pair.key.is_file()):
-            return False
         try:
-            certificate = load_pem_certificates(pair.cert.read_bytes())[0]
-            if certificate.is_ca:
-                load_issuer(pair.cert, pair.key)
+            certificate = load_issued(pair.cert, pair.key).certificate
         except (CertificateError, CryptoError, ValueError, OSError):
             return False
         if not certificate.not_before <= now <= certificate.not_after - RENEW_MARGIN:

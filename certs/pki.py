@@ -300,8 +300,11 @@ def certificates_pem(certificates: list[Certificate]) -> bytes:
     return b"".join(certificate.to_pem() for certificate in certificates)
 
 
-def load_issuer(cert_path: str | Path, key_path: str | Path, password: bytes | None = None) -> Issued:
-    """A CA certificate and its key from files; SM2 or standard by the certificate's key type."""
+def load_issued(cert_path: str | Path, key_path: str | Path, password: bytes | None = None) -> Issued:
+    """A certificate and its private key from files (KeyMismatch unless they belong together).
+
+    SM2 or RSA/ECDSA according to the certificate's key type.
+    """
     certificate = load_pem_certificates(Path(cert_path).read_bytes())[0]
     key_data = Path(key_path).read_bytes()
     if certificate.is_sm2:
@@ -317,8 +320,8 @@ def load_issuer(cert_path: str | Path, key_path: str | Path, password: bytes | N
 
 
 def load_sm2_issuer(cert_path: str | Path, key_path: str | Path, password: bytes | None = None) -> IssuedSM2:
-    """Like :func:`load_issuer` but the CA must be SM2."""
-    issuer = load_issuer(cert_path, key_path, password)
+    """:func:`load_issued` for a CA that must be SM2."""
+    issuer = load_issued(cert_path, key_path, password)
     if not isinstance(issuer, IssuedSM2):
         raise ValueError(
             f"CA certificate {str(cert_path)!r} has a {issuer.certificate.key_type} key, not SM2"
@@ -329,8 +332,8 @@ def load_sm2_issuer(cert_path: str | Path, key_path: str | Path, password: bytes
 def load_standard_issuer(
     cert_path: str | Path, key_path: str | Path, password: bytes | None = None
 ) -> IssuedStandard:
-    """Like :func:`load_issuer` but the CA must be RSA or ECDSA."""
-    issuer = load_issuer(cert_path, key_path, password)
+    """:func:`load_issued` for a CA that must be RSA or ECDSA."""
+    issuer = load_issued(cert_path, key_path, password)
     if not isinstance(issuer, IssuedStandard):
         raise ValueError(f"CA certificate {str(cert_path)!r} is SM2; use an RSA or ECDSA CA")
     return issuer
