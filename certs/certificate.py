@@ -247,6 +247,9 @@ class Certificate:
             critical = bool(extension["critical"].native)
             if critical and oid not in RECOGNISED_EXTENSIONS:
                 unrecognised.append(oid)
+            if extension["extn_id"].native == oid:
+                # An extension asn1crypto has no spec for: keep it opaque (critical ones are recorded above).
+                continue
             value = extension["extn_value"].parsed
             if oid == OID_BASIC_CONSTRAINTS:
                 values["has_basic_constraints"] = True
@@ -274,8 +277,8 @@ class Certificate:
                 key_id = value["key_identifier"].native
                 values["authority_key_id"] = bytes(key_id) if key_id is not None else None
             else:
-                # Force decoding so that malformed contents of other extensions are caught too.
-                _ = value.native if value is not None else None
+                # Decode the other known extensions too, so malformed contents are caught here.
+                _ = value.native
         signature = parsed["signature_value"].native
         if not isinstance(signature, bytes):
             raise MalformedCertificate("signature value does not decode")
