@@ -262,3 +262,26 @@ async def test_connect_fills_server_name_from_a_dns_host() -> None:
     finally:
         await stop(server)
     assert names == ["localhost"]
+
+
+async def test_a_forged_record_fails_both_ends_with_bad_record_mac() -> None:
+    server_errors: list[TLCPStreamError] = []
+
+    async def read_forever(stream: TLCPStream) -> None:
+        try:
+            await stream.read()
+        except TLCPStreamError as exc:
+            server_errors.append(exc)
+
+    server, port = await serve(read_forever)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        forged = bytes([23, 1, 1, 0, 40]) + bytes(40)  # application_data: nonce, ciphertext, tag of zeros
+        stream._transport.write(forged)  # bypass the engine: raw bytes on the wire
+        with pytest.raises(TLCPStreamError) as failure:
+            await stream.read()
+        assert (failure.value.alert, failure.value.alert_sent) == ("bad_record_mac", False)
+        await stream.wait_closed()
+    finally:
+        await stop(server)
+    assert [(error.alert, error.alert_sent) for error in server_errors] == [("bad_record_mac", True)]

@@ -160,6 +160,7 @@ class _TLCPProtocol(asyncio.Protocol):
         if not self.handshake_waiter.done():
             assert self.error is not None
             self.handshake_waiter.set_exception(self.error)
+            self.handshake_waiter.exception()  # mark retrieved: nobody may be waiting any more
         self._set_eof()
         self._write_paused = False
         self._release_drain_waiters()
