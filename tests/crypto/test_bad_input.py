@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.crypto.conftest import BACKENDS
 from tls.crypto import (
     CryptoError,
     DecryptionError,
@@ -245,3 +246,47 @@ def test_random_bytes_never_crash(data: bytes) -> None:
             call()
         except CryptoError:
             pass
+
+
+_SEEDS = [
+    KEY.to_pkcs8_der(),
+    KEY.to_sec1_der(),
+    KEY.to_pkcs8_der(b"pw", iterations=1),
+    KEY.to_pkcs8_pem(),
+    PUBLIC.spki_der(),
+    KEY.sign(b"m"),
+    PUBLIC.encrypt(b"hello"),
+]
+
+
+@st.composite
+def mutated_encodings(draw: st.DrawFn) -> bytes:
+    """A valid key/signature/ciphertext encoding with a few bytes replaced, inserted or deleted."""
+    data = bytearray(draw(st.sampled_from(_SEEDS)))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        position = draw(st.integers(min_value=0, max_value=len(data)))
+        action = draw(st.sampled_from(["replace", "insert", "delete"]))
+        if action == "insert" or not data:
+            data.insert(position, draw(st.integers(min_value=0, max_value=255)))
+        elif action == "replace":
+            data[min(position, len(data) - 1)] = draw(st.integers(min_value=0, max_value=255))
+        else:
+            del data[min(position, len(data) - 1)]
+    return bytes(data)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=mutated_encodings(), backend=st.sampled_from(BACKENDS))
+def test_mutated_encodings_raise_only_crypto_errors(data: bytes, backend: str) -> None:
+    with use_backend(backend):
+        for call in (
+            lambda: load_sm2_private_key(data),
+            lambda: load_sm2_private_key(data, b"pw"),
+            lambda: load_sm2_public_key(data),
+            lambda: PUBLIC.verify(data, b"m"),
+            lambda: KEY.decrypt(data),
+        ):
+            try:
+                call()
+            except CryptoError:
+                pass

@@ -44,6 +44,10 @@ _PBES2_CIPHERS: dict[str, tuple[str, int]] = {
 }
 _MAX_PBKDF2_ITERATIONS = 10_000_000
 
+# What asn1crypto raises on malformed or unexpected input (found by mutation fuzzing): all of these
+# become the documented CryptoError subclass.
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)
+
 
 class _AlgorithmIdentifier(core.Sequence):
     _fields = [("algorithm", core.ObjectIdentifier), ("parameters", core.Any, {"optional": True})]
@@ -136,7 +140,7 @@ def pem_blocks(data: bytes) -> list[tuple[str, dict[str, str], bytes]]:
         return [
             (label, dict(headers), bytes(der)) for label, headers, der in pem.unarmor(data, multiple=True)
         ]
-    except (ValueError, TypeError) as exc:
+    except _ASN1_ERRORS as exc:
         raise InvalidKey("malformed PEM") from exc
 
 
@@ -173,7 +177,7 @@ def decode_spki(der: bytes) -> bytes:
         return _bitstring_bytes(info["public_key"])
     except InvalidKey:
         raise
-    except (ValueError, TypeError, KeyError) as exc:
+    except _ASN1_ERRORS as exc:
         raise InvalidKey("malformed SubjectPublicKeyInfo") from exc
 
 
@@ -236,11 +240,11 @@ def decode_private_der(der: bytes, password: bytes | None) -> DecodedPrivateKey:
             return decoder(der)
         except InvalidKey:
             raise
-        except (ValueError, TypeError, KeyError) as exc:
+        except _ASN1_ERRORS as exc:
             errors.append(exc)
     try:
         encrypted = _strict_load(_EncryptedPrivateKeyInfo, der)
-    except (ValueError, TypeError, KeyError):
+    except _ASN1_ERRORS:
         raise InvalidKey("not an SM2 private key (PKCS#8, encrypted PKCS#8 or SEC1)") from errors[0]
     if password is None:
         raise InvalidKey("private key is encrypted and no password was given")
@@ -250,7 +254,7 @@ def decode_private_der(der: bytes, password: bytes | None) -> DecodedPrivateKey:
 def _decode_pkcs8_or_wrong_password(der: bytes) -> DecodedPrivateKey:
     try:
         return _decode_pkcs8(der)
-    except (ValueError, TypeError, KeyError) as exc:
+    except _ASN1_ERRORS as exc:
         raise InvalidKey("wrong password or corrupt encrypted private key") from exc
 
 
@@ -263,6 +267,8 @@ def _cipher_algorithm(kind: str, key: bytes) -> algorithms.SM4 | algorithms.AES:
 
 def decrypt_pkcs8(encrypted: Any, password: bytes) -> bytes:
     """Decrypt an EncryptedPrivateKeyInfo protected with PBES2 (RFC 8018) and return the PKCS#8 DER."""
+    if not isinstance(password, bytes | bytearray):
+        raise InvalidKey("password must be bytes")
     try:
         alg = encrypted["encryption_algorithm"]
         if alg["algorithm"].dotted != PBES2_OID:
@@ -288,13 +294,15 @@ def decrypt_pkcs8(encrypted: Any, password: bytes) -> bytes:
         data = bytes(encrypted["encrypted_data"].native)
     except InvalidKey:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except _ASN1_ERRORS as exc:
         raise InvalidKey("malformed encrypted private key") from exc
+    if not isinstance(iterations, int) or not 1 <= iterations <= _MAX_PBKDF2_ITERATIONS:
+        raise InvalidKey("PBKDF2 iteration count out of range")
     if declared is not None and declared != key_length:
         raise InvalidKey("PBKDF2 key length does not match the cipher")
-    if not 1 <= iterations <= _MAX_PBKDF2_ITERATIONS:
-        raise InvalidKey("PBKDF2 iteration count out of range")
-    if len(iv) != 16 or not data or len(data) % 16:
+    if not isinstance(salt, bytes) or not isinstance(iv, bytes) or len(iv) != 16:
+        raise InvalidKey("malformed encrypted private key")
+    if not data or len(data) % 16:
         raise InvalidKey("malformed encrypted private key")
     key = PBKDF2HMAC(
         algorithm=_PRF_HASHES[prf_oid](), length=key_length, salt=salt, iterations=iterations
@@ -310,6 +318,8 @@ def decrypt_pkcs8(encrypted: Any, password: bytes) -> bytes:
 
 def encrypt_pkcs8(pkcs8_der: bytes, password: bytes, *, iterations: int = DEFAULT_PBKDF2_ITERATIONS) -> bytes:
     """Wrap PKCS#8 DER as GmSSL does: PBES2, PBKDF2-HMAC-SM3 (16-byte salt), SM4-CBC."""
+    if not isinstance(password, bytes | bytearray):
+        raise InvalidKey("password must be bytes")
     if not 1 <= iterations <= _MAX_PBKDF2_ITERATIONS:
         raise InvalidKey("PBKDF2 iteration count out of range")
     salt = secrets.token_bytes(16)
@@ -356,7 +366,7 @@ def decode_signature(der: bytes) -> tuple[int, int]:
     try:
         sig = _strict_load(_SM2Signature, der)
         r, s = sig["r"].native, sig["s"].native
-    except (ValueError, TypeError, KeyError) as exc:
+    except _ASN1_ERRORS as exc:
         raise InvalidSignature("malformed SM2 signature") from exc
     if not (1 <= r < N and 1 <= s < N):
         raise InvalidSignature("SM2 signature component out of range")
@@ -383,7 +393,7 @@ def decode_ciphertext(der: bytes) -> tuple[bytes, bytes, bytes]:
         value = _strict_load(_SM2Ciphertext, der)
         x, y = value["x"].native, value["y"].native
         c3, c2 = bytes(value["hash"].native), bytes(value["ciphertext"].native)
-    except (ValueError, TypeError, KeyError) as exc:
+    except _ASN1_ERRORS as exc:
         raise DecryptionError("malformed SM2 ciphertext") from exc
     if not (0 <= x < P and 0 <= y < P) or len(c3) != 32 or not c2:
         raise DecryptionError("malformed SM2 ciphertext")
