@@ -46,15 +46,36 @@ def to_jsonable(value: object) -> Any:
     raise TypeError(f"audit field of type {type(value).__name__} is not serialisable")
 
 
+def _default(value: object) -> Any:
+    """``json`` hook for the non-JSON types :func:`to_jsonable` knows (containers recurse in ``json``)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return to_jsonable(value)
+
+
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    """The canonical encoding of ``record`` (already made of JSON types)."""
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The canonical encoding of ``record``.
+
+    Non-JSON values are converted as by :func:`to_jsonable` (``str``/``int`` subclasses such as
+    ``StrEnum``/``IntEnum`` are written as their plain values), so the canonical form of the parsed line
+    is the same bytes. Raises ``TypeError``/``ValueError`` for values that cannot be written (NaN).
+    """
+    text = json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
+    )
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         # Lone surrogates cannot be UTF-8; the ASCII form is still deterministic for the verifier.
         return json.dumps(
-            record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+            record,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+            allow_nan=False,
+            default=_default,
         ).encode("ascii")
 
 

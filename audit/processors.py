@@ -9,6 +9,7 @@ with their state in plain attributes; the rest are functions.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from audit.canonical import canonical_bytes, seal_line, to_jsonable
-from audit.ids import uuid7
+from audit.ids import uuid7_text
 from tls.crypto import HMACSM3
 
 #: ``prev`` of the first record of a log: 32 zero bytes.
@@ -55,7 +56,8 @@ def format_timestamp(unix_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
 
 
-def _is_secret_name(name: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _name_is_secret(name: str) -> bool:
     lowered = name.lower()
     return lowered in ALWAYS_DROPPED or any(marker in lowered for marker in _SECRET_MARKERS)
 
@@ -63,6 +65,10 @@ def _is_secret_name(name: str) -> bool:
 def _is_key_object(value: object) -> bool:
     """Private-key objects (anything exposing raw scalar bytes) are never serialised."""
     return hasattr(value, "scalar_bytes") or hasattr(value, "private_bytes")
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_KEEP, _DROP, _HASH = 0, 1, 2
 
 
 class Redactor:
@@ -78,6 +84,7 @@ class Redactor:
         self._mac = HMACSM3(redaction_key)
         self.hash_paths = frozenset(path.lower() for path in hash_paths)
         self.drop_paths = frozenset(path.lower() for path in drop_paths)
+        self._actions: dict[tuple[str, str], tuple[str, int]] = {}
 
     def __repr__(self) -> str:
         return f"Redactor(hash={sorted(self.hash_paths)}, drop={sorted(self.drop_paths)})"
@@ -86,13 +93,31 @@ class Redactor:
         data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
         return HASH_PREFIX + self._mac.compute(data).hex()
 
+    def _action(self, prefix: str, name: str) -> tuple[str, int]:
+        """``(lower-case path, action)`` for field ``name`` under ``prefix``; memoised (bounded)."""
+        cached = self._actions.get((prefix, name))
+        if cached is not None:
+            return cached
+        path = f"{prefix}{name}".lower()
+        if path in self.drop_paths or _name_is_secret(name):
+            action = _DROP
+        else:
+            action = _HASH if path in self.hash_paths else _KEEP
+        if len(self._actions) < 4096:  # header names come from clients: do not grow without bound
+            self._actions[(prefix, name)] = (path, action)
+        return path, action
+
     def _redact(self, mapping: Mapping[str, Any], prefix: str, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for name, value in mapping.items():
-            path = f"{prefix}{name}".lower()
-            if path in self.drop_paths or _is_secret_name(name) or _is_key_object(value):
+            path, action = self._action(prefix, name)
+            if action == _DROP:
                 continue
-            if path in self.hash_paths and value is not None:
+            if type(value) in _PLAIN:
+                result[name] = self.hash_value(value) if action == _HASH and value is not None else value
+            elif _is_key_object(value):
+                continue
+            elif action == _HASH:
                 result[name] = self.hash_value(value)
             elif isinstance(value, Mapping) and depth < 4:
                 result[name] = self._redact(value, f"{path}.", depth + 1)
@@ -114,14 +139,23 @@ class ContextAdder:
         self.instance = instance
         self.pid = pid
         self.next_seq = next_seq
+        self._second = -1
+        self._second_text = ""
+
+    def timestamp(self, unix_ns: int) -> str:
+        seconds, nanos = divmod(unix_ns, 1_000_000_000)
+        if seconds != self._second:
+            self._second = seconds
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        return f"{self._second_text}.{nanos // 1000:06d}Z"
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         emit_ns = event_dict.get(EMIT_NS)
         if not isinstance(emit_ns, int):
             emit_ns = time.time_ns()
             event_dict[EMIT_NS] = emit_ns
-        event_dict["ts"] = format_timestamp(emit_ns)
-        event_dict["id"] = str(uuid7(emit_ns))
+        event_dict["ts"] = self.timestamp(emit_ns)
+        event_dict["id"] = uuid7_text(emit_ns)
         event_dict["instance"] = self.instance
         event_dict["pid"] = self.pid
         event_dict["seq"] = self.next_seq
@@ -140,23 +174,22 @@ def _lenient(value: object) -> Any:
 
 
 def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """``canonicalise``: JSON types only, then the canonical bytes under ``_canonical``.
+    """``canonicalise``: the canonical bytes of the public fields under ``_canonical``.
 
     A field that cannot be serialised (unknown type, NaN) is written as its ``repr`` and named in
     ``audit_error``, so a gateway bug never costs the record itself.
     """
     public = {key: value for key, value in event_dict.items() if not key.startswith("_")}
     try:
-        body = to_jsonable(public)
-        canonical = canonical_bytes(body)
+        canonical = canonical_bytes(public)
     except (TypeError, ValueError) as exc:
-        body = {key: _lenient(value) for key, value in public.items()}
-        body["audit_error"] = f"unserialisable field: {exc}"
-        canonical = canonical_bytes(body)
-    result: EventDict = {**body, CANONICAL: canonical}
+        public = {key: _lenient(value) for key, value in public.items()}
+        public["audit_error"] = f"unserialisable field: {exc}"
+        canonical = canonical_bytes(public)
+    public[CANONICAL] = canonical
     if EMIT_NS in event_dict:
-        result[EMIT_NS] = event_dict[EMIT_NS]
-    return result
+        public[EMIT_NS] = event_dict[EMIT_NS]
+    return public
 
 
 class HmacChain:

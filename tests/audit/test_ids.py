@@ -36,3 +36,13 @@ def test_uuid7_rejects_negative_time() -> None:
 
 def test_connection_id_is_uuid7_text() -> None:
     assert uuid.UUID(new_connection_id()).version == 7
+
+
+def test_uuid7_text_matches_uuid_rendering() -> None:
+    from audit.ids import uuid7_text
+
+    text = uuid7_text(1_764_000_000_123_456_789)
+    parsed = uuid.UUID(text)
+    assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert uuid7_timestamp_ms(parsed) == 1_764_000_000_123
+    assert len({uuid7_text(0) for _ in range(1000)}) == 1000

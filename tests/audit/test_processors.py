@@ -95,7 +95,7 @@ def test_add_context_sets_time_ids_and_sequence() -> None:
 def test_canonicalise_produces_canonical_bytes_and_drops_internal_keys() -> None:
     out = canonicalise(None, "emit", {"b": 2, "a": b"\x01", EMIT_NS: 5})
     assert out[CANONICAL] == b'{"a":"01","b":2}'
-    assert out["a"] == "01" and out[EMIT_NS] == 5
+    assert out[EMIT_NS] == 5 and "_canonical" not in json.loads(out[CANONICAL])
 
 
 def test_canonicalise_keeps_record_when_a_field_cannot_be_serialised() -> None:
@@ -140,3 +140,18 @@ def test_pipeline_order_and_output_line() -> None:
     body, _prev, mac = split_line(record)
     assert hmac_sm3(KEY, GENESIS + canonical_bytes(body)).hex() == mac
     assert not any(key.startswith("_") for key in record)
+
+
+def test_context_timestamp_cache_matches_plain_formatting() -> None:
+    adder = ContextAdder(instance="gw", pid=1)
+    for emit_ns in (1_764_000_000_000_000_001, 1_764_000_000_999_999_999, 1_764_000_001_000_000_000, 5):
+        assert adder.timestamp(emit_ns) == format_timestamp(emit_ns)
+
+
+def test_redaction_memo_is_bounded_for_client_chosen_header_names() -> None:
+    redactor = Redactor(REDACTION_KEY, hash_paths=["headers.authorization"])
+    headers = {f"x-h{index}": "v" for index in range(5000)} | {"Authorization": "secret"}
+    out = redactor(None, "emit", {"headers": headers})
+    assert out["headers"]["Authorization"].startswith("hmac-sm3:")
+    assert out["headers"]["x-h4999"] == "v"
+    assert len(redactor._actions) <= 4096

@@ -1,0 +1,201 @@
+"""Audit pipeline benchmark: what the data path pays per event, and what the pipeline sustains.
+
+Run: ``.venv/bin/python bench/audit.py [--events N]``. Prints, from one run:
+
+1. ``emit()`` calls/s as the gateway sees them (enqueue only) next to ``NullAuditLog.emit`` (the
+   "audit off" baseline) and a bare ``dict`` build.
+2. Pipeline processing rate per stage set, in-process: redact + context + canonical JSON ("no chain",
+   the baseline), then + HMAC-SM3 chain, then + chain + SM3 checkpoint digest + an SM2-signed checkpoint
+   every 1000 records ("full").
+3. End to end: events/s from the first ``emit`` until everything is on disk (``flush``), with
+   checkpoints every 1000 records and ``fsync: interval``.
+
+:func:`measure_gateway_overhead` is the hook for the gateway request-rate comparison: give it an async
+load function that drives the gateway with a given audit handle and returns requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from structlog.typing import Processor
+
+from audit.checkpoint import Checkpointer, CheckpointSigner
+from audit.config import AuditConfig, load_audit_config
+from audit.events import tls_fields
+from audit.keys import write_audit_key
+from audit.log import AuditEmitter, AuditLog, NullAuditLog
+from audit.processors import EMIT_NS, LINE, ContextAdder, HmacChain, Redactor, canonicalise, run_processors
+from tls.crypto import SM2PrivateKey
+
+KEY = bytes(range(32))
+FIELDS: dict[str, object] = {
+    "conn_id": "01a2124b-6f00-7c00-8000-000000000001",
+    "request_id": "01a2124b-6f00-7c00-8000-000000000002",
+    "method": "POST",
+    "host": "api.bank.example",
+    "path": "/v1/payments/42",
+    "status": 201,
+    "bytes_received": 512,
+    "bytes_sent": 80,
+    "duration_ms": 3.25,
+    "headers": {"authorization": "Bearer token", "user-agent": "bench"},
+    **tls_fields(
+        protocol="TLCP",
+        cipher_suite="ECDHE_SM4_GCM_SM3",
+        sni="api.bank.example",
+        alpn="http/1.1",
+        resumed=False,
+    ),
+}
+
+
+def _rate(func: Callable[[], object], count: int) -> float:
+    func()
+    start = time.perf_counter()
+    for _ in range(count):
+        func()
+    return count / (time.perf_counter() - start)
+
+
+def emit_rates(count: int, config: AuditConfig) -> dict[str, float]:
+    null = NullAuditLog()
+    log = AuditLog.from_config(config)  # not started: emit only enqueues, which is all the caller pays
+    results = {
+        "dict build (floor)": _rate(lambda: dict(FIELDS), count),
+        "NullAuditLog.emit (audit off)": _rate(lambda: null.emit("http.request", **FIELDS), count),
+        "AuditLog.emit (audit on)": _rate(lambda: log.emit("http.request", **FIELDS), count),
+    }
+    return results
+
+
+def stage_rates(count: int) -> dict[str, float]:
+    signer = CheckpointSigner(SM2PrivateKey.generate())
+
+    def run(chain: bool, checkpoints: bool) -> float:
+        redactor = Redactor(b"r" * 32, hash_paths=["headers.authorization"])
+        context = ContextAdder(instance="bench", pid=1)
+        hmac_chain = HmacChain(KEY)
+        processors: list[Processor] = [redactor, context, canonicalise]
+        if chain:
+            processors.append(hmac_chain)
+        checkpointer = Checkpointer(signer=signer, every_records=1000, every_seconds=3600.0, now=0.0)
+        lines = []
+        start = time.perf_counter()
+        for _ in range(count):
+            record = run_processors(processors, {**FIELDS, "event": "http.request", EMIT_NS: time.time_ns()})
+            line = record[LINE] if chain else record["_canonical"]
+            lines.append(line)
+            if checkpoints:
+                checkpointer.observe(record["seq"], line)
+                if checkpointer.due(0.0):
+                    body = checkpointer.body("count", head_seq=record["seq"], head_mac=hmac_chain.prev)
+                    checkpoint = context(None, "emit", body)
+                    checkpointer.sign(checkpoint)
+                    run_processors([canonicalise, hmac_chain], checkpoint)
+                    checkpointer.reset(context.next_seq - 1, 0.0)
+        return count / (time.perf_counter() - start)
+
+    return {
+        "no chain (baseline)": statistics.median(run(False, False) for _ in range(3)),
+        "+ HMAC-SM3 chain": statistics.median(run(True, False) for _ in range(3)),
+        "+ chain + signed checkpoints": statistics.median(run(True, True) for _ in range(3)),
+    }
+
+
+async def end_to_end_rate(count: int, config: AuditConfig) -> float:
+    log = AuditLog.from_config(config)
+    await log.start()
+    start = time.perf_counter()
+    for index in range(count):
+        log.emit("http.request", **FIELDS)
+        if index % 256 == 0:
+            await asyncio.sleep(0)
+    await log.flush(timeout=120)
+    elapsed = time.perf_counter() - start
+    await log.aclose()
+    dropped = log.metrics().dropped
+    if dropped:
+        print(f"  (queue overflowed: {dropped} events declared in audit.gap)")
+    return count / elapsed
+
+
+async def measure_gateway_overhead(
+    run_load: Callable[[AuditEmitter], Awaitable[float]], config: AuditConfig, *, rounds: int = 3
+) -> dict[str, float]:
+    """Requests/s with audit off (``NullAuditLog``) and on (``AuditLog`` from ``config``), alternating.
+
+    ``run_load(audit)`` must start the gateway with ``audit`` as its audit handle, drive a fixed load
+    and return requests/s. Returns the medians and the overhead in percent (target: under 10).
+    """
+    off, on = [], []
+    for _ in range(rounds):
+        off.append(await run_load(NullAuditLog()))
+        log = AuditLog.from_config(config)
+        await log.start()
+        try:
+            on.append(await run_load(log))
+        finally:
+            await log.aclose()
+    off_rate, on_rate = statistics.median(off), statistics.median(on)
+    return {
+        "audit_off_rps": off_rate,
+        "audit_on_rps": on_rate,
+        "overhead_percent": 100.0 * (1 - on_rate / off_rate),
+    }
+
+
+def bench_config(directory: Path) -> AuditConfig:
+    key_file = directory / "audit.key"
+    write_audit_key(key_file)
+    signing_key = directory / "audit_sign.key"
+    signing_key.write_bytes(SM2PrivateKey.generate().to_pkcs8_pem())
+    return load_audit_config(
+        {
+            "key_file": str(key_file),
+            "signing_key": str(signing_key),
+            "instance_id": "bench",
+            "queue_size": 1_000_000,
+            "checkpoint": {"every_records": 1000, "every_seconds": 60},
+            "sinks": [{"type": "file", "directory": str(directory / "log"), "fsync": "interval"}],
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temporary:
+        config = bench_config(Path(temporary))
+        print(f"audit bench: {args.events} http.request events (~{len(str(FIELDS))} chars of fields)")
+        print("\n1. caller side: emit() calls/s")
+        emits = emit_rates(args.events, config)
+        floor = emits["NullAuditLog.emit (audit off)"]
+        for name, value in emits.items():
+            print(
+                f"  {name:34s} {value:12,.0f}/s  {1e6 / value:6.2f} us/call  x{value / floor:.2f} of audit-off"
+            )
+        print("\n2. pipeline stages (one thread, in memory): events/s")
+        stages = stage_rates(args.events)
+        baseline = stages["no chain (baseline)"]
+        for name, value in stages.items():
+            print(
+                f"  {name:34s} {value:12,.0f}/s  {1e6 / value:6.2f} us/event  x{value / baseline:.2f} of baseline"
+            )
+        print("\n3. end to end (emit -> chained, checkpointed, written): events/s")
+        rate = asyncio.run(end_to_end_rate(args.events, config))
+        print(f"  {'AuditLog, file sink, fsync interval':34s} {rate:12,.0f}/s")
+
+
+if __name__ == "__main__":
+    main()
