@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tls.crypto import (
     SM2PrivateKey,
+    SM2PublicKey,
     SM3Hash,
     get_backend,
     sm2_key_exchange,
@@ -36,6 +37,8 @@ PUBLIC = bytes.fromhex(
     "0409F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020"
     "CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13"
 )
+Z_A = bytes.fromhex("B2E14C5C79C6DF5B85F4FE7ED8DB7A262B9DA7E07CCB0EA9F4747B8CCDA8A4F3")
+E = bytes.fromhex("F0B43E94BA45ACCAACE692ED534382EB17E6AB5A19CE7B31F4486FDFC0D28640")
 K = 0x59276E27D506861A16680F3AD9C02DCCEF3CC1FA3CDBE4CE6D54B80DEAC1BC21
 R = 0xF5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3
 S = 0xB1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA
@@ -104,6 +107,12 @@ def test_sm2_public_key_from_scalar(backend: str) -> None:
         assert SM2PrivateKey.from_scalar(D).public_key().to_bytes() == PUBLIC
         assert SM2PrivateKey.from_scalar(KX_DA).public_key().to_bytes() == KX_PA
         assert SM2PrivateKey.from_scalar(KX_DB).public_key().to_bytes() == KX_PB
+
+
+def test_sm2_z_value_and_message_digest() -> None:
+    public = SM2PublicKey.from_bytes(PUBLIC)
+    assert public.z_value() == Z_A == public.z_value(b"1234567812345678")
+    assert sm3(public.z_value() + b"message digest") == E
 
 
 def test_sm2_signature_with_fixed_k() -> None:

@@ -119,8 +119,9 @@ def backend_name() -> str:
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[SM2Backend]:
     """Run the block with ``name`` as the active backend (per thread / asyncio task)."""
-    token = _override.set(get_backend(name))
+    backend = get_backend(name)
+    token = _override.set(backend)
     try:
-        yield _override.get() or get_backend(name)
+        yield backend
     finally:
         _override.reset(token)
