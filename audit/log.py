@@ -274,6 +274,8 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True
+        if not self._started:
+            return
         deadline = time.monotonic() + self.config.shutdown_timeout
         self._give_up_at = deadline
         if self._thread is not None:

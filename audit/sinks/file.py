@@ -9,6 +9,7 @@ the segment always ends on a whole line, and the caller retries. ``fsync`` is ``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from audit.config import FileSinkConfig
+
+
+class AuditDirectoryBusy(RuntimeError):
+    """Another process holds the audit directory's writer lock."""
+
 
 SEGMENT_RE = re.compile(r"^(?P<prefix>[A-Za-z0-9_.-]+)-(?P<seq>[0-9]{12})\.jsonl$")
 
@@ -118,6 +124,7 @@ class FileSink:
         self.config = config
         self.directory = config.directory
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         self._path: Path | None = None
         self._size = 0
         self._opened_at = 0.0
@@ -140,7 +147,18 @@ class FileSink:
         return self._size
 
     def recover(self) -> Recovery:
+        """Take the directory lock (one writer per directory) and read the chain head."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_path = self.directory / f".{self.config.prefix}.lock"
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise AuditDirectoryBusy(
+                f"{self.directory}: another process is writing this audit log (give each worker its own directory)"
+            ) from None
+        self._lock_fd = lock_fd
         state = recover(self.directory, self.config.prefix)
         self._segments = list_segments(self.directory, self.config.prefix)
         self.written_seq = state.next_seq - 1
@@ -153,9 +171,15 @@ class FileSink:
         try:
             fd = os.open(path, flags | os.O_EXCL, 0o600)
         except FileExistsError:
-            if path.stat().st_size:
-                raise RuntimeError(f"{path}: segment already exists and is not empty") from None
-            fd = os.open(path, flags, 0o600)
+            content = path.read_bytes()
+            if b"\n" in content:
+                raise RuntimeError(f"{path}: segment already exists and holds records") from None
+            if content:
+                # Only a torn first write (crash): keep it as evidence beside the log, out of the chain.
+                os.replace(path, path.with_name(path.name + ".torn"))
+                fd = os.open(path, flags | os.O_EXCL, 0o600)
+            else:
+                fd = os.open(path, flags, 0o600)
         self._fsync_directory()
         with self._lock:
             self._fd = fd
@@ -220,10 +244,17 @@ class FileSink:
         return self.config.rotate_seconds is not None and age >= self.config.rotate_seconds
 
     def rotate(self, next_seq: int) -> None:
-        self.close()
+        self._close_segment()
         self.open_segment(next_seq)
 
     def close(self) -> None:
+        """Close the active segment (it stays as is: a new run starts a new segment)."""
+        self._close_segment()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _close_segment(self) -> None:
         if self._fd is not None:
             if self._dirty and self.config.fsync != "never":
                 os.fsync(self._fd)

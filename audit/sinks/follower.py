@@ -260,10 +260,13 @@ class FollowerSink(abc.ABC):
         if self.next_seq >= stop:
             return []
         records = self._reader.read(self.next_seq, stop, min(limit, CATCH_UP_BATCH))
-        if records and records[0].seq != self.next_seq:
-            # Records no longer on disk (segments removed): skip to what exists.
+        found = records[0].seq if records else stop
+        if found != self.next_seq:
+            # Written records are on disk before they are offered, so these are gone (segments removed).
             self.errors += 1
-            self.last_error = f"records {self.next_seq}..{records[0].seq - 1} not found in the file sink"
+            self.last_error = f"records {self.next_seq}..{found - 1} not found in the file sink; skipped"
+            if not records:
+                self.next_seq = stop
         self.replayed_from_file += len(records)
         return records
 

@@ -243,3 +243,32 @@ async def test_null_audit_log_has_the_same_surface() -> None:
     null.bind(conn_id="c").emit("conn.open", listener="l")
     assert null.queue_depth() == 0
     await null.aclose()
+
+
+async def test_crash_during_the_first_write_of_a_segment(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    config = make_config(file={"rotate_bytes": 4096})
+    log = AuditLog.from_config(config)
+    await log.start()
+    for index in range(30):
+        log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+    await log.aclose()
+    head = read_records(log_dir)[-1]["seq"]
+    torn = b'{"client_addr":"192.0.2'
+    (log_dir / f"audit-{head + 1:012d}.jsonl").write_bytes(torn)
+    log = AuditLog.from_config(config)
+    await log.start()
+    await log.aclose()
+    records = read_records(log_dir)
+    gap = next(record for record in records if record["event"] == "audit.gap")
+    assert gap["after_seq"] == head and gap["torn_bytes"] == len(torn)
+    assert (log_dir / f"audit-{head + 1:012d}.jsonl.torn").read_bytes() == torn
+    assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
+
+
+async def test_close_without_start_touches_nothing(make_config: ConfigFactory, log_dir: Path) -> None:
+    log = AuditLog.from_config(make_config(sinks=[{"type": "stdout"}]))
+    log.emit("conn.open", conn_id="c", listener="l", client_addr="x")
+    await log.aclose()
+    assert not log_dir.exists()

@@ -45,7 +45,7 @@ def test_segments_are_named_by_first_seq_and_rotated_files_stay_untouched(tmp_pa
     assert [seq for seq, _ in list_segments(sink.directory, "audit")] == [1, 3]
     assert hashlib.sha256(first.read_bytes()).hexdigest() == digest
     assert os.stat(first).st_mode & 0o777 == 0o600
-    with pytest.raises(RuntimeError, match="not empty"):
+    with pytest.raises(RuntimeError, match="holds records"):
         sink.open_segment(1)
 
 
@@ -191,3 +191,24 @@ async def test_stdout_sink_writes_json_lines(
     await asyncio.sleep(0)
     events = [json.loads(line)["event"] for line in capsysbinary.readouterr().out.splitlines()]
     assert events == ["admin.action", "audit.checkpoint"]
+
+
+def test_one_writer_per_directory(tmp_path: Path) -> None:
+    from audit.sinks.file import AuditDirectoryBusy
+
+    first = _sink(tmp_path)
+    with pytest.raises(AuditDirectoryBusy, match="own directory"):
+        _sink(tmp_path)
+    first.close()
+    _sink(tmp_path).close()
+
+
+def test_segment_holding_only_a_torn_write_is_set_aside(tmp_path: Path) -> None:
+    sink = _sink(tmp_path)
+    torn = sink.directory / "audit-000000000001.jsonl"
+    torn.write_bytes(b'{"seq":1,"eve')
+    sink.open_segment(1)
+    sink.write([_line(1)], 1)
+    sink.close()
+    assert (sink.directory / "audit-000000000001.jsonl.torn").read_bytes() == b'{"seq":1,"eve'
+    assert json.loads(torn.read_bytes())["seq"] == 1
