@@ -33,7 +33,10 @@ KEYS = [SM2PrivateKey.generate() for _ in range(4)]
 
 messages = st.binary(max_size=300)
 uids = st.one_of(st.just(DEFAULT_SM2_ID), st.binary(max_size=40))
-keys = st.sampled_from(KEYS)
+N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
+keys = st.one_of(
+    st.sampled_from(KEYS), st.integers(min_value=1, max_value=N - 2).map(SM2PrivateKey.from_scalar)
+)
 
 
 @needs_two_backends
@@ -139,6 +142,16 @@ def test_key_exchange_mismatched_ids_disagree() -> None:
     )
     assert a.key != b.key
     assert a.expected_peer_confirmation != b.own_confirmation
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_public_key_with_x_starting_0x04(pair: tuple[str, str]) -> None:
+    # gmssl's CryptSM2 strips "04" with str.lstrip, which corrupts such keys unless worked around.
+    key = SM2PrivateKey.from_scalar(11)
+    assert key.public_key().to_bytes()[:2] == b"\x04\x04"
+    signer, verifier = (get_backend(name) for name in pair)
+    verifier.verify(key.public_key(), signer.sign(key, b"message"), b"message")
+    assert verifier.decrypt(key, signer.encrypt(key.public_key(), b"message")) == b"message"
 
 
 @needs_two_backends

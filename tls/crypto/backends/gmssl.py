@@ -3,7 +3,8 @@
 gmssl supplies the curve arithmetic (``CryptSM2._kg``/``_add_point``/``_double_point``, on hex strings)
 and ``CryptSM2.sign``/``verify`` over a precomputed digest e = SM3(Z || M).  Around it this module adds
 what gmssl lacks: a CSPRNG nonce (gmssl's own uses ``random``), point validation and decompression,
-GM/T 0009 DER, and a C3 check on decryption (gmssl's ``decrypt`` never compares C3).  SM3 and the KDF
+GM/T 0009 DER, a C3 check on decryption (gmssl's ``decrypt`` never compares C3), and a workaround for
+its public-key parsing (``lstrip("04")``) that corrupts keys whose X starts with 0x04.  SM3 and the KDF
 come from ``cryptography`` via :mod:`tls.crypto.curve`.
 
 ``sign_with_k``/``encrypt_with_k`` fix the nonce for known-answer tests only.
@@ -56,7 +57,11 @@ class GmSSLBackend:
         return f"gmssl (pure Python, gmssl {self.version})"
 
     def _crypt(self, private_hex: str, public_point: bytes) -> CryptSM2:
-        return CryptSM2(private_key=private_hex, public_key=public_point[1:].hex(), mode=1)
+        crypt = CryptSM2(private_key=private_hex, public_key=_G_HEX, mode=1)
+        # Set after construction: CryptSM2.__init__ strips a "04" prefix with str.lstrip("04"), which
+        # also eats leading '0'/'4' digits of X and corrupts about one public key in 256.
+        crypt.public_key = public_point[1:].hex()
+        return crypt
 
     def decode_point(self, point: bytes) -> bytes:
         if len(point) == 33 and point[0] in (2, 3):
