@@ -1,17 +1,129 @@
-"""The ``smgate`` command line: one entry point, subcommands registered by each package."""
+"""The ``smgate`` command line: one entry point, subcommands registered by each package.
+
+Gateway commands: ``serve`` (run from a YAML config; ``--workers N`` forks N processes sharing the
+ports with SO_REUSEPORT), ``config check`` (validate and list every error with its key path),
+``demo`` (demo PKI + embedded config + built-in upstream) and ``client`` (a small TLCP/TLS client).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway import __version__
+from gateway.auditing import NullAudit
+from gateway.cluster import ClusterManager
+from gateway.config import ConfigError, load_config
+from gateway.runtime import build_generation
+from gateway.stats import GatewayStats
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
     print(f"smgate {__version__}")
+    from tls.crypto.cli import describe
+
+    print(describe())
     return 0
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(Path(args.file))
+        # Build (not start) a generation: loads certificates and keys, compiles routes and codecs.
+        stats, audit = GatewayStats(), NullAudit()
+        clusters, _ = ClusterManager(stats, audit).build(config.clusters)
+        build_generation(0, config, clusters, stats, audit)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))")
+    return 0
+
+
+def install_event_loop_policy(use_uvloop: bool) -> str:
+    """Use uvloop when asked for and installed; returns the loop's name."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            return "asyncio"
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    return "asyncio"
+
+
+def _spawn_workers(args: argparse.Namespace) -> int:
+    """Fork ``--workers`` copies of ``serve`` sharing the ports (SO_REUSEPORT); admin on worker 0."""
+    children = []
+    for index in range(args.workers):
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            args.config,
+            "--worker-index",
+            str(index),
+            "--workers",
+            str(args.workers),
+        ]
+        if not args.uvloop:
+            cmd.append("--no-uvloop")
+        children.append(subprocess.Popen(cmd))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and args.worker_index is None:
+        return _spawn_workers(args)
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{args.config}: {error}", file=sys.stderr)
+        return 1
+    loop_name = install_event_loop_policy(args.uvloop)
+    from gateway.audit_setup import build_audit
+    from gateway.server import Gateway
+
+    async def main() -> int:
+        gateway = Gateway(
+            config,
+            config_path=Path(args.config),
+            audit=build_audit(config),
+            reuse_port=args.workers > 1,
+            admin_enabled=(args.worker_index or 0) == 0,
+        )
+        try:
+            await gateway.start()
+        except (ConfigError, OSError) as exc:
+            print(f"smgate: cannot start: {exc}", file=sys.stderr)
+            return 1
+        gateway.install_signal_handlers()
+        ports = ", ".join(f"{n}={x.port}" for n, x in gateway.listeners.items())
+        admin = f" admin=127.0.0.1:{gateway.admin.port}" if gateway.admin else ""
+        print(f"smgate serving pid={os.getpid()} loop={loop_name} listeners: {ports}{admin}", flush=True)
+        await gateway.wait_stopped()
+        return 0
+
+    return asyncio.run(main())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     version = sub.add_parser("version", help="print the version and crypto backend")
     version.set_defaults(func=_cmd_version)
+
+    serve = sub.add_parser("serve", help="run the gateway from a YAML config")
+    serve.add_argument("config")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="use the stock asyncio loop")
+    serve.set_defaults(func=_cmd_serve)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file, listing every error with its path")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_config_check)
+
+    from gateway.client import register as register_client
+    from tls.crypto.cli import register as register_crypto
+
+    register_client(sub)
+    register_crypto(sub)
     return parser
 
 

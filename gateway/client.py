@@ -1,0 +1,157 @@
+"""``smgate client``: a small TLCP/TLS/plain client, like ``openssl s_client`` plus an HTTP GET.
+
+Prints the negotiated protocol, cipher suite and server certificate, then (with ``--get PATH``) the HTTP
+response, or (with ``--send TEXT``) whatever the server answers to the raw bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ssl
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+
+from gateway.identity import peer_certificate_from_der
+from gateway.stream import AsyncioByteStream, ByteStream, close_stream
+
+
+@dataclass
+class ClientResult:
+    protocol: str
+    cipher_suite: str
+    server_subject: str | None
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+async def connect_tls(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if args.cafile:
+        ctx.load_verify_locations(cafile=args.cafile)
+    if args.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if args.tls_version == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    elif args.tls_version == "1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if args.cert:
+        ctx.load_cert_chain(args.cert, args.key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    reader, writer = await asyncio.open_connection(
+        args.host, args.port, ssl=ctx, server_hostname=args.servername or args.host
+    )
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True)
+    subject = peer_certificate_from_der(der).subject if der else None
+    return AsyncioByteStream(reader, writer), ssl_object.version(), ssl_object.cipher()[0], subject
+
+
+async def connect_plain(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
+    reader, writer = await asyncio.open_connection(args.host, args.port)
+    return AsyncioByteStream(reader, writer), "plain", "-", None
+
+
+async def http_get(
+    stream: ByteStream, host: str, path: str, headers: list[tuple[str, str]]
+) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
+    conn = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET", target=path, headers=[("host", host), ("user-agent", "smgate-client"), *headers]
+    )
+    stream.write((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+    await stream.drain()
+    status = 0
+    response_headers: tuple[tuple[str, str], ...] = ()
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.read(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            response_headers = tuple((k.decode(), v.decode("latin-1")) for k, v in event.headers.raw_items())
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return status, response_headers, bytes(body)
+
+
+async def run_client(args: argparse.Namespace) -> ClientResult:
+    if args.protocol == "tlcp":
+        raise OSError("TLCP is not available in this build")
+    if args.protocol == "plain":
+        stream, version, cipher, subject = await connect_plain(args)
+    else:
+        stream, version, cipher, subject = await connect_tls(args)
+    result = ClientResult(version, cipher, subject)
+    try:
+        if args.get is not None:
+            extra = [tuple(h.split(":", 1)) for h in args.header]
+            headers = [(k.strip(), v.strip()) for k, v in extra]
+            result.status, result.headers, result.body = await http_get(
+                stream, args.servername or args.host, args.get, headers
+            )
+        elif args.send is not None:
+            stream.write(args.send.encode())
+            await stream.drain()
+            if stream.can_write_eof():
+                stream.write_eof()
+            chunks = []
+            async with asyncio.timeout(args.timeout):
+                while data := await stream.read(65536):
+                    chunks.append(data)
+            result.body = b"".join(chunks)
+    finally:
+        await close_stream(stream)
+    return result
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    try:
+        result = asyncio.run(asyncio.wait_for(run_client(args), args.timeout))
+    except (OSError, ssl.SSLError, TimeoutError, h11.ProtocolError) as exc:
+        print(f"smgate client: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # TLCP alerts and certificate errors from the engine
+        print(f"smgate client: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"protocol: {result.protocol}")
+    print(f"cipher: {result.cipher_suite}")
+    if result.server_subject:
+        print(f"server: {result.server_subject}")
+    if result.status is not None:
+        print(f"status: {result.status}")
+        for k, v in result.headers:
+            print(f"{k}: {v}")
+        print()
+    if result.body:
+        sys.stdout.write(result.body.decode("utf-8", "replace"))
+        sys.stdout.flush()
+    return 0 if result.status is None or result.status < 500 else 2
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("client", help="connect with TLCP/TLS/plain, show the session, GET a path")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--protocol", choices=["tlcp", "tls", "plain"], default="tls")
+    p.add_argument("--tls-version", choices=["1.2", "1.3", "any"], default="any")
+    p.add_argument("--servername", help="SNI and Host header (default: host)")
+    p.add_argument("--cafile", help="trust anchors (PEM): RSA/ECDSA for tls, SM2 for tlcp")
+    p.add_argument("--insecure", action="store_true", help="do not verify the server")
+    p.add_argument("--cert", help="client certificate chain (tls) or sign certificate (tlcp)")
+    p.add_argument("--key", help="client private key (tls) or sign key (tlcp)")
+    p.add_argument("--enc-cert", help="tlcp: client encryption certificate")
+    p.add_argument("--enc-key", help="tlcp: client encryption key")
+    p.add_argument("--cipher", help="tlcp: one cipher suite, e.g. ECDHE_SM4_GCM_SM3")
+    p.add_argument("--get", metavar="PATH", help="send an HTTP/1.1 GET for PATH and print the response")
+    p.add_argument("--header", "-H", action="append", default=[], help="extra request header 'Name: value'")
+    p.add_argument("--send", metavar="TEXT", help="send raw bytes, half-close, print the answer")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=_cmd_client)

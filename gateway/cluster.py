@@ -1,0 +1,307 @@
+"""Clusters of endpoints: load balancing, circuit breaking, outlier detection, connection pooling.
+
+A :class:`Cluster` owns one :class:`Host` per configured endpoint (a DNS name is resolved at connect
+time), the upstream connector, and the idle-connection pool. Active health checking lives in
+:mod:`gateway.health` and flips :attr:`Host.healthy`; passive outlier detection here ejects a host after
+``consecutive_errors`` failures for ``base_ejection_time * times ejected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.auditing import AuditHandle
+from gateway.codec.base import ClientCodec
+from gateway.config import ClusterConfig, Endpoint
+from gateway.stats import GatewayStats
+from gateway.stream import ByteStream, close_stream
+from gateway.upstream import UpstreamConnectError, UpstreamConnector, build_connector
+
+
+class ClusterOverflow(Exception):
+    """A circuit breaker refused the request (Envoy's ``upstream_rq_pending_overflow``)."""
+
+
+class NoHealthyUpstream(Exception):
+    pass
+
+
+@dataclass
+class UpstreamConnection:
+    """An open connection to one host, with the protocol codec bound to it (``None`` for raw TCP)."""
+
+    host: Host
+    stream: ByteStream
+    codec: ClientCodec | None = None
+    protocol: str = "tcp"
+    idle_since: float = 0.0
+    reused: bool = False
+
+
+@dataclass(eq=False)
+class Host:
+    endpoint: Endpoint
+    healthy: bool = True
+    ejected_until: float = 0.0
+    times_ejected: int = 0
+    consecutive_errors: int = 0
+    active_requests: int = 0
+    open_connections: int = 0
+    idle: list[UpstreamConnection] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.endpoint.address}:{self.endpoint.port}"
+
+    def available(self, now: float) -> bool:
+        return self.healthy and self.ejected_until <= now
+
+
+class Cluster:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        stats: GatewayStats,
+        audit: AuditHandle,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.stats = stats
+        self.audit = audit
+        self.clock = clock
+        self.hosts = [Host(e) for e in config.endpoints]
+        self.connector: UpstreamConnector = build_connector(config.transport_socket)
+        self._rr = itertools.count()
+        self._weighted = [h for h in self.hosts for _ in range(h.endpoint.weight)]
+        self._ring = self._build_ring() if config.lb_policy == "ring_hash" else []
+        self._ring_keys = [k for k, _ in self._ring]
+        self.active_requests = 0
+        self.active_retries = 0
+        self.pending = 0
+        self._released = asyncio.Event()
+        self.closed = False
+        for host in self.hosts:
+            self._publish(host)
+
+    # -- load balancing -------------------------------------------------------------------------
+
+    def _build_ring(self) -> list[tuple[int, Host]]:
+        ring = [
+            (int.from_bytes(hashlib.sha256(f"{h.name}#{i}".encode()).digest()[:8], "big"), h)
+            for h in self.hosts
+            for i in range(64 * h.endpoint.weight)
+        ]
+        ring.sort(key=lambda entry: entry[0])
+        return ring
+
+    def choose_host(self, hash_key: str | None = None, exclude: frozenset[int] = frozenset()) -> Host:
+        """Pick an available host; ``exclude`` holds ``id()`` of hosts already tried by this request."""
+        now = self.clock()
+        candidates = [h for h in self.hosts if h.available(now) and id(h) not in exclude]
+        if not candidates:
+            # Envoy's panic mode: with nothing healthy, spread over every not-yet-tried host.
+            candidates = [h for h in self.hosts if id(h) not in exclude and h.ejected_until <= now]
+        if not candidates:
+            raise NoHealthyUpstream(f"no healthy upstream in cluster {self.name}")
+        policy = self.config.lb_policy
+        if policy == "least_request":
+            fewest = min(h.active_requests for h in candidates)
+            return random.choice([h for h in candidates if h.active_requests == fewest])
+        if policy == "ring_hash" and hash_key is not None and self._ring:
+            point = int.from_bytes(hashlib.sha256(hash_key.encode()).digest()[:8], "big")
+            start = bisect.bisect_left(self._ring_keys, point)
+            allowed = {id(h) for h in candidates}
+            for offset in range(len(self._ring)):
+                host = self._ring[(start + offset) % len(self._ring)][1]
+                if id(host) in allowed:
+                    return host
+        weighted = [h for h in self._weighted if h in candidates] or candidates
+        return weighted[next(self._rr) % len(weighted)]
+
+    # -- circuit breaking and connections -------------------------------------------------------
+
+    def begin_request(self, retry: bool = False) -> None:
+        cb = self.config.circuit_breakers
+        if self.active_requests >= cb.max_requests:
+            self.stats.circuit_open.labels(self.name).inc()
+            raise ClusterOverflow(f"cluster {self.name}: max_requests reached")
+        self.active_requests += 1
+        if retry:
+            self.active_retries += 1
+
+    def end_request(self, retry: bool = False) -> None:
+        self.active_requests -= 1
+        if retry:
+            self.active_retries -= 1
+
+    def retry_allowed(self, budget_percent: float, min_concurrency: int) -> bool:
+        limit = max(min_concurrency, int(self.active_requests * budget_percent / 100))
+        return self.active_retries < limit
+
+    @property
+    def open_connections(self) -> int:
+        return sum(h.open_connections for h in self.hosts)
+
+    async def acquire(
+        self,
+        host: Host,
+        protocol: str,
+        codec_factory: Callable[[], ClientCodec] | None,
+        timeout: float | None = None,
+    ) -> UpstreamConnection:
+        """A pooled idle connection for ``protocol`` if one is alive, else a new one (circuit-broken)."""
+        while host.idle:
+            conn = host.idle.pop()
+            if (
+                conn.protocol == protocol
+                and not conn.stream.is_closing()
+                and self.clock() - conn.idle_since < self.config.idle_connection_timeout
+            ):
+                conn.reused = True
+                return conn
+            await self._discard(conn)
+        cb = self.config.circuit_breakers
+        if self.open_connections >= cb.max_connections:
+            if self.pending >= cb.max_pending_requests:
+                self.stats.circuit_open.labels(self.name).inc()
+                raise ClusterOverflow(f"cluster {self.name}: max_pending_requests reached")
+            self.pending += 1
+            try:
+                async with asyncio.timeout(timeout or self.config.connect_timeout):
+                    while self.open_connections >= cb.max_connections:
+                        self._released.clear()
+                        await self._released.wait()
+            except TimeoutError:
+                self.stats.circuit_open.labels(self.name).inc()
+                raise ClusterOverflow(f"cluster {self.name}: max_connections reached") from None
+            finally:
+                self.pending -= 1
+        host.open_connections += 1
+        try:
+            stream = await self.connector.connect(
+                host.endpoint.address, host.endpoint.port, self.config.connect_timeout
+            )
+        except UpstreamConnectError:
+            host.open_connections -= 1
+            self._released.set()
+            self.stats.upstream_connections.labels(self.name, "failure").inc()
+            raise
+        self.stats.upstream_connections.labels(self.name, "success").inc()
+        return UpstreamConnection(
+            host=host, stream=stream, codec=codec_factory() if codec_factory else None, protocol=protocol
+        )
+
+    async def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """Return a connection to the pool (if reusable and room) or close it."""
+        if (
+            reusable
+            and not self.closed
+            and not conn.stream.is_closing()
+            and len(conn.host.idle) < self.config.max_idle_connections
+        ):
+            if conn.codec is not None:
+                conn.codec.start_next_cycle()
+            conn.idle_since = self.clock()
+            conn.host.idle.append(conn)
+            return
+        await self._discard(conn)
+
+    async def _discard(self, conn: UpstreamConnection) -> None:
+        conn.host.open_connections -= 1
+        self._released.set()
+        await close_stream(conn.stream, 1.0)
+
+    # -- outlier detection ----------------------------------------------------------------------
+
+    def report(self, host: Host, success: bool) -> None:
+        """Passive health: count consecutive connect failures / 5xx, eject past the threshold."""
+        od = self.config.outlier_detection
+        if success:
+            host.consecutive_errors = 0
+            return
+        host.consecutive_errors += 1
+        if od is None or host.consecutive_errors < od.consecutive_errors:
+            return
+        now = self.clock()
+        ejected = sum(1 for h in self.hosts if h.ejected_until > now)
+        if ejected + 1 > max(1, int(len(self.hosts) * od.max_ejection_percent / 100)):
+            return
+        host.times_ejected += 1
+        host.consecutive_errors = 0
+        host.ejected_until = now + od.base_ejection_time * host.times_ejected
+        self.audit.emit(
+            "upstream_ejected",
+            cluster=self.name,
+            endpoint=host.name,
+            seconds=od.base_ejection_time * host.times_ejected,
+        )
+        self._publish(host)
+
+    def set_health(self, host: Host, healthy: bool) -> None:
+        if host.healthy != healthy:
+            host.healthy = healthy
+            self.audit.emit("upstream_health_changed", cluster=self.name, endpoint=host.name, healthy=healthy)
+        self._publish(host)
+
+    def _publish(self, host: Host) -> None:
+        self.stats.upstream_healthy.labels(self.name, host.name).set(
+            1.0 if host.available(self.clock()) else 0.0
+        )
+
+    def describe(self) -> dict[str, object]:
+        now = self.clock()
+        return {
+            "name": self.name,
+            "lb_policy": self.config.lb_policy,
+            "transport": self.connector.kind,
+            "active_requests": self.active_requests,
+            "endpoints": [
+                {
+                    "endpoint": h.name,
+                    "healthy": h.healthy,
+                    "ejected": h.ejected_until > now,
+                    "active_requests": h.active_requests,
+                    "open_connections": h.open_connections,
+                    "idle_connections": len(h.idle),
+                }
+                for h in self.hosts
+            ],
+        }
+
+    async def close(self) -> None:
+        self.closed = True
+        for host in self.hosts:
+            idle, host.idle = host.idle, []
+            for conn in idle:
+                await self._discard(conn)
+
+
+class ClusterManager:
+    """All clusters of one config generation; a reload keeps clusters whose config did not change."""
+
+    def __init__(self, stats: GatewayStats, audit: AuditHandle) -> None:
+        self.stats = stats
+        self.audit = audit
+        self.clusters: dict[str, Cluster] = {}
+
+    def build(self, configs: tuple[ClusterConfig, ...]) -> tuple[dict[str, Cluster], list[Cluster]]:
+        """New cluster map for ``configs`` (reusing unchanged clusters) and the clusters it retires."""
+        new: dict[str, Cluster] = {}
+        for cfg in configs:
+            old = self.clusters.get(cfg.name)
+            new[cfg.name] = (
+                old if old is not None and old.config == cfg else Cluster(cfg, self.stats, self.audit)
+            )
+        retired = [c for name, c in self.clusters.items() if new.get(name) is not c]
+        return new, retired
+
+    def get(self, name: str) -> Cluster:
+        return self.clusters[name]

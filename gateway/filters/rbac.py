@@ -1,0 +1,29 @@
+"""RBAC network filter: refuses a connection whose client certificate fails the access rules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.access import is_allowed
+from gateway.config import RbacFilter
+from gateway.filters.base import FilterStatus, NetworkFilter
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+
+
+class Rbac(NetworkFilter):
+    def __init__(self, config: RbacFilter) -> None:
+        self.config = config
+
+    async def on_new_connection(self, conn: Connection) -> FilterStatus:
+        if is_allowed(self.config.access, conn.identity):
+            return FilterStatus.CONTINUE
+        conn.generation.stats.access_denied.labels(f"listener:{conn.listener}").inc()
+        conn.generation.audit.emit(
+            "access_denied", connection=conn.id, listener=conn.listener, **conn.identity.audit_fields()
+        )
+        return FilterStatus.STOP_ITERATION
+
+    async def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        return FilterStatus.CONTINUE

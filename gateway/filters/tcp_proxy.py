@@ -1,0 +1,127 @@
+"""TCP proxy (terminal): bytes both ways to a cluster endpoint with backpressure, half-close, idle timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from gateway.cluster import ClusterOverflow, NoHealthyUpstream, UpstreamConnection
+from gateway.config import TcpProxyFilter
+from gateway.filters.base import FilterStatus, NetworkFilter
+from gateway.upstream import UpstreamConnectError
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+
+
+class TcpProxy(NetworkFilter):
+    def __init__(self, config: TcpProxyFilter) -> None:
+        self.config = config
+        self.upstream: UpstreamConnection | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._upstream_eof = False
+
+    async def on_new_connection(self, conn: Connection) -> FilterStatus:
+        cluster = conn.generation.clusters[self.config.cluster]
+        peer = conn.identity.peer
+        tried: set[int] = set()
+        for _ in range(len(cluster.hosts)):
+            try:
+                host = cluster.choose_host(peer.fingerprint_sha256 if peer else None, frozenset(tried))
+                self.upstream = await cluster.acquire(host, "tcp", None)
+                cluster.report(host, True)
+                break
+            except UpstreamConnectError as exc:
+                tried.add(id(host))
+                cluster.report(host, False)
+                conn.generation.audit.emit(
+                    "upstream_connect_failed",
+                    connection=conn.id,
+                    cluster=cluster.name,
+                    endpoint=host.name,
+                    error=str(exc),
+                )
+            except (NoHealthyUpstream, ClusterOverflow) as exc:
+                conn.generation.audit.emit(
+                    "upstream_unavailable", connection=conn.id, cluster=cluster.name, error=str(exc)
+                )
+                break
+        if self.upstream is None:
+            return FilterStatus.STOP_ITERATION
+        self.upstream.host.active_requests += 1
+        conn.generation.audit.emit(
+            "tcp_proxy_start",
+            connection=conn.id,
+            cluster=cluster.name,
+            endpoint=self.upstream.host.name,
+            **conn.identity.audit_fields(),
+        )
+        self._pump = asyncio.create_task(self._upstream_to_downstream(conn))
+        return FilterStatus.CONTINUE
+
+    async def _upstream_to_downstream(self, conn: Connection) -> None:
+        assert self.upstream is not None
+        stream = self.upstream.stream
+        stats = conn.generation.stats.bytes.labels(conn.listener, "upstream_rx")
+        try:
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    break
+                stats.inc(len(data))
+                await conn.write(data)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            self._upstream_eof = True
+            if conn.stream.can_write_eof():
+                with contextlib.suppress(OSError, RuntimeError):
+                    conn.stream.write_eof()
+            else:
+                conn.close()
+
+    async def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        if self.upstream is None:
+            return FilterStatus.STOP_ITERATION
+        stream = self.upstream.stream
+        try:
+            if data:
+                stream.write(data)
+                conn.generation.stats.bytes.labels(conn.listener, "upstream_tx").inc(len(data))
+                await stream.drain()
+            if end_stream and stream.can_write_eof():
+                stream.write_eof()
+        except (OSError, ConnectionError, RuntimeError):
+            conn.close()
+        return FilterStatus.STOP_ITERATION
+
+    def read_timeout(self) -> float | None:
+        return self.config.idle_timeout
+
+    async def on_idle(self, conn: Connection) -> bool:
+        return time.monotonic() - conn.last_activity < self.config.idle_timeout
+
+    async def on_close(self, conn: Connection) -> None:
+        if self._pump is not None:
+            # The downstream half is done; the upstream half runs until EOF or the idle timeout.
+            while not self._pump.done():
+                idle = time.monotonic() - conn.last_activity
+                if idle >= self.config.idle_timeout:
+                    break
+                await asyncio.wait({self._pump}, timeout=self.config.idle_timeout - idle)
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        if self.upstream is not None:
+            self.upstream.host.active_requests -= 1
+            cluster = conn.generation.clusters[self.config.cluster]
+            await cluster.release(self.upstream, reusable=False)
+            conn.generation.audit.emit(
+                "tcp_proxy_end",
+                connection=conn.id,
+                cluster=cluster.name,
+                bytes_received=conn.bytes_received,
+                bytes_sent=conn.bytes_sent,
+            )

@@ -1,0 +1,144 @@
+"""Who is on the other end of a downstream connection: :class:`PeerIdentity`, built after the handshake.
+
+Routing (access control, consistent hashing), identity request headers and audit records all read this
+one value, whichever transport (TLCP, TLS 1.2/1.3, plain) carried the connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import ssl
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """The parts of a client certificate the gateway routes and audits on."""
+
+    der: bytes
+    subject: str
+    issuer: str
+    san_dns: tuple[str, ...]
+    san_ip: tuple[str, ...]
+    fingerprint_sha256: str
+    fingerprint_sm3: str | None
+    serial: int
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        return self.san_dns + self.san_ip
+
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(f for f in (self.fingerprint_sha256, self.fingerprint_sm3) if f)
+
+    def pem(self) -> str:
+        cert = x509.load_der_x509_certificate(self.der)
+        return cert.public_bytes(Encoding.PEM).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """The negotiated transport and the authenticated client, if any."""
+
+    protocol: str  # "tlcp", "tls1.3", "tls1.2", "plain"
+    version: str  # "TLCPv1.1", "TLSv1.3", "TLSv1.2", "-"
+    cipher_suite: str | None = None
+    sni: str | None = None
+    alpn: str | None = None
+    peer_chain: tuple[PeerCertificate, ...] = ()
+    resumed: bool = False
+    remote_address: str = ""
+    remote_port: int = 0
+    extras: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def peer(self) -> PeerCertificate | None:
+        return self.peer_chain[0] if self.peer_chain else None
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.peer_chain)
+
+    @property
+    def secure(self) -> bool:
+        return self.protocol != "plain"
+
+    def audit_fields(self) -> dict[str, object]:
+        peer = self.peer
+        return {
+            "protocol": self.protocol,
+            "version": self.version,
+            "cipher_suite": self.cipher_suite,
+            "sni": self.sni,
+            "alpn": self.alpn,
+            "resumed": self.resumed,
+            "client": f"{self.remote_address}:{self.remote_port}",
+            "peer_subject": peer.subject if peer else None,
+            "peer_issuer": peer.issuer if peer else None,
+            "peer_fingerprint_sha256": peer.fingerprint_sha256 if peer else None,
+            "peer_fingerprint_sm3": peer.fingerprint_sm3 if peer else None,
+        }
+
+
+def _sm3_hex(der: bytes) -> str | None:
+    sm3 = getattr(importlib.import_module("tls.crypto"), "sm3", None)
+    if sm3 is None:
+        return None
+    digest: bytes = sm3(der)
+    return digest.hex()
+
+
+def peer_certificate_from_der(der: bytes) -> PeerCertificate:
+    """Parse a DER certificate with `cryptography` (SM2 certificates parse too: only the key is exotic)."""
+    cert = x509.load_der_x509_certificate(der)
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    return PeerCertificate(
+        der=der,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        san_dns=dns,
+        san_ip=ips,
+        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        fingerprint_sm3=_sm3_hex(der),
+        serial=cert.serial_number,
+    )
+
+
+def identity_from_ssl(
+    ssl_object: ssl.SSLObject, sni: str | None, peername: tuple[str, int] | None
+) -> PeerIdentity:
+    """Identity of a finished Python ``ssl`` server handshake (leaf certificate only: 3.11 has no chain API)."""
+    version = ssl_object.version() or "-"
+    der = ssl_object.getpeercert(binary_form=True)
+    cipher = ssl_object.cipher()
+    return PeerIdentity(
+        protocol={"TLSv1.3": "tls1.3", "TLSv1.2": "tls1.2"}.get(version, version.lower()),
+        version=version,
+        cipher_suite=cipher[0] if cipher else None,
+        sni=sni,
+        alpn=ssl_object.selected_alpn_protocol(),
+        peer_chain=(peer_certificate_from_der(der),) if der else (),
+        resumed=ssl_object.session_reused,
+        remote_address=peername[0] if peername else "",
+        remote_port=peername[1] if peername else 0,
+    )
+
+
+def plain_identity(peername: tuple[str, int] | None) -> PeerIdentity:
+    return PeerIdentity(
+        protocol="plain",
+        version="-",
+        remote_address=peername[0] if peername else "",
+        remote_port=peername[1] if peername else 0,
+    )

@@ -1,0 +1,267 @@
+"""Listeners: accept raw sockets, sniff the first record, run the TLCP or TLS handshake, hand off.
+
+One port serves TLCP, TLS 1.2/1.3 and (if allowed) plaintext. The first record header is read with
+``MSG_PEEK`` so the bytes stay in the kernel buffer: OpenSSL (``loop.connect_accepted_socket`` with an
+``SSLContext``) and the TLCP engine each see the original ClientHello. Garbage, oversized first records,
+disallowed protocols and handshakes not finished within ``handshake_timeout`` (slow loris, truncated
+records) are closed and counted by reason (``smgate_handshake_failures``) and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gateway.config import ListenerConfig, Protocol
+from gateway.connection import Connection
+from gateway.identity import PeerIdentity, identity_from_ssl, plain_identity
+from gateway.sniff import RECORD_HEADER_LEN, FirstRecord, classify
+from gateway.stream import AsyncioByteStream, ByteStream
+
+if TYPE_CHECKING:
+    from gateway.runtime import Generation
+
+_STREAM_LIMIT = 256 * 1024
+
+
+class HandshakeRefused(Exception):
+    """The connection is closed before any filter runs; ``reason`` labels the metric and audit record."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+async def _wait_readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def peek_first_bytes(sock: socket.socket) -> bytes:
+    """Up to 5 bytes of the first record, not consumed; fewer only for non-handshake first bytes."""
+    while True:
+        try:
+            data = sock.recv(RECORD_HEADER_LEN, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            await _wait_readable(sock)
+            continue
+        except OSError as exc:
+            raise HandshakeRefused("reset", str(exc)) from None
+        if not data:
+            raise HandshakeRefused("closed_before_hello")
+        if len(data) >= RECORD_HEADER_LEN or data[0] != 0x16:
+            return data
+        # A partial header stays readable: poll instead of spinning on the ready socket.
+        await asyncio.sleep(0.01)
+
+
+class Listener:
+    """A bound socket and its accept loop; the generation (config, contexts) is swapped on reload."""
+
+    def __init__(self, config: ListenerConfig, generation: Generation, *, reuse_port: bool = False) -> None:
+        self.config = config
+        self.generation = generation
+        self.reuse_port = reuse_port
+        self.sock: socket.socket | None = None
+        self.connections: set[Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accept_task: asyncio.Task[None] | None = None
+        self.on_connection: Callable[[Connection], None] | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.sock is not None
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self.config.address else socket.AF_INET
+        self.sock = socket.create_server(
+            (self.config.address, self.config.port),
+            family=family,
+            backlog=1024,
+            reuse_port=self.reuse_port,
+        )
+        self.sock.setblocking(False)
+
+    def start(self) -> None:
+        if self.sock is None:
+            self.bind()
+        self._accept_task = asyncio.create_task(self._accept_loop(), name=f"listener:{self.config.name}")
+
+    async def stop_accepting(self) -> None:
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+            self._accept_task = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.sock is not None
+        while True:
+            try:
+                client, peer = await loop.sock_accept(self.sock)
+            except OSError:
+                await asyncio.sleep(0.05)  # EMFILE and friends: back off rather than spin
+                continue
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = asyncio.create_task(self._serve(client, peer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        gen = self.generation
+        cfg = self.config
+        stats = gen.stats
+        stats.connections_total.labels(cfg.name).inc()
+        started = time.monotonic()
+        protocol_label = "unknown"
+        try:
+            async with asyncio.timeout(cfg.handshake_timeout):
+                first = await peek_first_bytes(sock)
+                kind = (
+                    classify(first, max_record=cfg.max_first_record_bytes)
+                    if len(first) >= 5
+                    else (FirstRecord.PLAIN if first[0] >= 0x20 else FirstRecord.GARBAGE)
+                )
+                protocol_label = kind.value
+                stream, identity = await self._handshake(sock, peer, kind, gen)
+        except HandshakeRefused as exc:
+            self._refused(sock, peer, exc.reason, str(exc), protocol_label)
+            return
+        except TimeoutError:
+            self._refused(sock, peer, "handshake_timeout", "", protocol_label)
+            return
+        except (ssl.SSLError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            self._refused(sock, peer, "handshake_error", str(reason), protocol_label)
+            return
+        except Exception as exc:  # TLCP alerts and certificate errors
+            self._refused(sock, peer, "handshake_error", type(exc).__name__, protocol_label)
+            return
+        elapsed = time.monotonic() - started
+        stats.handshake_seconds.labels(identity.protocol).observe(elapsed)
+        stats.handshakes.labels(cfg.name, identity.protocol, identity.cipher_suite or "-", "success").inc()
+        transport = "tls" if identity.protocol.startswith("tls") else identity.protocol
+        chain = gen.select_filter_chain(cfg, identity.sni, transport)
+        if chain is None:
+            stats.handshake_failures.labels(cfg.name, "no_filter_chain").inc()
+            gen.audit.emit(
+                "connection_refused", listener=cfg.name, reason="no_filter_chain", **identity.audit_fields()
+            )
+            stream.close()
+            return
+        conn = Connection(
+            stream=stream, identity=identity, listener=cfg.name, generation=gen, filter_chain=chain.name
+        )
+        gen.audit.emit(
+            "connection_open",
+            connection=conn.id,
+            listener=cfg.name,
+            filter_chain=chain.name,
+            handshake_ms=round(elapsed * 1000, 3),
+            **identity.audit_fields(),
+        )
+        self.connections.add(conn)
+        stats.connections_active.labels(cfg.name).inc()
+        if self.on_connection is not None:
+            self.on_connection(conn)
+        try:
+            await conn.run(gen.build_filters(chain))
+        finally:
+            self.connections.discard(conn)
+            stats.connections_active.labels(cfg.name).dec()
+            gen.audit.emit(
+                "connection_close",
+                connection=conn.id,
+                listener=cfg.name,
+                bytes_received=conn.bytes_received,
+                bytes_sent=conn.bytes_sent,
+                duration_ms=round((time.monotonic() - conn.started) * 1000, 3),
+            )
+
+    async def _handshake(
+        self, sock: socket.socket, peer: tuple[str, int], kind: FirstRecord, gen: Generation
+    ) -> tuple[ByteStream, PeerIdentity]:
+        protocols = self.config.tls.protocols
+        if kind is FirstRecord.TLS:
+            policy = gen.listener_tls.get(self.config.name)
+            if policy is None:
+                raise HandshakeRefused("protocol_not_allowed", "tls")
+            return await self._tls_handshake(sock, peer, policy.default, policy.sni_of)
+        if kind is FirstRecord.TLCP:
+            tlcp = gen.listener_tlcp.get(self.config.name)
+            if tlcp is None or Protocol.TLCP not in protocols:
+                raise HandshakeRefused("protocol_not_allowed", "tlcp")
+            raise HandshakeRefused("tlcp_unavailable", "this build has no TLCP engine")
+        if kind is FirstRecord.PLAIN:
+            if Protocol.PLAIN not in protocols:
+                raise HandshakeRefused("protocol_not_allowed", "plain")
+            stream = await _open_plain(sock)
+            return stream, plain_identity(peer)
+        raise HandshakeRefused(kind.value)
+
+    async def _tls_handshake(
+        self, sock: socket.socket, peer: tuple[str, int], ctx: ssl.SSLContext, sni_of: object
+    ) -> tuple[ByteStream, PeerIdentity]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol, sock, ssl=ctx, ssl_handshake_timeout=self.config.handshake_timeout
+        )
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        ssl_object = transport.get_extra_info("ssl_object")
+        assert isinstance(ssl_object, ssl.SSLObject)
+        sni = getattr(sni_of, "get", lambda _k: None)(ssl_object)
+        return AsyncioByteStream(reader, writer), identity_from_ssl(ssl_object, sni, peer)
+
+    def _refused(
+        self, sock: socket.socket, peer: tuple[str, int], reason: str, detail: str, protocol: str
+    ) -> None:
+        gen = self.generation
+        gen.stats.handshake_failures.labels(self.config.name, reason).inc()
+        gen.stats.handshakes.labels(self.config.name, protocol, "-", "failure").inc()
+        gen.audit.emit(
+            "handshake_failed",
+            listener=self.config.name,
+            reason=reason,
+            detail=detail[:200],
+            protocol=protocol,
+            client=f"{peer[0]}:{peer[1]}",
+        )
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    async def close_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def _open_plain(sock: socket.socket) -> ByteStream:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return AsyncioByteStream(reader, writer)

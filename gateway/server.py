@@ -1,0 +1,311 @@
+"""The running gateway: config generations, listeners, health checkers, admin, reload and drain.
+
+``reload()`` validates and builds a complete new generation before touching anything; on any error the
+old generation keeps serving and the reasons are returned (and audited). Listeners whose address is
+unchanged keep their socket and switch to the new generation for *new* connections only.
+``drain()`` stops accepting, lets in-flight exchanges finish (idle keep-alive connections close at
+once) and aborts what is left after ``drain_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from gateway.admin import AdminServer
+from gateway.auditing import AuditHandle, NullAudit
+from gateway.certinfo import fingerprint_files, inventory, watched_files
+from gateway.cluster import Cluster, ClusterManager
+from gateway.config import ConfigError, GatewayConfig, load_config, parse_config, redacted
+from gateway.connection import Connection
+from gateway.health import HealthChecker
+from gateway.listener import Listener
+from gateway.runtime import Generation, build_generation
+from gateway.stats import GatewayStats
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        config_path: Path | None = None,
+        audit: AuditHandle | None = None,
+        reuse_port: bool = False,
+        admin_enabled: bool = True,
+    ) -> None:
+        self.config_path = config_path
+        self.stats = GatewayStats()
+        self.audit: AuditHandle = audit or NullAudit()
+        self.stats.set_audit_depth_source(self.audit.queue_depth)
+        self.cluster_manager = ClusterManager(self.stats, self.audit)
+        self.reuse_port = reuse_port
+        self.admin_enabled = admin_enabled
+        self.listeners: dict[str, Listener] = {}
+        self.health: dict[str, HealthChecker] = {}
+        self.admin: AdminServer | None = None
+        self.generation: Generation | None = None
+        self._pending_config = config
+        self._started = False
+        self._draining = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._file_state: dict[Path, tuple[int, int]] = {}
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self._pending_config
+        clusters, _ = self.cluster_manager.build(config.clusters)
+        generation = build_generation(1, config, clusters, self.stats, self.audit)
+        await self.audit.start()
+        for listener_cfg in config.listeners:
+            listener = Listener(listener_cfg, generation, reuse_port=self.reuse_port)
+            listener.bind()
+            self.listeners[listener_cfg.name] = listener
+        self._activate(generation, clusters)
+        for listener in self.listeners.values():
+            listener.start()
+        if config.admin is not None and self.admin_enabled:
+            self.admin = AdminServer(self, config.admin.address, config.admin.port)
+            await self.admin.start()
+        self._file_state = fingerprint_files(watched_files(config))
+        if config.admin is not None:
+            self._watch_task = asyncio.create_task(self._watch_certificates(config.admin.cert_watch_interval))
+        self._report_expiry(config)
+        self._started = True
+        self.audit.emit("gateway_started", generation=1, listeners=sorted(self.listeners))
+
+    def _activate(self, generation: Generation, clusters: dict[str, Cluster]) -> None:
+        old = self.cluster_manager.clusters
+        self.cluster_manager.clusters = clusters
+        self.generation = generation
+        for name, cluster in clusters.items():
+            if old.get(name) is not cluster or name not in self.health:
+                checker = self.health.pop(name, None)
+                if checker is not None:
+                    self._background(checker.stop())
+                if cluster.config.health_checks is not None:
+                    self.health[name] = HealthChecker(cluster, cluster.config.health_checks)
+                    self.health[name].start()
+        for name in list(self.health):
+            if name not in clusters:
+                self._background(self.health.pop(name).stop())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def listener_port(self, name: str) -> int:
+        return self.listeners[name].port
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [c for listener in self.listeners.values() for c in listener.connections]
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def _read_config(self) -> GatewayConfig:
+        assert self.generation is not None
+        if self.config_path is not None:
+            return load_config(self.config_path)
+        current = self.generation.config
+        return parse_config(current.model_dump(mode="python"), Path.cwd())
+
+    async def reload(self, config: GatewayConfig | None = None) -> list[str]:
+        """Apply a new config for new connections; returns the errors (empty on success)."""
+        async with self._reload_lock:
+            assert self.generation is not None
+            try:
+                new_config = config if config is not None else self._read_config()
+                clusters, retired = self.cluster_manager.build(new_config.clusters)
+                generation = build_generation(
+                    self.generation.number + 1, new_config, clusters, self.stats, self.audit
+                )
+                new_listeners = self._rebind(new_config, generation)
+            except ConfigError as exc:
+                self.stats.reloads.labels("rejected").inc()
+                self.audit.emit("config_rejected", errors=exc.errors)
+                return exc.errors
+            old_listeners = self.listeners
+            for name, listener in new_listeners.items():
+                if old_listeners.get(name) is listener:
+                    listener.config = generation.listener(name)
+                    listener.generation = generation
+                else:
+                    listener.start()
+            for name, listener in old_listeners.items():
+                if new_listeners.get(name) is not listener:
+                    await listener.stop_accepting()
+            self.listeners = new_listeners
+            self._activate(generation, clusters)
+            for cluster in retired:
+                self._background(cluster.close())
+            self._file_state = fingerprint_files(watched_files(new_config))
+            self._report_expiry(new_config)
+            self.stats.reloads.labels("success").inc()
+            self.audit.emit("config_reloaded", generation=generation.number)
+            return []
+
+    def _rebind(self, config: GatewayConfig, generation: Generation) -> dict[str, Listener]:
+        """Listeners for ``config``: existing ones kept when their address is unchanged, new ones bound."""
+        out: dict[str, Listener] = {}
+        fresh: list[Listener] = []
+        for i, cfg in enumerate(config.listeners):
+            old = self.listeners.get(cfg.name)
+            if old is not None and (old.config.address, old.config.port) == (cfg.address, cfg.port):
+                out[cfg.name] = old
+                continue
+            listener = Listener(cfg, generation, reuse_port=self.reuse_port)
+            try:
+                if old is not None and cfg.port == 0:
+                    raise OSError("port 0 cannot be rebound")
+                listener.bind()
+            except OSError as exc:
+                for bound in fresh:
+                    if bound.sock is not None:
+                        bound.sock.close()
+                raise ConfigError([f"listeners[{i}]: cannot bind {cfg.address}:{cfg.port}: {exc}"]) from None
+            fresh.append(listener)
+            out[cfg.name] = listener
+        return out
+
+    async def _watch_certificates(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            assert self.generation is not None
+            state = fingerprint_files(watched_files(self.generation.config))
+            if state != self._file_state:
+                self._file_state = state
+                self.audit.emit("certificate_files_changed")
+                await self.reload()
+
+    def _report_expiry(self, config: GatewayConfig) -> None:
+        warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
+        now = dt.datetime.now(dt.UTC)
+        for info in inventory(config):
+            days = info.days_left(now)
+            self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
+            if days < warn_days:
+                self.audit.emit(
+                    "certificate_expiring",
+                    role=info.role,
+                    subject=info.subject,
+                    days_left=round(days, 2),
+                    not_after=info.not_after.isoformat(),
+                )
+
+    # -- drain and stop ------------------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = None) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        assert self.generation is not None
+        timeout = self.generation.config.drain_timeout if timeout is None else timeout
+        self.audit.emit("gateway_draining", connections=len(self.connections))
+        for listener in self.listeners.values():
+            await listener.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        closed_at: dict[int, float] = {}
+        while self.connections and loop.time() < deadline:
+            for conn in self.connections:
+                conn.draining.set()
+                if conn.idle and conn.id not in closed_at:
+                    closed_at[conn.id] = loop.time()
+                    conn.close()
+                elif conn.id in closed_at and loop.time() - closed_at[conn.id] > 1.0:
+                    conn.stream.abort()  # the peer never answered our close (TLS close_notify)
+            await asyncio.sleep(0.05)
+        for conn in self.connections:
+            conn.stream.abort()
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        await self.drain()
+        for listener in self.listeners.values():
+            await listener.close_all()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        for checker in self.health.values():
+            await checker.stop()
+        if self.admin is not None:
+            await self.admin.close()
+        for cluster in self.cluster_manager.clusters.values():
+            await cluster.close()
+        self.audit.emit("gateway_stopped")
+        await self.audit.aclose()
+        self._stopped.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self._sighup()))
+        loop.add_signal_handler(signal.SIGTERM, lambda: self._background(self.stop()))
+        loop.add_signal_handler(signal.SIGINT, lambda: self._background(self.stop()))
+
+    async def _sighup(self) -> None:
+        errors = await self.reload()
+        for error in errors:
+            print(f"smgate: reload rejected: {error}", flush=True)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # -- AdminBackend --------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self._started and not self._draining
+
+    def stats_json(self) -> dict[str, Any]:
+        assert self.generation is not None
+        return {
+            "generation": self.generation.number,
+            "connections_active": len(self.connections),
+            "audit_queue_depth": self.audit.queue_depth(),
+            "metrics": self.stats.as_json(),
+        }
+
+    def metrics_text(self) -> bytes:
+        return self.stats.prometheus_text()
+
+    def config_json(self) -> dict[str, Any]:
+        assert self.generation is not None
+        return redacted(self.generation.config)
+
+    def certs_json(self) -> dict[str, Any]:
+        assert self.generation is not None
+        config = self.generation.config
+        warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
+        now = dt.datetime.now(dt.UTC)
+        certs = [
+            {
+                "role": i.role,
+                "file": i.file,
+                "subject": i.subject,
+                "issuer": i.issuer,
+                "serial": i.serial,
+                "not_after": i.not_after.isoformat(),
+                "days_left": round(i.days_left(now), 2),
+                "expiring": i.days_left(now) < warn_days,
+            }
+            for i in inventory(config)
+        ]
+        return {
+            "warning_days": warn_days,
+            "certificates": certs,
+            "expiring": [c for c in certs if c["expiring"]],
+        }
+
+    def clusters_json(self) -> list[dict[str, object]]:
+        return [c.describe() for c in self.cluster_manager.clusters.values()]
