@@ -110,6 +110,8 @@ class AuditMetrics:
     write_errors: int
     file_bytes: int
     head_seq: int
+    #: False before start, after close, or if the pipeline thread failed (see stderr)
+    pipeline_alive: bool
     sinks: list[SinkMetrics] = field(default_factory=list)
 
 
@@ -165,6 +167,7 @@ class AuditLog:
             now=time.monotonic(),
         )
         self._emitted = 0
+        self._dropped_total = 0
         self._written = 0
         self._dropped_after_close = 0
         self._rejected_internal = 0
@@ -232,6 +235,7 @@ class AuditLog:
             drops.count += 1
             drops.last_ns = now
             drops.by_event[event_type] += 1
+            self._dropped_total += 1
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -303,7 +307,7 @@ class AuditLog:
             emitted=self._emitted,
             written=self._written,
             queue_depth=self._queue.qsize(),
-            dropped=self._drops.count,
+            dropped=self._dropped_total,
             dropped_after_close=self._dropped_after_close,
             rejected_internal=self._rejected_internal,
             checkpoints=self._checkpoints,
@@ -311,6 +315,7 @@ class AuditLog:
             write_errors=self.file.write_errors,
             file_bytes=self.file.bytes_written,
             head_seq=self.file.written_seq,
+            pipeline_alive=self._thread is not None and self._thread.is_alive(),
             sinks=[follower.metrics() for follower in self.followers],
         )
 
@@ -377,6 +382,15 @@ class AuditLog:
             for marker in markers:
                 marker.set()
         self.file.close()
+        while True:  # emitted while aclose() was starting: after the shutdown checkpoint, so not written
+            try:
+                leftover = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(leftover, threading.Event):
+                leftover.set()
+            elif leftover is not _STOP:
+                self._dropped_after_close += 1
 
     def _rotate(self) -> None:
         """Seal the segment with a checkpoint (unless its last record already is one) and open the next."""
