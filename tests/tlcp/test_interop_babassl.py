@@ -183,3 +183,51 @@ async def test_tlcp_request_against_babassl_echo_server(pki: PKI) -> None:
         (report,) = await babassl.reports()
     assert response == b"ping over TLCP"
     assert report.error is None and report.close_notify_received
+
+
+async def test_babassl_with_session_tickets_on_resumes_by_session_id() -> None:
+    """Tongsuo's default offers session_ticket; smgate ignores the extension and resumes by session ID."""
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    resumed: list[bool] = []
+
+    async def record(stream: TLCPStream) -> None:
+        resumed.append(stream.handshake.session_resumed)
+        while data := await stream.read(65536):
+            stream.write(data)
+            await stream.drain()
+
+    configuration = server_configuration(TONGSUO_PKI, suites=(suite,), session_cache=SessionCache())
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, record)
+    try:
+        options = ClientOptions(
+            port=server.sockets[0].getsockname()[1],
+            suite=SUITE_NAMES[suite],
+            ca_file=TONGSUO_PKI.ca_file,
+            payload_size=1000,
+            resume=True,
+            tickets=True,
+        )
+        reports = await run_babassl_client(options)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(report.error, report.reused, report.payload_ok) for report in reports] == [
+        (None, False, True),
+        (None, True, True),
+    ]
+    assert resumed == [False, True]
+
+    options_server = ServerOptions(
+        suite=SUITE_NAMES[suite], certs=TONGSUO_PKI.server_files, tickets=True, connections=2
+    )
+    async with BabaSSLServer(options_server) as babassl:
+        session = None
+        for expect_resumed in (False, True):
+            client = client_configuration(TONGSUO_PKI, suites=(suite,), session=session)
+            stream = await tlcp_connect("127.0.0.1", babassl.port, client)
+            assert stream.handshake.session_resumed is expect_resumed
+            stream.write(b"x" * 100)
+            assert await stream.readexactly(100) == b"x" * 100
+            await stream.aclose()
+            session = stream.session
+        assert [report.reused for report in await babassl.reports()] == [False, True]
