@@ -285,3 +285,23 @@ async def test_a_forged_record_fails_both_ends_with_bad_record_mac() -> None:
     finally:
         await stop(server)
     assert [(error.alert, error.alert_sent) for error in server_errors] == [("bad_record_mac", True)]
+
+
+async def test_two_concurrent_readers_are_refused() -> None:
+    async def hold(stream: TLCPStream) -> None:
+        await stream.read()
+
+    server, port = await serve(hold)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        first = asyncio.create_task(stream.read(10))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="already reading"):
+            await stream.read(10)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        stream.write(b"still usable")
+        await stream.aclose()
+    finally:
+        await stop(server)

@@ -239,8 +239,13 @@ class _TLCPProtocol(asyncio.Protocol):
     async def wait_readable(self) -> None:
         """Return once the buffer has data or the stream reached EOF."""
         while not self._buffer and not self.eof:
+            if self._read_waiter is not None:
+                raise RuntimeError("another task is already reading from this TLCP stream")
             self._read_waiter = self._loop.create_future()
-            await self._read_waiter
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
 
     def take(self, n: int) -> bytes:
         """Remove and return up to ``n`` buffered bytes (``n < 0``: all of them)."""
