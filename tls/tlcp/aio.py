@@ -8,12 +8,12 @@ that applications use once the handshake is done.
 Flow control, both ways:
 
 * reading: decrypted application data collects in a buffer; above `read_high_water` bytes the
-  transport stops reading until the consumer drains the buffer below `read_low_water`, so a slow
+  transport stops reading until the consumer drains the buffer below a quarter of that, so a slow
   consumer never makes us buffer without bound;
 * writing: `write()` encrypts at once and hands records to the transport; `drain()` waits while the
   transport reports its buffer above its high-water mark (`pause_writing`/`resume_writing`).
 
-Closing follows GB/T 38636-2020 6.3.4.2 (close_notify): `write_eof()` sends close_notify and keeps
+Closing uses close_notify (GB/T 38636-2020 6.3.4, alert protocol): `write_eof()` sends it and keeps
 reading until the peer's close_notify, which the reader sees as EOF (b"").  The engine answers a
 peer's close_notify with its own, after which nothing more can be written.  A transport EOF that
 arrives without close_notify is also EOF for the reader, but `close_notify_received` stays False so
