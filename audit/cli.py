@@ -58,7 +58,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except AuditKeyError as exc:
         print(f"smgate audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    report = verify_logs(args.paths, key=key, public_key=public_key, live=args.live)
+    report = verify_logs(args.paths, key=key, public_key=public_key, live=args.live, partial=args.partial)
     if args.json:
         print(json.dumps(report.summary(), indent=2, sort_keys=True))
     else:
@@ -75,7 +75,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"smgate audit export: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report, records = collect(
-        args.paths, key=key, public_key=public_key, since=since, until=until, live=args.live
+        args.paths,
+        key=key,
+        public_key=public_key,
+        since=since,
+        until=until,
+        live=args.live,
+        partial=args.partial,
     )
     _print_summary(report, sys.stderr)
     if args.summary is not None:
@@ -116,7 +122,12 @@ def _add_key_options(parser: argparse.ArgumentParser) -> None:
         "--cert", type=Path, help="audit signing certificate (or SPKI public key): verifies checkpoints"
     )
     parser.add_argument(
-        "--live", action="store_true", help="the log is still being written (or only its start is given)"
+        "--live", action="store_true", help="the log is still being written: its end need not be sealed"
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="the files are a subset (e.g. one rotated segment): may start after seq 1 and end open",
     )
 
 

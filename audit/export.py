@@ -74,6 +74,7 @@ def collect(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     live: bool = False,
+    partial: bool = False,
 ) -> tuple[VerifyReport, list[dict[str, Any]]]:
     """Verify ``paths`` and gather the records with ``since <= ts < until``."""
     selected: list[dict[str, Any]] = []
@@ -82,7 +83,7 @@ def collect(
         if _in_window(record, since, until):
             selected.append(record)
 
-    report = verify_logs(paths, key=key, public_key=public_key, live=live, on_record=keep)
+    report = verify_logs(paths, key=key, public_key=public_key, live=live, partial=partial, on_record=keep)
     return report, selected
 
 

@@ -134,11 +134,13 @@ class _Verifier:
         key: bytes | None,
         public_key: SM2PublicKey | None,
         live: bool,
+        partial: bool,
         on_record: RecordCallback | None,
     ) -> None:
         self.mac = HMACSM3(key) if key is not None else None
         self.public_key = public_key
-        self.live = live
+        self.live = live or partial
+        self.partial = partial
         self.on_record = on_record
         self.report = VerifyReport()
         self.expected_seq: int | None = None
@@ -238,6 +240,16 @@ class _Verifier:
                     Problem(path, number, seq, "first record does not start the chain (prev is not zero)")
                 )
             if seq != 1:
+                if not self.partial:
+                    raise _Stop(
+                        Problem(
+                            path,
+                            number,
+                            seq,
+                            f"records 1..{seq - 1} are missing: the log does not start at seq 1 "
+                            "(first segment removed? use --partial to verify a subset)",
+                        )
+                    )
                 self.report.notes.append(f"verification starts at seq {seq}: earlier records were not given")
         elif seq != self.expected_seq:
             expected = self.expected_seq
@@ -370,13 +382,18 @@ def verify_logs(
     key: bytes | None = None,
     public_key: SM2PublicKey | None = None,
     live: bool = False,
+    partial: bool = False,
     on_record: RecordCallback | None = None,
 ) -> VerifyReport:
-    """Verify the audit files (or directories of them) in ``paths``; see the module docstring."""
+    """Verify the audit files (or directories of them) in ``paths``; see the module docstring.
+
+    ``live``: the log is still being written, so its end need not be sealed by a shutdown checkpoint.
+    ``partial``: the files are a subset (e.g. one rotated segment): it may start after seq 1 and end open.
+    """
     files = expand_paths(paths)
     if not files:
         report = VerifyReport()
         report.problem = Problem(Path("-"), 0, None, "no audit files given")
         return report
-    verifier = _Verifier(key=key, public_key=public_key, live=live, on_record=on_record)
+    verifier = _Verifier(key=key, public_key=public_key, live=live, partial=partial, on_record=on_record)
     return verifier.run(files)

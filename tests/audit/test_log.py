@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
@@ -272,3 +273,34 @@ async def test_close_without_start_touches_nothing(make_config: ConfigFactory, l
     log.emit("conn.open", conn_id="c", listener="l", client_addr="x")
     await log.aclose()
     assert not log_dir.exists()
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def test_time_based_checkpoint_and_rotation(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    config = make_config(
+        checkpoint={"every_records": 1000, "every_seconds": 0.2}, file={"rotate_seconds": 0.5}
+    )
+    log = AuditLog.from_config(config)
+    await log.start()
+    log.emit("admin.action", action="first", actor="t", result="ok")
+
+    def interval_checkpoint_written() -> bool:
+        return any(r.get("reason") == "interval" for r in read_records(log_dir, complete_only=True))
+
+    assert await _wait_for(interval_checkpoint_written)
+    assert await _wait_for(lambda: len(list(log_dir.glob("*.jsonl"))) == 2)  # rotated by age alone
+    log.emit("admin.action", action="second", actor="t", result="ok")
+    await log.aclose()
+    first_segment, second_segment = sorted(log_dir.glob("*.jsonl"))
+    assert json.loads(first_segment.read_bytes().splitlines()[-1])["event"] == "audit.checkpoint"
+    assert json.loads(second_segment.read_bytes().splitlines()[0])["action"] == "second"
+    assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok

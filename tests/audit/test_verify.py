@@ -197,6 +197,16 @@ def test_dropped_rotated_file_is_found_at_the_next_file(copy: Path, audit_keys: 
     )
 
 
+def test_dropped_first_file_is_found(copy: Path, audit_keys: AuditKeys) -> None:
+    segments = _segments(copy)
+    segments[0].unlink()
+    report = verify_logs([copy], key=audit_keys.key)
+    assert report.problem is not None
+    first = _seq(_lines(segments[1])[0])
+    assert (report.problem.file, report.problem.line, report.problem.seq) == (segments[1], 1, first)
+    assert report.problem.reason.startswith(f"records 1..{first - 1} are missing")
+
+
 def test_dropped_last_file_is_found(copy: Path, audit_keys: AuditKeys) -> None:
     segments = _segments(copy)
     segments[-1].unlink()
@@ -225,7 +235,13 @@ def test_wrong_key_fails_at_first_record(copy: Path) -> None:
 
 def test_single_segment_verifies_with_the_certificate_alone(pristine: Path, audit_keys: AuditKeys) -> None:
     middle = _segments(pristine)[1]
-    report = verify_logs([middle], public_key=audit_keys.public_key, live=True)
+    strict = verify_logs([middle], public_key=audit_keys.public_key)
+    assert (
+        strict.problem is not None
+        and strict.problem.line == 1
+        and "does not start at seq 1" in strict.problem.reason
+    )
+    report = verify_logs([middle], public_key=audit_keys.public_key, partial=True)
     assert report.ok, report.problem
     assert report.signatures_verified >= 1
 
