@@ -21,7 +21,7 @@ class AdminBackend(Protocol):
     def config_json(self) -> dict[str, Any]: ...
     def certs_json(self) -> dict[str, Any]: ...
     def clusters_json(self) -> list[dict[str, object]]: ...
-    async def reload(self) -> list[str]: ...
+    async def admin_reload(self) -> list[str]: ...
 
 
 class AdminServer:
@@ -92,7 +92,7 @@ class AdminServer:
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
-            errors = await b.reload()
+            errors = await b.admin_reload()
             return js({"reloaded": not errors, "errors": errors}, 200 if not errors else 400)
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"

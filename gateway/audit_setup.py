@@ -1,10 +1,37 @@
-"""Builds the gateway's audit handle from the ``audit:`` section of its config."""
+"""Builds the gateway's audit handle from the ``audit:`` section of its config.
+
+With ``--workers N`` each worker writes its own chain (the file sink allows one writer per directory):
+worker ``i`` uses ``<directory>/worker-<i>`` and instance id ``<instance>-w<i>``.
+"""
 
 from __future__ import annotations
 
+import socket
+
+from audit.config import AuditConfig, FileSinkConfig
+from audit.keys import AuditKeyError
+from audit.log import AuditLog
 from gateway.auditing import AuditHandle, NullAudit
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 
 
-def build_audit(config: GatewayConfig) -> AuditHandle:
-    return NullAudit()
+def per_worker(config: AuditConfig, worker_index: int) -> AuditConfig:
+    sinks = tuple(
+        sink.model_copy(update={"directory": sink.directory / f"worker-{worker_index}"})
+        if isinstance(sink, FileSinkConfig)
+        else sink
+        for sink in config.sinks
+    )
+    instance = f"{config.instance_id or socket.gethostname() or 'smgate'}-w{worker_index}"
+    return config.model_copy(update={"sinks": sinks, "instance_id": instance})
+
+
+def build_audit(config: GatewayConfig, worker_index: int | None = None) -> AuditHandle:
+    """The audit log named by ``config.audit`` (a :class:`NullAudit` when absent)."""
+    if config.audit is None:
+        return NullAudit()
+    audit_config = config.audit if worker_index is None else per_worker(config.audit, worker_index)
+    try:
+        return AuditLog.from_config(audit_config)
+    except AuditKeyError as exc:
+        raise ConfigError([f"audit: {exc}"]) from None

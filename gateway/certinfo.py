@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.config import CertificateSet, GatewayConfig
 
@@ -20,6 +21,19 @@ class CertificateInfo:
     issuer: str
     not_after: dt.datetime
     serial: str
+    der: bytes
+
+    def audit_fields(self) -> dict[str, str]:
+        """The audit schema's ``cert`` object."""
+        from tls.crypto import sm3
+
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "fingerprint_sm3": sm3(self.der).hex(),
+            "not_after": self.not_after.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
 
     def days_left(self, now: dt.datetime) -> float:
         return (self.not_after - now).total_seconds() / 86400
@@ -91,6 +105,7 @@ def inventory(config: GatewayConfig) -> list[CertificateInfo]:
                     issuer=cert.issuer.rfc4514_string(),
                     not_after=cert.not_valid_after_utc,
                     serial=format(cert.serial_number, "x"),
+                    der=cert.public_bytes(Encoding.DER),
                 )
             )
     return infos

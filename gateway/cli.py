@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
+from gateway.audit_setup import build_audit
 from gateway.auditing import NullAudit
 from gateway.cluster import ClusterManager
 from gateway.config import ConfigError, load_config
 from gateway.runtime import build_generation
+from gateway.server import Gateway
 from gateway.stats import GatewayStats
 
 
@@ -100,14 +102,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"{args.config}: {error}", file=sys.stderr)
         return 1
     loop_name = install_event_loop_policy(args.uvloop)
-    from gateway.audit_setup import build_audit
-    from gateway.server import Gateway
+    try:
+        audit = build_audit(config, args.worker_index if args.workers > 1 else None)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{args.config}: {error}", file=sys.stderr)
+        return 1
 
     async def main() -> int:
         gateway = Gateway(
             config,
             config_path=Path(args.config),
-            audit=build_audit(config),
+            audit=audit,
             reuse_port=args.workers > 1,
             admin_enabled=(args.worker_index or 0) == 0,
         )

@@ -15,8 +15,12 @@ from typing import Any
 
 import h11
 
+from certs import TrustStore, load_sm2_certificate_set
 from gateway.identity import peer_certificate_from_der
 from gateway.stream import AsyncioByteStream, ByteStream, close_stream
+from gateway.tlcp_support import suite_name
+from tls.tlcp import DEFAULT_CIPHER_SUITES, CipherSuite, TLCPConfiguration
+from tls.tlcp.aio import tlcp_connect
 
 
 @dataclass
@@ -52,6 +56,27 @@ async def connect_tls(args: argparse.Namespace) -> tuple[ByteStream, str, str, s
     return AsyncioByteStream(reader, writer), ssl_object.version(), ssl_object.cipher()[0], subject
 
 
+async def connect_tlcp(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
+    pair = None
+    if args.cert:
+        if not (args.key and args.enc_cert and args.enc_key):
+            raise ValueError("a TLCP client pair needs --cert, --key, --enc-cert and --enc-key")
+        pair = load_sm2_certificate_set(args.cert, args.key, args.enc_cert, args.enc_key)
+    trust = TrustStore.from_pem_file(args.cafile) if args.cafile else None
+    configuration = TLCPConfiguration(
+        is_client=True,
+        cipher_suites=(CipherSuite[args.cipher],) if args.cipher else DEFAULT_CIPHER_SUITES,
+        certificate_set=pair,
+        trust_store=trust,
+        verify_peer=not args.insecure,
+        server_name=args.servername or args.host,
+    )
+    stream = await tlcp_connect(args.host, args.port, configuration, handshake_timeout=args.timeout)
+    hs = stream.handshake
+    subject = hs.peer_sign_cert.subject if hs.peer_sign_cert is not None else None
+    return stream, "TLCPv1.1", suite_name(hs.cipher_suite), subject
+
+
 async def connect_plain(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
     reader, writer = await asyncio.open_connection(args.host, args.port)
     return AsyncioByteStream(reader, writer), "plain", "-", None
@@ -84,8 +109,8 @@ async def http_get(
 
 async def run_client(args: argparse.Namespace) -> ClientResult:
     if args.protocol == "tlcp":
-        raise OSError("TLCP is not available in this build")
-    if args.protocol == "plain":
+        stream, version, cipher, subject = await connect_tlcp(args)
+    elif args.protocol == "plain":
         stream, version, cipher, subject = await connect_plain(args)
     else:
         stream, version, cipher, subject = await connect_tls(args)
@@ -149,7 +174,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--key", help="client private key (tls) or sign key (tlcp)")
     p.add_argument("--enc-cert", help="tlcp: client encryption certificate")
     p.add_argument("--enc-key", help="tlcp: client encryption key")
-    p.add_argument("--cipher", help="tlcp: one cipher suite, e.g. ECDHE_SM4_GCM_SM3")
+    p.add_argument("--cipher", choices=[s.name for s in CipherSuite], help="tlcp: offer only this suite")
     p.add_argument("--get", metavar="PATH", help="send an HTTP/1.1 GET for PATH and print the response")
     p.add_argument("--header", "-H", action="append", default=[], help="extra request header 'Name: value'")
     p.add_argument("--send", metavar="TEXT", help="send raw bytes, half-close, print the answer")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway import audit_events as events
 from gateway.auditing import AuditHandle
 from gateway.codec.base import ClientCodec
 from gateway.config import ClusterConfig, Endpoint
@@ -237,18 +238,21 @@ class Cluster:
         host.times_ejected += 1
         host.consecutive_errors = 0
         host.ejected_until = now + od.base_ejection_time * host.times_ejected
-        self.audit.emit(
-            "upstream_ejected",
-            cluster=self.name,
-            endpoint=host.name,
-            seconds=od.base_ejection_time * host.times_ejected,
+        events.upstream_fail(
+            self.audit,
+            "outlier_detection",
+            self.name,
+            host.name,
+            f"ejected for {od.base_ejection_time * host.times_ejected:g}s after "
+            f"{od.consecutive_errors} consecutive errors",
         )
         self._publish(host)
 
     def set_health(self, host: Host, healthy: bool) -> None:
         if host.healthy != healthy:
             host.healthy = healthy
-            self.audit.emit("upstream_health_changed", cluster=self.name, endpoint=host.name, healthy=healthy)
+            if not healthy:
+                events.upstream_fail(self.audit, "health_check", self.name, host.name, "health check failed")
         self._publish(host)
 
     def _publish(self, host: Host) -> None:

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from audit.config import AuditConfig
+
 
 class ConfigError(Exception):
     """A configuration document that cannot be used; ``errors`` lists ``path: message`` strings."""
@@ -450,20 +452,13 @@ class AdminConfig(_Model):
     cert_watch_interval: Seconds = 5.0
 
 
-class AuditSettings(_Model):
-    """Where the gateway's audit trail goes (handed to the audit package)."""
-
-    enabled: bool = True
-    path: Path | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
 class GatewayConfig(_Model):
     listeners: tuple[ListenerConfig, ...] = Field(min_length=1)
     route_configs: tuple[RouteConfiguration, ...] = ()
     clusters: tuple[ClusterConfig, ...] = ()
     admin: AdminConfig | None = AdminConfig()
-    audit: AuditSettings = AuditSettings(enabled=False)
+    #: The audit trail (the audit package's own model); relative paths are relative to the config file.
+    audit: AuditConfig | None = None
     drain_timeout: Seconds = 20.0
 
     def cluster(self, name: str) -> ClusterConfig:
@@ -516,6 +511,11 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(f"{where}.cluster: unknown cluster {flt.cluster!r}")
                 if isinstance(flt, HttpConnectionManagerFilter) and flt.route_config not in routes:
                     errors.append(f"{where}.route_config: unknown route_config {flt.route_config!r}")
+    if config.audit is not None:
+        for key in ("key_file", "signing_key", "signing_cert", "signing_key_password_file"):
+            path = getattr(config.audit, key)
+            if path is not None and not Path(path).is_file():
+                errors.append(f"audit.{key}: file not found")
     for i, rc in enumerate(config.route_configs):
         for j, vh in enumerate(rc.virtual_hosts):
             for k, route in enumerate(vh.routes):
@@ -533,6 +533,8 @@ def parse_config(document: object, base_dir: Path) -> GatewayConfig:
         config = GatewayConfig.model_validate(document, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError([f"{_location(e['loc'])}: {_message(e['msg'])}" for e in exc.errors()]) from None
+    if config.audit is not None:
+        config = config.model_copy(update={"audit": config.audit.resolved(base_dir)})
     errors = check_references(config)
     if errors:
         raise ConfigError(errors)

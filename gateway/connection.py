@@ -19,6 +19,10 @@ _ids = itertools.count(1)
 READ_SIZE = 65536
 
 
+def next_connection_id() -> int:
+    return next(_ids)
+
+
 @dataclass(eq=False)
 class Connection:
     stream: ByteStream
@@ -34,6 +38,7 @@ class Connection:
     closing: bool = False
     #: True while no exchange is in flight (a keep-alive HTTP connection between requests): safe to close.
     idle: bool = True
+    close_reason: str = "downstream_closed"
     #: Set when the gateway drains: terminal filters finish the current exchange and stop.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,16 +75,13 @@ class Connection:
                 except TimeoutError:
                     if await terminal.on_idle(self):
                         continue
+                    self.close_reason = "idle_timeout"
                     break
-                except (OSError, EOFError):
+                except (OSError, EOFError) as exc:
+                    self.close_reason = f"downstream_error:{type(exc).__name__}"
                     data = b""
-                except Exception as exc:  # transport errors from TLS/TLCP records end the connection
-                    self.generation.audit.emit(
-                        "connection_error",
-                        connection=self.id,
-                        listener=self.listener,
-                        error=type(exc).__name__,
-                    )
+                except Exception as exc:  # record-layer failures (bad MAC, alerts) end the connection
+                    self.close_reason = f"downstream_error:{type(exc).__name__}"
                     data = b""
                 if data:
                     self.bytes_received += len(data)
@@ -95,7 +97,5 @@ class Connection:
                 try:
                     await flt.on_close(self)
                 except Exception as exc:
-                    self.generation.audit.emit(
-                        "filter_error", connection=self.id, listener=self.listener, error=type(exc).__name__
-                    )
+                    self.close_reason = f"filter_error:{type(exc).__name__}"
             await close_stream(self.stream)

@@ -7,12 +7,13 @@ one value, whichever transport (TLCP, TLS 1.2/1.3, plain) carried the connection
 from __future__ import annotations
 
 import hashlib
-import importlib
 import ssl
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from tls.crypto import sm3
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +85,8 @@ class PeerIdentity:
         }
 
 
-def _sm3_hex(der: bytes) -> str | None:
-    sm3 = getattr(importlib.import_module("tls.crypto"), "sm3", None)
-    if sm3 is None:
-        return None
-    digest: bytes = sm3(der)
-    return digest.hex()
+def _sm3_hex(der: bytes) -> str:
+    return sm3(der).hex()
 
 
 def peer_certificate_from_der(der: bytes) -> PeerCertificate:

@@ -14,14 +14,16 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway import audit_events as events
 from gateway.config import ListenerConfig, Protocol
-from gateway.connection import Connection
+from gateway.connection import Connection, next_connection_id
 from gateway.identity import PeerIdentity, identity_from_ssl, plain_identity
 from gateway.sniff import RECORD_HEADER_LEN, FirstRecord, classify
 from gateway.stream import AsyncioByteStream, ByteStream
+from gateway.tlcp_support import tlcp_server_handshake
+from tls.tlcp.aio import TLCPStreamError
 
 if TYPE_CHECKING:
     from gateway.runtime import Generation
@@ -81,7 +83,6 @@ class Listener:
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept_task: asyncio.Task[None] | None = None
-        self.on_connection: Callable[[Connection], None] | None = None
 
     @property
     def port(self) -> int:
@@ -133,7 +134,10 @@ class Listener:
         gen = self.generation
         cfg = self.config
         stats = gen.stats
+        conn_id = next_connection_id()
         stats.connections_total.labels(cfg.name).inc()
+        with contextlib.suppress(OSError):
+            events.conn_open(gen.audit, conn_id, cfg.name, peer, sock.getsockname())
         started = time.monotonic()
         protocol_label = "unknown"
         try:
@@ -141,63 +145,94 @@ class Listener:
                 first = await peek_first_bytes(sock)
                 kind = (
                     classify(first, max_record=cfg.max_first_record_bytes)
-                    if len(first) >= 5
+                    if len(first) >= RECORD_HEADER_LEN
                     else (FirstRecord.PLAIN if first[0] >= 0x20 else FirstRecord.GARBAGE)
                 )
                 protocol_label = kind.value
                 stream, identity = await self._handshake(sock, peer, kind, gen)
         except HandshakeRefused as exc:
-            self._refused(sock, peer, exc.reason, str(exc), protocol_label)
+            self._refused(sock, conn_id, exc.reason, str(exc), protocol_label)
             return
         except TimeoutError:
-            self._refused(sock, peer, "handshake_timeout", "", protocol_label)
+            self._refused(sock, conn_id, "handshake_timeout", "", protocol_label)
             return
-        except (ssl.SSLError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            self._refused(sock, peer, "handshake_error", str(reason), protocol_label)
+        except TLCPStreamError as exc:
+            reason = "handshake_timeout" if "timed out" in str(exc) else "handshake_error"
+            self._refused(
+                sock,
+                conn_id,
+                reason,
+                str(exc),
+                protocol_label,
+                alert=exc.alert,
+                alert_sent=exc.alert_sent is not False,
+            )
             return
-        except Exception as exc:  # TLCP alerts and certificate errors
-            self._refused(sock, peer, "handshake_error", type(exc).__name__, protocol_label)
+        except ssl.SSLError as exc:
+            alert = (exc.reason or "").lower()
+            received = alert.startswith(("sslv3_alert_", "tlsv1_alert_", "tlsv13_alert_"))
+            self._refused(
+                sock,
+                conn_id,
+                "handshake_error",
+                str(exc),
+                protocol_label,
+                alert=alert or None,
+                alert_sent=not received,
+            )
+            return
+        except (ConnectionError, OSError) as exc:
+            self._refused(sock, conn_id, "handshake_error", type(exc).__name__, protocol_label)
             return
         elapsed = time.monotonic() - started
         stats.handshake_seconds.labels(identity.protocol).observe(elapsed)
         stats.handshakes.labels(cfg.name, identity.protocol, identity.cipher_suite or "-", "success").inc()
+        events.handshake_ok(gen.audit, conn_id, identity, elapsed * 1000)
         transport = "tls" if identity.protocol.startswith("tls") else identity.protocol
         chain = gen.select_filter_chain(cfg, identity.sni, transport)
         if chain is None:
             stats.handshake_failures.labels(cfg.name, "no_filter_chain").inc()
-            gen.audit.emit(
-                "connection_refused", listener=cfg.name, reason="no_filter_chain", **identity.audit_fields()
+            events.route_decision(
+                gen.audit,
+                conn_id,
+                route=None,
+                cluster=None,
+                upstream=None,
+                allow=False,
+                reason="no_filter_chain",
             )
-            stream.close()
+            stream.abort()
+            events.conn_close(
+                gen.audit,
+                conn_id,
+                bytes_received=0,
+                bytes_sent=0,
+                duration_ms=elapsed * 1000,
+                reason="no_filter_chain",
+            )
             return
         conn = Connection(
-            stream=stream, identity=identity, listener=cfg.name, generation=gen, filter_chain=chain.name
-        )
-        gen.audit.emit(
-            "connection_open",
-            connection=conn.id,
+            stream=stream,
+            identity=identity,
             listener=cfg.name,
+            generation=gen,
             filter_chain=chain.name,
-            handshake_ms=round(elapsed * 1000, 3),
-            **identity.audit_fields(),
+            id=conn_id,
         )
         self.connections.add(conn)
         stats.connections_active.labels(cfg.name).inc()
-        if self.on_connection is not None:
-            self.on_connection(conn)
         try:
             await conn.run(gen.build_filters(chain))
         finally:
             self.connections.discard(conn)
             stats.connections_active.labels(cfg.name).dec()
-            gen.audit.emit(
-                "connection_close",
-                connection=conn.id,
-                listener=cfg.name,
+            events.conn_close(
+                gen.audit,
+                conn_id,
                 bytes_received=conn.bytes_received,
                 bytes_sent=conn.bytes_sent,
-                duration_ms=round((time.monotonic() - conn.started) * 1000, 3),
+                duration_ms=(time.monotonic() - started) * 1000,
+                reason=conn.close_reason,
             )
 
     async def _handshake(
@@ -213,7 +248,7 @@ class Listener:
             tlcp = gen.listener_tlcp.get(self.config.name)
             if tlcp is None or Protocol.TLCP not in protocols:
                 raise HandshakeRefused("protocol_not_allowed", "tlcp")
-            raise HandshakeRefused("tlcp_unavailable", "this build has no TLCP engine")
+            return await tlcp_server_handshake(sock, peer, tlcp, self.config.handshake_timeout)
         if kind is FirstRecord.PLAIN:
             if Protocol.PLAIN not in protocols:
                 raise HandshakeRefused("protocol_not_allowed", "plain")
@@ -237,21 +272,25 @@ class Listener:
         return AsyncioByteStream(reader, writer), identity_from_ssl(ssl_object, sni, peer)
 
     def _refused(
-        self, sock: socket.socket, peer: tuple[str, int], reason: str, detail: str, protocol: str
+        self,
+        sock: socket.socket,
+        conn_id: int,
+        reason: str,
+        detail: str,
+        protocol: str,
+        *,
+        alert: str | None = None,
+        alert_sent: bool = True,
     ) -> None:
         gen = self.generation
         gen.stats.handshake_failures.labels(self.config.name, reason).inc()
         gen.stats.handshakes.labels(self.config.name, protocol, "-", "failure").inc()
-        gen.audit.emit(
-            "handshake_failed",
-            listener=self.config.name,
-            reason=reason,
-            detail=detail[:200],
-            protocol=protocol,
-            client=f"{peer[0]}:{peer[1]}",
+        events.handshake_fail(
+            gen.audit, conn_id, reason, alert=alert, alert_sent=alert_sent, detail=f"{protocol}: {detail}"
         )
         with contextlib.suppress(OSError):
             sock.close()
+        events.conn_close(gen.audit, conn_id, bytes_received=0, bytes_sent=0, duration_ms=0.0, reason=reason)
 
     async def close_all(self) -> None:
         for task in list(self._tasks):

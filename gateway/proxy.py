@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway import audit_events as events
 from gateway.access import is_allowed
 from gateway.cluster import Cluster, ClusterOverflow, NoHealthyUpstream, UpstreamConnection
 from gateway.codec.base import (
@@ -117,6 +118,12 @@ class RequestContext:
     cluster_name: str | None = None
     endpoint: str | None = None
     attempts: int = 0
+    index: int = 1
+    bytes_sent: int = 0
+
+    async def send(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        await self.conn.write(data)
 
 
 def identity_headers(identity: PeerIdentity, prefix: str, include_cert: bool) -> Headers:
@@ -189,22 +196,22 @@ async def handle_request(ctx: RequestContext) -> None:
         ctx.body.discard()
         gen.stats.requests.labels(ctx.route_name, str(ctx.status or 0)).inc()
         gen.stats.request_seconds.labels(ctx.route_name).observe(time.monotonic() - started)
-        gen.audit.emit(
-            "request",
-            connection=ctx.conn.id,
-            listener=ctx.conn.listener,
-            codec=ctx.codec_factory.protocol,
+        events.http_request(
+            gen.audit,
+            ctx.conn.id,
+            f"{ctx.conn.id}-{ctx.index}",
             method=ctx.head.method,
-            authority=ctx.head.authority,
+            host=ctx.head.authority or None,
             path=ctx.head.path,
+            status=ctx.status or (502 if ctx.cluster_name else 499),
+            bytes_received=ctx.body.received,
+            bytes_sent=ctx.bytes_sent,
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
             route=ctx.route_name,
             cluster=ctx.cluster_name,
-            endpoint=ctx.endpoint,
-            status=ctx.status,
+            upstream=ctx.endpoint,
             attempts=ctx.attempts,
-            request_bytes=ctx.body.received,
-            duration_ms=round((time.monotonic() - started) * 1000, 3),
-            **ctx.conn.identity.audit_fields(),
+            codec=ctx.codec_factory.protocol,
         )
 
 
@@ -217,7 +224,7 @@ async def _local_reply(
         return
     ctx.status = status
     ctx.response_started = True
-    await ctx.conn.write(ctx.codec.local_reply(status, body, content_type, headers))
+    await ctx.send(ctx.codec.local_reply(status, body, content_type, headers))
 
 
 async def _dispatch(ctx: RequestContext) -> None:
@@ -228,8 +235,14 @@ async def _dispatch(ctx: RequestContext) -> None:
     ctx.route_name = route.name
     if not is_allowed(route.access, ctx.conn.identity):
         ctx.conn.generation.stats.access_denied.labels(route.name).inc()
-        ctx.conn.generation.audit.emit(
-            "access_denied", connection=ctx.conn.id, route=route.name, **ctx.conn.identity.audit_fields()
+        events.route_decision(
+            ctx.conn.generation.audit,
+            ctx.conn.id,
+            route=route.name,
+            cluster=route.route.cluster if route.route else None,
+            upstream=None,
+            allow=False,
+            reason="access_control",
         )
         await _local_reply(ctx, 403, b"access denied\n")
         return
@@ -339,6 +352,7 @@ async def _attempt(
         tried.add(id(host))
         cluster.report(host, False)
         gen.stats.upstream_requests.labels(cluster.name, "connect_failure").inc()
+        events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, host.name, f"connect_failure: {exc}")
         raise UpstreamFailure(503, f"upstream connect error: {exc}", "connect-failure") from None
     except ClusterOverflow as exc:
         raise UpstreamFailure(503, str(exc), "overflow") from None
@@ -405,10 +419,10 @@ async def _exchange(
                     ctx.codec.encode_response_head(ResponseHead(event.status, headers, event.reason))
                 )
             elif isinstance(event, Body):
-                await ctx.conn.write(ctx.codec.encode_body(event.data))
+                await ctx.send(ctx.codec.encode_body(event.data))
             elif isinstance(event, EndOfStream):
                 assert response is not None
-                await ctx.conn.write(ctx.codec.encode_end())
+                await ctx.send(ctx.codec.encode_end())
                 gen.stats.upstream_requests.labels(cluster.name, f"{response.status // 100}xx").inc()
                 return codec.reusable()
     except CodecProtocolError as exc:

@@ -28,6 +28,7 @@ from gateway.filters.rbac import Rbac
 from gateway.filters.tcp_proxy import TcpProxy
 from gateway.router import RouteTable
 from gateway.stats import GatewayStats
+from gateway.tlcp_support import TlcpServerPolicy, build_server_tlcp
 from gateway.tls_server import ServerTlsPolicy, build_server_tls, name_matches
 
 
@@ -57,8 +58,7 @@ class Generation:
     clusters: dict[str, Cluster]
     route_tables: dict[str, RouteTable]
     listener_tls: dict[str, ServerTlsPolicy | None]
-    #: Per-listener TLCP server policy (:class:`gateway.tlcp_support.TlcpServerPolicy`), when TLCP is on.
-    listener_tlcp: dict[str, object] = field(default_factory=dict)
+    listener_tlcp: dict[str, TlcpServerPolicy | None] = field(default_factory=dict)
     codecs: dict[str, CodecFactory] = field(default_factory=dict)
 
     def listener(self, name: str) -> ListenerConfig:
@@ -102,12 +102,16 @@ def build_generation(
     """Build contexts, route tables and codecs; raises :class:`ConfigError` naming the failing key."""
     errors: list[str] = []
     listener_tls: dict[str, ServerTlsPolicy | None] = {}
-    listener_tlcp: dict[str, object] = {}
+    listener_tlcp: dict[str, TlcpServerPolicy | None] = {}
     codecs: dict[str, CodecFactory] = {}
     for i, listener in enumerate(config.listeners):
         where = f"listeners[{i}].tls"
         try:
             listener_tls[listener.name] = build_server_tls(listener.tls, where)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+        try:
+            listener_tlcp[listener.name] = build_server_tlcp(listener.tls, where, listener.handshake_timeout)
         except ConfigError as exc:
             errors.extend(exc.errors)
         for j, chain in enumerate(listener.filter_chains):

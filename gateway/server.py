@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from gateway import audit_events as events
 from gateway.admin import AdminServer
 from gateway.auditing import AuditHandle, NullAudit
 from gateway.certinfo import fingerprint_files, inventory, watched_files
@@ -81,7 +82,8 @@ class Gateway:
             self._watch_task = asyncio.create_task(self._watch_certificates(config.admin.cert_watch_interval))
         self._report_expiry(config)
         self._started = True
-        self.audit.emit("gateway_started", generation=1, listeners=sorted(self.listeners))
+        for name, listener in self.listeners.items():
+            events.listener_start(self.audit, name, f"{listener.config.address}:{listener.port}")
 
     def _activate(self, generation: Generation, clusters: dict[str, Cluster]) -> None:
         old = self.cluster_manager.clusters
@@ -120,7 +122,7 @@ class Gateway:
         current = self.generation.config
         return parse_config(current.model_dump(mode="python"), Path.cwd())
 
-    async def reload(self, config: GatewayConfig | None = None) -> list[str]:
+    async def reload(self, config: GatewayConfig | None = None, source: str = "api") -> list[str]:
         """Apply a new config for new connections; returns the errors (empty on success)."""
         async with self._reload_lock:
             assert self.generation is not None
@@ -133,8 +135,9 @@ class Gateway:
                 new_listeners = self._rebind(new_config, generation)
             except ConfigError as exc:
                 self.stats.reloads.labels("rejected").inc()
-                self.audit.emit("config_rejected", errors=exc.errors)
+                events.config_reload(self.audit, accepted=False, source=source, diff={}, errors=exc.errors)
                 return exc.errors
+            diff = _diff(self.generation.config, new_config)
             old_listeners = self.listeners
             for name, listener in new_listeners.items():
                 if old_listeners.get(name) is listener:
@@ -152,7 +155,7 @@ class Gateway:
             self._file_state = fingerprint_files(watched_files(new_config))
             self._report_expiry(new_config)
             self.stats.reloads.labels("success").inc()
-            self.audit.emit("config_reloaded", generation=generation.number)
+            events.config_reload(self.audit, accepted=True, source=source, diff=diff)
             return []
 
     def _rebind(self, config: GatewayConfig, generation: Generation) -> dict[str, Listener]:
@@ -185,8 +188,9 @@ class Gateway:
             state = fingerprint_files(watched_files(self.generation.config))
             if state != self._file_state:
                 self._file_state = state
-                self.audit.emit("certificate_files_changed")
-                await self.reload()
+                errors = await self.reload(source="cert_watch")
+                for error in errors:
+                    print(f"smgate: certificate reload rejected: {error}", flush=True)
 
     def _report_expiry(self, config: GatewayConfig) -> None:
         warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
@@ -195,13 +199,7 @@ class Gateway:
             days = info.days_left(now)
             self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
             if days < warn_days:
-                self.audit.emit(
-                    "certificate_expiring",
-                    role=info.role,
-                    subject=info.subject,
-                    days_left=round(days, 2),
-                    not_after=info.not_after.isoformat(),
-                )
+                events.cert_expiring(self.audit, info.audit_fields(), info.role, days, info.file)
 
     # -- drain and stop ------------------------------------------------------------------------
 
@@ -211,8 +209,8 @@ class Gateway:
         self._draining = True
         assert self.generation is not None
         timeout = self.generation.config.drain_timeout if timeout is None else timeout
-        self.audit.emit("gateway_draining", connections=len(self.connections))
-        for listener in self.listeners.values():
+        for name, listener in self.listeners.items():
+            events.listener_stop(self.audit, name, "drain")
             await listener.stop_accepting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -244,7 +242,6 @@ class Gateway:
             await self.admin.close()
         for cluster in self.cluster_manager.clusters.values():
             await cluster.close()
-        self.audit.emit("gateway_stopped")
         await self.audit.aclose()
         self._stopped.set()
 
@@ -254,8 +251,14 @@ class Gateway:
         loop.add_signal_handler(signal.SIGTERM, lambda: self._background(self.stop()))
         loop.add_signal_handler(signal.SIGINT, lambda: self._background(self.stop()))
 
+    async def admin_reload(self) -> list[str]:
+        errors = await self.reload(source="admin_api")
+        events.admin_action(self.audit, "reload", "admin_api", "accepted" if not errors else "rejected")
+        return errors
+
     async def _sighup(self) -> None:
-        errors = await self.reload()
+        errors = await self.reload(source="sighup")
+        events.admin_action(self.audit, "reload", "signal:SIGHUP", "accepted" if not errors else "rejected")
         for error in errors:
             print(f"smgate: reload rejected: {error}", flush=True)
 
@@ -309,3 +312,19 @@ class Gateway:
 
     def clusters_json(self) -> list[dict[str, object]]:
         return [c.describe() for c in self.cluster_manager.clusters.values()]
+
+
+def _diff(old: GatewayConfig, new: GatewayConfig) -> dict[str, object]:
+    """Names added, removed and changed per section (for the ``config.reload`` audit record)."""
+    out: dict[str, object] = {}
+    for section in ("listeners", "clusters", "route_configs"):
+        before = {item.name: item for item in getattr(old, section)}
+        after = {item.name: item for item in getattr(new, section)}
+        changes = {
+            "added": sorted(after.keys() - before.keys()),
+            "removed": sorted(before.keys() - after.keys()),
+            "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
+        }
+        if any(changes.values()):
+            out[section] = changes
+    return out

@@ -81,5 +81,7 @@ def build_connector(cfg: UpstreamTransport) -> UpstreamConnector:
     if cfg.type == "tls":
         return TlsConnector(cfg)
     if cfg.type == "tlcp":
-        raise UpstreamConnectError("the TLCP upstream transport is not available in this build")
+        from gateway.tlcp_support import TlcpConnector  # tlcp_support imports this module
+
+        return TlcpConnector(cfg)
     return PlainConnector()

@@ -13,6 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from gateway import audit_events as events
 from gateway.codec.base import (
     NEED_DATA,
     PAUSED,
@@ -65,7 +66,14 @@ class HttpConnectionManager(NetworkFilter):
                     self._requests += 1
                     self._body = BodyChannel(self.config.max_request_body_bytes)
                     ctx = RequestContext(
-                        conn, self.codec, self.codec_factory, self.config, self.routes, event, self._body
+                        conn,
+                        self.codec,
+                        self.codec_factory,
+                        self.config,
+                        self.routes,
+                        event,
+                        self._body,
+                        index=self._requests,
                     )
                     conn.idle = False
                     self._task = asyncio.create_task(handle_request(ctx))
@@ -84,11 +92,17 @@ class HttpConnectionManager(NetworkFilter):
         return FilterStatus.STOP_ITERATION
 
     async def _protocol_error(self, conn: Connection, exc: CodecProtocolError) -> None:
-        conn.generation.audit.emit(
-            "http_protocol_error",
-            connection=conn.id,
-            listener=conn.listener,
+        events.http_request(
+            conn.generation.audit,
+            conn.id,
+            f"{conn.id}-{self._requests + 1}",
+            method="-",
+            host=None,
+            path="-",
             status=exc.status,
+            bytes_received=0,
+            bytes_sent=0,
+            duration_ms=0.0,
             error=str(exc)[:200],
         )
         if self._task is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway import audit_events as events
 from gateway.access import is_allowed
 from gateway.config import RbacFilter
 from gateway.filters.base import FilterStatus, NetworkFilter
@@ -20,8 +21,15 @@ class Rbac(NetworkFilter):
         if is_allowed(self.config.access, conn.identity):
             return FilterStatus.CONTINUE
         conn.generation.stats.access_denied.labels(f"listener:{conn.listener}").inc()
-        conn.generation.audit.emit(
-            "access_denied", connection=conn.id, listener=conn.listener, **conn.identity.audit_fields()
+        conn.close_reason = "access_denied"
+        events.route_decision(
+            conn.generation.audit,
+            conn.id,
+            route=f"filter_chain:{conn.filter_chain}",
+            cluster=None,
+            upstream=None,
+            allow=False,
+            reason="rbac",
         )
         return FilterStatus.STOP_ITERATION
 

@@ -7,6 +7,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from gateway import audit_events as events
 from gateway.cluster import ClusterOverflow, NoHealthyUpstream, UpstreamConnection
 from gateway.config import TcpProxyFilter
 from gateway.filters.base import FilterStatus, NetworkFilter
@@ -36,27 +37,24 @@ class TcpProxy(NetworkFilter):
             except UpstreamConnectError as exc:
                 tried.add(id(host))
                 cluster.report(host, False)
-                conn.generation.audit.emit(
-                    "upstream_connect_failed",
-                    connection=conn.id,
-                    cluster=cluster.name,
-                    endpoint=host.name,
-                    error=str(exc),
+                events.upstream_fail(
+                    conn.generation.audit, conn.id, cluster.name, host.name, f"connect_failure: {exc}"
                 )
             except (NoHealthyUpstream, ClusterOverflow) as exc:
-                conn.generation.audit.emit(
-                    "upstream_unavailable", connection=conn.id, cluster=cluster.name, error=str(exc)
-                )
+                events.upstream_fail(conn.generation.audit, conn.id, cluster.name, None, str(exc))
                 break
         if self.upstream is None:
+            conn.close_reason = "no_upstream"
             return FilterStatus.STOP_ITERATION
         self.upstream.host.active_requests += 1
-        conn.generation.audit.emit(
-            "tcp_proxy_start",
-            connection=conn.id,
+        events.route_decision(
+            conn.generation.audit,
+            conn.id,
+            route=f"filter_chain:{conn.filter_chain}",
             cluster=cluster.name,
-            endpoint=self.upstream.host.name,
-            **conn.identity.audit_fields(),
+            upstream=self.upstream.host.name,
+            allow=True,
+            reason="tcp_proxy",
         )
         self._pump = asyncio.create_task(self._upstream_to_downstream(conn))
         return FilterStatus.CONTINUE
@@ -118,10 +116,3 @@ class TcpProxy(NetworkFilter):
             self.upstream.host.active_requests -= 1
             cluster = conn.generation.clusters[self.config.cluster]
             await cluster.release(self.upstream, reusable=False)
-            conn.generation.audit.emit(
-                "tcp_proxy_end",
-                connection=conn.id,
-                cluster=cluster.name,
-                bytes_received=conn.bytes_received,
-                bytes_sent=conn.bytes_sent,
-            )

@@ -1,0 +1,165 @@
+"""Audit records the gateway writes, shaped to the audit package's schema (``audit/schema.json``).
+
+Every data-path call site goes through one of these helpers, so event names and field groups match
+the schema (``conn.open``, ``handshake.ok``/``handshake.fail``, ``route.decision``, ``http.request``,
+``upstream.fail``, ``conn.close``, ``config.reload``, ``cert.expiring``, ``listener.start/stop``,
+``admin.action``) and a ``conn_id`` ties a connection's records together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from audit.events import EventType
+from gateway.auditing import AuditHandle
+from gateway.identity import PeerCertificate, PeerIdentity
+
+_SCHEMA_PROTOCOL = {"tlcp": "TLCP", "tls1.3": "TLSv1.3", "tls1.2": "TLSv1.2"}
+
+
+def timestamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def cert_fields(cert: PeerCertificate) -> dict[str, str]:
+    from tls.crypto import sm3
+
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "serial": format(cert.serial, "x"),
+        "fingerprint_sm3": cert.fingerprint_sm3 or sm3(cert.der).hex(),
+    }
+
+
+def conn_open(
+    audit: AuditHandle, conn_id: int, listener: str, client: tuple[str, int], local: tuple[str, int] | None
+) -> None:
+    audit.emit(
+        EventType.CONN_OPEN,
+        conn_id=str(conn_id),
+        listener=listener,
+        client_addr=f"{client[0]}:{client[1]}",
+        local_addr=f"{local[0]}:{local[1]}" if local else "",
+    )
+
+
+def handshake_ok(audit: AuditHandle, conn_id: int, identity: PeerIdentity, handshake_ms: float) -> None:
+    protocol = _SCHEMA_PROTOCOL.get(identity.protocol)
+    if protocol is None:  # plaintext: no handshake to record
+        return
+    audit.emit(
+        EventType.HANDSHAKE_OK,
+        conn_id=str(conn_id),
+        protocol=protocol,
+        cipher_suite=identity.cipher_suite or "",
+        sni=identity.sni,
+        alpn=identity.alpn,
+        resumed=identity.resumed,
+        client_cert=cert_fields(identity.peer) if identity.peer else None,
+        duration_ms=round(handshake_ms, 3),
+    )
+
+
+def handshake_fail(
+    audit: AuditHandle,
+    conn_id: int,
+    reason: str,
+    *,
+    alert: str | None = None,
+    alert_code: int | None = None,
+    alert_sent: bool = True,
+    detail: str = "",
+) -> None:
+    audit.emit(
+        EventType.HANDSHAKE_FAIL,
+        conn_id=str(conn_id),
+        alert=alert or "none",
+        alert_code=alert_code if alert_code is not None else 0,
+        alert_direction="sent" if alert_sent else "received",
+        reason=reason,
+        error=detail[:200],
+    )
+
+
+def route_decision(
+    audit: AuditHandle,
+    conn_id: int,
+    *,
+    route: str | None,
+    cluster: str | None,
+    upstream: str | None,
+    allow: bool,
+    reason: str = "",
+) -> None:
+    audit.emit(
+        EventType.ROUTE_DECISION,
+        conn_id=str(conn_id),
+        route=route,
+        cluster=cluster,
+        upstream=upstream,
+        verdict="allow" if allow else "deny",
+        reason=reason,
+    )
+
+
+def upstream_fail(
+    audit: AuditHandle, conn_id: int | str, cluster: str, upstream: str | None, reason: str
+) -> None:
+    audit.emit(
+        EventType.UPSTREAM_FAIL, conn_id=str(conn_id), cluster=cluster, upstream=upstream, reason=reason
+    )
+
+
+def conn_close(
+    audit: AuditHandle, conn_id: int, *, bytes_received: int, bytes_sent: int, duration_ms: float, reason: str
+) -> None:
+    audit.emit(
+        EventType.CONN_CLOSE,
+        conn_id=str(conn_id),
+        bytes_received=bytes_received,
+        bytes_sent=bytes_sent,
+        duration_ms=round(duration_ms, 3),
+        reason=reason,
+    )
+
+
+def http_request(audit: AuditHandle, conn_id: int, request_id: str, **fields: object) -> None:
+    audit.emit(EventType.HTTP_REQUEST, conn_id=str(conn_id), request_id=request_id, **fields)
+
+
+def config_reload(
+    audit: AuditHandle,
+    *,
+    accepted: bool,
+    source: str,
+    diff: dict[str, object],
+    errors: list[str] | None = None,
+) -> None:
+    fields: dict[str, object] = {
+        "result": "accepted" if accepted else "rejected",
+        "source": source,
+        "diff": diff,
+    }
+    if errors:
+        fields["error"] = "; ".join(errors)[:2000]
+    audit.emit(EventType.CONFIG_RELOAD, **fields)
+
+
+def listener_start(audit: AuditHandle, listener: str, address: str) -> None:
+    audit.emit(EventType.LISTENER_START, listener=listener, address=address)
+
+
+def listener_stop(audit: AuditHandle, listener: str, reason: str) -> None:
+    audit.emit(EventType.LISTENER_STOP, listener=listener, reason=reason)
+
+
+def cert_expiring(
+    audit: AuditHandle, cert: dict[str, str], purpose: str, days_left: float, path: str
+) -> None:
+    event = EventType.CERT_EXPIRED if days_left <= 0 else EventType.CERT_EXPIRING
+    audit.emit(event, cert=cert, purpose=purpose, days_left=round(days_left, 3), path=path)
+
+
+def admin_action(audit: AuditHandle, action: str, actor: str, result: str) -> None:
+    audit.emit(EventType.ADMIN_ACTION, action=action, actor=actor, result=result)
