@@ -243,9 +243,12 @@ class AuditLog:
         await asyncio.to_thread(self.start_sync)
 
     def start_sync(self) -> None:
-        """Recover the chain head from disk, open a segment, start the pipeline and follower threads."""
-        if self._started:
-            raise RuntimeError("audit log already started")
+        """Recover the chain head from disk, open a segment, start the pipeline and follower threads.
+
+        Calling it again (or after ``aclose``) does nothing.
+        """
+        if self._started or self._closed:
+            return  # idempotent: the gateway and its callers may both start it
         self._started = True
         recovery = self.file.recover()
         self._context.next_seq = recovery.next_seq

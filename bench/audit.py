@@ -141,7 +141,7 @@ async def measure_gateway_overhead(
     for _ in range(rounds):
         off.append(await run_load(NullAuditLog()))
         log = AuditLog.from_config(config)
-        await log.start()
+        await log.start()  # idempotent: a gateway that starts its audit handle itself is fine
         try:
             on.append(await run_load(log))
         finally:
@@ -152,6 +152,107 @@ async def measure_gateway_overhead(
         "audit_on_rps": on_rate,
         "overhead_percent": 100.0 * (1 - on_rate / off_rate),
     }
+
+
+_UPSTREAM = """
+import asyncio, sys
+from gateway.echo import EchoService
+async def main():
+    service = await EchoService().start()
+    print(service.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+asyncio.run(main())
+"""
+
+_LOAD = """
+import asyncio, sys, time
+port, clients, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+REQUEST = b"GET /anything HTTP/1.1\\r\\nhost: bench\\r\\n\\r\\n"
+async def client(deadline, counts):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    while time.perf_counter() < deadline:
+        writer.write(REQUEST)
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
+        await reader.readexactly(length)
+        counts[0] += 1
+    writer.close()
+async def main():
+    counts = [0]
+    start = time.perf_counter()
+    await asyncio.gather(*(client(start + seconds, counts) for _ in range(clients)))
+    print(counts[0] / (time.perf_counter() - start), flush=True)
+asyncio.run(main())
+"""
+
+
+async def gateway_request_rate(
+    audit: AuditEmitter, *, upstream_port: int, clients: int, seconds: float
+) -> float:
+    """Requests/s through an in-process gateway (plain HTTP listener -> echo cluster) using ``audit``."""
+    from gateway.config import parse_config
+    from gateway.server import Gateway
+
+    doc = {
+        "listeners": [
+            {
+                "name": "bench",
+                "port": 0,
+                "filter_chains": [{"filters": [{"name": "http_connection_manager", "route_config": "main"}]}],
+            }
+        ],
+        "route_configs": [
+            {
+                "name": "main",
+                "virtual_hosts": [
+                    {
+                        "name": "any",
+                        "domains": ["*"],
+                        "routes": [{"name": "all", "match": {"prefix": "/"}, "route": {"cluster": "echo"}}],
+                    }
+                ],
+            }
+        ],
+        "clusters": [{"name": "echo", "endpoints": [{"address": "127.0.0.1", "port": upstream_port}]}],
+        "admin": None,
+    }
+    gateway = Gateway(parse_config(doc, Path.cwd()), audit=audit)  # type: ignore[arg-type]
+    await gateway.start()
+    try:
+        port = next(iter(gateway.listeners.values())).port
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LOAD, str(port), str(clients), str(seconds), stdout=asyncio.subprocess.PIPE
+        )
+        output, _ = await load.communicate()
+        return float(output.decode().strip())
+    finally:
+        await gateway.stop()
+
+
+async def gateway_overhead(
+    config: AuditConfig, *, clients: int, seconds: float, rounds: int
+) -> dict[str, float]:
+    upstream = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _UPSTREAM,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    assert upstream.stdout is not None and upstream.stdin is not None
+    upstream_port = int((await upstream.stdout.readline()).decode())
+
+    async def run_load(audit: AuditEmitter) -> float:
+        return await gateway_request_rate(
+            audit, upstream_port=upstream_port, clients=clients, seconds=seconds
+        )
+
+    try:
+        return await measure_gateway_overhead(run_load, config, rounds=rounds)
+    finally:
+        upstream.stdin.close()
+        await upstream.wait()
 
 
 def bench_config(directory: Path) -> AuditConfig:
@@ -174,6 +275,12 @@ def bench_config(directory: Path) -> AuditConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument(
+        "--gateway", action="store_true", help="also measure gateway requests/s, audit off vs on"
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="load duration per gateway round")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         config = bench_config(Path(temporary))
@@ -195,6 +302,16 @@ def main() -> None:
         print("\n3. end to end (emit -> chained, checkpointed, written): events/s")
         rate = asyncio.run(end_to_end_rate(args.events, config))
         print(f"  {'AuditLog, file sink, fsync interval':34s} {rate:12,.0f}/s")
+        if args.gateway:
+            print(
+                f"\n4. gateway (plain HTTP keep-alive, {args.clients} clients, {args.rounds} x {args.seconds}s per mode)"
+            )
+            result = asyncio.run(
+                gateway_overhead(config, clients=args.clients, seconds=args.seconds, rounds=args.rounds)
+            )
+            print(f"  {'audit off (NullAuditLog)':34s} {result['audit_off_rps']:12,.0f} req/s")
+            print(f"  {'audit on (AuditLog)':34s} {result['audit_on_rps']:12,.0f} req/s")
+            print(f"  {'overhead':34s} {result['overhead_percent']:11.1f} %  (target < 10 %)")
 
 
 if __name__ == "__main__":

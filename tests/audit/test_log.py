@@ -304,3 +304,14 @@ async def test_time_based_checkpoint_and_rotation(
     assert json.loads(first_segment.read_bytes().splitlines()[-1])["event"] == "audit.checkpoint"
     assert json.loads(second_segment.read_bytes().splitlines()[0])["action"] == "second"
     assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
+
+
+async def test_start_is_idempotent_and_ignored_after_close(make_config: ConfigFactory, log_dir: Path) -> None:
+    log = AuditLog.from_config(make_config())
+    await log.start()
+    await log.start()
+    log.emit("admin.action", action="a", actor="t", result="ok")
+    await log.aclose()
+    await log.start()
+    assert not log.metrics().pipeline_alive
+    assert [record["event"] for record in read_records(log_dir)] == ["admin.action", "audit.checkpoint"]
