@@ -16,7 +16,7 @@ from typing import Any
 
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from audit.canonical import canonical_bytes, seal_line, to_jsonable
+from audit.canonical import CHAIN_FIELDS, canonical_bytes, seal_line, to_jsonable
 from audit.ids import uuid7_text
 from tls.crypto import HMACSM3
 
@@ -84,7 +84,9 @@ class Redactor:
         self._mac = HMACSM3(redaction_key)
         self.hash_paths = frozenset(path.lower() for path in hash_paths)
         self.drop_paths = frozenset(path.lower() for path in drop_paths)
-        self._actions: dict[tuple[str, str], tuple[str, int]] = {}
+        #: prefix -> field name -> (lower-case path, action)
+        self._actions: dict[str, dict[str, tuple[str, int]]] = {}
+        self._memo_size = 0
 
     def __repr__(self) -> str:
         return f"Redactor(hash={sorted(self.hash_paths)}, drop={sorted(self.drop_paths)})"
@@ -95,30 +97,28 @@ class Redactor:
 
     def _action(self, prefix: str, name: str) -> tuple[str, int]:
         """``(lower-case path, action)`` for field ``name`` under ``prefix``; memoised (bounded)."""
-        cached = self._actions.get((prefix, name))
-        if cached is not None:
-            return cached
         path = f"{prefix}{name}".lower()
         if path in self.drop_paths or _name_is_secret(name):
             action = _DROP
         else:
             action = _HASH if path in self.hash_paths else _KEEP
-        if len(self._actions) < 4096:  # header names come from clients: do not grow without bound
-            self._actions[(prefix, name)] = (path, action)
+        if self._memo_size < 4096:  # header names come from clients: do not grow without bound
+            self._actions.setdefault(prefix, {})[name] = (path, action)
+            self._memo_size += 1
         return path, action
 
     def _redact(self, mapping: Mapping[str, Any], prefix: str, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        memo = self._actions.get(prefix) or {}
         for name, value in mapping.items():
-            path, action = self._action(prefix, name)
-            if action == _DROP:
-                continue
-            if type(value) in _PLAIN:
-                result[name] = self.hash_value(value) if action == _HASH and value is not None else value
-            elif _is_key_object(value):
+            known = memo.get(name)
+            path, action = known if known is not None else self._action(prefix, name)
+            if action == _KEEP and type(value) in _PLAIN:
+                result[name] = value
+            elif action == _DROP or _is_key_object(value):
                 continue
             elif action == _HASH:
-                result[name] = self.hash_value(value)
+                result[name] = self.hash_value(value) if value is not None else None
             elif isinstance(value, Mapping) and depth < 4:
                 result[name] = self._redact(value, f"{path}.", depth + 1)
             else:
@@ -154,6 +154,8 @@ class ContextAdder:
         if not isinstance(emit_ns, int):
             emit_ns = time.time_ns()
             event_dict[EMIT_NS] = emit_ns
+        for chain_field in CHAIN_FIELDS:  # the chain step owns these; a caller value would be ambiguous
+            event_dict.pop(chain_field, None)
         event_dict["ts"] = self.timestamp(emit_ns)
         event_dict["id"] = uuid7_text(emit_ns)
         event_dict["instance"] = self.instance

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from audit.canonical import canonical_bytes, split_line
 from audit.ids import uuid7_timestamp_ms
 from audit.processors import (
@@ -81,7 +84,8 @@ def test_redact_leaves_none_alone() -> None:
 def test_add_context_sets_time_ids_and_sequence() -> None:
     adder = ContextAdder(instance="gw-1", pid=4242, next_seq=7)
     emit_ns = 1_764_000_000_123_456_789
-    first = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns, "seq": 999})
+    first = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns, "seq": 999, "prev": "x", "mac": "y"})
+    assert "prev" not in first and "mac" not in first
     second = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns})
     assert first["ts"] == "2025-11-24T16:00:00.123456Z"
     assert first["instance"] == "gw-1" and first["pid"] == 4242
@@ -154,4 +158,31 @@ def test_redaction_memo_is_bounded_for_client_chosen_header_names() -> None:
     out = redactor(None, "emit", {"headers": headers})
     assert out["headers"]["Authorization"].startswith("hmac-sm3:")
     assert out["headers"]["x-h4999"] == "v"
-    assert len(redactor._actions) <= 4096
+    assert sum(len(names) for names in redactor._actions.values()) <= 4096
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.text(min_size=1, max_size=12).filter(lambda name: not name.startswith("_")),
+        json_values,
+        max_size=6,
+    )
+)
+def test_stored_line_reverifies_for_arbitrary_field_values(fields: dict[str, object]) -> None:
+    processors = build_processors(
+        redactor=Redactor(REDACTION_KEY), context=ContextAdder(instance="gw", pid=1), chain=HmacChain(KEY)
+    )
+    out = run_processors(processors, {**fields, "event": "admin.action", EMIT_NS: 10**18})
+    record = json.loads(out[LINE])
+    body, prev, mac = split_line(record)
+    assert hmac_sm3(KEY, bytes.fromhex(prev) + canonical_bytes(body)).hex() == mac
