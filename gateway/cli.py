@@ -77,8 +77,8 @@ def _spawn_workers(args: argparse.Namespace) -> int:
             "--workers",
             str(args.workers),
         ]
-        if not args.uvloop:
-            cmd.append("--no-uvloop")
+        if args.uvloop:
+            cmd.append("--uvloop")
         children.append(subprocess.Popen(cmd))
 
     def forward(signum: int, _frame: object) -> None:
@@ -142,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("config")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
-    serve.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="use the stock asyncio loop")
+    serve.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run on uvloop if installed (the `fast` extra; TLCP needs asyncio)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     config = sub.add_parser("config", help="configuration tools")
@@ -151,11 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_cmd_config_check)
 
+    from audit.cli import register as register_audit
+    from certs.cli import register as register_certs
     from gateway.client import register as register_client
+    from gateway.demo import register as register_demo
     from tls.crypto.cli import register as register_crypto
 
     register_client(sub)
+    register_demo(sub)
     register_crypto(sub)
+    register_certs(sub)
+    register_audit(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ssl
 import sys
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ async def connect_tlcp(args: argparse.Namespace) -> tuple[ByteStream, str, str, 
     if args.cert:
         if not (args.key and args.enc_cert and args.enc_key):
             raise ValueError("a TLCP client pair needs --cert, --key, --enc-cert and --enc-key")
-        pair = load_sm2_certificate_set(args.cert, args.key, args.enc_cert, args.enc_key)
+        pair = load_sm2_certificate_set(args.cert, args.key, args.enc_cert, args.enc_key, chain=args.chain)
     trust = TrustStore.from_pem_file(args.cafile) if args.cafile else None
     configuration = TLCPConfiguration(
         is_client=True,
@@ -125,11 +126,15 @@ async def run_client(args: argparse.Namespace) -> ClientResult:
         elif args.send is not None:
             stream.write(args.send.encode())
             await stream.drain()
-            if stream.can_write_eof():
-                stream.write_eof()
+            if args.protocol == "plain":
+                stream.write_eof()  # TCP half-close; TLS/TLCP close_notify would end both directions
             chunks = []
-            async with asyncio.timeout(args.timeout):
-                while data := await stream.read(65536):
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    async with asyncio.timeout(args.read_timeout):
+                        data = await stream.read(65536)
+                    if not data:
+                        break
                     chunks.append(data)
             result.body = b"".join(chunks)
     finally:
@@ -174,9 +179,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--key", help="client private key (tls) or sign key (tlcp)")
     p.add_argument("--enc-cert", help="tlcp: client encryption certificate")
     p.add_argument("--enc-key", help="tlcp: client encryption key")
+    p.add_argument("--chain", help="tlcp: intermediate certificates to send with the client pair")
     p.add_argument("--cipher", choices=[s.name for s in CipherSuite], help="tlcp: offer only this suite")
     p.add_argument("--get", metavar="PATH", help="send an HTTP/1.1 GET for PATH and print the response")
     p.add_argument("--header", "-H", action="append", default=[], help="extra request header 'Name: value'")
     p.add_argument("--send", metavar="TEXT", help="send raw bytes, half-close, print the answer")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument(
+        "--read-timeout", type=float, default=2.0, help="--send: stop reading after this much silence"
+    )
     p.set_defaults(func=_cmd_client)
