@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.canonical import canonical_bytes, split_line
+from audit.canonical import canonical_bytes, seal_line, split_line
 from audit.checkpoint import verify_checkpoint_signature
 from audit.processors import GENESIS
 from tls.crypto import HMACSM3, SM2PublicKey, SM3Hash
@@ -264,9 +264,19 @@ class _Verifier:
             raise _Stop(Problem(path, number, seq, reason))
         if self.prev_mac is not None and record["prev"] != self.prev_mac:
             raise _Stop(Problem(path, number, seq, f"chain broken: prev is not the mac of seq {seq - 1}"))
+        body, prev, mac = split_line(record)
+        try:
+            canonical = canonical_bytes(body)
+        except (TypeError, ValueError):
+            raise _Stop(Problem(path, number, seq, "malformed record: not canonical JSON")) from None
+        if seal_line(canonical, bytes.fromhex(prev), bytes.fromhex(mac)) != line:
+            # Same parsed content, different bytes (duplicate keys, spacing, order): a reader of the raw
+            # line could see other values than the MAC covers.
+            raise _Stop(
+                Problem(path, number, seq, "record is not in canonical form (line bytes were edited)")
+            )
         if self.mac is not None:
-            body, prev, mac = split_line(record)
-            expected_mac = self.mac.compute(bytes.fromhex(prev), canonical_bytes(body))
+            expected_mac = self.mac.compute(bytes.fromhex(prev), canonical)
             if not hmac.compare_digest(expected_mac, bytes.fromhex(mac)):
                 raise _Stop(Problem(path, number, seq, "mac mismatch: record altered (or wrong key)"))
             self.report.macs_verified += 1

@@ -196,7 +196,12 @@ class SyslogSink(FollowerSink):
             return
         buffered = writer.transport.get_write_buffer_size()
         if self._ssl_context is not None:
-            # TLS adds framing, so only "everything written is acknowledged" maps back to records.
+            # TLS adds framing, so only "everything written is acknowledged" maps back to records; the
+            # TLS transport's size does not include the TCP transport below it, so ask that one too.
+            inner = getattr(getattr(writer.transport, "_ssl_protocol", None), "_transport", None)
+            if inner is None:
+                return  # cannot prove delivery: records stay unacknowledged and are re-sent on reconnect
+            buffered += inner.get_write_buffer_size()
             acked_bytes = self._bytes_written if unacked == 0 and buffered == 0 else 0
         else:
             acked_bytes = self._bytes_written - buffered - unacked

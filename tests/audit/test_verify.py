@@ -113,6 +113,21 @@ def test_edited_field_without_key_is_found_by_the_signed_checkpoint(
     )
 
 
+def test_duplicate_key_smuggling_is_found(copy: Path, audit_keys: AuditKeys) -> None:
+    path = _segments(copy)[0]
+    lines = _lines(path)
+    index = _first_plain_line(path)
+    lines[index] = lines[index].replace(b'{"client_addr"', b'{"listener":"admin","client_addr"', 1)
+    path.write_bytes(b"".join(lines))
+    assert json.loads(lines[index])["listener"] == "public"  # the MAC-covered value is unchanged
+    report = verify_logs([copy], key=audit_keys.key)
+    assert report.problem is not None and (report.problem.line, report.problem.seq) == (
+        index + 1,
+        _seq(lines[index]),
+    )
+    assert report.problem.reason == "record is not in canonical form (line bytes were edited)"
+
+
 def test_deleted_line_is_found_at_the_next_record(copy: Path, audit_keys: AuditKeys) -> None:
     path = _segments(copy)[0]
     lines = _lines(path)
