@@ -187,11 +187,14 @@ def _python() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(kind: str, suite: CipherSuite, client_auth: bool, mode: str) -> Iterator[tuple[int, int]]:
+def running_server(
+    kind: str, suite: CipherSuite, client_auth: bool, mode: str, *, use_uvloop: bool = False
+) -> Iterator[tuple[int, int]]:
     """Start a server child pinned to SERVER_CPU; yields (port, pid)."""
     if kind == "smgate":
         command = [*_python(), str(Path(__file__).resolve()), "serve-smgate", "--suite", str(int(suite))]
         command += ["--mode", mode] + (["--client-auth"] if client_auth else [])
+        command += ["--uvloop"] if use_uvloop else []
     else:
         files = TONGSUO_PKI.server_files
         command = [*_python(), "-m", "tests.interop.babassl", "server", "--suite", SUITE_NAMES[suite]]
@@ -380,14 +383,24 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--suite", type=lambda text: CipherSuite(int(text, 0)), required=True)
     serve.add_argument("--client-auth", action="store_true")
     serve.add_argument("--mode", choices=("echo", "sink"), default="echo")
+    serve.add_argument("--uvloop", action="store_true")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
     parser.add_argument("--threads", type=int, default=8, help="concurrent BabaSSL client connections")
     parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run the smgate server on uvloop (extra 'fast')"
+    )
     parser.add_argument("--suites", default="all", help="comma list of suite names (ECC_SM4_GCM_SM3,...)")
     args = parser.parse_args(argv)
     if args.command == "serve-smgate":
         os.sched_setaffinity(0, {SERVER_CPU})
-        asyncio.run(_serve_smgate(args.suite, args.client_auth, args.mode))
+        loop_factory = None
+        if args.uvloop:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve_smgate(args.suite, args.client_auth, args.mode))
         return 0
 
     if len(os.sched_getaffinity(0)) < 2 and os.cpu_count() == 1:
@@ -416,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, tuple[Measurement, Measurement]] = {}
         for kind in ("smgate", "babassl"):
             runs: list[Measurement] = []
-            with running_server(kind, suite, client_auth, "echo") as (port, pid):
+            with running_server(kind, suite, client_auth, "echo", use_uvloop=args.uvloop) as (port, pid):
                 for phase, resume in (("full", False), ("resumed", True)):
                     name = f"{phase}-{suite.name}"
                     with profiled(pid, args.profile if kind == "smgate" else None, name, duration):
@@ -445,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         bulk: dict[str, Measurement] = {}
         for kind in ("smgate", "babassl"):
-            with running_server(kind, suite, False, "sink") as (port, pid):
+            with running_server(kind, suite, False, "sink", use_uvloop=args.uvloop) as (port, pid):
                 name = f"bulk-{suite.name}"
                 with profiled(pid, args.profile if kind == "smgate" else None, name, duration):
                     bulk[kind] = run_load(

@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from .alerts import AlertLevel, LocalProtocolError
 from .config import TLCPConfiguration, TLCPSession
@@ -111,8 +111,8 @@ class _TLCPProtocol(asyncio.Protocol):
     # -- transport callbacks ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not checked with isinstance: uvloop's transports do not subclass asyncio's.
+        self.transport = cast(asyncio.Transport, transport)
         if self.configuration.is_client:
             self.connection.start_handshake()
             self.flush()
@@ -522,9 +522,7 @@ async def tlcp_accept(
     """
     if configuration.is_client:
         raise ValueError("tlcp_accept needs a server configuration")
-    transport = writer.transport
-    if not isinstance(transport, asyncio.Transport):
-        raise TypeError("tlcp_accept needs a stream over a socket transport")
+    transport = cast(asyncio.Transport, writer.transport)
     # Bytes the StreamReader received beyond what the sniffer consumed must follow the transport to
     # the TLCP protocol; StreamReader offers no public way to take its buffer without awaiting.
     pending = bytes(getattr(reader, "_buffer", b""))
