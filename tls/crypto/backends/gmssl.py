@@ -47,6 +47,8 @@ def _hex_to_point(value: str | None) -> bytes:
 
 
 class GmSSLBackend:
+    """SM2 on gmssl's pure-Python arithmetic: slow and not constant-time, but needs no native library."""
+
     name = "gmssl"
 
     def __init__(self) -> None:

@@ -141,6 +141,7 @@ class OpenSSLBackend:
             raise UnsupportedAlgorithm("libcrypto has no SM3")
         self._public_cache: OrderedDict[bytes, Any] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # A build can ship the SM2 curve yet have SM2 signatures disabled by provider configuration.
         probe = SM2PrivateKey(0x1234567, _public=SM2PublicKey(self.point_mul(0x1234567), _validated=True))
         self.verify(probe.public_key(), self.sign(probe, b"probe"), b"probe")
 
@@ -299,7 +300,7 @@ class OpenSSLBackend:
         siglen = self._ffi.new("size_t *", 80)
         sig = self._ffi.new("unsigned char[]", 80)
         ok = self._lib.EVP_DigestSign(mctx, sig, siglen, message, len(message))
-        del mctx, pctx
+        del mctx, pctx  # free the MD ctx before the pkey ctx it borrows
         if ok != 1:
             self._clear_errors()
             raise CryptoError("SM2 signing failed")
@@ -314,7 +315,7 @@ class OpenSSLBackend:
             self._clear_errors()
             raise CryptoError("EVP_DigestVerifyInit failed")
         ok = self._lib.EVP_DigestVerify(mctx, signature, len(signature), message, len(message))
-        del mctx, pctx
+        del mctx, pctx  # free the MD ctx before the pkey ctx it borrows
         if ok != 1:
             self._clear_errors()
             raise InvalidSignature("SM2 signature verification failed")
