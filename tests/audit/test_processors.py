@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.typing import EventDict
 
 from audit.canonical import canonical_bytes, split_line
 from audit.ids import uuid7_timestamp_ms
@@ -184,5 +186,33 @@ def test_stored_line_reverifies_for_arbitrary_field_values(fields: dict[str, obj
     )
     out = run_processors(processors, {**fields, "event": "admin.action", EMIT_NS: 10**18})
     record = json.loads(out[LINE])
+    body, prev, mac = split_line(record)
+    assert hmac_sm3(KEY, bytes.fromhex(prev) + canonical_bytes(body)).hex() == mac
+
+
+def test_processors_run_unchanged_under_structlog() -> None:
+    import structlog
+
+    class Collector:
+        def __init__(self) -> None:
+            self.records: list[EventDict] = []
+
+        def msg(self, event_dict: EventDict) -> None:
+            self.records.append(event_dict)
+
+    def hand_over(logger: object, method_name: str, event_dict: EventDict) -> tuple[Any, ...]:
+        return (event_dict,), {}
+
+    collector = Collector()
+    processors = build_processors(
+        redactor=Redactor(REDACTION_KEY), context=ContextAdder(instance="gw", pid=1), chain=HmacChain(KEY)
+    )
+    logger = structlog.wrap_logger(
+        collector, processors=[*processors, hand_over], wrapper_class=structlog.BoundLogger
+    )
+    logger.bind(conn_id="c1").msg("conn.open", listener="l", client_addr="192.0.2.1:1", password="p")
+    (out,) = collector.records
+    record = json.loads(out[LINE])
+    assert record["event"] == "conn.open" and record["conn_id"] == "c1" and "password" not in record
     body, prev, mac = split_line(record)
     assert hmac_sm3(KEY, bytes.fromhex(prev) + canonical_bytes(body)).hex() == mac
