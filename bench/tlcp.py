@@ -1,6 +1,7 @@
 """TLCP server benchmark: smgate (tls.tlcp.aio) beside BabaSSL 8.3.2 NTLS, under the same BabaSSL load.
 
-Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR]`` (about 2 minutes).
+Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR] [--uvloop]``
+(about 2 minutes; ``--uvloop`` runs the smgate server on uvloop from the ``fast`` extra).
 
 For each suite it measures, for both servers in turn:
 
