@@ -208,7 +208,10 @@ class AuditLog:
     # -- data path ---------------------------------------------------------------------------
 
     def emit(self, event_type: str, **fields: object) -> None:
-        """Queue one event. Never blocks, never raises; overflow is counted and reported in ``audit.gap``."""
+        """Queue one event. Never blocks, never raises; overflow is counted and reported in ``audit.gap``.
+
+        ``fields`` are kept by reference until the pipeline serialises them: do not mutate them after.
+        """
         now = time.time_ns()
         try:
             if self._closed:
@@ -250,6 +253,7 @@ class AuditLog:
         if self._started or self._closed:
             return  # idempotent: the gateway and its callers may both start it
         self._started = True
+        self._context.pid = os.getpid()  # the worker that runs the pipeline, even if built before a fork
         recovery = self.file.recover()
         self._context.next_seq = recovery.next_seq
         self._chain.prev = recovery.prev_mac

@@ -315,3 +315,13 @@ async def test_start_is_idempotent_and_ignored_after_close(make_config: ConfigFa
     await log.start()
     assert not log.metrics().pipeline_alive
     assert [record["event"] for record in read_records(log_dir)] == ["admin.action", "audit.checkpoint"]
+
+
+async def test_a_field_named_event_cannot_replace_the_event_type(
+    make_config: ConfigFactory, log_dir: Path
+) -> None:
+    log = AuditLog.from_config(make_config())
+    await log.start()
+    log.emit("admin.action", event="spoof", action="a", actor="t", result="ok")
+    await log.aclose()
+    assert read_records(log_dir)[0]["event"] == "admin.action"
