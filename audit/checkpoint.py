@@ -101,6 +101,13 @@ class Checkpointer:
         self.digest.update(line)
         self.digest.update(b"\n")
 
+    def observe_block(self, first_seq: int, count: int, data: bytes) -> None:
+        """Account ``count`` consecutive written lines (``data``: each line followed by ``\\n``) at once."""
+        if self.from_seq is None:
+            self.from_seq = first_seq
+        self.count += count
+        self.digest.update(data)
+
     def due(self, now: float) -> str | None:
         """The reason a checkpoint is due now (``"count"``/``"interval"``), or ``None``."""
         if self.count >= self.every_records:

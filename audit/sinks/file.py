@@ -195,8 +195,11 @@ class FileSink:
         with self._lock:
             return list(self._segments)
 
-    def write(self, lines: list[bytes], last_seq: int) -> None:
-        """Append whole lines or nothing (raises ``OSError`` after cutting back a partial write)."""
+    def write(self, lines: list[bytes], last_seq: int) -> bytes:
+        """Append whole lines or nothing (raises ``OSError`` after cutting back a partial write).
+
+        Returns the bytes written (the lines, each followed by ``\\n``).
+        """
         if self._fd is None:
             raise RuntimeError("file sink is not open")
         data = b"".join(line + b"\n" for line in lines)
@@ -221,6 +224,7 @@ class FileSink:
         ):
             self.sync()
         self.written_seq = last_seq
+        return data
 
     def sync(self) -> None:
         if self._fd is not None and self._dirty and self.config.fsync != "never":

@@ -74,3 +74,14 @@ def test_signature_rejects_other_key() -> None:
 def test_signer_repr_has_no_key_material() -> None:
     private_key = SM2PrivateKey.generate()
     assert private_key.scalar_bytes().hex() not in repr(CheckpointSigner(private_key))
+
+
+def test_observe_block_equals_observing_each_line() -> None:
+    one = Checkpointer(signer=None, every_records=10, every_seconds=60.0, now=0.0)
+    many = Checkpointer(signer=None, every_records=10, every_seconds=60.0, now=0.0)
+    for seq, line in ((4, b"x"), (5, b"yy")):
+        one.observe(seq, line)
+    many.observe_block(4, 2, b"x\nyy\n")
+    assert one.body("count", head_seq=5, head_mac=bytes(32)) == many.body(
+        "count", head_seq=5, head_mac=bytes(32)
+    )

@@ -176,11 +176,11 @@ async def test_queue_overflow_while_disk_full_is_declared_exactly(
     real_write = FileSink.write
     disk_full = True
 
-    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> None:
+    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
         if disk_full:
             self.write_errors += 1
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(self, lines, last_seq)
+        return real_write(self, lines, last_seq)
 
     monkeypatch.setattr(FileSink, "write", failing_write)
     log.emit("conn.open", conn_id="first", listener="l", client_addr="192.0.2.1:1")
