@@ -253,8 +253,17 @@ class AuditLog:
         if self._started or self._closed:
             return  # idempotent: the gateway and its callers may both start it
         self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self._started = False
+            self.file.close()  # release the directory lock so a corrected retry can start
+            raise
+
+    def _start(self) -> None:
         self._context.pid = os.getpid()  # the worker that runs the pipeline, even if built before a fork
         recovery = self.file.recover()
+        self._checkpointer.reset(checkpoint_seq=0, now=time.monotonic())  # clean slate if a start is retried
         self._context.next_seq = recovery.next_seq
         self._chain.prev = recovery.prev_mac
         self._checkpointer.last_checkpoint_seq = recovery.last_checkpoint_seq

@@ -170,6 +170,7 @@ class FollowerSink(abc.ABC):
         self.errors = 0
         self.last_error: str | None = None
         self._cursor_saved = -1
+        self._cursor_time = 0.0
 
     # -- pipeline side -------------------------------------------------------------------------
 
@@ -206,8 +207,9 @@ class FollowerSink(abc.ABC):
 
     def join(self) -> None:
         """Wait for the thread started by :meth:`start` to end and save the cursor."""
-        if self._thread is not None:
-            self._thread.join(max(0.0, self._drain_deadline - time.monotonic()) + 2.0)
+        if self._thread is None:
+            return  # never started: the cursor on disk stays as it was
+        self._thread.join(max(0.0, self._drain_deadline - time.monotonic()) + 2.0)
         self._save_cursor(force=True)
 
     def stop(self, timeout: float) -> None:
@@ -363,7 +365,7 @@ class FollowerSink(abc.ABC):
     def _save_cursor(self, *, force: bool = False) -> None:
         if self.acked_seq == self._cursor_saved:
             return
-        if not force and time.monotonic() - getattr(self, "_cursor_time", 0.0) < 1.0:
+        if not force and time.monotonic() - self._cursor_time < 1.0:
             return
         self._cursor_time = time.monotonic()
         try:

@@ -325,3 +325,24 @@ async def test_a_field_named_event_cannot_replace_the_event_type(
     log.emit("admin.action", event="spoof", action="a", actor="t", result="ok")
     await log.aclose()
     assert read_records(log_dir)[0]["event"] == "admin.action"
+
+
+async def test_failed_start_can_be_retried(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    from audit.sinks.file import AuditDirectoryBusy
+
+    config = make_config()
+    holder = AuditLog.from_config(config)
+    await holder.start()
+    retry = AuditLog.from_config(config)
+    with pytest.raises(AuditDirectoryBusy, match="own directory"):
+        await retry.start()
+    holder.emit("admin.action", action="one", actor="t", result="ok")
+    await holder.aclose()
+    await retry.start()
+    retry.emit("admin.action", action="two", actor="t", result="ok")
+    await retry.aclose()
+    actions = [record.get("action") for record in read_records(log_dir) if record["event"] == "admin.action"]
+    assert actions == ["one", "two"]
+    assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
