@@ -39,10 +39,14 @@ def _extension(name: str, value: object, *, critical: bool) -> asn1_x509.Extensi
 def _extensions(
     profile: CertificateProfile, subject_key_id: bytes, authority_key_id: bytes
 ) -> list[asn1_x509.Extension]:
-    constraints: dict[str, object] = {"ca": profile.is_ca}
-    if profile.path_len is not None:
-        constraints["path_len_constraint"] = profile.path_len
-    extensions = [_extension("basic_constraints", constraints, critical=True)]
+    extensions: list[asn1_x509.Extension] = []
+    # End-entity certificates carry no basicConstraints at all: DER encodes cA=FALSE as an empty
+    # SEQUENCE, and GmSSL 3.x rejects leaf certificates that contain one.
+    if profile.is_ca:
+        constraints: dict[str, object] = {"ca": True}
+        if profile.path_len is not None:
+            constraints["path_len_constraint"] = profile.path_len
+        extensions.append(_extension("basic_constraints", constraints, critical=True))
     if profile.key_usage:
         extensions.append(_extension("key_usage", set(profile.key_usage), critical=True))
     if profile.ext_key_usage:
