@@ -259,7 +259,7 @@ class ListenerConfig(_Model):
     handshake_timeout: Seconds = 10.0
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
-    filter_chains: tuple[FilterChain, ...] = Field(min_length=1)
+    filter_chains: tuple[FilterChain, ...]
     per_connection_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)
 
 
@@ -425,7 +425,7 @@ class UpstreamTransport(_Model):
 
 class ClusterConfig(_Model):
     name: str
-    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
+    endpoints: tuple[Endpoint, ...]
     lb_policy: Literal["round_robin", "least_request", "ring_hash"] = "round_robin"
     hash_policy: HashPolicy | None = None
     connect_timeout: Seconds = 5.0
@@ -453,7 +453,7 @@ class AdminConfig(_Model):
 
 
 class GatewayConfig(_Model):
-    listeners: tuple[ListenerConfig, ...] = Field(min_length=1)
+    listeners: tuple[ListenerConfig, ...]
     route_configs: tuple[RouteConfiguration, ...] = ()
     clusters: tuple[ClusterConfig, ...] = ()
     admin: AdminConfig | None = AdminConfig()
@@ -490,6 +490,18 @@ def _message(msg: str) -> str:
 def check_references(config: GatewayConfig) -> list[str]:
     """Cross-references the schema cannot express: names that must exist and be unique."""
     errors: list[str] = []
+    if not config.listeners:
+        errors.append("listeners: at least one listener is needed")
+    errors += [
+        f"listeners[{i}].filter_chains: at least one filter chain is needed"
+        for i, x in enumerate(config.listeners)
+        if not x.filter_chains
+    ]
+    errors += [
+        f"clusters[{i}].endpoints: at least one endpoint is needed"
+        for i, c in enumerate(config.clusters)
+        if not c.endpoints
+    ]
     clusters = {c.name for c in config.clusters}
     routes = {r.name for r in config.route_configs}
     for kind, names in (

@@ -9,7 +9,6 @@ statuses, within the route's retry policy and the cluster's retry budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,15 +61,17 @@ class BodyChannel:
             return
         await self._queue.put(data)
 
-    def end(self) -> None:
+    async def end(self) -> None:
         self.ended = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        if not self.consumer_gone:
+            await self._queue.put(None)
 
     def abort(self) -> None:
+        """The downstream went away: whatever is queued is useless; wake the consumer at once."""
         self.aborted = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
@@ -428,9 +429,12 @@ async def _exchange(
     except CodecProtocolError as exc:
         cluster.report(upstream.host, False)
         gen.stats.upstream_requests.labels(cluster.name, "protocol_error").inc()
+        events.upstream_fail(
+            gen.audit, ctx.conn.id, cluster.name, upstream.host.name, f"protocol_error: {exc}"
+        )
         if upstream.reused and not got_bytes and not ctx.response_started:
-            raise UpstreamFailure(502, str(exc), "stale-connection") from None
-        raise UpstreamFailure(502, str(exc), "reset") from None
+            raise UpstreamFailure(502, "upstream protocol error", "stale-connection") from None
+        raise UpstreamFailure(502, "upstream protocol error", "reset") from None
     except (ConnectionError, OSError) as exc:
         if ctx.body.aborted:
             raise

@@ -130,6 +130,10 @@ class ServerCodec(ABC):
     @abstractmethod
     def start_next_cycle(self) -> None: ...
 
+    def must_close(self) -> bool:
+        """The exchange is over and the connection cannot carry another one (``Connection: close``)."""
+        return False
+
 
 class ClientCodec(ABC):
     """Upstream side: encodes requests, decodes responses."""

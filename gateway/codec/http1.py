@@ -59,6 +59,7 @@ def _content_length(headers: Headers) -> int | None:
 class H1ServerCodec(ServerCodec):
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_header_bytes = max_header_bytes
         self._head_request = False
 
     def receive_data(self, data: bytes) -> None:
@@ -77,7 +78,11 @@ class H1ServerCodec(ServerCodec):
         if event is h11.PAUSED:
             return PAUSED
         if isinstance(event, h11.Request):
-            headers = _decode_headers(event.headers.raw_items())
+            raw = event.headers.raw_items()
+            # h11 bounds only an *incomplete* head; a complete oversized head arriving at once is ours.
+            if len(event.target) + sum(len(k) + len(v) + 4 for k, v in raw) > self._max_header_bytes:
+                raise CodecProtocolError("request header section too large", 431)
+            headers = _decode_headers(raw)
             host = next((v for k, v in headers if k == "host"), "")
             target = event.target.decode("latin-1")
             if not target.startswith("/") and target != "*":
@@ -140,6 +145,10 @@ class H1ServerCodec(ServerCodec):
 
     def start_next_cycle(self) -> None:
         self._conn.start_next_cycle()
+
+    def must_close(self) -> bool:
+        ended = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
+        return self._conn.our_state in (h11.MUST_CLOSE, h11.CLOSED) and self._conn.their_state in ended
 
 
 class H1ClientCodec(ClientCodec):

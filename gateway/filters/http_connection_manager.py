@@ -77,7 +77,7 @@ class HttpConnectionManager(NetworkFilter):
                     )
                     conn.idle = False
                     self._task = asyncio.create_task(handle_request(ctx))
-                    self._task.add_done_callback(conn.mark_idle)
+                    self._task.add_done_callback(lambda _task: self._exchange_done(conn))
                 elif isinstance(event, Body):
                     if self._body is not None:
                         await self._body.put(event.data)
@@ -86,10 +86,20 @@ class HttpConnectionManager(NetworkFilter):
                         self._abort_body()
                         conn.closing = True
                         return FilterStatus.STOP_ITERATION
-                    self._body.end()
+                    await self._body.end()
+                    if self._task is not None and self._task.done():
+                        self._exchange_done(conn)
         except CodecProtocolError as exc:
             await self._protocol_error(conn, exc)
         return FilterStatus.STOP_ITERATION
+
+    def _exchange_done(self, conn: Connection) -> None:
+        """The response is written: close now if the connection cannot carry another exchange."""
+        conn.mark_idle()
+        if self.codec.must_close() or (
+            conn.draining.is_set() and self._body is not None and self._body.ended
+        ):
+            conn.close()
 
     async def _protocol_error(self, conn: Connection, exc: CodecProtocolError) -> None:
         events.http_request(
