@@ -285,42 +285,40 @@ class FollowerSink(abc.ABC):
         backoff = self._reconnect_initial
         try:
             while not self._done():
-                if not self.connected:
-                    try:
-                        await asyncio.wait_for(self._connect(), timeout=max(self._reconnect_max, 1.0))
-                    except (OSError, TimeoutError) as exc:
-                        self._record_error(exc)
-                        await self._sleep(backoff)
-                        backoff = min(backoff * 2, self._reconnect_max)
-                        continue
-                    backoff = self._reconnect_initial
-                    self.connected = True
-                    if self.sent:
-                        self.reconnects += 1
-                    self.next_seq = max(self._floor_seq, self.acked_seq + 1 - self._replay_overlap)
-                batch = self._take(SEND_BATCH)
-                if not batch:
-                    await self._update_acks()
-                    self._save_cursor()
-                    if self._done():
-                        break
-                    await self._idle()
-                    continue
                 try:
-                    await self._send(batch)
-                except (OSError, ConnectionError) as exc:
+                    if not self.connected:
+                        await asyncio.wait_for(self._connect(), timeout=max(self._reconnect_max, 1.0))
+                        backoff = self._reconnect_initial
+                        self.connected = True
+                        if self.sent:
+                            self.reconnects += 1
+                        self.next_seq = max(self._floor_seq, self.acked_seq + 1 - self._replay_overlap)
+                    await self._step()
+                except Exception as exc:  # any transport or file failure: count it, back off, reconnect
                     self._record_error(exc)
                     await self._disconnect()
-                    continue
-                self.next_seq = batch[-1].seq + 1
-                self.sent += len(batch)
-                await self._update_acks()
-                self._save_cursor()
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, self._reconnect_max)
         finally:
             with contextlib.suppress(Exception):
                 await self._update_acks()
             await self._disconnect()
             self._loop = None
+
+    async def _step(self) -> None:
+        """Send the next batch (from the queue or the file), or wait for more."""
+        batch = self._take(SEND_BATCH)
+        if not batch:
+            await self._update_acks()
+            self._save_cursor()
+            if not self._done():
+                await self._idle()
+            return
+        await self._send(batch)
+        self.next_seq = batch[-1].seq + 1
+        self.sent += len(batch)
+        await self._update_acks()
+        self._save_cursor()
 
     async def _idle(self) -> None:
         assert self._wake is not None

@@ -155,6 +155,7 @@ class SyslogSink(FollowerSink):
         with contextlib.suppress(Exception):
             while await reader.read(4096):
                 pass
+        self.connected = False  # the send loop reconnects and resumes after the last acknowledged record
         if self._writer is not None:
             self._writer.close()
 
