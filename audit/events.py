@@ -8,12 +8,14 @@ event types so the gateway does not scatter string literals, and turns a peer ce
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
+from audit.canonical import to_jsonable
 from tls.crypto import sm3
 
 
@@ -55,13 +57,18 @@ class CertificateLike(Protocol):
 
 
 def certificate_fields(cert: CertificateLike) -> dict[str, str]:
-    """The ``client_cert`` / ``cert`` object: subject, issuer, serial (hex) and SM3 fingerprint."""
-    return {
+    """The ``client_cert`` / ``cert`` object: subject, issuer, serial (hex), SM3 fingerprint, and
+    ``not_after`` when the object carries an aware ``not_after`` datetime (``certs.Certificate`` does)."""
+    fields = {
         "subject": cert.subject,
         "issuer": cert.issuer,
         "serial": format(cert.serial, "x"),
         "fingerprint_sm3": sm3(cert.der).hex(),
     }
+    not_after = getattr(cert, "not_after", None)
+    if isinstance(not_after, dt.datetime) and not_after.tzinfo is not None:
+        fields["not_after"] = to_jsonable(not_after)
+    return fields
 
 
 def tls_fields(
