@@ -1,28 +1,32 @@
 """In-memory benchmark of the sans-I/O TLCP core against the crypto-bound limit, measured in one run.
 
-Usage: ``.venv/bin/python bench/tlcp_core.py [--rounds 3] [--handshakes 40] [--backend openssl]``
-(about half a minute).
+Usage: ``.venv/bin/python bench/tlcp_core.py [--handshakes 120] [--records 400] [--backend openssl]``
+(about a minute).
 
 No sockets and no event loop: a client and a server :class:`~tls.tlcp.TLCPConnection` hand each other
 ``data_to_send()`` in memory and only the server's work is timed, in CPU seconds of this thread
-(building the server connection plus every ``receive_data`` call), so other load on a shared machine
-inflates the figures less than wall time would.  Each figure is the best of ``--rounds`` rounds, and the
-rounds interleave the crypto, handshake and bulk measurements so that all of them see the same machine.
+(building the server connection plus every ``receive_data`` call).
 
-Printed, in one table:
+The machine is shared (its two CPUs may even be hyperthreads of one core), so a figure taken a few
+seconds after another is not comparable to it.  Each comparison is therefore interleaved sample by
+sample: one server handshake, then the crypto that handshake needs done on its own, then the next
+handshake, and so on; one received record, then the same record decrypted by raw SM4.  Rates are the
+medians of those samples and each ratio compares medians taken side by side.
 
-* the crypto-bound limit: what the server's public-key operations alone allow per CPU second, through the
-  same ``tls.crypto`` calls and key objects the server uses.  ECC full handshake: one SM2 signature
-  (ServerKeyExchange) and one SM2 decryption (pre-master); with client authentication add one verify
-  (CertificateVerify); ECDHE (always with client authentication): signature, ephemeral key, SM2 key
-  exchange and the CertificateVerify verify.  Certificate chain signatures are not counted: ``certs``
-  keeps verified (certificate, issuer) outcomes, so a client chain costs its signature checks once;
-  their uncached cost is printed for reference;
-* in-memory server full handshakes/s per suite, and the ratio to the limit;
-* resumed handshakes/s (session-ID resumption: no public-key operation) and their speed-up over full;
+Printed:
+
+* the cost of each SM2 operation through the public ``tls.crypto`` API with the server's own keys;
+* per suite, in-memory server full handshakes/s, the crypto-bound limit and their ratio.  The limit is
+  the server's public-key work only, through the same calls and key objects the server uses: ECC, one
+  SM2 signature (ServerKeyExchange) and one SM2 decryption (pre-master); with client authentication also
+  one verify (CertificateVerify); ECDHE (always with client authentication): signature, ephemeral key,
+  peer ephemeral point check, SM2 key exchange and the CertificateVerify verify.  Certificate chain
+  signatures are not in the limit: ``certs`` keeps verified (certificate, issuer) outcomes, so a client
+  chain's signatures are checked once, not per handshake (their uncached cost is printed);
+* resumed handshakes/s (session-ID resumption: no public-key operation) and the speed-up over full;
 * bulk MB/s of the server receiving (``receive_data``) and sending (``send_application_data`` +
-  ``data_to_send``) 16 KiB application-data records, beside raw SM4 on the same records straight from
-  ``cryptography``: SM4-GCM, SM4-CBC alone, and SM4-CBC plus HMAC-SM3 (the work a CBC record needs).
+  ``data_to_send``) 16 KiB application-data records, beside raw SM4 on the same 16 KiB straight from
+  ``cryptography``: SM4-GCM; SM4-CBC alone; SM4-CBC plus HMAC-SM3 (the work a CBC record needs).
 
 Nothing here asserts a speed.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +54,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # 
 from certs import SM2CertificateSet, TrustStore  # noqa: E402
 from certs.demo import ensure_demo_pki  # noqa: E402
 from certs.verify import verify_sm2_signature  # noqa: E402
-from tls.crypto import SM2PublicKey, set_backend, sm2_key_exchange, sm3  # noqa: E402
+from tls.crypto import SM2PrivateKey, SM2PublicKey, set_backend, sm2_key_exchange, sm3  # noqa: E402
 from tls.tlcp import (  # noqa: E402
     CipherSuite,
     ClientAuth,
@@ -62,8 +67,6 @@ from tls.tlcp.handshake import generate_ephemeral_key  # noqa: E402
 from tls.tlcp.messages import ecc_signed_params  # noqa: E402
 
 RECORD = 16 * 1024
-BULK_RECORDS = 256
-READ_SIZE = 64 * 1024
 MB = 1_000_000
 ECC_GCM, ECC_CBC = CipherSuite.ECC_SM4_GCM_SM3, CipherSuite.ECC_SM4_CBC_SM3
 ECDHE_GCM, ECDHE_CBC = CipherSuite.ECDHE_SM4_GCM_SM3, CipherSuite.ECDHE_SM4_CBC_SM3
@@ -106,70 +109,91 @@ CELLS = (
 )
 
 
-def cpu_cost(operation: Callable[[], object], count: int) -> float:
-    """CPU seconds of this thread per call of ``operation`` over ``count`` calls (after one warm-up)."""
-    operation()
+def cpu(operation: Callable[[], object]) -> float:
+    """CPU seconds of this thread spent in one call of ``operation``."""
     started = time.thread_time()
-    for _ in range(count):
-        operation()
-    return (time.thread_time() - started) / count
+    operation()
+    return time.thread_time() - started
 
 
 # -- crypto-bound limit ------------------------------------------------------------------------------
 
 
-@dataclass
-class CryptoCosts:
-    sign: float
-    decrypt: float
-    verify: float
-    ephemeral_key: float
-    key_exchange: float
-    chain_link_uncached: float
+class Crypto:
+    """The server's public-key operations of one handshake, through the public tls.crypto API."""
 
-    def full_handshake(self, cell: Cell) -> float:
-        if cell.ecdhe:
-            return self.sign + self.ephemeral_key + self.key_exchange + self.verify
-        return self.sign + self.decrypt + (self.verify if cell.client_auth else 0.0)
+    def __init__(self, material: Material) -> None:
+        server, client = material.server, material.client
+        randoms = secrets.token_bytes(32), secrets.token_bytes(32)
+        self.server = server
+        self.signed_params = ecc_signed_params(*randoms, server.enc_cert.der)
+        self.ciphertext = server.enc_cert.sm2_public_key().encrypt(b"\x01\x01" + secrets.token_bytes(46))
+        self.transcript_hash = sm3(secrets.token_bytes(3000))
+        self.client_sign_public = client.sign_cert.sm2_public_key()
+        self.certificate_verify = client.sign_key.sign(self.transcript_hash)
+        self.client_enc_public = client.enc_cert.sm2_public_key()
+        self.client_ephemeral_point = generate_ephemeral_key(secrets.token_bytes).public_key().to_bytes()
+        self.ephemeral = generate_ephemeral_key(secrets.token_bytes)
+        self.ephemeral.public_key()
+        self.issuer = client.chain[0] if client.chain else material.trust.anchors[0]
+        self.client_sign_cert = client.sign_cert
+        verify_sm2_signature(client.sign_cert, self.issuer)  # the link measured below really verifies
 
+    def sign(self) -> None:
+        self.server.sign_key.sign(self.signed_params)
 
-def measure_crypto(material: Material, count: int) -> CryptoCosts:
-    server, client = material.server, material.client
-    randoms = secrets.token_bytes(32), secrets.token_bytes(32)
-    signed_params = ecc_signed_params(*randoms, server.enc_cert.der)
-    ciphertext = server.enc_cert.sm2_public_key().encrypt(b"\x01\x01" + secrets.token_bytes(46))
-    transcript_hash = sm3(secrets.token_bytes(3000))
-    client_sign_public = client.sign_cert.sm2_public_key()
-    certificate_verify = client.sign_key.sign(transcript_hash)
-    client_enc_public = client.enc_cert.sm2_public_key()
-    client_ephemeral = generate_ephemeral_key(secrets.token_bytes).public_key()
-    ephemeral = generate_ephemeral_key(secrets.token_bytes)
-    issuer = client.chain[0] if client.chain else material.trust.anchors[0]
+    def decrypt(self) -> None:
+        self.server.enc_key.decrypt(self.ciphertext)
 
-    def key_exchange() -> object:
-        return sm2_key_exchange(
+    def verify(self) -> None:
+        self.client_sign_public.verify(self.certificate_verify, self.transcript_hash)
+
+    def ephemeral_key(self) -> None:
+        generate_ephemeral_key(secrets.token_bytes).public_key()
+
+    def key_exchange(self, ephemeral: SM2PrivateKey | None = None) -> None:
+        sm2_key_exchange(
             initiator=True,
-            static_key=server.enc_key,
-            ephemeral_key=ephemeral,
-            peer_static=client_enc_public,
-            peer_ephemeral=SM2PublicKey.from_bytes(client_ephemeral.to_bytes()),
+            static_key=self.server.enc_key,
+            ephemeral_key=ephemeral or self.ephemeral,
+            peer_static=self.client_enc_public,
+            peer_ephemeral=SM2PublicKey.from_bytes(self.client_ephemeral_point),
             key_length=48,
         )
 
-    def chain_link() -> None:
+    def chain_link_uncached(self) -> None:
         # a fresh public key value, so neither certs' outcome cache nor a cached EVP_PKEY helps
-        public = SM2PublicKey.from_bytes(issuer.sm2_public_key().to_bytes())
-        public.verify(client.sign_cert.signature, client.sign_cert.tbs_der)
+        public = SM2PublicKey.from_bytes(self.issuer.sm2_public_key().to_bytes())
+        public.verify(self.client_sign_cert.signature, self.client_sign_cert.tbs_der)
 
-    verify_sm2_signature(client.sign_cert, issuer)  # the link really verifies
-    return CryptoCosts(
-        sign=cpu_cost(lambda: server.sign_key.sign(signed_params), count),
-        decrypt=cpu_cost(lambda: server.enc_key.decrypt(ciphertext), count),
-        verify=cpu_cost(lambda: client_sign_public.verify(certificate_verify, transcript_hash), count),
-        ephemeral_key=cpu_cost(lambda: generate_ephemeral_key(secrets.token_bytes).public_key(), count),
-        key_exchange=cpu_cost(key_exchange, count),
-        chain_link_uncached=cpu_cost(chain_link, count),
-    )
+    def full_handshake(self, cell: Cell) -> None:
+        self.sign()
+        if cell.ecdhe:
+            ephemeral = generate_ephemeral_key(secrets.token_bytes)
+            ephemeral.public_key()  # the point for ServerKeyExchange, kept by the key for the exchange
+            self.key_exchange(ephemeral)
+        else:
+            self.decrypt()
+        if cell.client_auth:
+            self.verify()
+
+
+OPERATIONS = (
+    ("sign", "SM2 sign (ServerKeyExchange)"),
+    ("decrypt", "SM2 decrypt (pre-master)"),
+    ("verify", "SM2 verify (CertificateVerify)"),
+    ("ephemeral_key", "ECDHE ephemeral key + point"),
+    ("key_exchange", "SM2 key exchange + peer point check"),
+    ("chain_link_uncached", "chain link verify, uncached"),
+)
+
+
+def measure_operations(crypto: Crypto, count: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {name: [] for name, _ in OPERATIONS}
+    for _ in range(count):
+        for name, _ in OPERATIONS:
+            samples[name].append(cpu(getattr(crypto, name)))
+    return samples
 
 
 # -- in-memory handshakes ----------------------------------------------------------------------------
@@ -222,101 +246,136 @@ def handshake(
     return client, server, server_cpu
 
 
-def measure_handshake(material: Material, cell: Cell, count: int) -> float:
-    """Server CPU seconds per handshake of ``cell``."""
+def measure_handshakes(
+    material: Material, crypto: Crypto, cell: Cell, count: int
+) -> tuple[list[float], list[float]]:
+    """Interleaved samples: (server CPU per handshake, CPU of the same handshake's crypto alone)."""
     server_config = server_configuration(material, cell, SessionCache(max_size=4096))
     session: TLCPSession | None = None
     if cell.resumed:
         client, _, _ = handshake(server_config, client_configuration(material, cell, None))
         session = client.session
-    total = 0.0
-    for _ in range(count + 1):
-        client, server, cpu = handshake(server_config, client_configuration(material, cell, session))
+    handshake(server_config, client_configuration(material, cell, session))  # warm-up
+    server_samples: list[float] = []
+    crypto_samples: list[float] = []
+    for _ in range(count):
+        _, server, cost = handshake(server_config, client_configuration(material, cell, session))
         if server.handshake_event is None or server.handshake_event.session_resumed != cell.resumed:
             raise RuntimeError(f"{cell.label}: unexpected resumption state")
-        total += cpu
-    return total / (count + 1)
+        server_samples.append(cost)
+        if not cell.resumed:
+            crypto_samples.append(cpu(lambda: crypto.full_handshake(cell)))
+    return server_samples, crypto_samples
 
 
 # -- bulk -------------------------------------------------------------------------------------------
 
 
 @dataclass
-class BulkCosts:
-    """CPU seconds per 16 KiB record."""
+class BulkSamples:
+    """CPU seconds per 16 KiB record, interleaved sample by sample."""
 
-    receive: float
-    send: float
-    raw: float
-    raw_with_mac: float | None
-
-
-def connected_pair(material: Material, suite: CipherSuite) -> tuple[TLCPConnection, TLCPConnection]:
-    cell = Cell(suite, suite in (ECDHE_GCM, ECDHE_CBC))
-    client, server, _ = handshake(
-        server_configuration(material, cell, SessionCache()), client_configuration(material, cell, None)
-    )
-    return client, server
+    receive: list[float]
+    raw_decrypt: list[float]
+    send: list[float]
+    raw_encrypt: list[float]
+    #: CBC only: raw SM4-CBC plus HMAC-SM3 over the record
+    raw_decrypt_mac: list[float]
+    raw_encrypt_mac: list[float]
 
 
-def measure_bulk(material: Material, suite: CipherSuite) -> BulkCosts:
-    client, server = connected_pair(material, suite)
-    payload = secrets.token_bytes(RECORD)
-    for _ in range(BULK_RECORDS):
-        client.send_application_data(payload)
-    wire = client.data_to_send()
-    chunks = [wire[offset : offset + READ_SIZE] for offset in range(0, len(wire), READ_SIZE)]
-    started = time.thread_time()
-    received = 0
-    for chunk in chunks:
-        for event in server.receive_data(chunk):
-            received += len(getattr(event, "data", b""))
-    receive = (time.thread_time() - started) / BULK_RECORDS
-    if received != RECORD * BULK_RECORDS:
-        raise RuntimeError(f"bulk receive lost data: {received}")
+class RawSM4:
+    """SM4 straight from ``cryptography`` on one 16 KiB record: a fresh context per record, as TLS does."""
 
-    def send() -> None:
-        server.send_application_data(payload)
-        server.data_to_send()
+    def __init__(self, gcm: bool) -> None:
+        self.gcm = gcm
+        self.key, self.mac_key = secrets.token_bytes(16), secrets.token_bytes(32)
+        self.nonce, self.iv, self.aad = (
+            secrets.token_bytes(12),
+            secrets.token_bytes(16),
+            secrets.token_bytes(13),
+        )
+        self.payload = secrets.token_bytes(RECORD)
+        # CBC record body: plaintext || MAC || padding
+        self.body = self.payload + secrets.token_bytes(32) + bytes([15]) * 16
+        self.sealed, self.tag = self._gcm_seal()
+        self.cbc_sealed = self.encrypt()
 
-    send_cost = cpu_cost(send, BULK_RECORDS)
-    key, nonce, aad = secrets.token_bytes(16), secrets.token_bytes(12), secrets.token_bytes(13)
-    if suite in (ECC_GCM, ECDHE_GCM):
-        encryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
-        encryptor.authenticate_additional_data(aad)
-        sealed = encryptor.update(payload) + encryptor.finalize()
-        tag = encryptor.tag
+    def _gcm_seal(self) -> tuple[bytes, bytes]:
+        encryptor = Cipher(algorithms.SM4(self.key), modes.GCM(self.nonce)).encryptor()
+        encryptor.authenticate_additional_data(self.aad)
+        sealed = encryptor.update(self.payload) + encryptor.finalize()
+        return sealed, encryptor.tag
 
-        def gcm_open() -> bytes:
-            decryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce, tag)).decryptor()
-            decryptor.authenticate_additional_data(aad)
-            return decryptor.update(sealed) + decryptor.finalize()
+    def encrypt(self) -> bytes:
+        if self.gcm:
+            return self._gcm_seal()[0]
+        encryptor = Cipher(algorithms.SM4(self.key), modes.CBC(self.iv)).encryptor()
+        return encryptor.update(self.body) + encryptor.finalize()
 
-        return BulkCosts(receive, send_cost, cpu_cost(gcm_open, BULK_RECORDS), None)
-    iv, mac_key = secrets.token_bytes(16), secrets.token_bytes(32)
-    body = payload + secrets.token_bytes(32) + bytes([15]) * 16  # plaintext || MAC || padding
+    def decrypt(self) -> bytes:
+        if self.gcm:
+            decryptor = Cipher(algorithms.SM4(self.key), modes.GCM(self.nonce, self.tag)).decryptor()
+            decryptor.authenticate_additional_data(self.aad)
+            return decryptor.update(self.sealed) + decryptor.finalize()
+        cbc = Cipher(algorithms.SM4(self.key), modes.CBC(self.iv)).decryptor()
+        return cbc.update(self.cbc_sealed) + cbc.finalize()
 
-    def cbc_decrypt() -> bytes:
-        decryptor = Cipher(algorithms.SM4(key), modes.CBC(iv)).decryptor()
-        return decryptor.update(body) + decryptor.finalize()
-
-    def cbc_decrypt_and_mac() -> bytes:
-        plaintext = cbc_decrypt()
-        mac = hmac.HMAC(mac_key, hashes.SM3())
-        mac.update(aad)
+    def mac(self, plaintext: bytes) -> bytes:
+        mac = hmac.HMAC(self.mac_key, hashes.SM3())
+        mac.update(self.aad)
         mac.update(plaintext[:RECORD])
         return mac.finalize()
 
-    return BulkCosts(
-        receive, send_cost, cpu_cost(cbc_decrypt, BULK_RECORDS), cpu_cost(cbc_decrypt_and_mac, BULK_RECORDS)
+    def decrypt_and_mac(self) -> bytes:
+        return self.mac(self.decrypt())
+
+    def mac_and_encrypt(self) -> bytes:
+        self.mac(self.payload)
+        return self.encrypt()
+
+
+def measure_bulk(material: Material, suite: CipherSuite, count: int) -> BulkSamples:
+    ecdhe = suite in (ECDHE_GCM, ECDHE_CBC)
+    cell = Cell(suite, ecdhe)
+    client, server, _ = handshake(
+        server_configuration(material, cell, SessionCache()), client_configuration(material, cell, None)
     )
+    raw = RawSM4(gcm=suite in (ECC_GCM, ECDHE_GCM))
+    samples = BulkSamples([], [], [], [], [], [])
+    for _ in range(count + 1):
+        client.send_application_data(raw.payload)
+        wire = client.data_to_send()
+        received = 0
+
+        def receive(wire: bytes = wire) -> None:
+            nonlocal received
+            for event in server.receive_data(wire):
+                received += len(getattr(event, "data", b""))
+
+        def send() -> None:
+            server.send_application_data(raw.payload)
+            server.data_to_send()
+
+        samples.receive.append(cpu(receive))
+        samples.raw_decrypt.append(cpu(raw.decrypt))
+        samples.send.append(cpu(send))
+        samples.raw_encrypt.append(cpu(raw.encrypt))
+        if not raw.gcm:
+            samples.raw_decrypt_mac.append(cpu(raw.decrypt_and_mac))
+            samples.raw_encrypt_mac.append(cpu(raw.mac_and_encrypt))
+        if received != RECORD:
+            raise RuntimeError(f"bulk receive delivered {received} bytes")
+    for series in vars(samples).values():
+        del series[:1]  # warm-up
+    return samples
 
 
 # -- report -----------------------------------------------------------------------------------------
 
 
-def best(values: list[float]) -> float:
-    return min(values)
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
 
 
 def load_material(state_dir: Path) -> Material:
@@ -324,11 +383,49 @@ def load_material(state_dir: Path) -> Material:
     return Material(demo.server_certificate_set(), demo.client_certificate_set(), demo.sm2_trust_store())
 
 
+def report_crypto(samples: dict[str, list[float]]) -> None:
+    print("crypto, per call (public tls.crypto API, the server's own keys)")
+    for name, label in OPERATIONS:
+        cost = median(samples[name])
+        print(f"  {label:36} {cost * 1e3:7.3f} ms {1 / cost:8.0f} ops/s")
+
+
+def report_handshakes(results: dict[Cell, tuple[list[float], list[float]]]) -> None:
+    print(f"\n{'server handshakes':36} {'CPU/hs':>9} {'hs/s':>8} {'limit/s':>8} {'ratio':>6}")
+    full: dict[tuple[CipherSuite, bool], float] = {}
+    for cell, (server, crypto) in results.items():
+        cost = median(server)
+        if cell.resumed:
+            speedup = full[(cell.suite, cell.client_auth)] / cost
+            print(f"  {cell.label:34} {cost * 1e3:6.3f} ms {1 / cost:8.0f} {'-':>8} {speedup:5.1f}x full")
+            continue
+        full[(cell.suite, cell.client_auth)] = cost
+        limit = median(crypto)
+        print(f"  {cell.label:34} {cost * 1e3:6.3f} ms {1 / cost:8.0f} {1 / limit:8.0f} {limit / cost:6.2f}")
+
+
+def report_bulk(results: dict[CipherSuite, BulkSamples]) -> None:
+    print(f"\n{'bulk, 16 KiB records':36} {'MB/s':>9} {'raw MB/s':>9} {'cost/raw':>9}")
+
+    def row(label: str, cost: list[float], raw: list[float]) -> None:
+        tlcp, base = median(cost), median(raw)
+        print(f"  {label:34} {RECORD / tlcp / MB:9.1f} {RECORD / base / MB:9.1f} {tlcp / base:8.2f}x")
+
+    for samples in results.values():
+        if samples.raw_decrypt_mac:
+            row("SM4-CBC+HMAC-SM3 receive", samples.receive, samples.raw_decrypt)
+            row("  vs raw SM4-CBC + HMAC-SM3", samples.receive, samples.raw_decrypt_mac)
+            row("SM4-CBC+HMAC-SM3 send", samples.send, samples.raw_encrypt)
+            row("  vs raw HMAC-SM3 + SM4-CBC", samples.send, samples.raw_encrypt_mac)
+        else:
+            row("SM4-GCM receive", samples.receive, samples.raw_decrypt)
+            row("SM4-GCM send", samples.send, samples.raw_encrypt)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best of them is shown")
-    parser.add_argument("--handshakes", type=int, default=40, help="handshakes per cell and round")
-    parser.add_argument("--crypto-ops", type=int, default=60, help="calls per crypto cost and round")
+    parser.add_argument("--handshakes", type=int, default=120, help="handshakes per cell")
+    parser.add_argument("--records", type=int, default=400, help="16 KiB records per bulk suite")
     parser.add_argument("--backend", default="openssl", help="tls.crypto backend (openssl or gmssl)")
     parser.add_argument(
         "--state-dir",
@@ -339,69 +436,24 @@ def main() -> int:
     args = parser.parse_args()
     set_backend(args.backend)
     material = load_material(args.state_dir)
+    crypto = Crypto(material)
 
-    crypto_runs: list[CryptoCosts] = []
-    handshake_runs: dict[Cell, list[float]] = {cell: [] for cell in CELLS}
-    bulk_suites = (ECC_GCM, ECC_CBC)
-    bulk_runs: dict[CipherSuite, list[BulkCosts]] = {suite: [] for suite in bulk_suites}
-    for _ in range(args.rounds):
-        crypto_runs.append(measure_crypto(material, args.crypto_ops))
-        for cell in CELLS:
-            count = args.handshakes * (4 if cell.resumed else 1)
-            handshake_runs[cell].append(measure_handshake(material, cell, count))
-        for suite in bulk_suites:
-            bulk_runs[suite].append(measure_bulk(material, suite))
+    operations = measure_operations(crypto, max(args.handshakes // 2, 10))
+    handshakes = {
+        cell: measure_handshakes(material, crypto, cell, args.handshakes * (2 if cell.resumed else 1))
+        for cell in CELLS
+    }
+    bulk = {suite: measure_bulk(material, suite, args.records) for suite in (ECC_GCM, ECC_CBC)}
 
-    crypto = CryptoCosts(
-        *(best([getattr(run, name) for run in crypto_runs]) for name in CryptoCosts.__dataclass_fields__)
-    )
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"smgate TLCP core, in memory, one thread, backend {args.backend}, {started}")
-    print(f"best of {args.rounds} rounds; CPU time of this thread\n")
-    print("crypto (per call, public tls.crypto API, the server's own keys)")
-    for name, label in (
-        ("sign", "SM2 sign (ServerKeyExchange)"),
-        ("decrypt", "SM2 decrypt (pre-master)"),
-        ("verify", "SM2 verify (CertificateVerify)"),
-        ("ephemeral_key", "ECDHE ephemeral key"),
-        ("key_exchange", "SM2 key exchange (GB/T 32918.3)"),
-        ("chain_link_uncached", "chain link verify, uncached"),
-    ):
-        cost = getattr(crypto, name)
-        print(f"  {label:34} {cost * 1e3:7.3f} ms  {1 / cost:8.0f} ops/s")
-
-    print(f"\n{'handshake (server side)':34} {'CPU/hs':>9} {'hs/s':>8} {'limit/s':>8} {'ratio':>6}")
-    full: dict[tuple[CipherSuite, bool], float] = {}
-    for cell in CELLS:
-        cost = best(handshake_runs[cell])
-        if cell.resumed:
-            speedup = full[(cell.suite, cell.client_auth)] / cost
-            print(f"  {cell.label:32} {cost * 1e3:6.3f} ms {1 / cost:8.0f} {'-':>8} {speedup:5.1f}x full")
-            continue
-        full[(cell.suite, cell.client_auth)] = cost
-        limit = crypto.full_handshake(cell)
-        print(f"  {cell.label:32} {cost * 1e3:6.3f} ms {1 / cost:8.0f} {1 / limit:8.0f} {limit / cost:6.2f}")
-
-    print(f"\n{'bulk, 16 KiB records':34} {'MB/s':>8} {'raw MB/s':>9} {'cost/raw':>14}")
-    for suite in bulk_suites:
-        runs = bulk_runs[suite]
-        receive, send = best([r.receive for r in runs]), best([r.send for r in runs])
-        raw = best([r.raw for r in runs])
-        name = "SM4-GCM" if suite is ECC_GCM else "SM4-CBC+HMAC-SM3"
-        for direction, cost in (("receive", receive), ("send", send)):
-            print(
-                f"  {name + ' ' + direction:32} {RECORD / cost / MB:8.1f} {RECORD / raw / MB:9.1f} {cost / raw:13.2f}x"
-            )
-        with_mac = [r.raw_with_mac for r in runs if r.raw_with_mac is not None]
-        if with_mac:
-            raw_mac = best(with_mac)
-            print(
-                f"  {'  vs raw SM4-CBC + HMAC-SM3':32} {RECORD / receive / MB:8.1f} {RECORD / raw_mac / MB:9.1f}"
-                f" {receive / raw_mac:13.2f}x"
-            )
+    print(f"smgate TLCP core in memory, one thread, backend {args.backend}, {started}")
+    print("medians of interleaved samples, CPU time of this thread\n")
+    report_crypto(operations)
+    report_handshakes(handshakes)
+    report_bulk(bulk)
     print(
-        "\nratio = limit cost / server cost (1.0 = only the public-key operations);"
-        " raw = SM4 straight from cryptography on the same record"
+        "\nratio = crypto-bound limit / server rate (1.0: the server does nothing but its public-key"
+        " operations); raw = SM4 from cryptography on the same record"
     )
     return 0
 

@@ -10,8 +10,7 @@ fills it in afterwards, so no codec computes an offset by hand.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -31,9 +30,10 @@ class Buffer:
     __slots__ = ("_data", "_end", "_pos")
 
     def __init__(self, data: bytes = b"") -> None:
-        self._data = bytearray(data)
+        # reading keeps one immutable copy (slices of it are the values returned); writing grows a bytearray
+        self._data: bytes | bytearray = bytes(data) if data else bytearray()
         self._pos = 0
-        self._end = len(data)
+        self._end = len(self._data)
 
     # reading
 
@@ -52,30 +52,39 @@ class Buffer:
         return bytes(self._data[start:end])
 
     def pull_bytes(self, length: int) -> bytes:
-        if length < 0 or self._pos + length > self._end:
+        pos = self._pos
+        end = pos + length
+        if length < 0 or end > self._end:
             raise BufferReadError("read out of bounds")
-        value = bytes(self._data[self._pos : self._pos + length])
-        self._pos += length
-        return value
+        self._pos = end
+        return bytes(self._data[pos:end])
 
     def pull_uint8(self) -> int:
-        if self._pos + 1 > self._end:
+        pos = self._pos
+        if pos >= self._end:
             raise BufferReadError("read out of bounds")
-        value = self._data[self._pos]
-        self._pos += 1
-        return value
+        self._pos = pos + 1
+        return self._data[pos]
+
+    def _pull_uint(self, width: int) -> int:
+        pos = self._pos
+        end = pos + width
+        if end > self._end:
+            raise BufferReadError("read out of bounds")
+        self._pos = end
+        return int.from_bytes(self._data[pos:end], "big")
 
     def pull_uint16(self) -> int:
-        return int.from_bytes(self.pull_bytes(2), "big")
+        return self._pull_uint(2)
 
     def pull_uint24(self) -> int:
-        return int.from_bytes(self.pull_bytes(3), "big")
+        return self._pull_uint(3)
 
     def pull_uint32(self) -> int:
-        return int.from_bytes(self.pull_bytes(4), "big")
+        return self._pull_uint(4)
 
     def pull_uint64(self) -> int:
-        return int.from_bytes(self.pull_bytes(8), "big")
+        return self._pull_uint(8)
 
     # writing
 
@@ -83,9 +92,16 @@ class Buffer:
     def data(self) -> bytes:
         return bytes(self._data)
 
+    def _writable(self) -> bytearray:
+        data = self._data
+        if not isinstance(data, bytearray):
+            data = self._data = bytearray(data)
+        return data
+
     def push_bytes(self, value: bytes) -> None:
-        self._data += value
-        self._pos = self._end = len(self._data)
+        data = self._writable()
+        data += value
+        self._pos = self._end = len(data)
 
     def push_uint8(self, value: int) -> None:
         self.push_bytes(_to_bytes(value, 1))
@@ -109,45 +125,67 @@ def _to_bytes(value: int, width: int) -> bytes:
     return value.to_bytes(width, "big")
 
 
-@contextmanager
-def pull_block(buf: Buffer, capacity: int) -> Iterator[int]:
-    """Read a `capacity`-byte length; the body must consume exactly that many bytes."""
-    length = int.from_bytes(buf.pull_bytes(capacity), "big")
-    end = buf.tell() + length
-    if end > buf.tell() + buf.remaining():
-        raise BufferReadError("vector longer than its container")
-    saved_end = buf._end
-    buf._end = end
-    try:
-        yield length
-    finally:
-        consumed_all = buf.tell() == end
-        buf._end = saved_end
-    if not consumed_all:
-        raise BufferReadError("vector has trailing bytes")
+class pull_block:
+    """Read a `capacity`-byte length; the body must consume exactly that many bytes.
+
+    ``with pull_block(buf, 2) as length:`` narrows the buffer to the vector for the body.  A plain
+    class rather than ``@contextmanager``: the codecs enter thousands of these per second.
+    """
+
+    __slots__ = ("_buf", "_end", "_saved_end", "length")
+
+    def __init__(self, buf: Buffer, capacity: int) -> None:
+        length = buf._pull_uint(capacity)
+        end = buf._pos + length
+        if end > buf._end:
+            raise BufferReadError("vector longer than its container")
+        self._buf = buf
+        self._end = end
+        self._saved_end = buf._end
+        self.length = length
+
+    def __enter__(self) -> int:
+        self._buf._end = self._end
+        return self.length
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, traceback: object) -> None:
+        buf = self._buf
+        buf._end = self._saved_end
+        if exc_type is None and buf._pos != self._end:
+            raise BufferReadError("vector has trailing bytes")
 
 
-@contextmanager
-def push_block(buf: Buffer, capacity: int) -> Iterator[None]:
+class push_block:
     """Reserve a `capacity`-byte length prefix and fill it in after the body."""
-    start = len(buf._data)
-    buf.push_bytes(bytes(capacity))
-    yield
-    length = len(buf._data) - start - capacity
-    buf._data[start : start + capacity] = _to_bytes(length, capacity)
+
+    __slots__ = ("_buf", "_capacity", "_start")
+
+    def __init__(self, buf: Buffer, capacity: int) -> None:
+        self._buf = buf
+        self._capacity = capacity
+        self._start = len(buf._data)
+
+    def __enter__(self) -> None:
+        self._buf.push_bytes(bytes(self._capacity))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, traceback: object) -> None:
+        if exc_type is not None:
+            return
+        data = self._buf._writable()
+        start, capacity = self._start, self._capacity
+        data[start : start + capacity] = _to_bytes(len(data) - start - capacity, capacity)
 
 
 def pull_opaque(buf: Buffer, capacity: int, minimum: int = 0) -> bytes:
     """Read `opaque x<minimum..2^(8*capacity)-1>`."""
-    with pull_block(buf, capacity) as length:
-        if length < minimum:
-            raise BufferReadError("vector shorter than its minimum")
-        return buf.pull_bytes(length)
+    length = buf._pull_uint(capacity)
+    if length < minimum:
+        raise BufferReadError("vector shorter than its minimum")
+    return buf.pull_bytes(length)
 
 
 def push_opaque(buf: Buffer, capacity: int, value: bytes) -> None:
-    with push_block(buf, capacity):
-        buf.push_bytes(value)
+    buf.push_bytes(_to_bytes(len(value), capacity) + value)
 
 
 def pull_list(buf: Buffer, capacity: int, func: Callable[[], T]) -> list[T]:

@@ -15,9 +15,10 @@ Resumed (session ID): ClientHello --> <-- ServerHello, CCS, Finished; CCS, Finis
 from __future__ import annotations
 
 from enum import Enum, auto
+from typing import Any, ClassVar
 
 from certs import Certificate, Role
-from tls.crypto import CryptoError, InvalidKey, InvalidSignature, SM2PublicKey, sm2_key_exchange, sm3
+from tls.crypto import CryptoError, InvalidKey, InvalidSignature, SM2PublicKey, sm2_key_exchange
 
 from .alerts import (
     BadCertificate,
@@ -34,7 +35,14 @@ from .alerts import (
 from .buffer import Buffer
 from .config import PeerProfile, TLCPConfiguration, TLCPSession
 from .events import HandshakeComplete
-from .handshake import Handshake, generate_ephemeral_key, parse_certificates, require_sm2, verify_chain
+from .handshake import (
+    Handler,
+    Handshake,
+    generate_ephemeral_key,
+    parse_certificates,
+    require_sm2,
+    verify_chain,
+)
 from .keys import (
     CLIENT_FINISHED_LABEL,
     PRE_MASTER_SECRET_LENGTH,
@@ -51,20 +59,17 @@ from .messages import (
     HandshakeType,
     ecc_signed_params,
     ecdhe_signed_params,
+    encode_certificate,
     pull_certificate,
     pull_certificate_request,
     pull_finished,
     pull_server_hello,
     pull_server_hello_done,
     pull_server_key_exchange,
-    push_certificate,
     push_certificate_verify,
     push_client_hello,
     push_client_key_exchange,
     push_server_name_extension,
-)
-from .messages import (
-    Certificate as CertificateMessage,
 )
 from .record import RecordReader, RecordWriter
 from .suites import (
@@ -94,27 +99,6 @@ class ClientHandshake(Handshake):
     def __init__(self, configuration: TLCPConfiguration, reader: RecordReader, writer: RecordWriter) -> None:
         super().__init__(configuration, reader, writer)
         self.state = ClientState.START
-        self.dispatch = {
-            (ClientState.EXPECT_SERVER_HELLO, HandshakeType.SERVER_HELLO): self._handle_server_hello,
-            (ClientState.EXPECT_CERTIFICATE, HandshakeType.CERTIFICATE): self._handle_certificate,
-            (
-                ClientState.EXPECT_SERVER_KEY_EXCHANGE,
-                HandshakeType.SERVER_KEY_EXCHANGE,
-            ): self._handle_server_key_exchange,
-            (
-                ClientState.EXPECT_CERTIFICATE_REQUEST_OR_SERVER_HELLO_DONE,
-                HandshakeType.CERTIFICATE_REQUEST,
-            ): self._handle_certificate_request,
-            (
-                ClientState.EXPECT_CERTIFICATE_REQUEST_OR_SERVER_HELLO_DONE,
-                HandshakeType.SERVER_HELLO_DONE,
-            ): self._handle_server_hello_done,
-            (
-                ClientState.EXPECT_SERVER_HELLO_DONE,
-                HandshakeType.SERVER_HELLO_DONE,
-            ): self._handle_server_hello_done,
-            (ClientState.EXPECT_FINISHED, HandshakeType.FINISHED): self._handle_finished,
-        }
         self.offered_suites: list[CipherSuite] = []
         self.offered_session: TLCPSession | None = None
         self.resumed = False
@@ -259,7 +243,7 @@ class ClientHandshake(Handshake):
                     ders.append(certificate_set.enc_cert.der)
                 ders.extend(cert.der for cert in certificate_set.chain)
                 sent_certificate = True
-            self.send_message(push_certificate, CertificateMessage(ders))
+            self.send_encoded(encode_certificate(tuple(ders)))
 
         server_enc_key = self.server_enc_cert.sm2_public_key()
         if key_exchange is KeyExchange.ECC:
@@ -291,10 +275,12 @@ class ClientHandshake(Handshake):
 
         if sent_certificate:
             assert certificate_set is not None
-            transcript = bytes(self.transcript)
             # GB/T 38636-2020 6.4.5.9: ecc_sm3 signs sm3_hash = SM3(handshake messages so far);
             # GmSSL signs the messages themselves.
-            signed = transcript if config.profile is PeerProfile.GMSSL else sm3(transcript)
+            if config.profile is PeerProfile.GMSSL:
+                signed = bytes(self.transcript)
+            else:
+                signed = self.transcript.digest()
             self.send_message(
                 push_certificate_verify, CertificateVerify(certificate_set.sign_key.sign(signed))
             )
@@ -346,3 +332,26 @@ class ClientHandshake(Handshake):
                 session_resumed=self.resumed,
             )
         )
+
+    # (state, message type) -> handler; any other pair is an unexpected_message (Handshake.handle_message)
+    dispatch: ClassVar[dict[tuple[Any, HandshakeType], Handler]] = {
+        (ClientState.EXPECT_SERVER_HELLO, HandshakeType.SERVER_HELLO): _handle_server_hello,
+        (ClientState.EXPECT_CERTIFICATE, HandshakeType.CERTIFICATE): _handle_certificate,
+        (
+            ClientState.EXPECT_SERVER_KEY_EXCHANGE,
+            HandshakeType.SERVER_KEY_EXCHANGE,
+        ): _handle_server_key_exchange,
+        (
+            ClientState.EXPECT_CERTIFICATE_REQUEST_OR_SERVER_HELLO_DONE,
+            HandshakeType.CERTIFICATE_REQUEST,
+        ): _handle_certificate_request,
+        (
+            ClientState.EXPECT_CERTIFICATE_REQUEST_OR_SERVER_HELLO_DONE,
+            HandshakeType.SERVER_HELLO_DONE,
+        ): _handle_server_hello_done,
+        (
+            ClientState.EXPECT_SERVER_HELLO_DONE,
+            HandshakeType.SERVER_HELLO_DONE,
+        ): _handle_server_hello_done,
+        (ClientState.EXPECT_FINISHED, HandshakeType.FINISHED): _handle_finished,
+    }

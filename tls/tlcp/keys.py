@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tls.crypto import sm3
+from tls.crypto import HMACSM3, sm3
 
-from .prf import prf
+from .prf import prf, prf_keyed
 from .suites import SuiteParameters
 
 MASTER_SECRET_LENGTH = 48
@@ -40,16 +40,33 @@ class KeyBlock:
     server_iv: bytes = field(repr=False)
 
 
+def _master_mac(master_secret: bytes, mac: HMACSM3 | None) -> HMACSM3:
+    return mac if mac is not None else HMACSM3(master_secret)
+
+
 def derive_key_block_bytes(
-    master_secret: bytes, client_random: bytes, server_random: bytes, length: int
+    master_secret: bytes,
+    client_random: bytes,
+    server_random: bytes,
+    length: int,
+    *,
+    mac: HMACSM3 | None = None,
 ) -> bytes:
-    return prf(master_secret, b"key expansion", server_random + client_random, length)
+    """`mac`, when given, is HMAC-SM3 already keyed with `master_secret`."""
+    return prf_keyed(_master_mac(master_secret, mac), b"key expansion", server_random + client_random, length)
 
 
 def derive_key_block(
-    master_secret: bytes, client_random: bytes, server_random: bytes, parameters: SuiteParameters
+    master_secret: bytes,
+    client_random: bytes,
+    server_random: bytes,
+    parameters: SuiteParameters,
+    *,
+    mac: HMACSM3 | None = None,
 ) -> KeyBlock:
-    block = derive_key_block_bytes(master_secret, client_random, server_random, parameters.key_block_length)
+    block = derive_key_block_bytes(
+        master_secret, client_random, server_random, parameters.key_block_length, mac=mac
+    )
     parts: list[bytes] = []
     offset = 0
     for size in (
@@ -66,4 +83,12 @@ def derive_key_block(
 
 
 def compute_verify_data(master_secret: bytes, label: bytes, handshake_messages: bytes) -> bytes:
-    return prf(master_secret, label, sm3(handshake_messages), VERIFY_DATA_LENGTH)
+    return verify_data_from_hash(master_secret, label, sm3(handshake_messages))
+
+
+def verify_data_from_hash(
+    master_secret: bytes, label: bytes, handshake_hash: bytes, *, mac: HMACSM3 | None = None
+) -> bytes:
+    """`compute_verify_data` when SM3(handshake_messages) is already known (the running transcript
+    hash); `mac`, when given, is HMAC-SM3 already keyed with `master_secret`."""
+    return prf_keyed(_master_mac(master_secret, mac), label, handshake_hash, VERIFY_DATA_LENGTH)

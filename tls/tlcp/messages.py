@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 
 from .alerts import DecodeError, IllegalParameter, UnexpectedMessage
 from .buffer import (
@@ -254,6 +255,15 @@ def push_certificate(buf: Buffer, message: Certificate) -> None:
         push_list(buf, 3, lambda der: push_opaque(buf, 3, der), message.certificates)
 
 
+@lru_cache(maxsize=64)
+def encode_certificate(certificates: tuple[bytes, ...]) -> bytes:
+    """The whole Certificate message for `certificates`, cached: an endpoint sends the same list on
+    every full handshake, so it is framed once rather than per handshake."""
+    buf = Buffer()
+    push_certificate(buf, Certificate(list(certificates)))
+    return buf.data
+
+
 # ECDHE parameters
 
 
@@ -339,6 +349,14 @@ def push_certificate_request(buf: Buffer, message: CertificateRequest) -> None:
     with push_block(buf, 3):
         push_opaque(buf, 1, bytes(message.certificate_types))
         push_list(buf, 2, lambda dn: push_opaque(buf, 2, dn), message.certificate_authorities)
+
+
+@lru_cache(maxsize=64)
+def encode_certificate_request(certificate_types: tuple[int, ...], authorities: tuple[bytes, ...]) -> bytes:
+    """The whole CertificateRequest message, cached like `encode_certificate`."""
+    buf = Buffer()
+    push_certificate_request(buf, CertificateRequest(list(certificate_types), list(authorities)))
+    return buf.data
 
 
 # ServerHelloDone

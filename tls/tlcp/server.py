@@ -11,6 +11,7 @@ because the client's encryption key takes part in the exchange.
 from __future__ import annotations
 
 from enum import Enum, auto
+from typing import Any, ClassVar
 
 from certs import Certificate, Role, SM2CertificateSet, split_sign_enc
 from tls.crypto import (
@@ -36,11 +37,17 @@ from .alerts import (
 from .buffer import Buffer
 from .config import ClientAuth, PeerProfile, TLCPConfiguration, TLCPSession
 from .events import HandshakeComplete
-from .handshake import Handshake, generate_ephemeral_key, parse_certificates, require_sm2, verify_chain
+from .handshake import (
+    Handler,
+    Handshake,
+    generate_ephemeral_key,
+    parse_certificates,
+    require_sm2,
+    verify_chain,
+)
 from .keys import CLIENT_FINISHED_LABEL, PRE_MASTER_SECRET_LENGTH, SERVER_FINISHED_LABEL, derive_master_secret
 from .messages import (
     COMPRESSION_NULL,
-    CertificateRequest,
     CertificateType,
     ClientHello,
     ExtensionType,
@@ -50,20 +57,17 @@ from .messages import (
     ServerKeyExchange,
     ecc_signed_params,
     ecdhe_signed_params,
+    encode_certificate,
+    encode_certificate_request,
     pull_certificate,
     pull_certificate_verify,
     pull_client_hello,
     pull_client_key_exchange,
     pull_finished,
     pull_server_name_extension,
-    push_certificate,
-    push_certificate_request,
     push_server_hello,
     push_server_hello_done,
     push_server_key_exchange,
-)
-from .messages import (
-    Certificate as CertificateMessage,
 )
 from .record import RecordReader, RecordWriter
 from .suites import SUITE_PARAMETERS, TLCP_VERSION, CipherSuite, KeyExchange
@@ -79,17 +83,22 @@ class ServerState(Enum):
     POST_HANDSHAKE = auto()
 
 
-def verify_certificate_verify(public_key: SM2PublicKey, signature: bytes, handshake_messages: bytes) -> str:
+def verify_certificate_verify(
+    public_key: SM2PublicKey, signature: bytes, handshake_messages: bytes, handshake_hash: bytes | None = None
+) -> str:
     """Check a CertificateVerify signature in either known form; returns the form that verified.
 
     GB/T 38636-2020 6.4.5.9 defines the ecc_sm3 Signature as
     `digitally-signed struct { opaque sm3_hash[32]; }` where sm3_hash is the SM3
     hash of the handshake messages from ClientHello up to (not including) this
     message, so the signed message is SM3(handshake_messages) ("standard", also
-    Tongsuo).  GmSSL signs the concatenated messages directly ("raw").
+    Tongsuo).  GmSSL signs the concatenated messages directly ("raw").  `handshake_hash`, when
+    given, is SM3(handshake_messages) already computed (the running transcript hash).
     """
+    if handshake_hash is None:
+        handshake_hash = sm3(handshake_messages)
     try:
-        public_key.verify(signature, sm3(handshake_messages))
+        public_key.verify(signature, handshake_hash)
         return "standard"
     except InvalidSignature:
         pass
@@ -106,19 +115,6 @@ class ServerHandshake(Handshake):
     def __init__(self, configuration: TLCPConfiguration, reader: RecordReader, writer: RecordWriter) -> None:
         super().__init__(configuration, reader, writer)
         self.state = ServerState.EXPECT_CLIENT_HELLO
-        self.dispatch = {
-            (ServerState.EXPECT_CLIENT_HELLO, HandshakeType.CLIENT_HELLO): self._handle_client_hello,
-            (ServerState.EXPECT_CLIENT_CERTIFICATE, HandshakeType.CERTIFICATE): self._handle_certificate,
-            (
-                ServerState.EXPECT_CLIENT_KEY_EXCHANGE,
-                HandshakeType.CLIENT_KEY_EXCHANGE,
-            ): self._handle_client_key_exchange,
-            (
-                ServerState.EXPECT_CERTIFICATE_VERIFY,
-                HandshakeType.CERTIFICATE_VERIFY,
-            ): self._handle_certificate_verify,
-            (ServerState.EXPECT_FINISHED, HandshakeType.FINISHED): self._handle_finished,
-        }
         self.server_name: str | None = None
         self.certificate_set: SM2CertificateSet | None = None
         self.session_id = b""
@@ -230,12 +226,14 @@ class ServerHandshake(Handshake):
         config = self.configuration
         certificate_set = self.certificate_set
         key_exchange = SUITE_PARAMETERS[self.cipher_suite].key_exchange
-        self.send_message(
-            push_certificate,
-            CertificateMessage(
-                [certificate_set.sign_cert.der, certificate_set.enc_cert.der]
-                + [cert.der for cert in certificate_set.chain]
-            ),
+        self.send_encoded(
+            encode_certificate(
+                (
+                    certificate_set.sign_cert.der,
+                    certificate_set.enc_cert.der,
+                    *(cert.der for cert in certificate_set.chain),
+                )
+            )
         )
         if key_exchange is KeyExchange.ECDHE:
             self.ephemeral_key = generate_ephemeral_key(config.random)
@@ -253,7 +251,7 @@ class ServerHandshake(Handshake):
                 types.insert(0, int(CertificateType.RSA_SIGN))
             # GmSSL's client refuses a CertificateRequest without CA names, so always send them
             authorities = config.trust_store.ca_names_der() if config.trust_store is not None else []
-            self.send_message(push_certificate_request, CertificateRequest(types, list(authorities)))
+            self.send_encoded(encode_certificate_request(tuple(types), tuple(authorities)))
             self.state = ServerState.EXPECT_CLIENT_CERTIFICATE
         else:
             self.state = ServerState.EXPECT_CLIENT_KEY_EXCHANGE
@@ -339,7 +337,10 @@ class ServerHandshake(Handshake):
         assert self.client_sign_cert is not None
         message = pull_certificate_verify(Buffer(raw))
         self.certificate_verify_form = verify_certificate_verify(
-            self.client_sign_cert.sm2_public_key(), message.signature, self.transcript_before
+            self.client_sign_cert.sm2_public_key(),
+            message.signature,
+            self.transcript_before,
+            self.transcript_hash_before,
         )
         self.state = ServerState.EXPECT_CHANGE_CIPHER_SPEC
 
@@ -383,3 +384,18 @@ class ServerHandshake(Handshake):
                 session_resumed=self.resumed,
             )
         )
+
+    # (state, message type) -> handler; any other pair is an unexpected_message (Handshake.handle_message)
+    dispatch: ClassVar[dict[tuple[Any, HandshakeType], Handler]] = {
+        (ServerState.EXPECT_CLIENT_HELLO, HandshakeType.CLIENT_HELLO): _handle_client_hello,
+        (ServerState.EXPECT_CLIENT_CERTIFICATE, HandshakeType.CERTIFICATE): _handle_certificate,
+        (
+            ServerState.EXPECT_CLIENT_KEY_EXCHANGE,
+            HandshakeType.CLIENT_KEY_EXCHANGE,
+        ): _handle_client_key_exchange,
+        (
+            ServerState.EXPECT_CERTIFICATE_VERIFY,
+            HandshakeType.CERTIFICATE_VERIFY,
+        ): _handle_certificate_verify,
+        (ServerState.EXPECT_FINISHED, HandshakeType.FINISHED): _handle_finished,
+    }
