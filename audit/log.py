@@ -112,6 +112,8 @@ class AuditMetrics:
     head_seq: int
     #: False before start, after close, or if the pipeline thread failed (see stderr)
     pipeline_alive: bool
+    #: why the pipeline thread ended, if it failed
+    pipeline_error: str | None
     sinks: list[SinkMetrics] = field(default_factory=list)
 
 
@@ -145,7 +147,7 @@ class AuditLog:
         self._drops = _Drops()
         self._drops_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._fatal: BaseException | None = None
+        self._fatal: str | None = None
         self.file = FileSink(config.file_sink)
         self.followers: list[FollowerSink] = []
         for sink in followers(config.sinks):
@@ -332,6 +334,7 @@ class AuditLog:
             file_bytes=self.file.bytes_written,
             head_seq=self.file.written_seq,
             pipeline_alive=self._thread is not None and self._thread.is_alive(),
+            pipeline_error=self._fatal,
             sinks=[follower.metrics() for follower in self.followers],
         )
 
@@ -340,10 +343,9 @@ class AuditLog:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException as exc:  # reported, then the thread ends
-            self._fatal = exc
-            print(f"smgate audit: pipeline failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            raise
+        except Exception as exc:  # reported (stderr, metrics), then the thread ends
+            self._fatal = f"{type(exc).__name__}: {exc}"
+            print(f"smgate audit: pipeline failed: {self._fatal}", file=sys.stderr)
 
     def _loop(self) -> None:
         batch_size = self.config.batch_size

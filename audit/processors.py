@@ -23,9 +23,6 @@ from tls.crypto import HMACSM3
 #: ``prev`` of the first record of a log: 32 zero bytes.
 GENESIS = bytes(32)
 
-#: Fields the pipeline owns; values a caller passes under these names are replaced.
-RESERVED_FIELDS = frozenset({"event", "ts", "id", "instance", "pid", "seq", "prev", "mac"})
-
 #: Field names never written whatever the configuration says (keys and secrets stay out of the log).
 ALWAYS_DROPPED = frozenset(
     {
@@ -46,7 +43,6 @@ _SECRET_MARKERS = ("secret", "password", "private_key", "passphrase")
 EMIT_NS = "_emit_ns"
 CANONICAL = "_canonical"
 LINE = "_line"
-MAC = "_mac"
 HASH_PREFIX = "hmac-sm3:"
 
 
@@ -133,6 +129,8 @@ class ContextAdder:
     """``add_context``: timestamp and UUIDv7 from the emit time, instance, pid and the sequence number.
 
     ``next_seq`` is the sequence number the next record gets; recovery sets it from the last record on disk.
+    Caller values under ``ts``, ``id``, ``instance``, ``pid`` and ``seq`` are replaced, and ``prev``/``mac``
+    removed: the pipeline owns those names.
     """
 
     def __init__(self, *, instance: str, pid: int, next_seq: int = 1) -> None:
@@ -214,16 +212,10 @@ class HmacChain:
         canonical = event_dict[CANONICAL]
         mac = self._mac.compute(self.prev, canonical)
         event_dict[LINE] = seal_line(canonical, self.prev, mac)
-        event_dict[MAC] = mac
         event_dict["prev"] = self.prev.hex()
         event_dict["mac"] = mac.hex()
         self.prev = mac
         return event_dict
-
-
-def record_mac(mac: HMACSM3, prev: bytes, body: Mapping[str, Any]) -> bytes:
-    """The MAC a record with chain input ``prev`` and content ``body`` must carry (used by the verifier)."""
-    return mac.compute(prev, canonical_bytes(body))
 
 
 def build_processors(*, redactor: Redactor, context: ContextAdder, chain: HmacChain) -> list[Processor]:

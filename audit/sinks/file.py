@@ -68,8 +68,6 @@ class Recovery:
     torn_bytes: int = 0
     #: records after the last checkpoint: ``(seq, line)``, to be covered by the recovery checkpoint
     uncovered: list[tuple[int, bytes]] = field(default_factory=list)
-    last_segment: Path | None = None
-    last_segment_empty: bool = False
 
 
 def recover(directory: Path, prefix: str) -> Recovery:
@@ -78,14 +76,12 @@ def recover(directory: Path, prefix: str) -> Recovery:
     state = Recovery()
     if not segments:
         return state
-    state.last_segment = segments[-1][1]
     uncovered: list[tuple[int, bytes]] = []
     found_head = False
     for index in range(len(segments) - 1, -1, -1):
         data = segments[index][1].read_bytes()
         if index == len(segments) - 1 and not data:
-            state.last_segment_empty = True
-            continue
+            continue  # opened at rotation, crashed before the first write: reused by open_segment
         lines = data.split(b"\n")
         tail = lines.pop()  # bytes after the final newline: empty unless the last write was torn
         if not found_head and tail:

@@ -346,3 +346,21 @@ async def test_failed_start_can_be_retried(
     actions = [record.get("action") for record in read_records(log_dir) if record["event"] == "admin.action"]
     assert actions == ["one", "two"]
     assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
+
+
+async def test_pipeline_failure_is_visible_and_emit_stays_safe(
+    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = AuditLog.from_config(make_config(shutdown_timeout=1))
+    await log.start()
+
+    def broken(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(FileSink, "write", broken)
+    log.emit("admin.action", action="a", actor="t", result="ok")
+    assert await _wait_for(lambda: not log.metrics().pipeline_alive)
+    assert log.metrics().pipeline_error == "RuntimeError: simulated bug"
+    log.emit("admin.action", action="b", actor="t", result="ok")
+    await log.aclose()
+    assert "pipeline failed: RuntimeError: simulated bug" in capsys.readouterr().err
