@@ -408,6 +408,8 @@ class UpstreamTransport(_Model):
     sign_key: FilePath | None = None
     enc_cert: FilePath | None = None
     enc_key: FilePath | None = None
+    #: Intermediate certificates sent with the SM2 client pair.
+    chain: FilePath | None = None
     cipher_suites: tuple[TlcpCipherSuite, ...] = ()
     session_resumption: bool = True
 

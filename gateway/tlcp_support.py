@@ -173,7 +173,9 @@ class TlcpConnector(UpstreamConnector):
         if cfg.sign_cert is not None:
             assert cfg.sign_key and cfg.enc_cert and cfg.enc_key
             try:
-                pair = load_sm2_certificate_set(cfg.sign_cert, cfg.sign_key, cfg.enc_cert, cfg.enc_key)
+                pair = load_sm2_certificate_set(
+                    cfg.sign_cert, cfg.sign_key, cfg.enc_cert, cfg.enc_key, cfg.chain
+                )
             except (CertificateError, CryptoError, OSError, ValueError) as exc:
                 raise ConfigError([f"{where}: cannot load SM2 client pair: {exc}"]) from None
         trust = load_trust(cfg.trust_anchors, f"{where}.trust_anchors") if cfg.trust_anchors else None

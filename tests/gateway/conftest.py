@@ -18,3 +18,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
 def write_config(path: Path, document: dict) -> Path:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_pki(tmp_path_factory: pytest.TempPathFactory):
+    """The certs package's demo PKI (SM2 pairs, RSA, ECDSA), made once per session."""
+    from certs.demo import ensure_demo_pki
+
+    return ensure_demo_pki(tmp_path_factory.mktemp("demo"))

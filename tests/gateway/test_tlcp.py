@@ -1,0 +1,232 @@
+"""TLCP through the gateway: sniffed on the TLS port, mTLS, identity, and TLCP/TLS upstreams."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.echo import EchoService
+from tests.gateway.helpers import HttpClient, running
+from tls.tlcp import CipherSuite, TLCPConfiguration
+from tls.tlcp.aio import TLCPStreamError, tlcp_connect
+
+
+def tlcp_listener(
+    demo,
+    *,
+    port=0,
+    client_auth="none",
+    suites=None,
+    protocols=("tlcp", "tls1.3", "tls1.2"),
+    route_config="main",
+    name="main",
+) -> dict:
+    tls: dict = {
+        "protocols": list(protocols),
+        "client_auth": client_auth,
+        "sm2_trust_anchors": str(demo.sm2.ca_bundle),
+        "trust_anchors": str(demo.rsa.ca.cert),
+        "certificates": [
+            {
+                "name": "default",
+                "sign_cert": str(demo.sm2.server_sign.cert),
+                "sign_key": str(demo.sm2.server_sign.key),
+                "enc_cert": str(demo.sm2.server_enc.cert),
+                "enc_key": str(demo.sm2.server_enc.key),
+                "chain": str(demo.sm2.chain),
+                "tls_certificates": [
+                    {"cert_chain": str(demo.rsa.server.cert), "private_key": str(demo.rsa.server.key)}
+                ],
+            }
+        ],
+    }
+    if suites:
+        tls["cipher_suites"] = {"tlcp": suites}
+    return {
+        "name": name,
+        "address": "127.0.0.1",
+        "port": port,
+        "handshake_timeout": 5,
+        "tls": tls,
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "http_connection_manager",
+                        "route_config": route_config,
+                        "identity_headers": {"enabled": True},
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def gateway_doc(demo, upstream_port, *, transport=None, listener=None, max_idle=32) -> dict:
+    return {
+        "listeners": [listener or tlcp_listener(demo)],
+        "route_configs": [
+            {
+                "name": "main",
+                "virtual_hosts": [
+                    {
+                        "name": "all",
+                        "routes": [{"name": "all", "match": {"prefix": "/"}, "route": {"cluster": "up"}}],
+                    }
+                ],
+            }
+        ],
+        "clusters": [
+            {
+                "name": "up",
+                "endpoints": [{"address": "127.0.0.1", "port": upstream_port}],
+                "transport_socket": transport or {"type": "plain"},
+                "max_idle_connections": max_idle,
+            }
+        ],
+        "admin": None,
+    }
+
+
+def client_config(demo, *, pair=False, suites=None) -> TLCPConfiguration:
+    return TLCPConfiguration(
+        is_client=True,
+        cipher_suites=tuple(CipherSuite[s] for s in suites)
+        if suites
+        else (CipherSuite.ECC_SM4_GCM_SM3, CipherSuite.ECC_SM4_CBC_SM3),
+        certificate_set=demo.client_certificate_set() if pair else None,
+        trust_store=demo.sm2_trust_store(),
+        server_name="localhost",
+    )
+
+
+async def tlcp_get(port, demo, path="/", **kw):
+    stream = await tlcp_connect("127.0.0.1", port, client_config(demo, **kw), handshake_timeout=5)
+    client = HttpClient(stream, stream)  # type: ignore[arg-type]
+    try:
+        status, headers, body = await client.request("GET", path)
+    finally:
+        stream.close()
+    return stream.handshake, status, headers, body
+
+
+@pytest.fixture
+async def echo():
+    service = await EchoService(name="echo").start()
+    yield service
+    await service.close()
+
+
+async def test_tlcp_and_tls_share_one_port(demo_pki, echo):
+    async with running(gateway_doc(demo_pki, echo.port)) as gw:
+        port = gw.listener_port("main")
+        hs, status, _, body = await tlcp_get(port, demo_pki, "/tlcp")
+        assert status == 200 and hs.cipher_suite == CipherSuite.ECC_SM4_GCM_SM3
+        headers = HttpClient.json(None, body)["headers"]  # type: ignore[arg-type]
+        assert headers["x-ssl-protocol"] == "TLCPv1.1" and headers["x-ssl-cipher"] == "ECC_SM4_GCM_SM3"
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(demo_pki.rsa.ca.cert))
+        tls_client = await HttpClient.open(port, ctx)
+        assert (await tls_client.request("GET", "/tls"))[0] == 200
+        await tls_client.close()
+        handshakes = {k: v for k, v in gw.stats.as_json().items() if k.startswith("smgate_handshakes_total")}
+        assert (
+            handshakes[
+                "smgate_handshakes_total{cipher_suite=ECC_SM4_GCM_SM3,listener=main,protocol=tlcp,"
+                "result=success}"
+            ]
+            == 1
+        )
+
+
+@pytest.mark.parametrize("suite", ["ECC_SM4_CBC_SM3", "ECDHE_SM4_GCM_SM3"])
+async def test_tlcp_mtls_required(demo_pki, echo, suite):
+    listener = tlcp_listener(demo_pki, client_auth="required", protocols=("tlcp",))
+    async with running(gateway_doc(demo_pki, echo.port, listener=listener)) as gw:
+        port = gw.listener_port("main")
+        hs, status, _, body = await tlcp_get(port, demo_pki, "/who", pair=True, suites=[suite])
+        assert status == 200 and hs.cipher_suite == CipherSuite[suite]
+        headers = HttpClient.json(None, body)["headers"]  # type: ignore[arg-type]
+        sign = demo_pki.client_certificate_set().sign_cert
+        assert headers["x-client-cert-fingerprint-sm3"] == sign.fingerprint_sm3()
+        assert headers["x-client-cert-subject"] == sign.subject
+        if suite.startswith("ECC"):
+            with pytest.raises(TLCPStreamError):
+                await tlcp_get(port, demo_pki, "/who", suites=[suite])
+
+
+async def test_listener_cipher_suite_policy(demo_pki, echo):
+    listener = tlcp_listener(demo_pki, suites=["ECC_SM4_CBC_SM3"])
+    async with running(gateway_doc(demo_pki, echo.port, listener=listener)) as gw:
+        port = gw.listener_port("main")
+        hs, status, _, _ = await tlcp_get(port, demo_pki)
+        assert hs.cipher_suite == CipherSuite.ECC_SM4_CBC_SM3 and status == 200
+        with pytest.raises(TLCPStreamError):
+            await tlcp_get(port, demo_pki, suites=["ECC_SM4_GCM_SM3"])
+
+
+async def test_tlcp_upstream_with_client_pair_and_resumption(demo_pki, echo):
+    """client --plain--> gateway A --TLCP (mutual)--> gateway B --plain--> echo."""
+    inner_listener = tlcp_listener(demo_pki, client_auth="required", protocols=("tlcp",), name="inner")
+    async with running(gateway_doc(demo_pki, echo.port, listener=inner_listener)) as inner:
+        transport = {
+            "type": "tlcp",
+            "server_name": "localhost",
+            "trust_anchors": str(demo_pki.sm2.ca_bundle),
+            "sign_cert": str(demo_pki.sm2.client_sign.cert),
+            "sign_key": str(demo_pki.sm2.client_sign.key),
+            "enc_cert": str(demo_pki.sm2.client_enc.cert),
+            "enc_key": str(demo_pki.sm2.client_enc.key),
+            "chain": str(demo_pki.sm2.chain),
+        }
+        outer_listener = {
+            "name": "outer",
+            "address": "127.0.0.1",
+            "port": 0,
+            "tls": {"protocols": ["plain"]},
+            "filter_chains": [{"filters": [{"name": "http_connection_manager", "route_config": "main"}]}],
+        }
+        doc = gateway_doc(
+            demo_pki, inner.listener_port("inner"), transport=transport, listener=outer_listener, max_idle=0
+        )
+        async with running(doc) as outer:
+            client = await HttpClient.open(outer.listener_port("outer"))
+            for _ in range(3):
+                status, _, body = await client.request("GET", "/through")
+                assert status == 200
+            headers = client.json(body)["headers"]
+            assert headers["x-ssl-protocol"] == "TLCPv1.1"  # added by the inner gateway
+            assert headers["x-client-cert-subject"] == demo_pki.client_certificate_set().sign_cert.subject
+            await client.close()
+            connector = outer.cluster_manager.get("up").connector
+            assert connector.resumed == 2  # every connection after the first resumed its session
+
+
+async def test_tls_upstream_with_client_certificate(demo_pki, echo):
+    """client --plain--> gateway A --TLS 1.3 mutual--> gateway B (TLS, client_auth required) --> echo."""
+    inner_listener = tlcp_listener(demo_pki, client_auth="required", protocols=("tls1.3",), name="inner")
+    async with running(gateway_doc(demo_pki, echo.port, listener=inner_listener)) as inner:
+        transport = {
+            "type": "tls",
+            "server_name": "localhost",
+            "trust_anchors": str(demo_pki.rsa.ca.cert),
+            "client_cert_chain": str(demo_pki.rsa.client.cert),
+            "client_private_key": str(demo_pki.rsa.client.key),
+        }
+        outer_listener = {
+            "name": "outer",
+            "address": "127.0.0.1",
+            "port": 0,
+            "tls": {"protocols": ["plain"]},
+            "filter_chains": [{"filters": [{"name": "http_connection_manager", "route_config": "main"}]}],
+        }
+        async with running(
+            gateway_doc(demo_pki, inner.listener_port("inner"), transport=transport, listener=outer_listener)
+        ) as outer:
+            client = await HttpClient.open(outer.listener_port("outer"))
+            status, _, body = await client.request("GET", "/tls-up")
+            assert status == 200
+            headers = client.json(body)["headers"]
+            assert headers["x-ssl-protocol"] == "TLSv1.3"
+            assert headers["x-client-cert-fingerprint-sha256"]
+            await client.close()
