@@ -24,6 +24,13 @@ from tests.audit.events import SAMPLE_EVENTS
 from tests.conftest import REPO
 
 
+def _assert_schema_valid(records: list[dict[str, object]]) -> None:
+    validator = _validator()
+    for record in records:
+        errors = [error.message for error in validator.iter_errors(record)]
+        assert not errors, (record.get("event"), errors)
+
+
 def _validator() -> jsonschema.protocols.Validator:
     schema = event_schema()
     validator_class = jsonschema.validators.validator_for(schema)
@@ -159,6 +166,7 @@ async def test_crash_recovery_declares_the_unclean_end(
     await log.aclose()
     records = read_records(log_dir, complete_only=True)
     gap = next(record for record in records if record["event"] == "audit.gap")
+    _assert_schema_valid(records)
     assert gap["reason"] == "unclean_shutdown" and gap["after_seq"] == 27 and gap["torn_bytes"] == 28
     recovery = records[records.index(gap) + 1]
     assert recovery["event"] == "audit.checkpoint" and recovery["reason"] == "recovery"
@@ -198,6 +206,7 @@ async def test_queue_overflow_while_disk_full_is_declared_exactly(
     records = read_records(log_dir)
     opens = [record for record in records if record["event"] == "conn.open"]
     gap = next(record for record in records if record["event"] == "audit.gap")
+    _assert_schema_valid(records)
     assert gap["reason"] == "queue_overflow" and gap["cause"] == "file_sink_write_failed"
     assert gap["lost_count"] == dropped == 100 - len(opens)
     assert gap["lost_by_event"] == {"conn.open": dropped}
