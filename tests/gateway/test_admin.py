@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import ssl
+from pathlib import Path
 
 from gateway.config import load_config
 from gateway.echo import EchoService
@@ -24,7 +25,7 @@ async def admin_get(port: int, path: str, method: str = "GET") -> tuple[int, byt
     return int(head.split()[1]), body
 
 
-async def _start(doc, tmp_path) -> tuple[Gateway, object]:
+async def _start(doc, tmp_path) -> tuple[Gateway, Path]:
     path = write_config(tmp_path / "gw.yaml", doc)
     gateway = Gateway(load_config(path), config_path=path)
     await gateway.start()
@@ -36,6 +37,7 @@ async def test_admin_endpoints(pki, tmp_path):
     doc = base_doc(pki, echo.port)
     doc["admin"] = {"port": 0, "cert_expiry_warning_days": 60}
     gateway, _ = await _start(doc, tmp_path)
+    assert gateway.admin is not None
     admin = gateway.admin.port
     try:
         client = await HttpClient.open(gateway.listener_port("main"), client_context(pki))
@@ -71,6 +73,7 @@ async def test_admin_endpoints(pki, tmp_path):
 async def test_reload_applies_to_new_connections_and_rejects_bad_config(pki, tmp_path):
     a, b = await EchoService(name="a").start(), await EchoService(name="b").start()
     gateway, path = await _start(base_doc(pki, a.port), tmp_path)
+    assert gateway.admin is not None
     admin = gateway.admin.port
     try:
         old = await HttpClient.open(gateway.listener_port("main"))
