@@ -142,12 +142,7 @@ class Listener:
         protocol_label = "unknown"
         try:
             async with asyncio.timeout(cfg.handshake_timeout):
-                first = await peek_first_bytes(sock)
-                kind = (
-                    classify(first, max_record=cfg.max_first_record_bytes)
-                    if len(first) >= RECORD_HEADER_LEN
-                    else (FirstRecord.PLAIN if first[0] >= 0x20 else FirstRecord.GARBAGE)
-                )
+                kind = await self._sniff(sock)
                 protocol_label = kind.value
                 stream, identity = await self._handshake(sock, peer, kind, gen)
         except HandshakeRefused as exc:
@@ -234,6 +229,19 @@ class Listener:
                 duration_ms=(time.monotonic() - started) * 1000,
                 reason=conn.close_reason,
             )
+
+    async def _sniff(self, sock: socket.socket) -> FirstRecord:
+        protocols = self.config.tls.protocols
+        if protocols == (Protocol.PLAIN,):
+            return FirstRecord.PLAIN  # nothing to tell apart; server-speaks-first protocols work too
+        first = await peek_first_bytes(sock)
+        if len(first) >= RECORD_HEADER_LEN:
+            kind = classify(first, max_record=self.config.max_first_record_bytes)
+        else:
+            kind = FirstRecord.PLAIN if first[0] >= 0x20 else FirstRecord.GARBAGE
+        if kind is FirstRecord.GARBAGE and Protocol.PLAIN in protocols and first[0] != 0x16:
+            return FirstRecord.PLAIN  # binary plaintext protocols (length-prefixed RPC) are not garbage
+        return kind
 
     async def _handshake(
         self, sock: socket.socket, peer: tuple[str, int], kind: FirstRecord, gen: Generation

@@ -1,0 +1,1 @@
+"""Worked examples of extending smgate (see examples/README.md)."""
