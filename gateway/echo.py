@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 import h11
 
@@ -30,8 +31,10 @@ class EchoService:
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> EchoService:
-        self.server = await asyncio.start_server(self._handle, host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None
+    ) -> EchoService:
+        self.server = await asyncio.start_server(self._handle, host, port, ssl=ssl)
         return self
 
     async def close(self) -> None:
