@@ -349,6 +349,7 @@ class AuditLog:
 
     def _loop(self) -> None:
         batch_size = self.config.batch_size
+        linger = self.config.batch_linger
         every_records = self.config.checkpoint.every_records
         rotate_bytes = self.config.file_sink.rotate_bytes
         stopping = False
@@ -358,6 +359,9 @@ class AuditLog:
             except queue.Empty:
                 first = None
             items = [] if first is None else [first]
+            if first is not None and linger and self._queue.qsize() < batch_size:
+                # Let a few more events arrive: one wake-up (and GIL hand-over) per batch, not per event.
+                time.sleep(linger)
             while len(items) < batch_size:
                 try:
                     items.append(self._queue.get_nowait())

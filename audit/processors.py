@@ -179,7 +179,12 @@ def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict)
     A field that cannot be serialised (unknown type, NaN) is written as its ``repr`` and named in
     ``audit_error``, so a gateway bug never costs the record itself.
     """
-    public = {key: value for key, value in event_dict.items() if not key.startswith("_")}
+    emit_ns = event_dict.pop(EMIT_NS, None)
+    public: EventDict
+    if any(key[:1] == "_" for key in event_dict):
+        public = {key: value for key, value in event_dict.items() if key[:1] != "_"}
+    else:
+        public = event_dict  # the common case: the redactor already built a fresh dict
     try:
         canonical = canonical_bytes(public)
     except (TypeError, ValueError) as exc:
@@ -187,8 +192,8 @@ def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict)
         public["audit_error"] = f"unserialisable field: {exc}"
         canonical = canonical_bytes(public)
     public[CANONICAL] = canonical
-    if EMIT_NS in event_dict:
-        public[EMIT_NS] = event_dict[EMIT_NS]
+    if emit_ns is not None:
+        public[EMIT_NS] = emit_ns
     return public
 
 
