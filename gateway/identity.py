@@ -68,22 +68,6 @@ class PeerIdentity:
     def secure(self) -> bool:
         return self.protocol != "plain"
 
-    def audit_fields(self) -> dict[str, object]:
-        peer = self.peer
-        return {
-            "protocol": self.protocol,
-            "version": self.version,
-            "cipher_suite": self.cipher_suite,
-            "sni": self.sni,
-            "alpn": self.alpn,
-            "resumed": self.resumed,
-            "client": f"{self.remote_address}:{self.remote_port}",
-            "peer_subject": peer.subject if peer else None,
-            "peer_issuer": peer.issuer if peer else None,
-            "peer_fingerprint_sha256": peer.fingerprint_sha256 if peer else None,
-            "peer_fingerprint_sm3": peer.fingerprint_sm3 if peer else None,
-        }
-
 
 def _sm3_hex(der: bytes) -> str:
     return sm3(der).hex()

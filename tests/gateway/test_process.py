@@ -136,3 +136,28 @@ async def test_sigterm_drains_in_flight_requests(pki, tmp_path, upstreams):
     assert await asyncio.to_thread(gw.proc.wait, 20) == 0
     for c in clients:
         await c.close()
+
+
+async def test_workers_share_the_port(pki, tmp_path, upstreams):
+    import socket
+
+    a, _ = upstreams
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    doc = base_doc(pki, a.port, listener_port=port)
+    doc["clusters"][0]["endpoints"] = [{"address": "localhost", "port": a.port}]  # a DNS name
+    gw = await asyncio.to_thread(serve, write_config(tmp_path / "gw.yaml", doc), "--workers", "2")
+    try:
+        assert await asyncio.to_thread(
+            lambda: (
+                gw.wait_for_output("listeners: main=%d admin" % port)
+                and gw.wait_for_output("listeners: main=%d\n" % port)
+            )
+        ), gw.output()
+        for _ in range(10):
+            client = await HttpClient.open(port)
+            assert (await client.request("GET", "/w"))[0] == 200
+            await client.close()
+    finally:
+        assert gw.stop() == 0
