@@ -151,8 +151,8 @@ async def test_workers_share_the_port(pki, tmp_path, upstreams):
     try:
         assert await asyncio.to_thread(
             lambda: (
-                gw.wait_for_output("listeners: main=%d admin" % port)
-                and gw.wait_for_output("listeners: main=%d\n" % port)
+                gw.wait_for_output(f"listeners: main={port} admin")
+                and gw.wait_for_output(f"listeners: main={port}\n")
             )
         ), gw.output()
         for _ in range(10):
