@@ -122,6 +122,14 @@ class RequestContext:
     index: int = 1
     bytes_sent: int = 0
 
+    @property
+    def request_id(self) -> str:
+        """The client's X-Request-Id if it sent a sane one, else ``<connection>-<request index>``."""
+        incoming = self.head.header("x-request-id")
+        if incoming and len(incoming) <= 128 and incoming.isprintable():
+            return incoming
+        return f"{self.conn.id}-{self.index}"
+
     async def send(self, data: bytes) -> None:
         self.bytes_sent += len(data)
         await self.conn.write(data)
@@ -167,7 +175,7 @@ def _upstream_head(ctx: RequestContext, action: ForwardAction, match_prefix: str
     xff = head.header("x-forwarded-for")
     add.append(("x-forwarded-for", f"{xff}, {identity.remote_address}" if xff else identity.remote_address))
     add.append(("x-forwarded-proto", "https" if identity.secure else "http"))
-    add.append(("x-request-id", f"{ctx.conn.id}-{ctx.attempts}"))
+    add.append(("x-request-id", ctx.request_id))
     if action.identity_headers or ctx.config.identity_headers.enabled:
         add += identity_headers(
             identity, ctx.config.identity_headers.prefix, ctx.config.identity_headers.include_cert
@@ -200,7 +208,7 @@ async def handle_request(ctx: RequestContext) -> None:
         events.http_request(
             gen.audit,
             ctx.conn.id,
-            f"{ctx.conn.id}-{ctx.index}",
+            ctx.request_id,
             method=ctx.head.method,
             host=ctx.head.authority or None,
             path=ctx.head.path,

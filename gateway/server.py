@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,8 @@ class Gateway:
             self.admin = AdminServer(self, config.admin.address, config.admin.port)
             await self.admin.start()
         self._file_state = fingerprint_files(watched_files(config))
-        if config.admin is not None:
-            self._watch_task = asyncio.create_task(self._watch_certificates(config.admin.cert_watch_interval))
+        interval = config.admin.cert_watch_interval if config.admin is not None else 5.0
+        self._watch_task = asyncio.create_task(self._watch_certificates(interval))
         self._report_expiry(config)
         self._started = True
         for name, listener in self.listeners.items():
@@ -200,6 +201,11 @@ class Gateway:
             self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
             if days < warn_days:
                 events.cert_expiring(self.audit, info.audit_fields(), info.role, days, info.file)
+                print(
+                    f"smgate: certificate {info.subject} ({info.role}) expires in {days:.1f} days",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # -- drain and stop ------------------------------------------------------------------------
 

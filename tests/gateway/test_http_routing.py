@@ -220,3 +220,22 @@ async def test_streaming_bodies_both_ways(pki, echo):
             received += len(await reader.readexactly(n + 2)) - 2
         assert received == size
         writer.close()
+
+
+async def test_pipelining_slow_headers_and_request_ids(pki, echo):
+    doc = base_doc(pki, echo.port)
+    doc["listeners"][0]["filter_chains"][0]["filters"][0]["request_headers_timeout"] = 0.3
+    async with running(doc) as gw:
+        port = gw.listener_port("main")
+        two = (
+            b"GET /one HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n"
+            b"GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        answer = await raw_exchange(port, two)
+        assert answer.count(b"HTTP/1.1 200") == 2
+        assert answer.index(b'"path": "/one"') < answer.index(b'"path": "/two"')
+        assert b'"x-request-id": "abc-123"' in answer
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")  # the rest of the head never comes
+        assert (await asyncio.wait_for(reader.read(-1), 5)).startswith(b"HTTP/1.1 408")
+        writer.close()
