@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.echo import EchoService
@@ -230,3 +232,69 @@ async def test_tls_upstream_with_client_certificate(demo_pki, echo):
             assert headers["x-ssl-protocol"] == "TLSv1.3"
             assert headers["x-client-cert-fingerprint-sha256"]
             await client.close()
+
+
+def _second_server_pair(demo, directory):
+    from certs.pki import issue_tlcp_pair, load_sm2_issuer, save_issued
+    from certs.profile import Subject
+
+    issuer = load_sm2_issuer(demo.sm2.intermediate.cert, demo.sm2.intermediate.key)
+    pair = issue_tlcp_pair(
+        Subject("payments.test", "smgate test", "tlcp sni"), issuer, role="server", dns=("payments.test",)
+    )
+    paths = {}
+    for part in ("sign", "enc"):
+        paths[f"{part}_cert"], paths[f"{part}_key"] = directory / f"{part}.pem", directory / f"{part}.key"
+        save_issued(getattr(pair, part), paths[f"{part}_cert"], paths[f"{part}_key"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+async def test_tlcp_sni_selects_certificate_set(demo_pki, echo, tmp_path):
+    listener = tlcp_listener(demo_pki, protocols=("tlcp",))
+    listener["tls"]["certificates"].append(
+        {
+            "name": "payments",
+            "server_names": ["payments.test"],
+            "chain": str(demo_pki.sm2.chain),
+            **_second_server_pair(demo_pki, tmp_path),
+        }
+    )
+    async with running(gateway_doc(demo_pki, echo.port, listener=listener)) as gw:
+        port = gw.listener_port("main")
+        config = client_config(demo_pki)
+        for name, expected in (("payments.test", "CN=payments.test"), ("localhost", "CN=localhost")):
+            config.server_name = name
+            stream = await tlcp_connect("127.0.0.1", port, config, handshake_timeout=5)
+            assert stream.handshake.peer_sign_cert is not None
+            assert stream.handshake.peer_sign_cert.subject.startswith(expected)
+            stream.close()
+
+
+async def test_tlcp_health_check_marks_endpoint_down(demo_pki, echo):
+    inner_listener = tlcp_listener(demo_pki, protocols=("tlcp",), name="inner")
+    inner_cm = running(gateway_doc(demo_pki, echo.port, listener=inner_listener))
+    inner = await inner_cm.__aenter__()
+    transport = {"type": "tlcp", "server_name": "localhost", "trust_anchors": str(demo_pki.sm2.ca_bundle)}
+    outer_listener = {
+        "name": "outer",
+        "address": "127.0.0.1",
+        "port": 0,
+        "tls": {"protocols": ["plain"]},
+        "filter_chains": [{"filters": [{"name": "http_connection_manager", "route_config": "main"}]}],
+    }
+    doc = gateway_doc(demo_pki, inner.listener_port("inner"), transport=transport, listener=outer_listener)
+    doc["clusters"][0]["health_checks"] = {
+        "type": "tlcp",
+        "interval": 0.1,
+        "timeout": 2,
+        "unhealthy_threshold": 1,
+    }
+    async with running(doc) as outer:
+        await asyncio.sleep(0.5)
+        assert [e["healthy"] for e in outer.clusters_json()[0]["endpoints"]] == [True]
+        await inner_cm.__aexit__(None, None, None)
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            if outer.clusters_json()[0]["endpoints"][0]["healthy"] is False:
+                break
+        assert [e["healthy"] for e in outer.clusters_json()[0]["endpoints"]] == [False]
