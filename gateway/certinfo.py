@@ -75,6 +75,17 @@ def watched_files(config: GatewayConfig) -> list[Path]:
         for s in listener.tls.certificates:
             paths += [p for p in (s.sign_key, s.enc_key) if p is not None]
             paths += [c.private_key for c in s.tls_certificates]
+    for c in config.clusters:
+        paths += [
+            p
+            for p in (
+                c.transport_socket.client_private_key,
+                c.transport_socket.sign_key,
+                c.transport_socket.enc_key,
+                c.transport_socket.chain,
+            )
+            if p is not None
+        ]
     return paths
 
 

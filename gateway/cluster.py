@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway import audit_events as events
 from gateway.auditing import AuditHandle
@@ -296,14 +297,17 @@ class ClusterManager:
         self.audit = audit
         self.clusters: dict[str, Cluster] = {}
 
-    def build(self, configs: tuple[ClusterConfig, ...]) -> tuple[dict[str, Cluster], list[Cluster]]:
-        """New cluster map for ``configs`` (reusing unchanged clusters) and the clusters it retires."""
+    def build(
+        self, configs: tuple[ClusterConfig, ...], changed_files: frozenset[Path] = frozenset()
+    ) -> tuple[dict[str, Cluster], list[Cluster]]:
+        """New cluster map for ``configs`` and the clusters it retires. A cluster is reused when its
+        config is unchanged and none of its transport's certificate/key files changed on disk."""
         new: dict[str, Cluster] = {}
         for cfg in configs:
             old = self.clusters.get(cfg.name)
-            new[cfg.name] = (
-                old if old is not None and old.config == cfg else Cluster(cfg, self.stats, self.audit)
-            )
+            files = {v for k, v in cfg.transport_socket if isinstance(v, Path)}
+            reuse = old is not None and old.config == cfg and not (files & changed_files)
+            new[cfg.name] = old if reuse and old is not None else Cluster(cfg, self.stats, self.audit)
         retired = [c for name, c in self.clusters.items() if new.get(name) is not c]
         return new, retired
 

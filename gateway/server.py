@@ -123,13 +123,18 @@ class Gateway:
         current = self.generation.config
         return parse_config(current.model_dump(mode="python"), Path.cwd())
 
-    async def reload(self, config: GatewayConfig | None = None, source: str = "api") -> list[str]:
+    async def reload(
+        self,
+        config: GatewayConfig | None = None,
+        source: str = "api",
+        changed_files: frozenset[Path] = frozenset(),
+    ) -> list[str]:
         """Apply a new config for new connections; returns the errors (empty on success)."""
         async with self._reload_lock:
             assert self.generation is not None
             try:
                 new_config = config if config is not None else self._read_config()
-                clusters, retired = self.cluster_manager.build(new_config.clusters)
+                clusters, retired = self.cluster_manager.build(new_config.clusters, changed_files)
                 generation = build_generation(
                     self.generation.number + 1, new_config, clusters, self.stats, self.audit
                 )
@@ -188,8 +193,13 @@ class Gateway:
             assert self.generation is not None
             state = fingerprint_files(watched_files(self.generation.config))
             if state != self._file_state:
+                changed = frozenset(
+                    p
+                    for p in state.keys() | self._file_state.keys()
+                    if state.get(p) != self._file_state.get(p)
+                )
                 self._file_state = state
-                errors = await self.reload(source="cert_watch")
+                errors = await self.reload(source="cert_watch", changed_files=changed)
                 for error in errors:
                     print(f"smgate: certificate reload rejected: {error}", flush=True)
 

@@ -123,3 +123,23 @@ async def test_connection_pool_reuses_upstream_connections(pki):
     assert echo.requests == 9
     assert echo.connections == 1
     await echo.close()
+
+
+def test_cluster_manager_reuses_unchanged_clusters_unless_their_files_changed(tmp_path):
+    from gateway.cluster import ClusterManager
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("placeholder")  # only the path is compared here; nothing loads it
+    cfg = ClusterConfig.model_validate(
+        {
+            "name": "c",
+            "endpoints": [{"address": "127.0.0.1", "port": 1}],
+            "transport_socket": {"type": "plain", "trust_anchors": str(ca), "verify": False},
+        }
+    )
+    manager = ClusterManager(GatewayStats(), NullAudit())
+    manager.clusters, _ = manager.build((cfg,))
+    same, retired = manager.build((cfg,))
+    assert same["c"] is manager.clusters["c"] and retired == []
+    rebuilt, retired = manager.build((cfg,), frozenset({ca}))
+    assert rebuilt["c"] is not manager.clusters["c"] and retired == [manager.clusters["c"]]
