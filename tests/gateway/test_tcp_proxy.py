@@ -57,3 +57,35 @@ async def test_unreachable_upstream_closes_downstream(pki):
         writer.write(b"hello")
         assert await asyncio.wait_for(reader.read(10), 5) == b""
         writer.close()
+
+
+async def test_tcp_routes_by_sni(pki):
+    import ssl
+
+    first, second = await start_tcp_echo(), await start_tcp_echo()
+    doc = base_doc(pki, first.sockets[0].getsockname()[1], protocols=("tls1.3",))
+    doc["clusters"].append(
+        {"name": "other", "endpoints": [{"address": "127.0.0.1", "port": second.sockets[0].getsockname()[1]}]}
+    )
+    doc["listeners"][0]["filter_chains"] = [
+        {
+            "name": "other",
+            "filter_chain_match": {"server_names": ["other.test"]},
+            "filters": [{"name": "tcp_proxy", "cluster": "other"}],
+        },
+        {"name": "default", "filters": [{"name": "tcp_proxy", "cluster": "echo"}]},
+    ]
+    async with running(doc) as gw:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        for name in ("other.test", "localhost"):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", gw.listener_port("main"), ssl=ctx, server_hostname=name
+            )
+            writer.write(name.encode())
+            assert await reader.readexactly(len(name)) == name.encode()
+            writer.close()
+        opened = gw.stats.as_json()
+        assert opened["smgate_upstream_connections_total{cluster=other,result=success}"] == 1
+        assert opened["smgate_upstream_connections_total{cluster=echo,result=success}"] == 1
+    first.close()
+    second.close()

@@ -21,6 +21,7 @@ def tlcp_listener(
     protocols=("tlcp", "tls1.3", "tls1.2"),
     route_config="main",
     name="main",
+    identity=True,
 ) -> dict:
     tls: dict = {
         "protocols": list(protocols),
@@ -55,7 +56,7 @@ def tlcp_listener(
                     {
                         "name": "http_connection_manager",
                         "route_config": route_config,
-                        "identity_headers": {"enabled": True},
+                        "identity_headers": {"enabled": identity},
                     }
                 ]
             }
@@ -168,7 +169,7 @@ async def test_listener_cipher_suite_policy(demo_pki, echo):
 
 
 async def test_tlcp_upstream_with_client_pair_and_resumption(demo_pki, echo):
-    """client --plain--> gateway A --TLCP (mutual)--> gateway B --plain--> echo."""
+    """client --TLCP--> gateway A --TLCP (mutual, resumed)--> gateway B --plain--> echo."""
     inner_listener = tlcp_listener(demo_pki, client_auth="required", protocols=("tlcp",), name="inner")
     async with running(gateway_doc(demo_pki, echo.port, listener=inner_listener)) as inner:
         transport = {
@@ -181,18 +182,13 @@ async def test_tlcp_upstream_with_client_pair_and_resumption(demo_pki, echo):
             "enc_key": str(demo_pki.sm2.client_enc.key),
             "chain": str(demo_pki.sm2.chain),
         }
-        outer_listener = {
-            "name": "outer",
-            "address": "127.0.0.1",
-            "port": 0,
-            "tls": {"protocols": ["plain"]},
-            "filter_chains": [{"filters": [{"name": "http_connection_manager", "route_config": "main"}]}],
-        }
+        outer_listener = tlcp_listener(demo_pki, protocols=("tlcp",), name="outer", identity=False)
         doc = gateway_doc(
             demo_pki, inner.listener_port("inner"), transport=transport, listener=outer_listener, max_idle=0
         )
         async with running(doc) as outer:
-            client = await HttpClient.open(outer.listener_port("outer"))
+            stream = await tlcp_connect("127.0.0.1", outer.listener_port("outer"), client_config(demo_pki))
+            client = HttpClient(stream, stream)  # type: ignore[arg-type]
             for _ in range(3):
                 status, _, body = await client.request("GET", "/through")
                 assert status == 200
@@ -205,7 +201,7 @@ async def test_tlcp_upstream_with_client_pair_and_resumption(demo_pki, echo):
 
 
 async def test_tls_upstream_with_client_certificate(demo_pki, echo):
-    """client --plain--> gateway A --TLS 1.3 mutual--> gateway B (TLS, client_auth required) --> echo."""
+    """client --TLCP--> gateway A --TLS 1.3 mutual--> gateway B (TLS, client_auth required) --> echo."""
     inner_listener = tlcp_listener(demo_pki, client_auth="required", protocols=("tls1.3",), name="inner")
     async with running(gateway_doc(demo_pki, echo.port, listener=inner_listener)) as inner:
         transport = {
@@ -215,17 +211,12 @@ async def test_tls_upstream_with_client_certificate(demo_pki, echo):
             "client_cert_chain": str(demo_pki.rsa.client.cert),
             "client_private_key": str(demo_pki.rsa.client.key),
         }
-        outer_listener = {
-            "name": "outer",
-            "address": "127.0.0.1",
-            "port": 0,
-            "tls": {"protocols": ["plain"]},
-            "filter_chains": [{"filters": [{"name": "http_connection_manager", "route_config": "main"}]}],
-        }
+        outer_listener = tlcp_listener(demo_pki, protocols=("tlcp",), name="outer", identity=False)
         async with running(
             gateway_doc(demo_pki, inner.listener_port("inner"), transport=transport, listener=outer_listener)
         ) as outer:
-            client = await HttpClient.open(outer.listener_port("outer"))
+            stream = await tlcp_connect("127.0.0.1", outer.listener_port("outer"), client_config(demo_pki))
+            client = HttpClient(stream, stream)  # type: ignore[arg-type]
             status, _, body = await client.request("GET", "/tls-up")
             assert status == 200
             headers = client.json(body)["headers"]
@@ -298,3 +289,18 @@ async def test_tlcp_health_check_marks_endpoint_down(demo_pki, echo):
             if outer.clusters_json()[0]["endpoints"][0]["healthy"] is False:
                 break
         assert [e["healthy"] for e in outer.clusters_json()[0]["endpoints"]] == [False]
+
+
+async def test_malformed_tlcp_hello_gets_an_alert(demo_pki, echo):
+    async with running(gateway_doc(demo_pki, echo.port)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("main"))
+        writer.write(
+            b"\x16\x01\x01\x00\x08" + b"\x01\x00\x00\x04garb"
+        )  # ClientHello claiming 4 bytes of junk
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(-1), 5)
+        writer.close()
+        assert answer[:3] == b"\x15\x01\x01"  # an alert record, TLCP version
+        assert answer[5] == 2  # fatal
+        failures = {k: v for k, v in gw.stats.as_json().items() if k.startswith("smgate_handshake_failures")}
+        assert failures == {"smgate_handshake_failures_total{listener=main,reason=handshake_error}": 1.0}
