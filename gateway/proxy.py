@@ -97,6 +97,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class DownstreamGone(Exception):
+    """Writing to the client failed: not the upstream's fault (no outlier report, no retry)."""
+
+
 class UpstreamFailure(Exception):
     def __init__(self, status: int, reason: str, retry_class: str) -> None:
         super().__init__(reason)
@@ -132,7 +136,10 @@ class RequestContext:
 
     async def send(self, data: bytes) -> None:
         self.bytes_sent += len(data)
-        await self.conn.write(data)
+        try:
+            await self.conn.write(data)
+        except (ConnectionError, OSError) as exc:
+            raise DownstreamGone(type(exc).__name__) from None
 
 
 def identity_headers(identity: PeerIdentity, prefix: str, include_cert: bool) -> Headers:
@@ -199,8 +206,9 @@ async def handle_request(ctx: RequestContext) -> None:
             ctx.conn.closing = True
         else:
             await _local_reply(ctx, exc.status, f"{exc}\n".encode())
-    except (ConnectionError, OSError):
+    except (DownstreamGone, ConnectionError, OSError):
         ctx.conn.closing = True
+        ctx.conn.close_reason = "downstream_gone_mid_response"
     finally:
         ctx.body.discard()
         gen.stats.requests.labels(ctx.route_name, str(ctx.status or 0)).inc()
@@ -389,7 +397,7 @@ async def _exchange(
     try:
         upstream.stream.write(codec.encode_request_head(head))
         if ctx.head.content_length != 0:
-            await ctx.conn.write(ctx.codec.encode_continue())
+            await ctx.send(ctx.codec.encode_continue())
             async for chunk in ctx.body.chunks():
                 upstream.stream.write(codec.encode_body(chunk))
                 await upstream.stream.drain()
