@@ -132,6 +132,8 @@ class Gateway:
         """Apply a new config for new connections; returns the errors (empty on success)."""
         async with self._reload_lock:
             assert self.generation is not None
+            if self._draining:
+                return ["the gateway is draining; reload refused"]
             try:
                 new_config = config if config is not None else self._read_config()
                 clusters, retired = self.cluster_manager.build(new_config.clusters, changed_files)
@@ -206,16 +208,19 @@ class Gateway:
     def _report_expiry(self, config: GatewayConfig) -> None:
         warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
         now = dt.datetime.now(dt.UTC)
+        warned: set[tuple[str, str]] = set()
         for info in inventory(config):
             days = info.days_left(now)
             self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
             if days < warn_days:
                 events.cert_expiring(self.audit, info.audit_fields(), info.role, days, info.file)
-                print(
-                    f"smgate: certificate {info.subject} ({info.role}) expires in {days:.1f} days",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                if (info.subject, info.serial) not in warned:
+                    warned.add((info.subject, info.serial))
+                    print(
+                        f"smgate: certificate {info.subject} ({info.file}) expires in {days:.1f} days",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
     # -- drain and stop ------------------------------------------------------------------------
 
