@@ -143,3 +143,52 @@ def test_cluster_manager_reuses_unchanged_clusters_unless_their_files_changed(tm
     assert same["c"] is manager.clusters["c"] and retired == []
     rebuilt, retired = manager.build((cfg,), frozenset({ca}))
     assert rebuilt["c"] is not manager.clusters["c"] and retired == [manager.clusters["c"]]
+
+
+async def test_circuit_breaker_limits_connections_and_pending():
+    echo = await EchoService().start()
+    cfg = ClusterConfig.model_validate(
+        {
+            "name": "c",
+            "endpoints": [{"address": "127.0.0.1", "port": echo.port}],
+            "connect_timeout": 0.3,
+            "circuit_breakers": {"max_connections": 1, "max_pending_requests": 1},
+        }
+    )
+    cluster = Cluster(cfg, GatewayStats(), NullAudit())
+    host = cluster.hosts[0]
+    first = await cluster.acquire(host, "tcp", None)
+    waiting = asyncio.create_task(cluster.acquire(host, "tcp", None))  # pending: waits for a slot
+    await asyncio.sleep(0.05)
+    with pytest.raises(ClusterOverflow):  # pending queue full
+        await cluster.acquire(host, "tcp", None)
+    await cluster.release(first, reusable=False)
+    second = await waiting  # got the freed slot
+    with pytest.raises(ClusterOverflow):  # nothing frees up within the connect timeout
+        await cluster.acquire(host, "tcp", None)
+    await cluster.release(second, reusable=False)
+    assert cluster.open_connections == 0
+    await echo.close()
+
+
+async def test_upstream_tls_name_mismatch_is_a_connect_failure(pki):
+    import ssl
+
+    echo = await EchoService().start()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki.server_rsa), str(pki.server_rsa_key))
+    tls_echo = await EchoService(name="tls").start(ssl=ctx)
+    for name, expected in (("localhost", 200), ("wrong.test", 503)):
+        extra = {
+            "endpoints": [{"address": "127.0.0.1", "port": tls_echo.port}],
+            "transport_socket": {"type": "tls", "server_name": name, "trust_anchors": str(pki.ca)},
+        }
+        async with running(base_doc(pki, echo.port, cluster_extra=extra)) as gw:
+            c = await HttpClient.open(gw.listener_port("main"))
+            status, headers, _ = await c.request("GET", "/")
+            assert status == expected
+            if status == 200:
+                assert headers["x-upstream"] == "tls"
+            await c.close()
+    await tls_echo.close()
+    await echo.close()
