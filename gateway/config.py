@@ -466,9 +466,6 @@ class GatewayConfig(_Model):
     def cluster(self, name: str) -> ClusterConfig:
         return next(c for c in self.clusters if c.name == name)
 
-    def route_config(self, name: str) -> RouteConfiguration:
-        return next(r for r in self.route_configs if r.name == name)
-
 
 def _location(loc: Sequence[int | str]) -> str:
     out = ""

@@ -23,9 +23,6 @@ class FirstRecord(Enum):
     GARBAGE = "garbage_first_record"
 
 
-_HTTP_METHOD_PREFIXES = (b"GET", b"POS", b"PUT", b"HEA", b"DEL", b"OPT", b"PAT", b"CON", b"TRA", b"PRI")
-
-
 def classify(header: bytes, *, max_record: int = MAX_RECORD_PAYLOAD) -> FirstRecord:
     """Classify the first ``RECORD_HEADER_LEN`` bytes of a connection."""
     if len(header) < RECORD_HEADER_LEN:
@@ -43,7 +40,3 @@ def classify(header: bytes, *, max_record: int = MAX_RECORD_PAYLOAD) -> FirstRec
     if 0x0300 <= version <= 0x0304:
         return FirstRecord.TLS
     return FirstRecord.GARBAGE
-
-
-def looks_like_http(header: bytes) -> bool:
-    return header[:3] in _HTTP_METHOD_PREFIXES
