@@ -395,18 +395,26 @@ async def _exchange(
         match_status = {s for s in action.retry_policy.retry_on if s.isdigit()}
     got_bytes = False
     try:
-        upstream.stream.write(codec.encode_request_head(head))
+        # Small messages leave in one write per direction: each write is a send() syscall.
+        request_head = codec.encode_request_head(head)
         if ctx.head.content_length != 0:
+            upstream.stream.write(request_head)
             await ctx.send(ctx.codec.encode_continue())
             async for chunk in ctx.body.chunks():
                 upstream.stream.write(codec.encode_body(chunk))
                 await upstream.stream.drain()
-        upstream.stream.write(codec.encode_end())
+            upstream.stream.write(codec.encode_end())
+        else:
+            upstream.stream.write(request_head + codec.encode_end())
         await upstream.stream.drain()
         response: ResponseHead | None = None
+        pending = bytearray()
         while True:
             event = codec.next_event()
             if event is NEED_DATA:
+                if pending:
+                    await ctx.send(bytes(pending))
+                    pending.clear()
                 data = await upstream.stream.read(65536)
                 if data:
                     got_bytes = True
@@ -432,14 +440,15 @@ async def _exchange(
                 )
                 ctx.status = event.status
                 ctx.response_started = True
-                await ctx.conn.write(
-                    ctx.codec.encode_response_head(ResponseHead(event.status, headers, event.reason))
-                )
+                pending += ctx.codec.encode_response_head(ResponseHead(event.status, headers, event.reason))
             elif isinstance(event, Body):
-                await ctx.send(ctx.codec.encode_body(event.data))
+                pending += ctx.codec.encode_body(event.data)
+                if len(pending) >= 65536:
+                    await ctx.send(bytes(pending))
+                    pending.clear()
             elif isinstance(event, EndOfStream):
                 assert response is not None
-                await ctx.send(ctx.codec.encode_end())
+                await ctx.send(bytes(pending + ctx.codec.encode_end()))
                 gen.stats.upstream_requests.labels(cluster.name, f"{response.status // 100}xx").inc()
                 return codec.reusable()
     except CodecProtocolError as exc:
