@@ -538,12 +538,54 @@ def check_references(config: GatewayConfig) -> list[str]:
     return errors
 
 
+def _items(node: object, key: str) -> list[tuple[int, dict[str, Any]]]:
+    value = node.get(key) if isinstance(node, dict) else None
+    return [(i, x) for i, x in enumerate(value) if isinstance(x, dict)] if isinstance(value, list) else []
+
+
+def _raw_reference_errors(document: object) -> list[str]:
+    """Unknown cluster / route_config names, read from the raw document so that they are reported
+    together with schema errors (the typed check needs a document that validated)."""
+    clusters = {c.get("name") for _, c in _items(document, "clusters")}
+    routes = {r.get("name") for _, r in _items(document, "route_configs")}
+    errors: list[str] = []
+    for i, listener in _items(document, "listeners"):
+        for j, chain in _items(listener, "filter_chains"):
+            for k, flt in _items(chain, "filters"):
+                where = f"listeners[{i}].filter_chains[{j}].filters[{k}]"
+                if (
+                    flt.get("name") == "tcp_proxy"
+                    and isinstance(flt.get("cluster"), str)
+                    and flt["cluster"] not in clusters
+                ):
+                    errors.append(f"{where}.cluster: unknown cluster {flt['cluster']!r}")
+                if (
+                    flt.get("name") == "http_connection_manager"
+                    and isinstance(flt.get("route_config"), str)
+                    and flt["route_config"] not in routes
+                ):
+                    errors.append(f"{where}.route_config: unknown route_config {flt['route_config']!r}")
+    for i, rc in _items(document, "route_configs"):
+        for j, vh in _items(rc, "virtual_hosts"):
+            for k, route in _items(vh, "routes"):
+                action = route.get("route")
+                cluster = action.get("cluster") if isinstance(action, dict) else None
+                if isinstance(cluster, str) and cluster not in clusters:
+                    errors.append(
+                        f"route_configs[{i}].virtual_hosts[{j}].routes[{k}].route.cluster: "
+                        f"unknown cluster {cluster!r}"
+                    )
+    return errors
+
+
 def parse_config(document: object, base_dir: Path) -> GatewayConfig:
     """Validate a parsed YAML/JSON document; raises :class:`ConfigError` listing every problem."""
     try:
         config = GatewayConfig.model_validate(document, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError([f"{_location(e['loc'])}: {_message(e['msg'])}" for e in exc.errors()]) from None
+        errors = [f"{_location(e['loc'])}: {_message(e['msg'])}" for e in exc.errors()]
+        errors += [e for e in _raw_reference_errors(document) if e not in errors]
+        raise ConfigError(errors) from None
     if config.audit is not None:
         config = config.model_copy(update={"audit": config.audit.resolved(base_dir)})
     errors = check_references(config)

@@ -34,6 +34,7 @@ def test_every_error_is_reported_with_its_path(pki, tmp_path):
     )
     doc["clusters"][0]["endpoints"][0]["port"] = 70000
     doc["clusters"][0]["lb_policy"] = "fastest"
+    doc["route_configs"][0]["virtual_hosts"][0]["routes"][0]["route"]["cluster"] = "ech0"
     with pytest.raises(ConfigError) as info:
         parse_config(doc, tmp_path)
     errors = info.value.errors
@@ -41,7 +42,8 @@ def test_every_error_is_reported_with_its_path(pki, tmp_path):
     assert "listeners[0].tls.certificates[2].enc_key: file not found" in errors
     assert any(e.startswith("clusters[0].endpoints[0].port:") for e in errors)
     assert any(e.startswith("clusters[0].lb_policy:") for e in errors)
-    assert len(errors) == 4
+    assert "route_configs[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster 'ech0'" in errors
+    assert len(errors) == 5
 
 
 def test_cross_references_are_checked(pki, tmp_path):
