@@ -241,6 +241,8 @@ async def _local_reply(
         return
     ctx.status = status
     ctx.response_started = True
+    if ctx.conn.draining.is_set():
+        ctx.codec.request_close()
     await ctx.send(ctx.codec.local_reply(status, body, content_type, headers))
 
 
@@ -440,6 +442,8 @@ async def _exchange(
                 )
                 ctx.status = event.status
                 ctx.response_started = True
+                if ctx.conn.draining.is_set():
+                    ctx.codec.request_close()
                 pending += ctx.codec.encode_response_head(ResponseHead(event.status, headers, event.reason))
             elif isinstance(event, Body):
                 pending += ctx.codec.encode_body(event.data)

@@ -130,6 +130,10 @@ class ServerCodec(ABC):
     @abstractmethod
     def start_next_cycle(self) -> None: ...
 
+    def request_close(self) -> None:
+        """Tell the peer, in the next response, that the connection closes after it (draining)."""
+        return None
+
     def must_close(self) -> bool:
         """The exchange is over and the connection cannot carry another one (``Connection: close``)."""
         return False

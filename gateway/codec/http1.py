@@ -60,6 +60,7 @@ class H1ServerCodec(ServerCodec):
     def __init__(self, max_header_bytes: int) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_header_bytes = max_header_bytes
+        self._closing = False
         self._head_request = False
 
     def receive_data(self, data: bytes) -> None:
@@ -108,8 +109,13 @@ class H1ServerCodec(ServerCodec):
             return self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
         return b""
 
+    def request_close(self) -> None:
+        self._closing = True
+
     def encode_response_head(self, head: ResponseHead) -> bytes:
         headers = _forwardable(head.headers)
+        if self._closing:
+            headers.append(("connection", "close"))
         return (
             self._conn.send(
                 h11.Response(status_code=head.status, headers=headers, reason=head.reason.encode("latin-1"))
@@ -131,7 +137,7 @@ class H1ServerCodec(ServerCodec):
         if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return b""
         extra = list(headers)
-        if status >= 400 and self._conn.their_state is not h11.DONE:
+        if self._closing or (status >= 400 and self._conn.their_state is not h11.DONE):
             extra.append(("connection", "close"))
         head = ResponseHead(
             status,

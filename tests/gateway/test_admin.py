@@ -153,8 +153,8 @@ async def test_drain_finishes_in_flight_requests(pki, tmp_path):
     in_flight = asyncio.create_task(busy.request("GET", "/delay/500"))
     await asyncio.sleep(0.1)
     stop = asyncio.create_task(gateway.stop())
-    status, _, _ = await in_flight
-    assert status == 200
+    status, headers, _ = await in_flight
+    assert status == 200 and headers["connection"] == "close"
     await stop
     assert await idle.reader.read(10) == b""  # idle keep-alive connection closed by the drain
     try:
