@@ -6,9 +6,11 @@ one value, whichever transport (TLCP, TLS 1.2/1.3, plain) carried the connection
 
 from __future__ import annotations
 
+import _ssl
 import hashlib
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -96,20 +98,36 @@ def peer_certificate_from_der(der: bytes) -> PeerCertificate:
     )
 
 
+def verified_chain(ssl_object: ssl.SSLObject) -> tuple[PeerCertificate, ...]:
+    """The peer's verified chain, leaf first. Python 3.13 makes this ``get_verified_chain()``; on 3.11 the
+    same OpenSSL call is only on the private ``_sslobj``, so a missing method just means leaf only."""
+    getter: Any = getattr(getattr(ssl_object, "_sslobj", None), "get_verified_chain", None)
+    if getter is None:
+        return ()
+    try:
+        certs = getter() or []
+        return tuple(peer_certificate_from_der(c.public_bytes(_ssl.ENCODING_DER)) for c in certs)
+    except (ValueError, AttributeError, ssl.SSLError):
+        return ()
+
+
 def identity_from_ssl(
     ssl_object: ssl.SSLObject, sni: str | None, peername: tuple[str, int] | None
 ) -> PeerIdentity:
-    """Identity of a finished Python ``ssl`` server handshake (leaf certificate only: 3.11 has no chain API)."""
+    """Identity of a finished Python ``ssl`` server handshake, with the verified client chain."""
     version = ssl_object.version() or "-"
     der = ssl_object.getpeercert(binary_form=True)
     cipher = ssl_object.cipher()
+    chain: tuple[PeerCertificate, ...] = (peer_certificate_from_der(der),) if der else ()
+    if der:
+        chain = verified_chain(ssl_object) or chain
     return PeerIdentity(
         protocol={"TLSv1.3": "tls1.3", "TLSv1.2": "tls1.2"}.get(version, version.lower()),
         version=version,
         cipher_suite=cipher[0] if cipher else None,
         sni=sni,
         alpn=ssl_object.selected_alpn_protocol(),
-        peer_chain=(peer_certificate_from_der(der),) if der else (),
+        peer_chain=chain,
         resumed=ssl_object.session_reused,
         remote_address=peername[0] if peername else "",
         remote_port=peername[1] if peername else 0,
