@@ -260,7 +260,6 @@ class ListenerConfig(_Model):
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
     filter_chains: tuple[FilterChain, ...]
-    per_connection_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)
 
 
 class HeaderMatch(_Model):
@@ -299,6 +298,7 @@ class RetryPolicy(_Model):
         "502",
         "503",
     )
+    #: Time allowed per attempt until the response head arrives (then the route timeout alone applies).
     per_try_timeout: Seconds | None = None
     #: At most this share of a cluster's active requests may be retries (Envoy's retry budget).
     budget_percent: float = Field(default=20.0, ge=0, le=100)
@@ -431,7 +431,6 @@ class ClusterConfig(_Model):
     lb_policy: Literal["round_robin", "least_request", "ring_hash"] = "round_robin"
     hash_policy: HashPolicy | None = None
     connect_timeout: Seconds = 5.0
-    dns_refresh_rate: Seconds = 30.0
     health_checks: HealthCheck | None = None
     outlier_detection: OutlierDetection | None = OutlierDetection()
     circuit_breakers: CircuitBreaker = CircuitBreaker()

@@ -411,13 +411,20 @@ async def _exchange(
         await upstream.stream.drain()
         response: ResponseHead | None = None
         pending = bytearray()
+        per_try = action.retry_policy.per_try_timeout if action.retry_policy else None
+        head_deadline = asyncio.get_running_loop().time() + per_try if per_try else None
         while True:
             event = codec.next_event()
             if event is NEED_DATA:
                 if pending:
                     await ctx.send(bytes(pending))
                     pending.clear()
-                data = await upstream.stream.read(65536)
+                try:
+                    async with asyncio.timeout_at(head_deadline if response is None else None):
+                        data = await upstream.stream.read(65536)
+                except TimeoutError:
+                    cluster.report(upstream.host, False)
+                    raise UpstreamFailure(504, "upstream per-try timeout", "504") from None
                 if data:
                     got_bytes = True
                     gen.stats.bytes.labels(ctx.conn.listener, "upstream_rx").inc(len(data))

@@ -239,3 +239,23 @@ async def test_pipelining_slow_headers_and_request_ids(pki, echo):
         writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n")  # the rest of the head never comes
         assert (await asyncio.wait_for(reader.read(-1), 5)).startswith(b"HTTP/1.1 408")
         writer.close()
+
+
+async def test_per_try_timeout_is_retried_then_answered_504(pki, echo):
+    routes = [
+        {
+            "name": "r",
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": "echo",
+                "timeout": 10,
+                "retry_policy": {"num_retries": 1, "retry_on": ["504"], "per_try_timeout": 0.2},
+            },
+        }
+    ]
+    async with running(base_doc(pki, echo.port, routes=routes)) as gw:
+        c = await HttpClient.open(gw.listener_port("main"))
+        assert (await c.request("GET", "/delay/1000"))[0] == 504  # both tries time out (the route would not)
+        assert (await c.request("GET", "/fast"))[0] == 200
+        await c.close()
+        assert gw.stats.as_json()["smgate_upstream_retries_total{cluster=echo}"] == 1
