@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,6 +57,27 @@ def test_roundtrip_and_fragmentation(kind: str, data: bytes) -> None:
     assert all(len(payload) <= MAX_PLAINTEXT_LENGTH for _, payload in records)
     assert len(records) == max(1, -(-len(data) // MAX_PLAINTEXT_LENGTH))
     assert writer.sequence == reader.sequence or kind == "plain"
+
+
+@pytest.mark.parametrize("kind", ["plain", "gcm"])
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6))
+def test_many_records_per_feed_in_arbitrary_chunks(kind: str, cuts: list[int]) -> None:
+    """Records are read from a cursor into the buffered bytes; any chunking gives the same records."""
+    writer, reader = pair(kind)
+    messages = [bytes([index]) * (index * 7) for index in range(12)]
+    for message in messages:
+        writer.write(23, message)
+    wire = writer.data_to_send()
+    bounds = sorted({min(cut, len(wire)) for cut in cuts} | {0, len(wire)})
+    records: list[tuple[int, bytes]] = []
+    overhead = 5 + (24 if kind == "gcm" else 0)  # header, explicit nonce and tag
+    for start, end in itertools.pairwise(bounds):
+        reader.feed(wire[start:end])
+        records.extend(read_all(reader))
+        assert reader.pending_bytes() == end - sum(overhead + len(payload) for _, payload in records)
+    assert records == [(23, message) for message in messages]
+    assert reader.pending_bytes() == 0
 
 
 @pytest.mark.parametrize("kind", ["cbc", "gcm"])

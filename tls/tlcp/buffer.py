@@ -99,9 +99,8 @@ class Buffer:
         return data
 
     def push_bytes(self, value: bytes) -> None:
-        data = self._writable()
-        data += value
-        self._pos = self._end = len(data)
+        self._data += value  # in place for a write buffer; a read buffer becomes a new bytes value
+        self._pos = self._end = len(self._data)
 
     def push_uint8(self, value: int) -> None:
         self.push_bytes(_to_bytes(value, 1))

@@ -334,7 +334,7 @@ class ClientHandshake(Handshake):
         )
 
     # (state, message type) -> handler; any other pair is an unexpected_message (Handshake.handle_message)
-    dispatch: ClassVar[dict[tuple[Any, HandshakeType], Handler]] = {
+    dispatch: ClassVar[dict[tuple[Any, int], Handler]] = {
         (ClientState.EXPECT_SERVER_HELLO, HandshakeType.SERVER_HELLO): _handle_server_hello,
         (ClientState.EXPECT_CERTIFICATE, HandshakeType.CERTIFICATE): _handle_certificate,
         (

@@ -195,7 +195,7 @@ class Handshake:
 
     is_client: bool
     state: Any
-    dispatch: ClassVar[dict[tuple[Any, HandshakeType], Handler]]
+    dispatch: ClassVar[dict[tuple[Any, int], Handler]]
 
     def __init__(self, configuration: TLCPConfiguration, reader: RecordReader, writer: RecordWriter) -> None:
         self.configuration = configuration
@@ -224,10 +224,10 @@ class Handshake:
         raise NotImplementedError
 
     def handle_message(self, message_type: int, raw: bytes) -> None:
-        try:
-            handler = self.dispatch[(self.state, HandshakeType(message_type))]
-        except (KeyError, ValueError):
-            raise UnexpectedMessage(f"handshake message {message_type} in state {self.state.name}") from None
+        # the table's HandshakeType keys hash and compare as their int values, so no enum lookup here
+        handler = self.dispatch.get((self.state, message_type))
+        if handler is None:
+            raise UnexpectedMessage(f"handshake message {message_type} in state {self.state.name}")
         transcript = self.transcript
         self.transcript_mark = len(transcript)
         if message_type in _HASHED_BEFORE:

@@ -174,39 +174,52 @@ class _Direction:
 
 
 class RecordReader(_Direction):
-    """Incoming records: header checks, then protection removal."""
+    """Incoming records: header checks, then protection removal.
 
-    __slots__ = ("_buffer",)
+    Records are read from a cursor into the buffered bytes, which are dropped only when everything
+    is consumed or more arrives, so a large read holding many records is not shifted once per record.
+    """
+
+    __slots__ = ("_buffer", "_offset")
 
     def __init__(self) -> None:
         super().__init__()
         self._buffer = bytearray()
+        self._offset = 0
 
     def feed(self, data: bytes) -> None:
+        if self._offset:
+            del self._buffer[: self._offset]
+            self._offset = 0
         self._buffer += data
 
     def pending_bytes(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) - self._offset
 
     def next_record(self) -> tuple[int, bytes] | None:
         """Next (content_type, plaintext), or None until a whole record is buffered."""
         buffer = self._buffer
-        if len(buffer) < RECORD_HEADER_LENGTH:
+        start = self._offset
+        if len(buffer) - start < RECORD_HEADER_LENGTH:
             return None
-        content_type = buffer[0]
+        content_type = buffer[start]
         if content_type not in _CONTENT_TYPES:
             raise UnexpectedMessage("unknown record content type")
-        if buffer[1:3] != _VERSION_BYTES:
+        if buffer[start + 1] != _VERSION_BYTES[0] or buffer[start + 2] != _VERSION_BYTES[1]:
             raise ProtocolVersion("record version is not 0x0101")
-        length = (buffer[3] << 8) | buffer[4]
+        length = (buffer[start + 3] << 8) | buffer[start + 4]
         limit = MAX_PLAINTEXT_LENGTH if self.protection is None else MAX_CIPHERTEXT_LENGTH
         if length > limit:
             raise RecordOverflow("record too long")
-        end = RECORD_HEADER_LENGTH + length
+        end = start + RECORD_HEADER_LENGTH + length
         if len(buffer) < end:
             return None
-        fragment = bytes(buffer[RECORD_HEADER_LENGTH:end])
-        del buffer[:end]
+        fragment = bytes(buffer[start + RECORD_HEADER_LENGTH : end])
+        if end == len(buffer):
+            buffer.clear()
+            self._offset = 0
+        else:
+            self._offset = end
         if self.protection is None:
             return content_type, fragment
         plaintext = self.protection.open(content_type, self.next_sequence(), fragment)

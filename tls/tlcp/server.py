@@ -386,7 +386,7 @@ class ServerHandshake(Handshake):
         )
 
     # (state, message type) -> handler; any other pair is an unexpected_message (Handshake.handle_message)
-    dispatch: ClassVar[dict[tuple[Any, HandshakeType], Handler]] = {
+    dispatch: ClassVar[dict[tuple[Any, int], Handler]] = {
         (ServerState.EXPECT_CLIENT_HELLO, HandshakeType.CLIENT_HELLO): _handle_client_hello,
         (ServerState.EXPECT_CLIENT_CERTIFICATE, HandshakeType.CERTIFICATE): _handle_certificate,
         (
