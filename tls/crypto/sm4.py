@@ -103,7 +103,10 @@ class SM4GCM:
         plaintext = dec.update(body)
         try:
             dec.finalize()
-        except InvalidTag:
+        except (InvalidTag, ValueError):
+            # A GCM decryptor's finalize can only fail on authentication. ``cryptography`` reports
+            # that as InvalidTag only while its OpenSSL error queue is otherwise empty; a stale entry
+            # left there by an unrelated call (pyOpenSSL, a failed key load) turns it into ValueError.
             raise DecryptionError("SM4-GCM tag mismatch") from None
         return plaintext
 
