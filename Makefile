@@ -31,6 +31,10 @@ test: lint typecheck pytest
 
 bench: venv
 	$(PY) bench/crypto.py
+	$(PY) bench/tlcp_core.py
+	$(PY) bench/tlcp.py
+	$(PY) bench/audit.py
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) $(STATE) build *.egg-info
