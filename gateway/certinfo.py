@@ -101,8 +101,12 @@ def fingerprint_files(paths: list[Path]) -> dict[Path, tuple[int, int]]:
 
 
 def inventory(config: GatewayConfig) -> list[CertificateInfo]:
+    """Every certificate of :func:`certificate_files`, plus the audit checkpoint signing certificate."""
     infos: list[CertificateInfo] = []
-    for role, path in certificate_files(config):
+    files = certificate_files(config)
+    if config.audit is not None and config.audit.signing_cert is not None:
+        files.append(("audit.signing_cert", Path(config.audit.signing_cert)))
+    for role, path in files:
         try:
             certs = x509.load_pem_x509_certificates(path.read_bytes())
         except (OSError, ValueError):

@@ -164,16 +164,15 @@ class Listener:
             )
             return
         except ssl.SSLError as exc:
-            alert = (exc.reason or "").lower()
-            received = alert.startswith(("sslv3_alert_", "tlsv1_alert_", "tlsv13_alert_"))
+            alert, sent = events.openssl_alert(exc.reason or "")
             self._refused(
                 sock,
                 conn_id,
                 "handshake_error",
                 str(exc),
                 protocol_label,
-                alert=alert or None,
-                alert_sent=not received,
+                alert=alert,
+                alert_sent=sent,
             )
             return
         except (ConnectionError, OSError) as exc:

@@ -246,30 +246,52 @@ async def _local_reply(
     await ctx.send(ctx.codec.local_reply(status, body, content_type, headers))
 
 
+def _decision(
+    ctx: RequestContext,
+    route: Route | None,
+    *,
+    allow: bool,
+    reason: str,
+    cluster: str | None = None,
+    upstream: str | None = None,
+) -> None:
+    """One ``route.decision`` record: which route, cluster and endpoint a request went to, or why not."""
+    events.route_decision(
+        ctx.conn.generation.audit,
+        ctx.conn.id,
+        route=route.name if route is not None else None,
+        cluster=cluster,
+        upstream=upstream,
+        allow=allow,
+        reason=reason,
+        request_id=ctx.request_id,
+        method=ctx.head.method,
+        path=ctx.head.path,
+        attempt=ctx.attempts,
+        codec=ctx.codec_factory.protocol,
+    )
+
+
 async def _dispatch(ctx: RequestContext) -> None:
     route = ctx.routes.match(ctx.head)
     if route is None:
+        _decision(ctx, None, allow=False, reason="no_route")
         await _local_reply(ctx, 404, b"no route\n")
         return
     ctx.route_name = route.name
     if not is_allowed(route.access, ctx.conn.identity):
         ctx.conn.generation.stats.access_denied.labels(route.name).inc()
-        events.route_decision(
-            ctx.conn.generation.audit,
-            ctx.conn.id,
-            route=route.name,
-            cluster=route.route.cluster if route.route else None,
-            upstream=None,
-            allow=False,
-            reason="access_control",
-        )
+        cluster = route.route.cluster if route.route else None
+        _decision(ctx, route, allow=False, reason="access_control", cluster=cluster)
         await _local_reply(ctx, 403, b"access denied\n")
         return
     if route.direct_response is not None:
         dr = route.direct_response
+        _decision(ctx, route, allow=True, reason="direct_response")
         await _local_reply(ctx, dr.status, dr.body.encode(), dr.content_type)
         return
     if route.redirect is not None:
+        _decision(ctx, route, allow=True, reason="redirect")
         await _local_reply(
             ctx, route.redirect.response_code, b"", headers=(("location", _location(ctx, route)),)
         )
@@ -320,6 +342,8 @@ async def _forward(ctx: RequestContext, route: Route, action: ForwardAction) -> 
                 try:
                     cluster.begin_request(retry=retry)
                 except ClusterOverflow as exc:
+                    _decision(ctx, route, allow=True, reason="overflow", cluster=cluster.name)
+                    events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, None, f"overflow: {exc}")
                     raise UpstreamFailure(503, str(exc), "overflow") from None
                 try:
                     await _attempt(ctx, route, action, cluster, hash_key, tried)
@@ -348,6 +372,7 @@ async def _forward(ctx: RequestContext, route: Route, action: ForwardAction) -> 
                 finally:
                     cluster.end_request(retry=retry)
     except TimeoutError:
+        events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, ctx.endpoint, "request_timeout")
         raise UpstreamFailure(504, "upstream request timeout", "504") from None
 
 
@@ -363,8 +388,11 @@ async def _attempt(
     try:
         host = cluster.choose_host(hash_key, frozenset(tried))
     except NoHealthyUpstream as exc:
+        _decision(ctx, route, allow=True, reason="no_healthy_upstream", cluster=cluster.name)
+        events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, None, f"no_healthy_upstream: {exc}")
         raise UpstreamFailure(503, str(exc), "connect-failure") from None
     ctx.endpoint = host.name
+    _decision(ctx, route, allow=True, reason="forward", cluster=cluster.name, upstream=host.name)
     try:
         upstream = await cluster.acquire(host, ctx.codec_factory.protocol, ctx.codec_factory.client_codec)
     except UpstreamConnectError as exc:
@@ -374,6 +402,7 @@ async def _attempt(
         events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, host.name, f"connect_failure: {exc}")
         raise UpstreamFailure(503, f"upstream connect error: {exc}", "connect-failure") from None
     except ClusterOverflow as exc:
+        events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, host.name, f"overflow: {exc}")
         raise UpstreamFailure(503, str(exc), "overflow") from None
     host.active_requests += 1
     reusable = False
@@ -424,6 +453,9 @@ async def _exchange(
                         data = await upstream.stream.read(65536)
                 except TimeoutError:
                     cluster.report(upstream.host, False)
+                    events.upstream_fail(
+                        gen.audit, ctx.conn.id, cluster.name, upstream.host.name, "per_try_timeout"
+                    )
                     raise UpstreamFailure(504, "upstream per-try timeout", "504") from None
                 if data:
                     got_bytes = True
@@ -478,4 +510,7 @@ async def _exchange(
         gen.stats.upstream_requests.labels(cluster.name, "reset").inc()
         if upstream.reused and not got_bytes and not ctx.response_started:
             raise UpstreamFailure(502, "upstream reset", "stale-connection") from None
+        events.upstream_fail(
+            gen.audit, ctx.conn.id, cluster.name, upstream.host.name, f"reset: {type(exc).__name__}"
+        )
         raise UpstreamFailure(502, f"upstream reset: {type(exc).__name__}", "reset") from None

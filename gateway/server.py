@@ -13,9 +13,11 @@ import asyncio
 import datetime as dt
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from gateway import audit_events as events
 from gateway.admin import AdminServer
@@ -52,6 +54,8 @@ class Gateway:
         self.admin: AdminServer | None = None
         self.generation: Generation | None = None
         self._pending_config = config
+        #: The YAML document behind the current generation (diffs of reloads that fail validation).
+        self._document: object = _read_document(config_path)
         self._started = False
         self._draining = False
         self._stopping = False
@@ -81,7 +85,7 @@ class Gateway:
         self._file_state = fingerprint_files(watched_files(config))
         interval = config.admin.cert_watch_interval if config.admin is not None else 5.0
         self._watch_task = asyncio.create_task(self._watch_certificates(interval))
-        self._report_expiry(config)
+        self._report_certificates(config, generation.number)
         self._started = True
         for name, listener in self.listeners.items():
             events.listener_start(self.audit, name, f"{listener.config.address}:{listener.port}")
@@ -134,8 +138,11 @@ class Gateway:
             assert self.generation is not None
             if self._draining:
                 return ["the gateway is draining; reload refused"]
+            new_config: GatewayConfig | None = config
+            new_document = _read_document(self.config_path) if config is None else None
             try:
-                new_config = config if config is not None else self._read_config()
+                if new_config is None:
+                    new_config = self._read_config()
                 clusters, retired = self.cluster_manager.build(new_config.clusters, changed_files)
                 generation = build_generation(
                     self.generation.number + 1, new_config, clusters, self.stats, self.audit
@@ -143,9 +150,22 @@ class Gateway:
                 new_listeners = self._rebind(new_config, generation)
             except ConfigError as exc:
                 self.stats.reloads.labels("rejected").inc()
-                events.config_reload(self.audit, accepted=False, source=source, diff={}, errors=exc.errors)
+                if new_config is not None:
+                    diff = _diff(self.generation.config, new_config, changed_files)
+                else:
+                    diff = _document_diff(self._document, new_document)
+                events.config_reload(
+                    self.audit,
+                    accepted=False,
+                    source=source,
+                    diff=diff,
+                    errors=exc.errors,
+                    generation=self.generation.number,
+                )
                 return exc.errors
-            diff = _diff(self.generation.config, new_config)
+            diff = _diff(self.generation.config, new_config, changed_files)
+            if config is None:
+                self._document = new_document
             old_listeners = self.listeners
             for name, listener in new_listeners.items():
                 if old_listeners.get(name) is listener:
@@ -156,14 +176,20 @@ class Gateway:
             for name, listener in old_listeners.items():
                 if new_listeners.get(name) is not listener:
                     await listener.stop_accepting()
+                    events.listener_stop(self.audit, name, "reload")
             self.listeners = new_listeners
             self._activate(generation, clusters)
             for cluster in retired:
                 self._background(cluster.close())
             self._file_state = fingerprint_files(watched_files(new_config))
-            self._report_expiry(new_config)
             self.stats.reloads.labels("success").inc()
-            events.config_reload(self.audit, accepted=True, source=source, diff=diff)
+            events.config_reload(
+                self.audit, accepted=True, source=source, diff=diff, generation=generation.number
+            )
+            for name, listener in new_listeners.items():
+                if old_listeners.get(name) is not listener:
+                    events.listener_start(self.audit, name, f"{listener.config.address}:{listener.port}")
+            self._report_certificates(new_config, generation.number)
             return []
 
     def _rebind(self, config: GatewayConfig, generation: Generation) -> dict[str, Listener]:
@@ -205,11 +231,14 @@ class Gateway:
                 for error in errors:
                     print(f"smgate: certificate reload rejected: {error}", flush=True)
 
-    def _report_expiry(self, config: GatewayConfig) -> None:
+    def _report_certificates(self, config: GatewayConfig, generation: int) -> None:
+        """``cert.loaded`` for every certificate the generation uses, then the expiry report
+        (``cert.expiring`` inside ``cert_expiry_warning_days``, ``cert.expired`` past ``not_after``)."""
         warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
         now = dt.datetime.now(dt.UTC)
         warned: set[tuple[str, str]] = set()
         for info in inventory(config):
+            events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
             days = info.days_left(now)
             self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
             if days < warn_days:
@@ -217,7 +246,8 @@ class Gateway:
                 if (info.subject, info.serial) not in warned:
                     warned.add((info.subject, info.serial))
                     print(
-                        f"smgate: certificate {info.subject} ({info.file}) expires in {days:.1f} days",
+                        f"smgate: certificate {info.subject} ({info.file}) "
+                        + (f"expires in {days:.1f} days" if days > 0 else f"expired {-days:.1f} days ago"),
                         file=sys.stderr,
                         flush=True,
                     )
@@ -269,13 +299,18 @@ class Gateway:
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self._sighup()))
-        loop.add_signal_handler(signal.SIGTERM, lambda: self._background(self.stop()))
-        loop.add_signal_handler(signal.SIGINT, lambda: self._background(self.stop()))
+        loop.add_signal_handler(signal.SIGTERM, lambda: self._background(self._signal_stop("SIGTERM")))
+        loop.add_signal_handler(signal.SIGINT, lambda: self._background(self._signal_stop("SIGINT")))
 
     async def admin_reload(self) -> list[str]:
         errors = await self.reload(source="admin_api")
         events.admin_action(self.audit, "reload", "admin_api", "accepted" if not errors else "rejected")
         return errors
+
+    async def _signal_stop(self, name: str) -> None:
+        if not self._stopping:
+            events.admin_action(self.audit, "stop", f"signal:{name}", "accepted")
+        await self.stop()
 
     async def _sighup(self) -> None:
         errors = await self.reload(source="sighup")
@@ -335,17 +370,63 @@ class Gateway:
         return [c.describe() for c in self.cluster_manager.clusters.values()]
 
 
-def _diff(old: GatewayConfig, new: GatewayConfig) -> dict[str, object]:
-    """Names added, removed and changed per section (for the ``config.reload`` audit record)."""
+_SECTIONS = ("listeners", "clusters", "route_configs")
+_SETTINGS = ("admin", "audit", "drain_timeout")
+
+
+def _section_diff(before: Mapping[str, object], after: Mapping[str, object]) -> dict[str, list[str]] | None:
+    changes = {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
+    }
+    return changes if any(changes.values()) else None
+
+
+def _read_document(path: Path | None) -> object:
+    """The parsed YAML at ``path`` (``None`` when there is no file or it does not parse)."""
+    if path is None:
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _document_diff(old: object, new: object) -> dict[str, object]:
+    """The same summary as :func:`_diff`, read from raw documents (for a file that failed validation)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return {}
     out: dict[str, object] = {}
-    for section in ("listeners", "clusters", "route_configs"):
+    for section in _SECTIONS:
+        before, after = (
+            {str(x.get("name")): x for x in (doc.get(section) or []) if isinstance(x, dict)}
+            for doc in (old, new)
+        )
+        changes = _section_diff(before, after)
+        if changes:
+            out[section] = changes
+    settings = sorted(k for k in _SETTINGS if old.get(k) != new.get(k))
+    if settings:
+        out["settings"] = settings
+    return out
+
+
+def _diff(
+    old: GatewayConfig, new: GatewayConfig, changed_files: frozenset[Path] = frozenset()
+) -> dict[str, object]:
+    """Names added, removed and changed per section, other changed top-level settings and the
+    certificate/key files whose content changed (for the ``config.reload`` audit record)."""
+    out: dict[str, object] = {}
+    for section in _SECTIONS:
         before = {item.name: item for item in getattr(old, section)}
         after = {item.name: item for item in getattr(new, section)}
-        changes = {
-            "added": sorted(after.keys() - before.keys()),
-            "removed": sorted(before.keys() - after.keys()),
-            "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
-        }
-        if any(changes.values()):
+        changes = _section_diff(before, after)
+        if changes:
             out[section] = changes
+    settings = sorted(k for k in _SETTINGS if getattr(old, k) != getattr(new, k))
+    if settings:
+        out["settings"] = settings
+    if changed_files:
+        out["files"] = sorted(str(p) for p in changed_files)
     return out

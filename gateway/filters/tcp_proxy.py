@@ -45,6 +45,15 @@ class TcpProxy(NetworkFilter):
                 break
         if self.upstream is None:
             conn.close_reason = "no_upstream"
+            events.route_decision(
+                conn.generation.audit,
+                conn.id,
+                route=f"filter_chain:{conn.filter_chain}",
+                cluster=cluster.name,
+                upstream=None,
+                allow=True,
+                reason="no_upstream",
+            )
             return FilterStatus.STOP_ITERATION
         self.upstream.host.active_requests += 1
         events.route_decision(
