@@ -28,6 +28,10 @@ KEY_USAGE_NAMES = frozenset(
     }
 )
 EXT_KEY_USAGE_NAMES = frozenset({"server_auth", "client_auth"})
+# RFC 5280 upper bounds (ub-common-name, ub-organization-name, ub-organizational-unit-name) are 64
+# characters; GmSSL 3.x applies them to the encoded bytes and rejects any chain that names a longer
+# value, as issuer or subject.  Capping the UTF-8 encoding at 64 bytes satisfies both.
+NAME_MAX_UTF8_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,13 @@ class Subject:
             raise ValueError("a subject needs a common name")
         if self.country is not None and (len(self.country) != 2 or not self.country.isascii()):
             raise ValueError("country must be a two-letter ISO 3166 code")
+        for label, value in (
+            ("common name", self.common_name),
+            ("organization", self.organization),
+            ("organizational unit", self.organizational_unit),
+        ):
+            if value and len(value.encode("utf-8")) > NAME_MAX_UTF8_BYTES:
+                raise ValueError(f"subject {label} is longer than {NAME_MAX_UTF8_BYTES} bytes of UTF-8")
 
     def fields(self) -> list[tuple[str, str]]:
         """(asn1crypto attribute name, value) pairs, most general first: C, O, OU, CN."""

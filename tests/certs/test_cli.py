@@ -161,6 +161,14 @@ def test_days_above_limit_is_a_usage_error(tmp_path: Path) -> None:
     assert info.value.code == 2
 
 
+def test_name_over_64_bytes_is_refused_before_any_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("pki", "ca", "--cn", "x" * 65, "--out-dir", tmp_path) == 1
+    assert "subject common name is longer than 64 bytes of UTF-8" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_issue_tlcp_needs_sm2_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("pki", "ca", "--type", "ecdsa", "--cn", "EC", "--out-dir", tmp_path) == 0
     code = run(
