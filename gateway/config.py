@@ -80,6 +80,33 @@ class TlcpCipherSuite(StrEnum):
     ECDHE_SM4_GCM_SM3 = "ECDHE_SM4_GCM_SM3"
 
 
+#: TLCP suites whose key exchange needs the client's SM2 encryption pair (GB/T 38636-2020 6.4.5.3).
+ECDHE_SUITES = frozenset({TlcpCipherSuite.ECDHE_SM4_CBC_SM3, TlcpCipherSuite.ECDHE_SM4_GCM_SM3})
+
+
+class TlcpPeerProfile(StrEnum):
+    """Sender forms where TLCP implementations differ (``tls.tlcp.PeerProfile``).
+
+    ``gmssl``: GmSSL servers that request client certificates (CertificateVerify over the raw
+    handshake, sign certificate only); ``tongsuo``: Tongsuo/BabaSSL (bare ECDHE ClientKeyExchange,
+    renegotiation SCSV; as a server, CertificateRequest lists rsa_sign and ecdsa_sign).
+    """
+
+    STANDARD = "standard"
+    GMSSL = "gmssl"
+    TONGSUO = "tongsuo"
+
+
+def _no_duplicates(values: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
+    dupes = sorted({v.value for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"duplicate cipher suites {dupes}")
+    return values
+
+
+TlcpSuiteList = Annotated[tuple[TlcpCipherSuite, ...], AfterValidator(_no_duplicates)]
+
+
 class TlsCertificate(_Model):
     """One standard TLS certificate (RSA or ECDSA) with its chain in ``cert_chain``."""
 
@@ -115,7 +142,7 @@ class CertificateSet(_Model):
 
 
 class CipherSuites(_Model):
-    tlcp: tuple[TlcpCipherSuite, ...] = (
+    tlcp: TlcpSuiteList = (
         TlcpCipherSuite.ECDHE_SM4_GCM_SM3,
         TlcpCipherSuite.ECC_SM4_GCM_SM3,
         TlcpCipherSuite.ECDHE_SM4_CBC_SM3,
@@ -123,6 +150,28 @@ class CipherSuites(_Model):
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+    @field_validator("tlcp")
+    @classmethod
+    def _some(cls, value: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
+        if not value:
+            raise ValueError("at least one TLCP cipher suite is needed")
+        return value
+
+
+class DownstreamTlcp(_Model):
+    """TLCP server options of a listener."""
+
+    #: ``tongsuo`` sends Tongsuo's CertificateRequest types (rsa_sign, ecdsa_sign). ``gmssl`` only
+    #: changes client-side forms, so a server has no use for it.
+    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
+
+    @field_validator("profile")
+    @classmethod
+    def _server_profile(cls, value: TlcpPeerProfile) -> TlcpPeerProfile:
+        if value is TlcpPeerProfile.GMSSL:
+            raise ValueError("gmssl only changes what a client sends; a listener takes standard or tongsuo")
+        return value
 
 
 class DownstreamTls(_Model):
@@ -135,6 +184,7 @@ class DownstreamTls(_Model):
     trust_anchors: FilePath | None = None
     sm2_trust_anchors: FilePath | None = None
     cipher_suites: CipherSuites = CipherSuites()
+    tlcp: DownstreamTlcp = DownstreamTlcp()
     alpn: tuple[Literal["http/1.1"], ...] = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
@@ -145,6 +195,8 @@ class DownstreamTls(_Model):
             raise ValueError("TLS/TLCP protocols need at least one certificate set")
         if Protocol.TLCP in self.protocols and not any(c.has_sm2 for c in self.certificates):
             raise ValueError("tlcp needs a certificate set with an SM2 sign/enc pair")
+        if Protocol.TLCP not in self.protocols and self.tlcp != DownstreamTlcp():
+            raise ValueError("tlcp options need the tlcp protocol")
         wants_tls = Protocol.TLS13 in self.protocols or Protocol.TLS12 in self.protocols
         if wants_tls and not any(c.tls_certificates for c in self.certificates):
             raise ValueError("tls1.2/tls1.3 need a certificate set with tls_certificates")
@@ -410,7 +462,11 @@ class UpstreamTransport(_Model):
     enc_key: FilePath | None = None
     #: Intermediate certificates sent with the SM2 client pair.
     chain: FilePath | None = None
-    cipher_suites: tuple[TlcpCipherSuite, ...] = ()
+    #: TLCP only: our preference order (default: ECC then ECDHE, GCM first; ECDHE needs the pair).
+    cipher_suites: TlcpSuiteList = ()
+    #: TLCP only: the upstream implementation's forms (``gmssl`` for GmSSL servers that ask for client
+    #: certificates, ``tongsuo`` for Tongsuo/BabaSSL with ECDHE).
+    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
     session_resumption: bool = True
 
     @model_validator(mode="after")
@@ -422,6 +478,25 @@ class UpstreamTransport(_Model):
         sm2 = (self.sign_cert, self.sign_key, self.enc_cert, self.enc_key)
         if any(v is not None for v in sm2) and not all(v is not None for v in sm2):
             raise ValueError("an SM2 client pair needs all of sign_cert, sign_key, enc_cert, enc_key")
+        if self.type != "tlcp":
+            tlcp_only = [
+                name
+                for name, value in (
+                    ("cipher_suites", self.cipher_suites),
+                    ("profile", self.profile is not TlcpPeerProfile.STANDARD),
+                    ("sign_cert", self.sign_cert),
+                    ("chain", self.chain),
+                )
+                if value
+            ]
+            if tlcp_only:
+                raise ValueError(f"{', '.join(tlcp_only)}: only for type tlcp")
+        elif (
+            self.cipher_suites
+            and self.sign_cert is None
+            and all(s in ECDHE_SUITES for s in self.cipher_suites)
+        ):
+            raise ValueError("ECDHE cipher suites need an SM2 client pair (sign_cert, enc_cert, ...)")
         return self
 
 

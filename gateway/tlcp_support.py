@@ -22,6 +22,7 @@ from gateway.config import (
     DownstreamTls,
     Protocol,
     TlcpCipherSuite,
+    TlcpPeerProfile,
     UpstreamTransport,
 )
 from gateway.identity import PeerCertificate, PeerIdentity
@@ -29,13 +30,20 @@ from gateway.stream import ByteStream
 from gateway.tls_server import select_certificate_set
 from gateway.upstream import UpstreamConnectError, UpstreamConnector
 from tls.crypto import CryptoError
-from tls.tlcp import CipherSuite, ClientAuth, SessionCache, TLCPConfiguration, TLCPSession
+from tls.tlcp import CipherSuite, ClientAuth, PeerProfile, SessionCache, TLCPConfiguration, TLCPSession
 from tls.tlcp.aio import TLCPStream, TLCPStreamError, tlcp_accept_socket, tlcp_connect
 
 _CLIENT_AUTH = {
     ClientAuthMode.NONE: ClientAuth.NONE,
     ClientAuthMode.OPTIONAL: ClientAuth.OPTIONAL,
     ClientAuthMode.REQUIRED: ClientAuth.REQUIRED,
+}
+
+
+_PROFILES = {
+    TlcpPeerProfile.STANDARD: PeerProfile.STANDARD,
+    TlcpPeerProfile.GMSSL: PeerProfile.GMSSL,
+    TlcpPeerProfile.TONGSUO: PeerProfile.TONGSUO,
 }
 
 
@@ -118,6 +126,7 @@ def build_server_tlcp(tls: DownstreamTls, where: str, handshake_timeout: float) 
         trust_store=trust,
         verify_peer=trust is not None,
         session_cache=SessionCache(max_size=max(1, tls.session_cache_size)),
+        profile=_PROFILES[tls.tlcp.profile],
     )
     return TlcpServerPolicy(configuration, handshake_timeout)
 
@@ -193,9 +202,15 @@ class TlcpConnector(UpstreamConnector):
             trust_store=trust,
             verify_peer=cfg.verify,
             server_name=cfg.server_name,
+            profile=_PROFILES[cfg.profile],
         )
         self._sessions: dict[tuple[str, int], TLCPSession] = {}
         self.resumed = 0
+
+    @property
+    def configuration(self) -> TLCPConfiguration:
+        """The client configuration every connection starts from (profile, suites, client pair)."""
+        return self._base
 
     async def connect(self, address: str, port: int, timeout: float) -> ByteStream:
         session = self._sessions.get((address, port)) if self._cfg.session_resumption else None
