@@ -265,8 +265,19 @@ def _add_issuer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_san_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dns", action="append", default=[], help="subjectAltName DNS name (repeatable)")
-    parser.add_argument("--ip", action="append", default=[], help="subjectAltName IP address (repeatable)")
+    parser.add_argument(
+        "--dns",
+        action="append",
+        default=[],
+        help="subjectAltName DNS name (repeatable, order kept; GmSSL 3.x clients match only the first one,"
+        " exactly, without wildcards)",
+    )
+    parser.add_argument(
+        "--ip",
+        action="append",
+        default=[],
+        help="subjectAltName IP address (repeatable; GmSSL 3.x clients never match IP addresses)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

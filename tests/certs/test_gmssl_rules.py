@@ -212,3 +212,17 @@ def test_gmssl_issued_certificates_pass_the_restated_rules(file_name: str, cert_
 def test_subject_fields_over_64_utf8_bytes_are_refused(fields: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="longer than 64 bytes of UTF-8"):
         Subject(**fields)
+
+
+def test_first_dns_name_is_the_first_given() -> None:
+    """GmSSL clients compare the server name with the first dNSName only, so --dns order must survive."""
+    root = create_sm2_root_ca(Subject("Order Root"))
+    pair = issue_tlcp_pair(
+        Subject("order"), root, role="server", dns=("z.test", "a.test"), ips=("127.0.0.1",)
+    )
+    for certificate in (pair.sign.certificate, pair.enc.certificate):
+        tbs = asn1_x509.Certificate.load(certificate.der)["tbs_certificate"]
+        (san,) = [
+            e["extn_value"].parsed for e in tbs["extensions"] if e["extn_id"].native == "subject_alt_name"
+        ]
+        assert [name.native for name in san if name.name == "dns_name"] == ["z.test", "a.test"]
