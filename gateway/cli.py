@@ -51,7 +51,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def install_event_loop_policy(use_uvloop: bool) -> str:
-    """Use uvloop when asked for and installed; returns the loop's name."""
+    """Use uvloop when wanted (the default) and importable; returns the loop's name."""
     if use_uvloop:
         try:
             import uvloop
@@ -60,6 +60,15 @@ def install_event_loop_policy(use_uvloop: bool) -> str:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         return "uvloop"
     return "asyncio"
+
+
+def add_loop_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run on uvloop when it is installed (the `fast` extra; default); --no-uvloop: stock asyncio",
+    )
 
 
 def _spawn_workers(args: argparse.Namespace) -> int:
@@ -77,8 +86,7 @@ def _spawn_workers(args: argparse.Namespace) -> int:
             "--workers",
             str(args.workers),
         ]
-        if args.uvloop:
-            cmd.append("--uvloop")
+        cmd.append("--uvloop" if args.uvloop else "--no-uvloop")
         children.append(subprocess.Popen(cmd))
 
     def forward(signum: int, _frame: object) -> None:
@@ -142,11 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("config")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
-    serve.add_argument(
-        "--uvloop",
-        action="store_true",
-        help="run on uvloop if installed (the `fast` extra; TLCP needs asyncio)",
-    )
+    add_loop_option(serve)
     serve.set_defaults(func=_cmd_serve)
 
     config = sub.add_parser("config", help="configuration tools")

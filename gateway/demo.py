@@ -23,6 +23,11 @@ from gateway.config import ConfigError, load_config
 from gateway.echo import EchoService, start_tcp_echo
 from gateway.server import Gateway
 
+
+def running_loop_name() -> str:
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
 DEMO_TEMPLATE = Template("""\
 # smgate demo configuration (written by `smgate demo`; edit and `kill -HUP` or POST /reload)
 listeners:
@@ -164,7 +169,7 @@ def try_commands(pki: DemoPKI, state: Path, gateway: Gateway) -> str:
     exe = "smgate"
     ca = state / "standard_ca_bundle.pem"
     return f"""
-smgate demo is running (state in {state}); press Ctrl-C to stop.
+smgate demo is running on {running_loop_name()} (state in {state}); press Ctrl-C to stop.
 
 TLS 1.3 / 1.2 with curl (RSA and ECDSA server certificates; the bundle holds both CAs):
   curl --cacert {ca} https://localhost:{port}/hello
@@ -227,7 +232,7 @@ async def run_demo(state: Path, *, port: int, tcp_port: int, admin_port: int, qu
         try_commands(pki, state, gateway)
         if not quiet
         else f"smgate demo ready main={gateway.listener_port('main')} tcp={gateway.listener_port('tcp')} "
-        f"admin={gateway.admin.port if gateway.admin else 0}",
+        f"admin={gateway.admin.port if gateway.admin else 0} loop={running_loop_name()}",
         flush=True,
     )
     await gateway.wait_stopped()
@@ -258,5 +263,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tcp-port", type=int, default=8444, help="TCP proxy listener port (0: any)")
     p.add_argument("--admin-port", type=int, default=9901, help="admin port on 127.0.0.1 (0: any)")
     p.add_argument("--quiet", action="store_true", help="print one ready line instead of the walkthrough")
-    p.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")
+    from gateway.cli import add_loop_option
+
+    add_loop_option(p)
     p.set_defaults(func=_cmd_demo)

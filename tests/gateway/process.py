@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO
+
+#: The loop `smgate serve`/`demo` run on without --no-uvloop.
+DEFAULT_LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
 
 
 class GatewayProcess:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import REPO
-from tests.gateway.process import GatewayProcess
+from tests.gateway.process import DEFAULT_LOOP, GatewayProcess
 
 
 def smgate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,6 +24,7 @@ def test_demo_serves_tlcp_tls_tcp_and_audits(tmp_path):
     )
     try:
         port, tcp, admin = demo.port("main"), demo.port("tcp"), demo.port("admin")
+        assert f"loop={DEFAULT_LOOP}" in demo.output()  # TLCP and TLS below run on uvloop, the default
         pki = state / "pki"
         tlcp = smgate(
             "client",

@@ -12,7 +12,7 @@ import pytest
 from gateway.echo import EchoService
 from tests.gateway.conftest import write_config
 from tests.gateway.helpers import HttpClient, base_doc, client_context
-from tests.gateway.process import serve
+from tests.gateway.process import DEFAULT_LOOP, serve
 
 CURL = "/usr/bin/curl"
 
@@ -29,6 +29,7 @@ async def test_curl_and_openssl_against_a_served_gateway(pki, tmp_path, upstream
     a, _ = upstreams
     gw = await asyncio.to_thread(serve, write_config(tmp_path / "gw.yaml", base_doc(pki, a.port)))
     try:
+        assert f"loop={DEFAULT_LOOP}" in gw.output()  # the default when uvloop is installed
         port = gw.port("main")
         for version in ("--tlsv1.3", "--tls-max 1.2"):
             out = await asyncio.to_thread(
