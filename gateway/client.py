@@ -161,7 +161,9 @@ def _cmd_client(args: argparse.Namespace) -> int:
             print(f"{k}: {v}")
         print()
     if result.body:
-        sys.stdout.write(result.body.decode("utf-8", "replace"))
+        text = result.body.decode("utf-8", "replace")
+        # On a terminal, end the line so the prompt does not run into an answer without a newline.
+        sys.stdout.write(text + "\n" if sys.stdout.isatty() and not text.endswith("\n") else text)
         sys.stdout.flush()
     return 0 if result.status is None or result.status < 500 else 2
 

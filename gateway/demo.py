@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
+import shutil
 import sys
 from pathlib import Path
 from string import Template
@@ -22,6 +24,19 @@ from gateway.audit_setup import build_audit
 from gateway.config import ConfigError, load_config
 from gateway.echo import EchoService, start_tcp_echo
 from gateway.server import Gateway
+
+
+def smgate_command() -> str:
+    """How to run this very ``smgate`` from a shell: ``smgate`` only when that is what PATH finds
+    (``make run`` starts ``.venv/bin/smgate``, which usually is not on PATH)."""
+    argv0 = Path(sys.argv[0]).absolute()
+    on_path = shutil.which("smgate")
+    if argv0.name == "smgate" and argv0.is_file():
+        return "smgate" if on_path and Path(on_path).absolute() == argv0 else shlex.quote(str(argv0))
+    beside = Path(sys.executable).parent / "smgate"
+    if beside.is_file():
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(sys.executable)} -m gateway.cli"
 
 
 def running_loop_name() -> str:
@@ -166,28 +181,32 @@ def try_commands(pki: DemoPKI, state: Path, gateway: Gateway) -> str:
     tcp_port = gateway.listener_port("tcp")
     admin = gateway.admin.port if gateway.admin else 0
     sm2 = pki.sm2
-    exe = "smgate"
+    exe = smgate_command()
     ca = state / "standard_ca_bundle.pem"
+
+    def q(path: Path) -> str:
+        return shlex.quote(str(path))
+
     return f"""
 smgate demo is running on {running_loop_name()} (state in {state}); press Ctrl-C to stop.
 
 TLS 1.3 / 1.2 with curl (RSA and ECDSA server certificates; the bundle holds both CAs):
-  curl --cacert {ca} https://localhost:{port}/hello
-  curl --cacert {ca} --tlsv1.2 --tls-max 1.2 https://localhost:{port}/hello
-  curl --cacert {ca} --cert {pki.rsa.client.cert} --key {pki.rsa.client.key} https://localhost:{port}/mtls
+  curl --cacert {q(ca)} https://localhost:{port}/hello
+  curl --cacert {q(ca)} --tlsv1.2 --tls-max 1.2 https://localhost:{port}/hello
+  curl --cacert {q(ca)} --cert {q(pki.rsa.client.cert)} --key {q(pki.rsa.client.key)} https://localhost:{port}/mtls
 
 openssl s_client:
-  openssl s_client -connect 127.0.0.1:{port} -servername localhost -CAfile {ca} -tls1_3 -brief </dev/null
+  openssl s_client -connect 127.0.0.1:{port} -servername localhost -CAfile {q(ca)} -tls1_3 -brief </dev/null
 
 TLCP (GB/T 38636) with the smgate client, on the same port:
-  {exe} client 127.0.0.1 {port} --protocol tlcp --servername localhost --cafile {sm2.ca_bundle} --get /hello
-  {exe} client 127.0.0.1 {port} --protocol tlcp --servername localhost --cafile {sm2.ca_bundle} \\
-      --cert {sm2.client_sign.cert} --key {sm2.client_sign.key} \\
-      --enc-cert {sm2.client_enc.cert} --enc-key {sm2.client_enc.key} --chain {sm2.chain} --get /mtls
+  {exe} client 127.0.0.1 {port} --protocol tlcp --servername localhost --cafile {q(sm2.ca_bundle)} --get /hello
+  {exe} client 127.0.0.1 {port} --protocol tlcp --servername localhost --cafile {q(sm2.ca_bundle)} \\
+      --cert {q(sm2.client_sign.cert)} --key {q(sm2.client_sign.key)} \\
+      --enc-cert {q(sm2.client_enc.cert)} --enc-key {q(sm2.client_enc.key)} --chain {q(sm2.chain)} --get /mtls
 
 TCP proxy to a TCP echo (plain, TLS or TLCP on port {tcp_port}):
   {exe} client 127.0.0.1 {tcp_port} --protocol plain --send 'hello over tcp'
-  {exe} client 127.0.0.1 {tcp_port} --protocol tlcp --servername localhost --cafile {sm2.ca_bundle} --send hi
+  {exe} client 127.0.0.1 {tcp_port} --protocol tlcp --servername localhost --cafile {q(sm2.ca_bundle)} --send hi
 
 Admin (loopback):
   curl http://127.0.0.1:{admin}/ready
@@ -196,7 +215,7 @@ Admin (loopback):
   curl -X POST http://127.0.0.1:{admin}/reload      # re-reads {state / "gateway.yaml"}
 
 Audit trail:
-  {exe} audit verify --live --key {state / "audit" / "chain.key"} --cert {pki.audit.cert} {state / "audit" / "log"}
+  {exe} audit verify --live --key {q(state / "audit" / "chain.key")} --cert {q(pki.audit.cert)} {q(state / "audit" / "log")}
 """
 
 

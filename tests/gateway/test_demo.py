@@ -1,8 +1,10 @@
-"""`smgate demo` end to end: TLCP and TLS on one port through the built-in upstream, TCP proxy,
-admin, and an audit trail that `smgate audit verify` accepts."""
+"""`smgate demo` end to end from an empty state directory: every command the walkthrough prints is run
+as printed (curl, openssl s_client, smgate client over TLCP/TLS/TCP, admin, audit verify) and must
+work; then the audit trail of the run verifies after shutdown."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -16,78 +18,69 @@ def smgate(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_serves_tlcp_tls_tcp_and_audits(tmp_path):
+def printed_commands(walkthrough: str) -> list[str]:
+    """The indented command lines of the walkthrough, continuations joined, trailing comments cut."""
+    commands: list[str] = []
+    pending = ""
+    for line in walkthrough.splitlines():
+        if not line.startswith("  ") or not line.strip():
+            continue
+        text = pending + line.strip()
+        if text.endswith("\\"):
+            pending = text[:-1] + " "
+            continue
+        pending = ""
+        commands.append(re.sub(r"\s+# .*$", "", text))
+    return commands
+
+
+#: What each printed command must print (keyed by a fragment of the command).
+EXPECTED = {
+    "https://localhost": '"path": "/',
+    "--tls-max 1.2": '"x-ssl-protocol": "TLSv1.2"',
+    "/mtls": '"x-client-cert-fingerprint-sm',
+    "s_client": "Verification: OK",
+    "--get /hello": "protocol: TLCPv1.1",
+    "--send 'hello over tcp'": "hello over tcp",
+    "--send hi": "protocol: TLCPv1.1",
+    "/ready": "ready",
+    "/metrics": 'protocol="tlcp",result="success"',
+    "/certs": '"certificates"',
+    "/reload": '"reloaded": true',
+    "audit verify": "audit verify: OK",
+}
+
+
+def test_demo_walkthrough_commands_work(tmp_path):
     state = tmp_path / "state"
     demo = GatewayProcess(
-        ["demo", "--state", str(state), "--port", "0", "--tcp-port", "0", "--admin-port", "0", "--quiet"],
-        ready_pattern=r"smgate demo ready",
+        ["demo", "--state", str(state), "--port", "0", "--tcp-port", "0", "--admin-port", "0"],
+        ready_pattern=r"audit verify --live",
     )
     try:
-        port, tcp, admin = demo.port("main"), demo.port("tcp"), demo.port("admin")
-        assert f"loop={DEFAULT_LOOP}" in demo.output()  # TLCP and TLS below run on uvloop, the default
-        pki = state / "pki"
-        tlcp = smgate(
-            "client",
-            "127.0.0.1",
-            str(port),
-            "--protocol",
-            "tlcp",
-            "--servername",
-            "localhost",
-            "--cafile",
-            str(pki / "sm2" / "ca_bundle.pem"),
-            "--cert",
-            str(pki / "sm2" / "client_sign.pem"),
-            "--key",
-            str(pki / "sm2" / "client_sign.key"),
-            "--enc-cert",
-            str(pki / "sm2" / "client_enc.pem"),
-            "--enc-key",
-            str(pki / "sm2" / "client_enc.key"),
-            "--chain",
-            str(pki / "sm2" / "chain.pem"),
-            "--get",
-            "/mtls/hello",
-        )
-        assert tlcp.returncode == 0, tlcp.stderr
-        assert "protocol: TLCPv1.1" in tlcp.stdout and "status: 200" in tlcp.stdout
-        assert '"x-client-cert-fingerprint-sm3"' in tlcp.stdout
-        anonymous = smgate(
-            "client",
-            "127.0.0.1",
-            str(port),
-            "--protocol",
-            "tlcp",
-            "--servername",
-            "localhost",
-            "--cafile",
-            str(pki / "sm2" / "ca_bundle.pem"),
-            "--get",
-            "/mtls/hello",
+        assert f"running on {DEFAULT_LOOP}" in demo.output()
+        commands = printed_commands(demo.output())
+        assert len(commands) == 13, commands
+        for command in commands:
+            result = subprocess.run(
+                ["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=30
+            )
+            assert result.returncode == 0, (command, result.stdout, result.stderr)
+            output = result.stdout + result.stderr
+            expected = [text for fragment, text in EXPECTED.items() if fragment in command]
+            assert expected, command
+            for text in expected:
+                assert text in output, (command, output)
+            if "--enc-cert" in command:
+                assert "cipher: ECDHE_SM4_GCM_SM3" in output and "status: 200" in output
+        tlcp = next(c for c in commands if "--get /hello" in c)
+        anonymous = subprocess.run(
+            ["bash", "-c", tlcp.replace("--get /hello", "--get /mtls/hello")],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert "status: 403" in anonymous.stdout
-        curl = subprocess.run(
-            [
-                "/usr/bin/curl",
-                "-sS",
-                "--cacert",
-                str(state / "standard_ca_bundle.pem"),
-                f"https://localhost:{port}/gateway/health",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        assert curl.stdout == "ok\n", curl.stderr
-        echo = smgate("client", "127.0.0.1", str(tcp), "--protocol", "plain", "--send", "ping over tcp")
-        assert echo.stdout.endswith("ping over tcp")
-        metrics = subprocess.run(
-            ["/usr/bin/curl", "-sS", f"http://127.0.0.1:{admin}/metrics"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        assert 'protocol="tlcp",result="success"' in metrics.stdout
     finally:
         assert demo.stop() == 0
     verify = smgate(
