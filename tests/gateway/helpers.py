@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h11
 
+from gateway.auditing import NullAudit
 from gateway.config import parse_config
 from gateway.server import Gateway
 from tests.gateway.pki import TestPKI
@@ -75,9 +76,24 @@ def base_doc(
     }
 
 
+class RecordingAudit(NullAudit):
+    """An audit handle that keeps every event (type and fields) for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict] = []
+
+    def emit(self, event_type: str, **fields: object) -> None:
+        super().emit(event_type, **fields)
+        self.records.append({"event": str(event_type), **fields})
+
+    def of(self, event_type: str) -> list[dict]:
+        return [r for r in self.records if r["event"] == event_type]
+
+
 @asynccontextmanager
-async def running(doc: dict, base_dir: Path | None = None):
-    gateway = Gateway(parse_config(doc, base_dir or Path.cwd()))
+async def running(doc: dict, base_dir: Path | None = None, audit: NullAudit | None = None):
+    gateway = Gateway(parse_config(doc, base_dir or Path.cwd()), audit=audit)
     await gateway.start()
     try:
         yield gateway

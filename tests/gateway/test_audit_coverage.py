@@ -28,7 +28,7 @@ from gateway.cli import main as smgate
 from gateway.config import load_config
 from gateway.echo import EchoService, start_tcp_echo
 from gateway.server import Gateway
-from tests.gateway.helpers import HttpClient
+from tests.gateway.helpers import HttpClient, RecordingAudit
 from tests.gateway.test_tlcp import client_config
 from tls.tlcp.aio import TLCPStreamError, tlcp_connect
 
@@ -302,3 +302,24 @@ async def test_every_required_event_is_audited_and_valid(demo_pki, tmp_path):
         )
     assert code == 0, out.getvalue()
     assert "audit verify: OK" in out.getvalue()
+
+
+def test_openssl_failures_map_to_alerts_with_codes():
+    from gateway import audit_events
+
+    assert audit_events.openssl_alert("TLSV1_ALERT_UNKNOWN_CA") == ("unknown_ca", False)
+    assert audit_events.openssl_alert("SSLV3_ALERT_BAD_CERTIFICATE") == ("bad_certificate", False)
+    assert audit_events.openssl_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED") == ("certificate_required", False)
+    assert audit_events.openssl_alert("NO_SHARED_CIPHER") == ("handshake_failure", True)
+    assert audit_events.openssl_alert("UNSUPPORTED_PROTOCOL") == ("protocol_version", True)
+    assert audit_events.openssl_alert("SOMETHING_ELSE") == (None, True)
+    audit = RecordingAudit()
+    audit_events.handshake_fail(audit, 7, "handshake_error", alert="certificate_required", alert_sent=False)
+    audit_events.handshake_fail(audit, 8, "handshake_timeout")
+    received, timeout = audit.of("handshake.fail")
+    assert (received["alert"], received["alert_code"], received["alert_direction"]) == (
+        "certificate_required",
+        116,
+        "received",
+    )
+    assert (timeout["alert"], timeout["alert_code"], timeout["alert_direction"]) == ("none", 0, "sent")

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from examples.rpc_codec import rpc_call, start_rpc_echo_server
-from tests.gateway.helpers import running
+from tests.gateway.helpers import RecordingAudit, running
 
 
 def rpc_doc(pki, billing_port: int, ledger_port: int) -> dict:
@@ -76,7 +76,8 @@ async def test_rpc_codec_routes_services_and_methods(pki):
     billing = await start_rpc_echo_server("billing-backend")
     ledger = await start_rpc_echo_server("ledger-backend")
     ports = [s.sockets[0].getsockname()[1] for s in (billing, ledger)]
-    async with running(rpc_doc(pki, *ports)) as gw:
+    audit = RecordingAudit()
+    async with running(rpc_doc(pki, *ports), audit=audit) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("rpc"))
         status, headers, body = await rpc_call(
             reader, writer, "billing", "Charge", b"x" * 100, {"tenant": "t1"}
@@ -95,5 +96,21 @@ async def test_rpc_codec_routes_services_and_methods(pki):
         requests = {k: v for k, v in gw.stats.as_json().items() if k.startswith("smgate_requests_total")}
         assert requests["smgate_requests_total{route=billing,status=200}"] == 1
         assert requests["smgate_requests_total{route=refund,status=403}"] == 1
+    decisions = [
+        (r["route"], r["cluster"], r["upstream"], r["verdict"], r["reason"], r["codec"])
+        for r in audit.of("route.decision")
+    ]
+    assert decisions == [
+        ("billing", "billing", f"127.0.0.1:{ports[0]}", "allow", "forward", "rpc"),
+        ("ledger", "ledger", f"127.0.0.1:{ports[1]}", "allow", "forward", "rpc"),
+        ("refund", "billing", None, "deny", "access_control", "rpc"),
+        (None, None, None, "deny", "no_route", "rpc"),
+    ]
+    assert [r["path"] for r in audit.of("http.request")] == [
+        "/billing/Charge",
+        "/ledger/Balance",
+        "/billing/Refund",
+        "/inventory/List",
+    ]
     billing.close()
     ledger.close()

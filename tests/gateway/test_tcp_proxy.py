@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.echo import start_tcp_echo
-from tests.gateway.helpers import base_doc, running
+from tests.gateway.helpers import RecordingAudit, base_doc, running
 
 
 def _tcp_doc(pki, port, idle=300.0):
@@ -52,11 +52,23 @@ async def test_unreachable_upstream_closes_downstream(pki):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    async with running(_tcp_doc(pki, dead)) as gw:
+    audit = RecordingAudit()
+    async with running(_tcp_doc(pki, dead), audit=audit) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("main"))
         writer.write(b"hello")
         assert await asyncio.wait_for(reader.read(10), 5) == b""
         writer.close()
+    (failure,) = audit.of("upstream.fail")
+    assert failure["upstream"] == f"127.0.0.1:{dead}" and failure["reason"].startswith("connect_failure")
+    (decision,) = audit.of("route.decision")
+    assert (decision["route"], decision["cluster"], decision["upstream"], decision["reason"]) == (
+        "filter_chain:tcp",
+        "echo",
+        None,
+        "no_upstream",
+    )
+    (close,) = audit.of("conn.close")
+    assert close["reason"] == "no_upstream" and close["conn_id"] == decision["conn_id"]
 
 
 async def test_tcp_routes_by_sni(pki):
