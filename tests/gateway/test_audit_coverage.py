@@ -13,7 +13,7 @@ import socket
 import ssl
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 from cryptography import x509
