@@ -1,6 +1,6 @@
 """Gateway benchmark: what the gateway costs against talking to the upstream directly, same run.
 
-Usage: ``.venv/bin/python bench/gateway.py [--duration 3] [--concurrency 8] [--bulk-mb 64]``
+Usage: ``.venv/bin/python bench/gateway.py [--duration 3] [--concurrency 8] [--bulk-mb 64] [--no-uvloop]``
 
 Three processes: the upstreams (HTTP echo, a TCP byte source, and "direct" TLS 1.3 and TLCP servers
 answering one small HTTP request), ``smgate serve`` (one listener speaking TLCP + TLS + plain, HTTP
@@ -162,9 +162,16 @@ def gateway_config(demo: DemoPKI, ports: dict[str, int]) -> dict[str, object]:
     }
 
 
-def start_gateway(config_path: Path) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def start_gateway(config_path: Path, uvloop: bool) -> tuple[subprocess.Popen[str], dict[str, int], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", str(config_path)],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            str(config_path),
+            "--uvloop" if uvloop else "--no-uvloop",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -173,10 +180,11 @@ def start_gateway(config_path: Path) -> tuple[subprocess.Popen[str], dict[str, i
     assert proc.stdout is not None
     line = proc.stdout.readline()
     ports = {name: int(port) for name, port in re.findall(r"(\w+)=(\d+)", line) if name in ("edge", "tcp")}
-    if len(ports) != 2:
+    loop = re.search(r"loop=(\w+)", line)
+    if len(ports) != 2 or loop is None:
         proc.kill()
         raise SystemExit(f"gateway did not start: {line!r}")
-    return proc, ports
+    return proc, ports, loop.group(1)
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -271,6 +279,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--bulk-mb", type=int, default=64)
+    parser.add_argument(
+        "--uvloop", action=argparse.BooleanOptionalAction, default=True, help="gateway on uvloop (default)"
+    )
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="smgate-bench-"))
@@ -284,7 +295,7 @@ def main() -> None:
     ports = ports_queue.get(timeout=60)
     config_path = state / "bench.yaml"
     config_path.write_text(yaml.safe_dump(gateway_config(demo, ports)))
-    gateway, gw_ports = start_gateway(config_path)
+    gateway, gw_ports, loop = start_gateway(config_path, args.uvloop)
     rows: list[tuple[str, float, float, str]] = []
     try:
         d = args.duration
@@ -320,7 +331,8 @@ def main() -> None:
             f"{name:<{width}}  {direct:>10.1f}  {via:>10.1f}  {via / direct if direct else 0:>14.2f}  {unit}"
         )
     print(
-        f"(cpus: {os.cpu_count()}, duration {args.duration}s per measurement; latency ratios >1 mean slower)"
+        f"(gateway loop: {loop}, cpus: {os.cpu_count()}, duration {args.duration}s per measurement; "
+        "latency ratios >1 mean slower)"
     )
 
 
