@@ -1,7 +1,7 @@
 """In-memory benchmark of the sans-I/O TLCP core against the crypto-bound limit, measured in one run.
 
 Usage: ``.venv/bin/python bench/tlcp_core.py [--handshakes 120] [--records 400] [--backend openssl]``
-(about a minute).
+(a few seconds on an idle core).
 
 No sockets and no event loop: a client and a server :class:`~tls.tlcp.TLCPConnection` hand each other
 ``data_to_send()`` in memory and only the server's work is timed, in CPU seconds of this thread
