@@ -6,7 +6,9 @@ the schema (``conn.open``, ``handshake.ok``/``handshake.fail``, ``route.decision
 ``listener.start/stop``, ``admin.action``) and a ``conn_id`` ties a connection's records together.
 
 ``handshake.fail`` carries the TLS/TLCP alert name and code; a connection closed without any alert
-(garbage first bytes, timeout, reset) is recorded as alert ``none`` with code 0.
+(garbage first bytes, timeout) is recorded as alert ``none`` with code 0, and a peer that hung up
+mid-handshake as reason ``peer_closed``, direction ``received`` (a TLS client rejecting our
+certificate sends its alert and closes; the event loop may report only the close).
 """
 
 from __future__ import annotations

@@ -175,6 +175,11 @@ class Listener:
                 alert_sent=sent,
             )
             return
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+            # The peer hung up mid-handshake; a TLS client that rejects our certificate sends its
+            # alert and closes at once, and the event loop may report only the close.
+            self._refused(sock, conn_id, "peer_closed", type(exc).__name__, protocol_label, alert_sent=False)
+            return
         except (ConnectionError, OSError) as exc:
             self._refused(sock, conn_id, "handshake_error", type(exc).__name__, protocol_label)
             return
