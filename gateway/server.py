@@ -164,8 +164,7 @@ class Gateway:
                 )
                 return exc.errors
             diff = _diff(self.generation.config, new_config, changed_files)
-            if config is None:
-                self._document = new_document
+            self._document = new_document  # None when the config did not come from the file
             old_listeners = self.listeners
             for name, listener in new_listeners.items():
                 if old_listeners.get(name) is listener:
