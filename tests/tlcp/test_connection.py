@@ -744,3 +744,112 @@ def test_ecdhe_server_must_request_certificates() -> None:
     del records[3]
     events = pair.client.receive_data(b"".join(r.wire for r in records))
     assert alerts_sent(events) == ["handshake_failure"]
+
+
+# closing: immediate close_notify reply (default) and half-close
+
+
+def app_data(events: list[Any]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, ApplicationData))
+
+
+def test_default_answers_close_notify_at_once_and_stops_writing() -> None:
+    pair = Pair(client_config(), server_config())
+    pair.handshake()
+    pair.client.close()
+    pair.server_events.clear()
+    pair.server_events += pair.server.receive_data(pair.client.data_to_send())
+    assert [type(e) for e in pair.server_events] == [AlertReceived, ConnectionClosed]
+    assert pair.server.peer_closed and pair.server.close_notify_sent and pair.server.closed
+    assert [r.content_type for r in parse_records(pair.server.data_to_send())] == [21]
+    with pytest.raises(LocalProtocolError):
+        pair.server.send_application_data(b"too late")
+
+
+@pytest.mark.parametrize(
+    "suite", [CipherSuite.ECC_SM4_CBC_SM3, CipherSuite.ECDHE_SM4_GCM_SM3], ids=lambda s: s.name
+)
+def test_half_close_receiver_finishes_writing_then_closes(suite: CipherSuite) -> None:
+    pair = Pair(
+        client_config(cipher_suites=[suite], half_close=True),
+        server_config(cipher_suites=[suite], half_close=True),
+    )
+    pair.handshake()
+    pair.client.send_application_data(b"request")
+    pair.client.close()
+    assert pair.client.close_notify_sent and not pair.client.closed
+    with pytest.raises(LocalProtocolError):
+        pair.client.send_application_data(b"after our close_notify")
+    pair.server_events.clear()
+    pair.pump()
+    assert [type(e) for e in pair.server_events] == [ApplicationData, AlertReceived, ConnectionClosed]
+    assert pair.server.peer_closed and not pair.server.close_notify_sent and not pair.server.closed
+    assert pair.server.data_to_send() == b""  # no reply until close()
+
+    response = bytes(range(256)) * 400
+    pair.server.send_application_data(response)
+    pair.server.send_application_data(b"!")
+    pair.pump()
+    assert app_data(pair.client_events) == response + b"!"
+    assert not pair.client.peer_closed  # the client still reads after its own close_notify
+
+    pair.server.close()
+    assert pair.server.closed
+    pair.client_events.clear()
+    pair.pump()
+    assert [type(e) for e in pair.client_events] == [AlertReceived, ConnectionClosed]
+    assert pair.client.closed and pair.client.peer_closed
+    assert pair.client.data_to_send() == b""  # its close_notify went out already: no second one
+    with pytest.raises(LocalProtocolError):
+        pair.server.send_application_data(b"late")
+
+
+def test_half_close_both_ends_close_at_once() -> None:
+    pair = Pair(client_config(half_close=True), server_config(half_close=True))
+    pair.handshake()
+    pair.client.close()
+    pair.server.close()
+    pair.client_events.clear()
+    pair.server_events.clear()
+    pair.pump()
+    for events in (pair.client_events, pair.server_events):
+        assert [type(e) for e in events] == [AlertReceived, ConnectionClosed]
+    assert pair.client.closed and pair.server.closed
+    pair.client.close()  # idempotent, sends nothing
+    assert pair.client.data_to_send() == b""
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_records_after_close_notify_are_ignored(half_close: bool) -> None:
+    pair = Pair(client_config(), server_config(half_close=half_close))
+    pair.handshake()
+    pair.client.close()
+    pair.client._writer.write(23, b"smuggled after close_notify")
+    pair.client._writer.write(21, b"\x02\x28")
+    events = pair.server.receive_data(pair.client.data_to_send())
+    assert [type(e) for e in events] == [AlertReceived, ConnectionClosed]
+    assert pair.server.receive_data(Record(23, b"\x00" * 40).wire) == []
+    assert pair.server.closed is not half_close
+    assert not alerts_sent(events)
+
+
+def test_half_close_before_handshake_completes_answers_at_once() -> None:
+    pair = Pair(client_config(half_close=True), server_config(half_close=True))
+    pair.client.start_handshake()
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.server.data_to_send()
+    pair.client.close()
+    events = pair.server.receive_data(pair.client.data_to_send())
+    assert [type(e) for e in events] == [AlertReceived, ConnectionClosed]
+    assert pair.server.closed and pair.server.close_notify_sent
+    assert [r.fragment for r in parse_records(pair.server.data_to_send())] == [b"\x01\x00"]
+
+
+def test_half_close_after_a_fatal_alert_sends_nothing() -> None:
+    pair = Pair(client_config(half_close=True), server_config(half_close=True))
+    pair.handshake()
+    pair.client._writer.write(21, b"\x02\x28")
+    pair.server.receive_data(pair.client.data_to_send())
+    assert pair.server.closed
+    pair.server.close()
+    assert pair.server.data_to_send() == b"" and not pair.server.close_notify_sent

@@ -58,7 +58,7 @@ from tls.tlcp import client as client_module
 from tls.tlcp import server as server_module
 from tls.tlcp.keys import derive_master_secret
 
-from .recordings import REPLAY_TIME, Record, Recording, all_recordings, handshake_messages
+from .recordings import REPLAY_TIME, Record, Recording, all_recordings, handshake_messages, parse_records
 
 RECORDINGS = all_recordings()
 REPLAYABLE = [r for r in RECORDINGS if not r.name.endswith("-defaults")]
@@ -189,7 +189,7 @@ def patch_ecdhe(
         monkeypatch.setattr(module, "derive_master_secret", master)
 
 
-def make_server(recording: Recording) -> TLCPConnection:
+def make_server(recording: Recording, half_close: bool = False) -> TLCPConnection:
     session_id = recording.server_session_id
     queues = write_queues(recording, recording.server_records)
     queues[32] = [recording.server_random] + ([session_id] if session_id else [])
@@ -203,6 +203,7 @@ def make_server(recording: Recording) -> TLCPConnection:
         profile=profile(recording),
         random=ReplayRandom(queues),
         now=lambda: REPLAY_TIME,
+        half_close=half_close,
     )
     return TLCPConnection(configuration)
 
@@ -213,15 +214,17 @@ def split_at_handshake_end(records: list[Record]) -> tuple[list[Record], list[Re
 
 
 @pytest.mark.parametrize("recording", REPLAYABLE, ids=repr)
-@pytest.mark.parametrize("fragmentation", ["recorded", "1-byte"])
+@pytest.mark.parametrize("fragmentation", ["recorded", "1-byte", "half-close"])
 def test_replay_as_server(recording: Recording, fragmentation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``half-close``: the client's close_notify is fed first, then the server writes its echo and closes."""
     if fragmentation == "1-byte" and recording.name.endswith(("-long", "-1600B")):
         pytest.skip("fragmentation is covered by the short recordings")
+    half_close = fragmentation == "half-close"
     signed: list[bytes] = []
     patch_sign(monkeypatch, opaque16_at_end(recording.server_message(12)), signed)
     if recording.ecdhe:
         patch_ecdhe(monkeypatch, server_module, recording, ecdh_point(recording.server_message(12)), True)
-    server = make_server(recording)
+    server = make_server(recording, half_close)
     handshake_records, rest = split_at_handshake_end(recording.client_records)
     if fragmentation == "1-byte":
         handshake_records = one_byte_handshake_records(handshake_records)
@@ -250,20 +253,31 @@ def test_replay_as_server(recording: Recording, fragmentation: str, monkeypatch:
     received = b"".join(e.data for e in events if isinstance(e, ApplicationData))
     assert received == recording.plaintext_client_to_server
 
-    if recording.implementation == "gmssl":
-        # GmSSL echoes without empty records: the whole server stream matches byte for byte
-        for chunk in app_chunks(recording, recording.plaintext_server_to_client):
-            server.send_application_data(chunk)
+    def echo() -> None:
+        if recording.implementation == "gmssl":
+            # GmSSL echoes without empty records: the whole server stream matches byte for byte
+            for chunk in app_chunks(recording, recording.plaintext_server_to_client):
+                server.send_application_data(chunk)
+
+    if not half_close:
+        echo()
     events = feed(server, alert_records)
     assert [type(e) for e in events] == [AlertReceived, ConnectionClosed]
     assert events[0].name == "close_notify"
+    assert server.peer_closed and server.closed is not half_close
+    if half_close:
+        # nothing answers the close_notify yet; the echo and our close_notify follow it on the wire
+        assert server.data_to_send() == b""
+        assert feed(server, data_records) == []  # records after close_notify are ignored
+        echo()
+        server.close()
     assert server.closed
     if recording.implementation == "gmssl":
         _, recorded_rest = split_at_handshake_end(recording.server_records)
         assert server.data_to_send() == b"".join(r.wire for r in recorded_rest)
 
 
-def make_client(recording: Recording) -> tuple[TLCPConnection, ReplayRandom]:
+def make_client(recording: Recording, half_close: bool = False) -> tuple[TLCPConnection, ReplayRandom]:
     queues = write_queues(recording, recording.client_records)
     queues[32] = [recording.client_random]
     if not recording.ecdhe:
@@ -278,12 +292,16 @@ def make_client(recording: Recording) -> tuple[TLCPConnection, ReplayRandom]:
         profile=profile(recording),
         random=random,
         now=lambda: REPLAY_TIME,
+        half_close=half_close,
     )
     return TLCPConnection(configuration), random
 
 
 @pytest.mark.parametrize("recording", REPLAYABLE, ids=repr)
-def test_replay_as_client(recording: Recording, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("half_close", [False, True], ids=["immediate", "half-close"])
+def test_replay_as_client(recording: Recording, half_close: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GmSSL: our client closes first, so half_close changes no byte; Tongsuo: the server's close_notify
+    is fed while ours is not sent yet, which half_close leaves unanswered until `close()`."""
     signed: list[bytes] = []
     if recording.client_auth:
         patch_sign(monkeypatch, opaque16_at_end(recording.client_message(15)), signed)
@@ -300,7 +318,7 @@ def test_replay_as_client(recording: Recording, monkeypatch: pytest.MonkeyPatch)
 
         monkeypatch.setattr(SM2PublicKey, "encrypt", encrypt)
 
-    client, _ = make_client(recording)
+    client, _ = make_client(recording, half_close)
     client.start_handshake()
     handshake_records, rest = split_at_handshake_end(recording.server_records)
     events = feed(client, handshake_records)
@@ -320,7 +338,19 @@ def test_replay_as_client(recording: Recording, monkeypatch: pytest.MonkeyPatch)
     events = feed(client, rest)
     received = b"".join(e.data for e in events if isinstance(e, ApplicationData))
     assert received == recording.plaintext_server_to_client
-    assert isinstance(events[-1], ConnectionClosed) and client.closed
+    assert isinstance(events[-1], ConnectionClosed) and client.peer_closed
+    if recording.implementation == "gmssl":
+        assert client.closed and client.data_to_send() == b""  # ours went out first: no second one
+        return
+    assert client.closed is not half_close
+    if half_close:
+        assert client.data_to_send() == b""
+        client.send_application_data(b"still allowed")
+        client.close()
+        assert client.closed
+    assert [r.content_type for r in parse_records(client.data_to_send())] == ([23] if half_close else []) + [
+        21
+    ]
 
 
 def test_ecc_pre_master_and_master_secret_known_answers() -> None:

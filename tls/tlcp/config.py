@@ -133,6 +133,19 @@ class TLCPConfiguration:
     random: source of every random byte the core uses.
     now: clock for certificate validity and the session cache.
     max_fragment_size: largest plaintext per record we send (1..2^14).
+    half_close: what receiving the peer's close_notify does to our write side.
+        False (the default): our close_notify reply is queued at once and nothing more
+        can be sent; the connection is closed both ways.  True: only the peer's side is
+        closed (our reader is at EOF); we may go on sending application data and our
+        close_notify goes out when `close()` is called.  Both obey RFC 5246 7.2.1 and
+        GB/T 38636-2020 6.3.4 (alert protocol): a receiver of close_notify must answer
+        with its own before closing its write side, and may finish writing pending data
+        first; the initiator need not wait for the answer.  The rule is about the write
+        side only: input after the peer's close_notify is ignored in both modes.  Before
+        the handshake completes nothing can be written, so a close_notify there is
+        answered at once whatever this says.  The asyncio adapter (`tls.tlcp.aio`) sets
+        it from its own ``half_close`` argument (default True), because a stream's
+        `write_eof()`/`close()` already decide when our close_notify is sent.
     """
 
     is_client: bool
@@ -149,6 +162,7 @@ class TLCPConfiguration:
     random: Callable[[int], bytes] = secrets.token_bytes
     now: Callable[[], datetime] = _utcnow
     max_fragment_size: int = MAX_FRAGMENT_SIZE
+    half_close: bool = False
 
     def __post_init__(self) -> None:
         if not self.cipher_suites:

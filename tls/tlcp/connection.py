@@ -18,6 +18,15 @@ zero-length handshake/alert/ChangeCipherSpec records are rejected,
 zero-length application_data records are accepted and dropped (Tongsuo sends
 one before every write), ChangeCipherSpec may not split a handshake message,
 renegotiation is refused with `no_renegotiation`.
+
+Closing (RFC 5246 7.2.1, GB/T 38636-2020 6.3.4): the peer's close_notify is
+reported as `AlertReceived` + `ConnectionClosed` and ends our read side; any
+input after it is ignored.  What happens to our write side depends on
+`configuration.half_close`: without it our close_notify reply is queued at
+once and the connection is `closed`; with it we may still send application
+data, and `close()` queues our close_notify (then the connection is `closed`).
+Our own `close()` ends our write side only; we keep reading until the peer's
+close_notify.
 """
 
 from __future__ import annotations
@@ -57,8 +66,10 @@ class TLCPConnection:
         self._started = not configuration.is_client
         #: True once the handshake finished; application data may flow.
         self.handshake_complete = False
-        #: True once no more records will be accepted (close_notify either way, or a fatal alert).
+        #: True once the connection is over: close_notify sent and received, or a fatal alert either way.
         self.closed = False
+        #: True once the peer's close_notify arrived: it sends nothing more, input is ignored.
+        self.peer_closed = False
         #: The session established (client: keep it to offer for resumption).
         self.session: TLCPSession | None = None
         #: The HandshakeComplete event, kept for adapters that need the peer identity later.
@@ -66,7 +77,10 @@ class TLCPConnection:
 
     def __repr__(self) -> str:
         role = "client" if self.configuration.is_client else "server"
-        return f"TLCPConnection({role}, complete={self.handshake_complete}, closed={self.closed})"
+        return (
+            f"TLCPConnection({role}, complete={self.handshake_complete}, "
+            f"peer_closed={self.peer_closed}, closed={self.closed})"
+        )
 
     # API
 
@@ -83,13 +97,13 @@ class TLCPConnection:
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; returns the events they complete."""
         events: list[Event] = []
-        if self.closed:
+        if self.closed or self.peer_closed:
             return events
         if not self._started:
             raise LocalProtocolError("start_handshake() first")
         self._reader.feed(data)
         try:
-            while not self.closed:
+            while not (self.closed or self.peer_closed):
                 record = self._reader.next_record()
                 if record is None:
                     break
@@ -103,6 +117,7 @@ class TLCPConnection:
         return events
 
     def send_application_data(self, data: bytes) -> None:
+        """Queue application data; allowed until `close()` (or, without half_close, the peer's close_notify)."""
         if not self.handshake_complete:
             raise LocalProtocolError("handshake not complete")
         if self.closed or self._close_sent:
@@ -111,9 +126,21 @@ class TLCPConnection:
             self._writer.write(ContentType.APPLICATION_DATA, data)
 
     def close(self) -> None:
-        """Queue close_notify (once); no more data may be sent afterwards."""
+        """Queue close_notify (once); no more data may be sent afterwards.
+
+        Before the peer's close_notify this closes our write side only: keep feeding
+        `receive_data` until `ConnectionClosed`.  After it (half_close) the connection is
+        `closed`.  Nothing is sent after a fatal alert.
+        """
         if not self._close_sent and not self.closed:
             self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
+            if self.peer_closed:
+                self.closed = True
+
+    @property
+    def close_notify_sent(self) -> bool:
+        """True once our close_notify is queued: nothing more may be sent."""
+        return self._close_sent
 
     def data_to_send(self) -> bytes:
         return self._writer.data_to_send()
@@ -191,6 +218,11 @@ class TLCPConnection:
         events.append(AlertReceived(level, description, alert_name(description)))
         if description == AlertDescription.close_notify:
             events.append(ConnectionClosed())
+            self.peer_closed = True
+            if not self.handshake_complete:
+                self._handshake = None
+            if not self._close_sent and self.configuration.half_close and self.handshake_complete:
+                return  # our write side stays open until close()
             if not self._close_sent:
                 self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
             self.closed = True

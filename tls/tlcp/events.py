@@ -50,7 +50,13 @@ class AlertReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class ConnectionClosed(Event):
-    """The peer sent close_notify; our close_notify reply is queued."""
+    """The peer sent close_notify: it sends nothing more (EOF for our reader).
+
+    Without `TLCPConfiguration.half_close` our close_notify reply is queued with it and
+    the connection is closed both ways.  With half_close our write side stays open:
+    `send_application_data` still works and `close()` sends our close_notify.  Check
+    `TLCPConnection.close_notify_sent` to tell which.
+    """
 
 
 @dataclass(frozen=True, slots=True)
