@@ -27,9 +27,9 @@ from tls.tlcp.suites import CipherSuite
 GCM = (CipherSuite.ECC_SM4_GCM_SM3,)
 
 
-async def serve(callback, **options: object) -> tuple[asyncio.Server, int]:
+async def serve(callback, *, half_close: bool = True, **options: object) -> tuple[asyncio.Server, int]:
     configuration = server_configuration(TONGSUO_PKI, suites=GCM, **options)  # type: ignore[arg-type]
-    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, callback)
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, callback, half_close=half_close)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -307,3 +307,150 @@ async def test_two_concurrent_readers_are_refused() -> None:
         await stream.aclose()
     finally:
         await stop(server)
+
+
+# half-close: close_notify closes one direction, like a TCP FIN
+
+
+async def echo_until_eof(stream: TLCPStream) -> None:
+    while data := await stream.read(65536):
+        stream.write(data)
+        await stream.drain()
+
+
+async def test_write_eof_then_the_server_echoes_everything_still_in_flight() -> None:
+    closed_cleanly: list[bool] = []
+
+    async def echo(stream: TLCPStream) -> None:
+        await echo_until_eof(stream)
+        closed_cleanly.append(stream.close_notify_received and not stream.close_notify_sent)
+
+    payload = bytes(range(256)) * 4096  # 1 MiB, far beyond what the socket buffers and the window hold
+    server, port = await serve(echo)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+
+        async def send() -> None:
+            for offset in range(0, len(payload), 100_000):
+                stream.write(payload[offset : offset + 100_000])
+                await stream.drain()
+            stream.write_eof()
+
+        sender = asyncio.create_task(send())
+        echoed = await stream.read()
+        await sender
+        assert stream.close_notify_received and stream.close_notify_sent
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert len(echoed) == len(payload) and echoed == payload
+    assert closed_cleanly == [True]
+
+
+async def test_without_half_close_the_receiver_cannot_write_after_close_notify() -> None:
+    outcome: list[str] = []
+
+    async def late_reply(stream: TLCPStream) -> None:
+        assert await stream.read() == b"request"
+        assert stream.close_notify_sent  # the engine answered the close_notify at once
+        try:
+            stream.write(b"reply")
+        except TLCPStreamError as exc:
+            outcome.append(str(exc))
+
+    server, port = await serve(late_reply, half_close=False)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        stream.write(b"request")
+        stream.write_eof()
+        assert await stream.read() == b""
+        assert stream.close_notify_received
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert outcome == ["cannot write after close_notify"]
+
+
+async def test_peer_close_notify_first_leaves_our_write_side_open() -> None:
+    received: list[bytes] = []
+
+    async def speak_first_then_listen(stream: TLCPStream) -> None:
+        stream.write(b"greeting")
+        stream.write_eof()
+        with pytest.raises(TLCPStreamError):
+            stream.write(b"after our close_notify")
+        received.append(await stream.read())
+
+    server, port = await serve(speak_first_then_listen)
+    try:
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        assert await stream.read() == b"greeting"
+        assert stream.at_eof() and stream.close_notify_received and not stream.close_notify_sent
+        stream.write(b"answer after the server's close_notify")
+        await stream.drain()
+        await stream.aclose()
+    finally:
+        await stop(server)
+    assert received == [b"answer after the server's close_notify"]
+
+
+async def test_tlcp_request_half_closes_so_a_read_to_eof_server_answers() -> None:
+    async def respond_after_eof(stream: TLCPStream) -> None:
+        request = await stream.read()
+        stream.write(b"%d bytes" % len(request))
+        await stream.drain()
+
+    server, port = await serve(respond_after_eof)
+    try:
+        configuration = client_configuration(TONGSUO_PKI, suites=GCM)
+        response = await asyncio.to_thread(tlcp_request, "127.0.0.1", port, configuration, b"r" * 100_000)
+    finally:
+        await stop(server)
+    assert response == b"100000 bytes"
+
+
+async def test_tlcp_request_without_half_close_against_an_immediate_reply_server() -> None:
+    async def respond(stream: TLCPStream) -> None:
+        request = await stream.readexactly(7)
+        stream.write(b"reply to " + request)
+        await stream.drain()
+
+    server, port = await serve(respond, half_close=False)
+    try:
+        configuration = client_configuration(TONGSUO_PKI, suites=GCM)
+        response = await asyncio.to_thread(
+            tlcp_request, "127.0.0.1", port, configuration, b"request", half_close=False
+        )
+    finally:
+        await stop(server)
+    assert response == b"reply to request"
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+async def test_tlcp_accept_socket_half_close_setting_reaches_the_engine(half_close: bool) -> None:
+    configuration = server_configuration(TONGSUO_PKI, suites=GCM)
+    assert configuration.half_close is False
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def accept_one() -> bool:
+        sock, _ = await loop.sock_accept(listener)
+        stream = await tlcp_accept_socket(sock, configuration, half_close=half_close)
+        async with stream:
+            await stream.read()
+            return bool(stream.get_extra_info("tlcp_connection").configuration.half_close)
+
+    try:
+        server_task = asyncio.create_task(accept_one())
+        port = listener.getsockname()[1]
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=GCM))
+        stream.write_eof()
+        assert await stream.read() == b""
+        await stream.aclose()
+        assert await server_task is half_close
+    finally:
+        listener.close()
+    assert configuration.half_close is False  # the caller's object is never modified

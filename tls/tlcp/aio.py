@@ -13,9 +13,15 @@ Flow control, both ways:
 * writing: `write()` encrypts at once and hands records to the transport; `drain()` waits while the
   transport reports its buffer above its high-water mark (`pause_writing`/`resume_writing`).
 
-Closing uses close_notify (GB/T 38636-2020 6.3.4, alert protocol): `write_eof()` sends it and keeps
-reading until the peer's close_notify, which the reader sees as EOF (b"").  The engine answers a
-peer's close_notify with its own, after which nothing more can be written.  A transport EOF that
+Closing uses close_notify (GB/T 38636-2020 6.3.4, alert protocol) like TCP uses FIN, one direction
+at a time (``half_close=True``, the default of every entry point here): `write_eof()` sends our
+close_notify and keeps reading until the peer's; the peer's close_notify is EOF (b"") for the reader
+while the stream can still write until `write_eof()`/`close()` sends ours.  So an echo server can
+finish sending what is in flight after the client's close_notify, and a proxy can forward a
+half-close.  RFC 5246 7.2.1 only requires that a close_notify be answered before our write side
+closes; BabaSSL/Tongsuo and OpenSSL also write after receiving one.  With ``half_close=False`` the
+engine answers the peer's close_notify at once and nothing more can be written (the engine's own
+default, `TLCPConfiguration.half_close`, is overridden by the argument).  A transport EOF that
 arrives without close_notify is also EOF for the reader, but `close_notify_received` stays False so
 callers that care about truncation can tell.
 """
@@ -83,12 +89,15 @@ class _TLCPProtocol(asyncio.Protocol):
         self,
         configuration: TLCPConfiguration,
         *,
+        half_close: bool = True,
         read_high_water: int = DEFAULT_READ_HIGH_WATER,
         on_handshake: Callable[[_TLCPProtocol], None] | None = None,
         initial_data: bytes = b"",
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._initial_data = initial_data
+        if configuration.half_close != half_close:
+            configuration = dataclasses.replace(configuration, half_close=half_close)
         self.configuration = configuration
         self.connection = TLCPConnection(configuration)
         self.transport: asyncio.Transport | None = None
@@ -187,7 +196,8 @@ class _TLCPProtocol(asyncio.Protocol):
                 self._on_handshake(self)
         elif isinstance(event, ConnectionClosed):
             self.close_notify_received = True
-            self.close_notify_sent = True
+            # half_close: our write side stays open until write_eof()/close(); otherwise the engine replied.
+            self.close_notify_sent = self.connection.close_notify_sent
             self._set_eof()
             if not self.handshake_waiter.done():
                 self._fail(TLCPHandshakeError("peer sent close_notify during the handshake"))
@@ -313,6 +323,11 @@ class TLCPStream:
         """True once the peer closed cleanly; False at EOF means the transport was cut (truncation)."""
         return self._protocol.close_notify_received
 
+    @property
+    def close_notify_sent(self) -> bool:
+        """True once our close_notify is queued (`write_eof`, `close`, or the engine's reply without half-close)."""
+        return self._protocol.close_notify_sent
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Transport info (``peername``, ``sockname``, ``socket``...) plus TLCP details.
 
@@ -411,7 +426,11 @@ class TLCPStream:
         return True
 
     def write_eof(self) -> None:
-        """Send close_notify; keep reading until the peer's close_notify (or transport EOF)."""
+        """Send close_notify; keep reading until the peer's close_notify (or transport EOF).
+
+        Without half-close, after the peer's close_notify our reply has already gone out and this
+        does nothing.
+        """
         protocol = self._protocol
         if self._eof_sent or protocol.close_notify_sent or self._transport.is_closing():
             self._eof_sent = True
@@ -485,9 +504,11 @@ async def tlcp_connect(
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     sock: socket.socket | None = None,
     read_high_water: int = DEFAULT_READ_HIGH_WATER,
+    half_close: bool = True,
 ) -> TLCPStream:
     """Open a TCP connection (or use the connected ``sock``) and run the client handshake.
 
+    ``half_close``: see the module docstring (overrides ``configuration.half_close``).
     Raises `TLCPHandshakeError` (with the alert name when there was one) or `OSError`.
     """
     if not configuration.is_client:
@@ -496,7 +517,7 @@ async def tlcp_connect(
     configuration = _with_server_name(configuration, host)
 
     def factory() -> _TLCPProtocol:
-        return _TLCPProtocol(configuration, read_high_water=read_high_water)
+        return _TLCPProtocol(configuration, half_close=half_close, read_high_water=read_high_water)
 
     if sock is not None:
         _, protocol = await loop.create_connection(factory, sock=sock)
@@ -514,11 +535,13 @@ async def tlcp_accept(
     initial_data: bytes = b"",
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     read_high_water: int = DEFAULT_READ_HIGH_WATER,
+    half_close: bool = True,
 ) -> TLCPStream:
     """Run the server handshake on a connection accepted by `asyncio.start_server`.
 
     ``initial_data`` is what the caller already read (the gateway's protocol sniffer).  The transport
     is taken over from the stream pair: ``reader`` and ``writer`` must not be used afterwards.
+    ``half_close``: see the module docstring (overrides ``configuration.half_close``).
     """
     if configuration.is_client:
         raise ValueError("tlcp_accept needs a server configuration")
@@ -528,7 +551,10 @@ async def tlcp_accept(
     pending = bytes(getattr(reader, "_buffer", b""))
     reader_eof = reader.at_eof() or getattr(reader, "_eof", False)
     protocol = _TLCPProtocol(
-        configuration, read_high_water=read_high_water, initial_data=initial_data + pending
+        configuration,
+        half_close=half_close,
+        read_high_water=read_high_water,
+        initial_data=initial_data + pending,
     )
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
@@ -545,15 +571,19 @@ async def tlcp_accept_socket(
     initial_data: bytes = b"",
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     read_high_water: int = DEFAULT_READ_HIGH_WATER,
+    half_close: bool = True,
 ) -> TLCPStream:
     """Run the server handshake on an accepted socket (e.g. after a ``MSG_PEEK`` sniff).
 
     ``initial_data`` is anything already consumed from ``sock``; it is fed to the engine first.
+    ``half_close``: see the module docstring (overrides ``configuration.half_close``).
     """
     if configuration.is_client:
         raise ValueError("tlcp_accept_socket needs a server configuration")
     loop = asyncio.get_running_loop()
-    protocol = _TLCPProtocol(configuration, read_high_water=read_high_water, initial_data=initial_data)
+    protocol = _TLCPProtocol(
+        configuration, half_close=half_close, read_high_water=read_high_water, initial_data=initial_data
+    )
     await loop.connect_accepted_socket(lambda: protocol, sock)
     return await _finish_handshake(protocol, handshake_timeout)
 
@@ -569,12 +599,14 @@ async def start_tlcp_server(
     sock: socket.socket | None = None,
     backlog: int = 100,
     reuse_address: bool | None = None,
+    half_close: bool = True,
 ) -> asyncio.Server:
     """Listen for TLCP clients; ``client_connected_cb(stream)`` runs after each successful handshake.
 
     ``configuration_factory`` is called once per connection (it may return one shared object).
     Handshake failures and timeouts are logged and the connection dropped.  When the callback
-    returns, the stream is closed (close_notify, then TCP close).
+    returns, the stream is closed (close_notify, then TCP close).  With ``half_close`` (see the
+    module docstring) the callback may still write after reading EOF.
     """
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
@@ -604,7 +636,10 @@ async def start_tlcp_server(
 
     def factory() -> _TLCPProtocol:
         protocol = _TLCPProtocol(
-            configuration_factory(), read_high_water=read_high_water, on_handshake=on_handshake
+            configuration_factory(),
+            half_close=half_close,
+            read_high_water=read_high_water,
+            on_handshake=on_handshake,
         )
         if handshake_timeout is not None:
             timer = loop.call_later(handshake_timeout, watchdog, protocol)
@@ -633,20 +668,27 @@ def tlcp_request(
     *,
     response_bytes: int | None = None,
     timeout: float = 30.0,
+    half_close: bool = True,
 ) -> bytes:
     """Connect, send ``payload``, return the response, close cleanly (blocking; for scripts/tests).
 
-    With ``response_bytes`` it reads exactly that many bytes then closes; otherwise it reads until
-    the peer closes (HTTP/1.0 style).  It does not half-close first: an smgate peer answers
-    close_notify with its own at once and could then send nothing more.
+    With ``half_close`` (the default) it sends close_notify right after the payload, so a server
+    that reads its request until EOF sees one; the server may still answer.  With ``response_bytes``
+    it reads exactly that many bytes then closes; otherwise it reads until the peer's close_notify
+    (or TCP close).  ``half_close=False`` sends close_notify only after the response, for servers
+    that stop writing on the client's close_notify (they answer it at once).
     """
 
     async def exchange() -> bytes:
         async with asyncio.timeout(timeout):
-            stream = await tlcp_connect(host, port, configuration, handshake_timeout=timeout)
+            stream = await tlcp_connect(
+                host, port, configuration, handshake_timeout=timeout, half_close=half_close
+            )
             try:
                 stream.write(payload)
                 await stream.drain()
+                if half_close:
+                    stream.write_eof()
                 if response_bytes is not None:
                     return await stream.readexactly(response_bytes)
                 return await stream.read()
