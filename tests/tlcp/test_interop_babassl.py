@@ -7,9 +7,13 @@ close_notify exchange, checked from both ends (the BabaSSL child reports what it
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 
 import pytest
 
+from tests.conftest import REPO
 from tests.interop.babassl import (
     SUITE_NAMES,
     BabaSSLServer,
@@ -231,3 +235,83 @@ async def test_babassl_with_session_tickets_on_resumes_by_session_id() -> None:
             await stream.aclose()
             session = stream.session
         assert [report.reused for report in await babassl.reports()] == [False, True]
+
+
+# half-close both ways: data keeps flowing towards the side that sent close_notify
+
+
+async def test_babassl_server_writes_after_our_close_notify() -> None:
+    """smgate writes its request and close_notify; BabaSSL answers only after reading the close_notify."""
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.tlcp.babassl_reply_after_eof",
+        "--suite",
+        SUITE_NAMES[suite],
+        *TONGSUO_PKI.server_files.as_args(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        port = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))["port"]
+        payload = payload_bytes(PAYLOAD_SIZE, seed=7)
+        stream = await tlcp_connect("127.0.0.1", port, client_configuration(TONGSUO_PKI, suites=(suite,)))
+        stream.write(payload)
+        await stream.drain()
+        stream.write_eof()
+        assert await stream.read() == payload
+        assert stream.close_notify_received
+        await stream.aclose()
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode(errors="replace")
+    report = json.loads(stdout)
+    assert report == {
+        "received": PAYLOAD_SIZE,
+        "sent": PAYLOAD_SIZE,
+        "close_notify_received": True,
+        "shutdown": 1,
+        "error": None,
+    }
+
+
+async def test_smgate_server_answers_after_babassl_close_notify() -> None:
+    """BabaSSL sends its payload then SSL_shutdown; smgate reads to EOF, then answers and closes."""
+    suite = CipherSuite.ECDHE_SM4_GCM_SM3
+    requests: list[tuple[int, bool]] = []
+    answer = payload_bytes(3 * PAYLOAD_SIZE, seed=11)
+
+    async def answer_after_eof(stream: TLCPStream) -> None:
+        request = await stream.read()
+        requests.append((len(request), stream.close_notify_received))
+        stream.write(answer)
+        await stream.drain()
+
+    configuration = server_configuration(TONGSUO_PKI, suites=(suite,), client_auth=True)
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, answer_after_eof)
+    try:
+        options = ClientOptions(
+            port=server.sockets[0].getsockname()[1],
+            suite=SUITE_NAMES[suite],
+            certs=TONGSUO_PKI.client_files,
+            ca_file=TONGSUO_PKI.peer_ca_file,
+            payload_size=PAYLOAD_SIZE,
+            echo=False,
+        )
+        (report,) = await run_babassl_client(options)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert requests == [(PAYLOAD_SIZE, True)]
+    # The harness counts bytes read after its SSL_shutdown and flags them as unexpected (payload_ok).
+    assert report.error is None and report.sent == PAYLOAD_SIZE
+    assert report.received == len(answer) and report.close_notify_received
