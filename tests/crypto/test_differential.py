@@ -177,6 +177,19 @@ def test_point_arithmetic_agrees(scalar: int) -> None:
     assert len(set(sums.values())) == 1
 
 
+@needs_two_backends
+@settings(max_examples=10, deadline=None)
+@given(scalar=st.integers(min_value=1, max_value=(1 << 128) - 1))
+def test_point_add_mul_agrees(scalar: int) -> None:
+    p, q = KEYS[1].public_key().to_bytes(), KEYS[0].public_key().to_bytes()
+    combined = {name: get_backend(name).point_add_mul(p, scalar, q) for name in BACKENDS}
+    separate = {
+        name: get_backend(name).point_add(p, get_backend(name).point_mul(scalar, q)) for name in BACKENDS
+    }
+    assert len(set(combined.values())) == 1
+    assert combined == separate
+
+
 # --- tongsuopy oracle ------------------------------------------------------------------------------
 
 

@@ -105,6 +105,17 @@ def test_point_sum_at_infinity_raises(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_point_add_mul_at_infinity_raises(backend: str) -> None:
+    public = SM2PrivateKey.generate().public_key()
+    negated = b"\x04" + public.to_bytes()[1:33] + (P - public.y).to_bytes(32, "big")
+    impl = get_backend(backend)
+    with pytest.raises(CryptoError):
+        impl.point_add_mul(public.to_bytes(), 1, negated)
+    assert impl.point_add_mul(public.to_bytes(), 1, public.to_bytes()) == impl.point_mul(2, public.to_bytes())
+    assert impl.point_add_mul(public.to_bytes(), 2, public.to_bytes()) == impl.point_mul(3, public.to_bytes())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_scalar_multiple_of_order_raises(backend: str) -> None:
     n = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
     with use_backend(backend), pytest.raises(CryptoError):

@@ -52,8 +52,9 @@ def sm2_key_exchange(
     t = (static_key.scalar + x_bar(own_ephemeral.x) * ephemeral_key.scalar) % N
     if t == 0:
         raise CryptoError("SM2 key exchange failed")
-    peer_sum = backend.point_add(
-        peer_static.to_bytes(), backend.point_mul(x_bar(peer_ephemeral.x), peer_ephemeral.to_bytes())
+    # x̄_peer and both peer points are public, so the sum may use the backend's variable-time path.
+    peer_sum = backend.point_add_mul(
+        peer_static.to_bytes(), x_bar(peer_ephemeral.x), peer_ephemeral.to_bytes()
     )
     shared = backend.point_mul(t, peer_sum)
     xu, yu = shared[1 : 1 + FIELD_SIZE], shared[1 + FIELD_SIZE :]

@@ -38,6 +38,14 @@ class SM2Backend(Protocol):
         """p + q for validated points; raises :class:`CryptoError` if the sum is the point at infinity."""
         ...
 
+    def point_add_mul(self, p: bytes, scalar: int, q: bytes) -> bytes:
+        """p + [scalar]q for validated points and a PUBLIC scalar (1 <= scalar < n).
+
+        May run in variable time, so it must never see a secret scalar.  Raises :class:`CryptoError` if
+        the result is the point at infinity.
+        """
+        ...
+
     def sign(self, key: SM2PrivateKey, message: bytes, uid: bytes = DEFAULT_SM2_ID) -> bytes:
         """DER SEQUENCE{r, s} over SM3(Z_A || message)."""
         ...

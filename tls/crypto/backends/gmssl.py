@@ -99,6 +99,9 @@ class GmSSLBackend:
             total = self._curve._add_point(p[1:].hex() + "1", q[1:].hex())
         return _hex_to_point(self._curve._convert_jacb_to_nor(total))
 
+    def point_add_mul(self, p: bytes, scalar: int, q: bytes) -> bytes:
+        return self.point_add(p, self.point_mul(scalar, q))
+
     def _digest(self, public_point: bytes, message: bytes, uid: bytes) -> bytes:
         return sm3(z_value(uid, public_point) + message)
 

@@ -80,6 +80,8 @@ size_t EC_POINT_point2oct(const EC_GROUP *group, const EC_POINT *p, int form,
                           unsigned char *buf, size_t len, BN_CTX *ctx);
 int EC_POINT_mul(const EC_GROUP *group, EC_POINT *r, const BIGNUM *n, const EC_POINT *q,
                  const BIGNUM *m, BN_CTX *ctx);
+int EC_POINTs_mul(const EC_GROUP *group, EC_POINT *r, const BIGNUM *n, size_t num,
+                  const EC_POINT *p[], const BIGNUM *m[], BN_CTX *ctx);
 int EC_POINT_add(const EC_GROUP *group, EC_POINT *r, const EC_POINT *a, const EC_POINT *b, BN_CTX *ctx);
 int EC_POINT_is_at_infinity(const EC_GROUP *group, const EC_POINT *p);
 int EC_POINT_is_on_curve(const EC_GROUP *group, const EC_POINT *point, BN_CTX *ctx);
@@ -191,12 +193,13 @@ class OpenSSLBackend:
             raise CryptoError("EC_POINT_point2oct failed")
         return bytes(self._ffi.buffer(buf, POINT_SIZE))
 
-    def _bignum(self, value: int) -> Any:
+    def _bignum(self, value: int, *, secret: bool = True) -> Any:
         raw = value.to_bytes(32, "big")
         bn = self._lib.BN_bin2bn(raw, len(raw), self._ffi.NULL)
         if bn == self._ffi.NULL:
             raise MemoryError("BN_bin2bn")
-        self._lib.BN_set_flags(bn, _BN_FLG_CONSTTIME)
+        if secret:
+            self._lib.BN_set_flags(bn, _BN_FLG_CONSTTIME)
         return self._ffi.gc(bn, self._lib.BN_clear_free)
 
     def _private_pkey(self, key: SM2PrivateKey) -> Any:
@@ -289,6 +292,24 @@ class OpenSSLBackend:
         if self._lib.EC_POINT_add(self._group, result, self._point(p), self._point(q), self._ffi.NULL) != 1:
             self._clear_errors()
             raise CryptoError("EC_POINT_add failed")
+        return self._encode_point(result)
+
+    def point_add_mul(self, p: bytes, scalar: int, q: bytes) -> bytes:
+        # Two points make EC_POINTs_mul take libcrypto's interleaved wNAF path: one variable-time pass
+        # over both points instead of a constant-time ladder plus an addition.  The scalars are public.
+        if not 1 <= scalar < 1 << 256:
+            raise CryptoError("scalar out of range")
+        result = self._ffi.gc(self._lib.EC_POINT_new(self._group), self._lib.EC_POINT_free)
+        p_point, q_point = self._point(p), self._point(q)
+        one, factor = self._bignum(1, secret=False), self._bignum(scalar, secret=False)
+        points = self._ffi.new("const EC_POINT *[2]", [p_point, q_point])
+        scalars = self._ffi.new("const BIGNUM *[2]", [one, factor])
+        if (
+            self._lib.EC_POINTs_mul(self._group, result, self._ffi.NULL, 2, points, scalars, self._ffi.NULL)
+            != 1
+        ):
+            self._clear_errors()
+            raise CryptoError("EC_POINTs_mul failed")
         return self._encode_point(result)
 
     def sign(self, key: SM2PrivateKey, message: bytes, uid: bytes = DEFAULT_SM2_ID) -> bytes:
