@@ -634,9 +634,21 @@ async def start_tlcp_server(
             protocol._fail(TLCPHandshakeError("handshake timed out"))
             protocol.transport.abort()
 
+    # The factory usually returns one shared configuration; adjust its half_close once, not per connection.
+    adjusted: list[TLCPConfiguration] = []
+
+    def configuration_for_connection() -> TLCPConfiguration:
+        configuration = configuration_factory()
+        if configuration.half_close == half_close:
+            return configuration
+        if adjusted and adjusted[0] is configuration:
+            return adjusted[1]
+        adjusted[:] = [configuration, dataclasses.replace(configuration, half_close=half_close)]
+        return adjusted[1]
+
     def factory() -> _TLCPProtocol:
         protocol = _TLCPProtocol(
-            configuration_factory(),
+            configuration_for_connection(),
             half_close=half_close,
             read_high_water=read_high_water,
             on_handshake=on_handshake,
