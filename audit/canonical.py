@@ -15,6 +15,7 @@ import datetime as dt
 import enum
 import ipaddress
 import json
+import json.encoder
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -55,6 +56,28 @@ def _default(value: object) -> Any:
     return to_jsonable(value)
 
 
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _dumps_utf8(record: Mapping[str, Any]) -> str:
+    """``json.dumps`` with the canonical options, minus the per-call ``JSONEncoder`` construction.
+
+    It calls the same C encoder ``json.dumps`` uses (built per call: the circular-reference markers are
+    per call), so the text is identical; without the C accelerator it is plain ``json.dumps``.
+    """
+    if _make_c_encoder is None:
+        return json.dumps(
+            record,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=_default,
+        )
+    encode = _make_c_encoder({}, _default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+    return "".join(encode(record, 0))
+
+
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     """The canonical encoding of ``record``.
 
@@ -62,9 +85,7 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     ``StrEnum``/``IntEnum`` are written as their plain values), so the canonical form of the parsed line
     is the same bytes. Raises ``TypeError``/``ValueError`` for values that cannot be written (NaN).
     """
-    text = json.dumps(
-        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default
-    )
+    text = _dumps_utf8(record)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -49,14 +49,23 @@ def uuid7(unix_ns: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=_uuid7_int(time.time_ns() if unix_ns is None else unix_ns))
 
 
+_UUID7_FIXED = (_VERSION_7 << 76) | (_VARIANT_RFC << 62)
+_RAND_A_MASK = ((1 << 12) - 1) << 64
+_RAND_B_MASK = (1 << 62) - 1
+
+
 def uuid7_text(unix_ns: int) -> str:
     """``str(uuid7(unix_ns))`` without building a ``UUID`` object (the per-event hot path)."""
     if unix_ns < 0:
         raise ValueError("UUIDv7 timestamp must not be negative")
-    raw = bytearray(((unix_ns // 1_000_000) & ((1 << 48) - 1)).to_bytes(6, "big") + _random_bytes(10))
-    raw[6] = (_VERSION_7 << 4) | (raw[6] & 0x0F)
-    raw[8] = (_VARIANT_RFC << 6) | (raw[8] & 0x3F)
-    text = raw.hex()
+    rand = int.from_bytes(_random_bytes(10), "big")
+    value = (
+        (((unix_ns // 1_000_000) & ((1 << 48) - 1)) << 80)
+        | _UUID7_FIXED
+        | ((rand >> 4) & _RAND_A_MASK)
+        | (rand & _RAND_B_MASK)
+    )
+    text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 

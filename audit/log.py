@@ -423,7 +423,10 @@ class AuditLog:
     def _process(self, item: tuple[int, str, dict[str, object]]) -> EventDict:
         emit_ns, event_type, fields = item
         self._emitted += 1
-        event_dict: EventDict = {**fields, "event": event_type, EMIT_NS: emit_ns}
+        # ``fields`` is the dict ``emit(**fields)`` built for this call: the pipeline's own to change.
+        event_dict: EventDict = fields
+        event_dict["event"] = event_type
+        event_dict[EMIT_NS] = emit_ns
         try:
             return run_processors(self._processors, event_dict)
         except Exception as exc:  # keep the fact that something happened

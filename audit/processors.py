@@ -83,6 +83,8 @@ class Redactor:
         #: prefix -> field name -> (lower-case path, action)
         self._actions: dict[str, dict[str, tuple[str, int]]] = {}
         self._memo_size = 0
+        #: top-level field names (in order) -> the (name, action) pairs that are not "keep" (bounded)
+        self._plans: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
 
     def __repr__(self) -> str:
         return f"Redactor(hash={sorted(self.hash_paths)}, drop={sorted(self.drop_paths)})"
@@ -121,8 +123,46 @@ class Redactor:
                 result[name] = value
         return result
 
+    def _plan(self, names: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+        """The top-level fields among ``names`` to drop or hash; memoised per field-name tuple (bounded)."""
+        memo = self._actions.get("") or {}
+        plan = []
+        for name in names:
+            known = memo.get(name)
+            _, action = known if known is not None else self._action("", name)
+            if action != _KEEP:
+                plan.append((name, action))
+        result = tuple(plan)
+        if len(self._plans) < 256:  # callers use a handful of field sets; never grow without bound
+            self._plans[names] = result
+        return result
+
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        return self._redact(event_dict, "", 0)
+        """Redact ``event_dict``: its top level is changed in place (every caller, like structlog, hands
+        the processors a dict of its own); nested mappings are copied, never modified."""
+        names = tuple(event_dict)
+        plan = self._plans.get(names)
+        if plan is None:
+            plan = self._plan(names)
+        for name, action in plan:
+            if action == _DROP:
+                del event_dict[name]
+            else:
+                value = event_dict[name]
+                if _is_key_object(value):
+                    del event_dict[name]
+                elif value is not None:
+                    event_dict[name] = self.hash_value(value)
+        if _PLAIN.issuperset(map(type, event_dict.values())):
+            return event_dict  # the common case: flat fields, nothing else to look at
+        for name, value in list(event_dict.items()):
+            if type(value) in _PLAIN:
+                continue
+            if _is_key_object(value):
+                del event_dict[name]
+            elif isinstance(value, Mapping):
+                event_dict[name] = self._redact(value, f"{name.lower()}.", 1)
+        return event_dict
 
 
 class ContextAdder:
@@ -173,6 +213,19 @@ def _lenient(value: object) -> Any:
     return converted
 
 
+_INTERNAL_KEYS: dict[tuple[str, ...], bool] = {}
+
+
+def _has_internal_keys(names: tuple[str, ...]) -> bool:
+    """Whether any of ``names`` starts with ``_``; memoised per field-name tuple (bounded)."""
+    known = _INTERNAL_KEYS.get(names)
+    if known is None:
+        known = any(name[:1] == "_" for name in names)
+        if len(_INTERNAL_KEYS) < 256:
+            _INTERNAL_KEYS[names] = known
+    return known
+
+
 def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """``canonicalise``: the canonical bytes of the public fields under ``_canonical``.
 
@@ -181,10 +234,10 @@ def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict)
     """
     emit_ns = event_dict.pop(EMIT_NS, None)
     public: EventDict
-    if any(key[:1] == "_" for key in event_dict):
+    if _has_internal_keys(tuple(event_dict)):
         public = {key: value for key, value in event_dict.items() if key[:1] != "_"}
     else:
-        public = event_dict  # the common case: the redactor already built a fresh dict
+        public = event_dict  # the common case: the dict is the pipeline's own
     try:
         canonical = canonical_bytes(public)
     except (TypeError, ValueError) as exc:
@@ -215,9 +268,10 @@ class HmacChain:
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         canonical = event_dict[CANONICAL]
-        mac = self._mac.compute(self.prev, canonical)
-        event_dict[LINE] = seal_line(canonical, self.prev, mac)
-        event_dict["prev"] = self.prev.hex()
+        prev = self.prev
+        mac = self._mac.compute(prev + canonical)  # one update: the concatenation is cheaper than a call
+        event_dict[LINE] = seal_line(canonical, prev, mac)
+        event_dict["prev"] = prev.hex()
         event_dict["mac"] = mac.hex()
         self.prev = mac
         return event_dict
