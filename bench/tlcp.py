@@ -1,7 +1,7 @@
 """TLCP server benchmark: smgate (tls.tlcp.aio) beside BabaSSL 8.3.2 NTLS, under the same BabaSSL load.
 
-Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR] [--uvloop]``
-(about 2 minutes; ``--uvloop`` runs the smgate server on uvloop from the ``fast`` extra).
+Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR] [--no-uvloop]``
+(about 2 minutes; the smgate server runs on uvloop when it is installed, as ``smgate serve`` does).
 
 For each suite it measures, for both servers in turn:
 
@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -389,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="concurrent BabaSSL client connections")
     parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
     parser.add_argument(
-        "--uvloop", action="store_true", help="run the smgate server on uvloop (extra 'fast')"
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=importlib.util.find_spec("uvloop") is not None,
+        help="run the smgate server on uvloop, as `smgate serve` does when it is installed (default: if installed)",
     )
     parser.add_argument("--suites", default="all", help="comma list of suite names (ECC_SM4_GCM_SM3,...)")
     args = parser.parse_args(argv)
@@ -488,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"server pinned to CPU {SERVER_CPU}, BabaSSL load ({args.threads} concurrent, 1 for bulk) on CPU {CLIENT_CPU}, "
-        f"{duration:.1f} s per point.\nLeft: per wall-clock second. Middle: per second of server CPU time (robust "
+        f"smgate loop: {'uvloop' if args.uvloop else 'asyncio'}, {duration:.1f} s per point.\nLeft: per wall-clock second. Middle: per second of server CPU time (robust "
         "on a shared machine). limit: crypto-bound server rate per CPU second, measured above; %limit uses the "
         "middle smgate figure.\nLast: server/client CPU use during the run (100% = one core busy)."
     )
