@@ -49,24 +49,32 @@ def uuid7(unix_ns: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=_uuid7_int(time.time_ns() if unix_ns is None else unix_ns))
 
 
-_UUID7_FIXED = (_VERSION_7 << 76) | (_VARIANT_RFC << 62)
-_RAND_A_MASK = ((1 << 12) - 1) << 64
-_RAND_B_MASK = (1 << 62) - 1
+_hex_pool = ""
+_hex_offset = 0
+#: a random hex digit -> the RFC 9562 variant digit (``10`` then its two low random bits)
+_VARIANT_DIGIT = {digit: format(0b1000 | (int(digit, 16) & 0b11), "x") for digit in "0123456789abcdef"}
+
+
+def _random_hex(count: int) -> str:
+    """``count`` random hex digits (``os.urandom``), drawn from a pooled read like :func:`_random_bytes`."""
+    global _hex_pool, _hex_offset
+    with _pool_lock:
+        if _hex_offset + count > len(_hex_pool):
+            _hex_pool = os.urandom(_POOL_SIZE).hex()
+            _hex_offset = 0
+        chunk = _hex_pool[_hex_offset : _hex_offset + count]
+        _hex_offset += count
+    return chunk
 
 
 def uuid7_text(unix_ns: int) -> str:
-    """``str(uuid7(unix_ns))`` without building a ``UUID`` object (the per-event hot path)."""
+    """``str(uuid7(unix_ns))`` built as text (the per-event hot path): 48-bit millisecond time, version
+    digit ``7``, 12 random bits, the variant digit (2 random bits), 60 random bits."""
     if unix_ns < 0:
         raise ValueError("UUIDv7 timestamp must not be negative")
-    rand = int.from_bytes(_random_bytes(10), "big")
-    value = (
-        (((unix_ns // 1_000_000) & ((1 << 48) - 1)) << 80)
-        | _UUID7_FIXED
-        | ((rand >> 4) & _RAND_A_MASK)
-        | (rand & _RAND_B_MASK)
-    )
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    time_hex = f"{(unix_ns // 1_000_000) & ((1 << 48) - 1):012x}"
+    rand = _random_hex(19)
+    return f"{time_hex[:8]}-{time_hex[8:]}-7{rand[:3]}-{_VARIANT_DIGIT[rand[3]]}{rand[4:7]}-{rand[7:]}"
 
 
 def uuid7_timestamp_ms(value: uuid.UUID) -> int:

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -133,32 +134,47 @@ def stage_rates(count: int) -> dict[str, float]:
     return best
 
 
-async def end_to_end_rate(count: int, config: AuditConfig) -> float:
+async def end_to_end_rate(count: int, config: AuditConfig) -> tuple[float, float]:
+    """Events/s from the first ``emit`` to ``flush``, and process CPU microseconds per event."""
     log = AuditLog.from_config(config)
     await log.start()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for index in range(count):
         log.emit("http.request", **FIELDS)
         if index % 256 == 0:
             await asyncio.sleep(0)
     await log.flush(timeout=120)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     await log.aclose()
     dropped = log.metrics().dropped
     if dropped:
         print(f"  (queue overflowed: {dropped} events declared in audit.gap)")
-    return count / elapsed
+    return count / elapsed, 1e6 * cpu / count
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    #: requests/s the load generator saw
+    rps: float
+    #: CPU seconds this process (event loop + audit threads) spent per request, in microseconds
+    cpu_us_per_request: float
 
 
 async def measure_gateway_overhead(
-    run_load: Callable[[AuditEmitter], Awaitable[float]], config: AuditConfig, *, rounds: int = 3
+    run_load: Callable[[AuditEmitter], Awaitable[LoadResult]], config: AuditConfig, *, rounds: int = 3
 ) -> dict[str, float]:
-    """Requests/s with audit off (``NullAuditLog``) and on (``AuditLog`` from ``config``), alternating.
+    """Requests/s and process CPU per request with audit off (``NullAuditLog``) and on (``AuditLog``
+    from ``config``), alternating.
 
     ``run_load(audit)`` must start the gateway with ``audit`` as its audit handle, drive a fixed load
-    and return requests/s. Returns the medians and the overhead in percent (target: under 10).
+    and return its :class:`LoadResult`. Returns the medians and the overheads in percent (target: under
+    10). On a shared machine the CPU figure is the steadier one: other processes change requests/s, but
+    not what this process spends per request.
     """
-    off, on = [], []
+    off: list[LoadResult] = []
+    on: list[LoadResult] = []
     for _ in range(rounds):
         off.append(await run_load(NullAuditLog()))
         log = AuditLog.from_config(config)
@@ -167,11 +183,17 @@ async def measure_gateway_overhead(
             on.append(await run_load(log))
         finally:
             await log.aclose()
-    off_rate, on_rate = statistics.median(off), statistics.median(on)
+    off_rate = statistics.median(result.rps for result in off)
+    on_rate = statistics.median(result.rps for result in on)
+    off_cpu = statistics.median(result.cpu_us_per_request for result in off)
+    on_cpu = statistics.median(result.cpu_us_per_request for result in on)
     return {
         "audit_off_rps": off_rate,
         "audit_on_rps": on_rate,
         "overhead_percent": 100.0 * (1 - on_rate / off_rate),
+        "audit_off_cpu_us": off_cpu,
+        "audit_on_cpu_us": on_cpu,
+        "cpu_overhead_percent": 100.0 * (1 - off_cpu / on_cpu),
     }
 
 
@@ -202,15 +224,16 @@ async def main():
     counts = [0]
     start = time.perf_counter()
     await asyncio.gather(*(client(start + seconds, counts) for _ in range(clients)))
-    print(counts[0] / (time.perf_counter() - start), flush=True)
+    print(counts[0], counts[0] / (time.perf_counter() - start), flush=True)
 asyncio.run(main())
 """
 
 
 async def gateway_request_rate(
     audit: AuditEmitter, *, upstream_port: int, clients: int, seconds: float
-) -> float:
-    """Requests/s through an in-process gateway (plain HTTP listener -> echo cluster) using ``audit``."""
+) -> LoadResult:
+    """Requests/s through an in-process gateway (plain HTTP listener -> echo cluster) using ``audit``,
+    and this process's CPU time per request over the load (gateway loop plus audit threads)."""
     from gateway.config import parse_config
     from gateway.server import Gateway
 
@@ -241,11 +264,14 @@ async def gateway_request_rate(
     await gateway.start()
     try:
         port = next(iter(gateway.listeners.values())).port
+        cpu_start = time.process_time()
         load = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _LOAD, str(port), str(clients), str(seconds), stdout=asyncio.subprocess.PIPE
         )
         output, _ = await load.communicate()
-        return float(output.decode().strip())
+        cpu = time.process_time() - cpu_start
+        count, rate = output.decode().split()
+        return LoadResult(rps=float(rate), cpu_us_per_request=1e6 * cpu / max(1, int(count)))
     finally:
         await gateway.stop()
 
@@ -264,7 +290,7 @@ async def gateway_overhead(
     assert upstream.stdout is not None and upstream.stdin is not None
     upstream_port = int((await upstream.stdout.readline()).decode())
 
-    async def run_load(audit: AuditEmitter) -> float:
+    async def run_load(audit: AuditEmitter) -> LoadResult:
         return await gateway_request_rate(
             audit, upstream_port=upstream_port, clients=clients, seconds=seconds
         )
@@ -321,8 +347,8 @@ def main() -> None:
                 f"  {name:34s} {value:12,.0f}/s  {1e6 / value:6.2f} us/event  x{value / baseline:.2f} of baseline"
             )
         print("\n3. end to end (emit -> chained, checkpointed, written): events/s")
-        rate = asyncio.run(end_to_end_rate(args.events, config))
-        print(f"  {'AuditLog, file sink, fsync interval':34s} {rate:12,.0f}/s")
+        rate, cpu_us = asyncio.run(end_to_end_rate(args.events, config))
+        print(f"  {'AuditLog, file sink, fsync interval':34s} {rate:12,.0f}/s  {cpu_us:6.2f} us CPU/event")
         if args.gateway:
             print(
                 f"\n4. gateway (plain HTTP keep-alive, {args.clients} clients, {args.rounds} x {args.seconds}s per mode)"
@@ -333,6 +359,9 @@ def main() -> None:
             print(f"  {'audit off (NullAuditLog)':34s} {result['audit_off_rps']:12,.0f} req/s")
             print(f"  {'audit on (AuditLog)':34s} {result['audit_on_rps']:12,.0f} req/s")
             print(f"  {'overhead':34s} {result['overhead_percent']:11.1f} %  (target < 10 %)")
+            print(f"  {'gateway process CPU, audit off':34s} {result['audit_off_cpu_us']:12,.1f} us/req")
+            print(f"  {'gateway process CPU, audit on':34s} {result['audit_on_cpu_us']:12,.1f} us/req")
+            print(f"  {'CPU overhead (share of audit-on CPU)':34s} {result['cpu_overhead_percent']:11.1f} %")
 
 
 if __name__ == "__main__":
