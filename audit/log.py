@@ -353,20 +353,28 @@ class AuditLog:
         every_records = self.config.checkpoint.every_records
         rotate_bytes = self.config.file_sink.rotate_bytes
         stopping = False
+        busy = False
         while not stopping:
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                first = None
-            items = [] if first is None else [first]
-            if first is not None and linger and self._queue.qsize() < batch_size:
-                # Let a few more events arrive: one wake-up (and GIL hand-over) per batch, not per event.
-                time.sleep(linger)
+            items: list[Any] = []
+            if busy:
+                # Under load, poll once per linger instead of blocking on the queue: ``emit`` then never
+                # has a waiter to wake, and the pipeline takes the GIL once per batch.
+                if linger and self._queue.qsize() < batch_size:
+                    time.sleep(linger)
+            else:
+                try:
+                    items.append(self._queue.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+                if items and linger and self._queue.qsize() < batch_size:
+                    # Let a few more events arrive: one wake-up (and GIL hand-over) per batch, not per event.
+                    time.sleep(linger)
             while len(items) < batch_size:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            busy = bool(items)
             pending: list[EventDict] = []
             pending_bytes = 0
             markers: list[threading.Event] = []
