@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from asn1crypto import core, pem
 
 from certs import Role, TrustStore, load_certificate_file, verify_sm2_chain
 from certs.cli import register
@@ -256,3 +257,22 @@ def test_utf8_subject(tmp_path: Path) -> None:
     )
     root = load_certificate_file(tmp_path / "root.pem")
     assert root.subject == "CN=国密测试根,O=示例单位,C=CN"
+
+
+def _pbes2_header_without_salt_and_iv(encrypted_pem: bytes) -> bytes:
+    _, _, der = pem.unarmor(encrypted_pem)
+    algorithm = core.Sequence.load(der)[0]
+    salt, iv = algorithm[1][0][1][0].native, algorithm[1][1][1].native
+    return bytes(algorithm.dump()).replace(salt, bytes(len(salt))).replace(iv, bytes(len(iv)))
+
+
+def test_encrypted_keys_match_gmssl_pbes2_layout(tmp_path: Path) -> None:
+    """`pki --key-password-file` keys have GmSSL's exact PBES2 header (GmSSL refuses a NULL PRF parameter)."""
+    password_file = tmp_path / "password"
+    password_file.write_text("P@ssw0rd\n")
+    assert (
+        run("pki", "ca", "--cn", "Locked", "--out-dir", tmp_path, "--key-password-file", password_file) == 0
+    )
+    ours = _pbes2_header_without_salt_and_iv((tmp_path / "root.key").read_bytes())
+    gmssl_key = SHARED / "tlcp" / "gmssl" / "certs" / "root_ca_key.pem"
+    assert ours == _pbes2_header_without_salt_and_iv(gmssl_key.read_bytes())

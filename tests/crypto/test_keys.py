@@ -111,6 +111,16 @@ def test_encrypted_pkcs8_default_iterations_match_gmssl() -> None:
     assert ours == theirs
 
 
+def test_encrypted_pkcs8_prf_encoding_matches_gmssl() -> None:
+    """GmSSL 3.x refuses a PBKDF2 PRF AlgorithmIdentifier with parameters (even NULL)."""
+    key = SM2PrivateKey.generate()
+    _, _, der = pem.unarmor(key.to_pkcs8_pem(b"secret", iterations=1000))
+    _, _, gmssl_der = pem.unarmor((GMSSL_CERTS / "server_sign_key.pem").read_bytes())
+    ours = core.Sequence.load(der)[0][1][0][1][3]
+    theirs = core.Sequence.load(gmssl_der)[0][1][0][1][3]
+    assert ours.dump() == theirs.dump() == bytes.fromhex("300b06092a811ccf5501831102")
+
+
 def test_private_key_repr_hides_scalar() -> None:
     key = SM2PrivateKey.generate()
     assert key.scalar_bytes().hex() not in repr(key)

@@ -334,7 +334,8 @@ def encrypt_pkcs8(pkcs8_der: bytes, password: bytes, *, iterations: int = DEFAUL
             "salt": salt,
             "iteration_count": iterations,
             "key_length": 16,
-            "prf": _AlgorithmIdentifier({"algorithm": HMAC_SM3_OID, "parameters": core.Null()}),
+            # GmSSL writes the HMAC-SM3 PRF with absent parameters and rejects an explicit NULL.
+            "prf": _AlgorithmIdentifier({"algorithm": HMAC_SM3_OID}),
         }
     )
     pbes2 = _PBES2Params(
