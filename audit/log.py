@@ -148,6 +148,8 @@ class AuditLog:
         self._drops_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
+        #: pid recorded in every record (0: this process's; a pipeline child records its gateway worker's)
+        self._pid = 0
         self.file = FileSink(config.file_sink)
         self.followers: list[FollowerSink] = []
         for sink in followers(config.sinks):
@@ -199,6 +201,10 @@ class AuditLog:
                 if cert_key.spki_der() != private_key.public_key().spki_der():
                     raise AuditKeyError(f"{config.signing_cert}: certificate does not match signing_key")
             signer = CheckpointSigner(private_key)
+        if config.pipeline == "process" and cls is AuditLog:
+            from audit.process import ProcessAuditLog
+
+            return ProcessAuditLog(config, audit_key=audit_key, signer=signer, instance_id=instance_id)
         return cls(config, audit_key=audit_key, signer=signer, instance_id=instance_id)
 
     def _make_follower(self, sink: StdoutSinkConfig | SyslogSinkConfig) -> FollowerSink:
@@ -263,7 +269,9 @@ class AuditLog:
             raise
 
     def _start(self) -> None:
-        self._context.pid = os.getpid()  # the worker that runs the pipeline, even if built before a fork
+        self._context.pid = (
+            self._pid or os.getpid()
+        )  # the worker that runs the pipeline, even if built before a fork
         recovery = self.file.recover()
         self._checkpointer.reset(checkpoint_seq=0, now=time.monotonic())  # clean slate if a start is retried
         self._context.next_seq = recovery.next_seq

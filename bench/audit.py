@@ -80,6 +80,9 @@ def emit_rates(count: int, config: AuditConfig) -> dict[str, float]:
     log = AuditLog.from_config(config)  # not started: emit only enqueues, which is all the caller pays
 
     def drain() -> None:
+        buffer = getattr(log, "_buffer", None)  # pipeline: process buffers in a list
+        if buffer is not None:
+            buffer.clear()
         while log.queue_depth():
             log._queue.get_nowait()
 
@@ -302,7 +305,7 @@ async def gateway_overhead(
         await upstream.wait()
 
 
-def bench_config(directory: Path) -> AuditConfig:
+def bench_config(directory: Path, pipeline: str = "thread") -> AuditConfig:
     key_file = directory / "audit.key"
     write_audit_key(key_file)
     signing_key = directory / "audit_sign.key"
@@ -312,6 +315,7 @@ def bench_config(directory: Path) -> AuditConfig:
             "key_file": str(key_file),
             "signing_key": str(signing_key),
             "instance_id": "bench",
+            "pipeline": pipeline,
             "queue_size": 1_000_000,
             "checkpoint": {"every_records": 1000, "every_seconds": 60},
             "sinks": [{"type": "file", "directory": str(directory / "log"), "fsync": "interval"}],
@@ -328,10 +332,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="load duration per gateway round")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--pipeline",
+        choices=("thread", "process"),
+        default=None,
+        help="audit pipeline (default: config default)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
-        config = bench_config(Path(temporary))
-        print(f"audit bench: {args.events} http.request events (~{len(str(FIELDS))} chars of fields)")
+        config = bench_config(Path(temporary), args.pipeline or AuditConfig.model_fields["pipeline"].default)
+        print(
+            f"audit bench: {args.events} http.request events (~{len(str(FIELDS))} chars of fields),"
+            f" pipeline: {config.pipeline}"
+        )
         print("\n1. caller side: emit() calls/s")
         emits = emit_rates(args.events, config)
         floor = emits["NullAuditLog.emit (audit off)"]

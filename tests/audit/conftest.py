@@ -82,6 +82,12 @@ def read_records(directory: Path, *, complete_only: bool = False) -> list[dict[s
     return records
 
 
+@pytest.fixture(params=["thread", "process"])
+def pipeline(request: pytest.FixtureRequest) -> str:
+    """Where ``AuditLog`` runs its pipeline: lifecycle tests run against both."""
+    return str(request.param)
+
+
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "log"

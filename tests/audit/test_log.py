@@ -39,9 +39,9 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 async def test_every_event_type_matches_schema_and_verifies(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
-    log = AuditLog.from_config(make_config(checkpoint={"every_records": 5}))
+    log = AuditLog.from_config(make_config(pipeline=pipeline, checkpoint={"every_records": 5}))
     await log.start()
     for event_type, fields in SAMPLE_EVENTS:
         log.emit(event_type, **fields)
@@ -91,9 +91,11 @@ def test_schema_rejects_records_missing_required_fields() -> None:
 
 
 async def test_checkpoints_every_n_records_and_rotation_seals_segments(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
-    log = AuditLog.from_config(make_config(checkpoint={"every_records": 10}, file={"rotate_bytes": 8192}))
+    log = AuditLog.from_config(
+        make_config(pipeline=pipeline, checkpoint={"every_records": 10}, file={"rotate_bytes": 8192})
+    )
     await log.start()
     for index in range(95):
         log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
@@ -113,10 +115,10 @@ async def test_checkpoints_every_n_records_and_rotation_seals_segments(
 
 
 async def test_restart_continues_the_chain(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
     for run in range(2):
-        log = AuditLog.from_config(make_config())
+        log = AuditLog.from_config(make_config(pipeline=pipeline))
         await log.start()
         log.emit("admin.action", action="restart", actor="test", result=str(run))
         await log.aclose()
@@ -217,9 +219,9 @@ async def test_queue_overflow_while_disk_full_is_declared_exactly(
 
 
 async def test_emit_never_raises_and_rejects_internal_events(
-    make_config: ConfigFactory, log_dir: Path
+    make_config: ConfigFactory, pipeline: str, log_dir: Path
 ) -> None:
-    log = AuditLog.from_config(make_config())
+    log = AuditLog.from_config(make_config(pipeline=pipeline))
     await log.start()
     log.emit("audit.checkpoint", forged=True)
     log.emit("conn.open", conn_id="c", listener="l", client_addr="x", weird=object())
@@ -238,8 +240,8 @@ async def test_emit_never_raises_and_rejects_internal_events(
     assert bound_record["client_addr"] == "192.0.2.9:9"
 
 
-async def test_flush_makes_records_visible(make_config: ConfigFactory, log_dir: Path) -> None:
-    log = AuditLog.from_config(make_config(file={"fsync": "always"}))
+async def test_flush_makes_records_visible(make_config: ConfigFactory, pipeline: str, log_dir: Path) -> None:
+    log = AuditLog.from_config(make_config(pipeline=pipeline, file={"fsync": "always"}))
     await log.start()
     log.emit("admin.action", action="a", actor="t", result="ok")
     assert await log.flush()
@@ -256,9 +258,9 @@ async def test_null_audit_log_has_the_same_surface() -> None:
 
 
 async def test_crash_during_the_first_write_of_a_segment(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
-    config = make_config(file={"rotate_bytes": 4096})
+    config = make_config(pipeline=pipeline, file={"rotate_bytes": 4096})
     log = AuditLog.from_config(config)
     await log.start()
     for index in range(30):
@@ -277,8 +279,10 @@ async def test_crash_during_the_first_write_of_a_segment(
     assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
 
 
-async def test_close_without_start_touches_nothing(make_config: ConfigFactory, log_dir: Path) -> None:
-    log = AuditLog.from_config(make_config(sinks=[{"type": "stdout"}]))
+async def test_close_without_start_touches_nothing(
+    make_config: ConfigFactory, pipeline: str, log_dir: Path
+) -> None:
+    log = AuditLog.from_config(make_config(pipeline=pipeline, sinks=[{"type": "stdout"}]))
     log.emit("conn.open", conn_id="c", listener="l", client_addr="x")
     await log.aclose()
     assert not log_dir.exists()
@@ -293,10 +297,12 @@ async def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> boo
 
 
 async def test_time_based_checkpoint_and_rotation(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
     config = make_config(
-        checkpoint={"every_records": 1000, "every_seconds": 0.2}, file={"rotate_seconds": 0.5}
+        pipeline=pipeline,
+        checkpoint={"every_records": 1000, "every_seconds": 0.2},
+        file={"rotate_seconds": 0.5},
     )
     log = AuditLog.from_config(config)
     await log.start()
@@ -315,8 +321,10 @@ async def test_time_based_checkpoint_and_rotation(
     assert verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key).ok
 
 
-async def test_start_is_idempotent_and_ignored_after_close(make_config: ConfigFactory, log_dir: Path) -> None:
-    log = AuditLog.from_config(make_config())
+async def test_start_is_idempotent_and_ignored_after_close(
+    make_config: ConfigFactory, pipeline: str, log_dir: Path
+) -> None:
+    log = AuditLog.from_config(make_config(pipeline=pipeline))
     await log.start()
     await log.start()
     log.emit("admin.action", action="a", actor="t", result="ok")
@@ -327,9 +335,9 @@ async def test_start_is_idempotent_and_ignored_after_close(make_config: ConfigFa
 
 
 async def test_a_field_named_event_cannot_replace_the_event_type(
-    make_config: ConfigFactory, log_dir: Path
+    make_config: ConfigFactory, pipeline: str, log_dir: Path
 ) -> None:
-    log = AuditLog.from_config(make_config())
+    log = AuditLog.from_config(make_config(pipeline=pipeline))
     await log.start()
     log.emit("admin.action", event="spoof", action="a", actor="t", result="ok")
     await log.aclose()
@@ -337,11 +345,11 @@ async def test_a_field_named_event_cannot_replace_the_event_type(
 
 
 async def test_failed_start_can_be_retried(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
     from audit.sinks.file import AuditDirectoryBusy
 
-    config = make_config()
+    config = make_config(pipeline=pipeline)
     holder = AuditLog.from_config(config)
     await holder.start()
     retry = AuditLog.from_config(config)
@@ -373,3 +381,92 @@ async def test_pipeline_failure_is_visible_and_emit_stays_safe(
     log.emit("admin.action", action="b", actor="t", result="ok")
     await log.aclose()
     assert "pipeline failed: RuntimeError: simulated bug" in capsys.readouterr().err
+
+
+async def test_buffer_overflow_before_start_is_declared(
+    make_config: ConfigFactory, pipeline: str, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    log = AuditLog.from_config(make_config(pipeline=pipeline, queue_size=16))
+    for index in range(100):
+        log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+    assert log.metrics().dropped == 84
+    await log.start()
+    await log.aclose()
+    records = read_records(log_dir)
+    opens = [record["conn_id"] for record in records if record["event"] == "conn.open"]
+    assert opens == [f"c{index}" for index in range(16)]
+    gap = next(record for record in records if record["event"] == "audit.gap")
+    assert gap["reason"] == "queue_overflow" and gap["cause"] == "queue_full"
+    assert gap["lost_count"] == 84 and gap["lost_by_event"] == {"conn.open": 84}
+    report = verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key)
+    assert report.ok, report.problem
+
+
+CRASHING_GATEWAY = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from audit.config import load_audit_config
+    from audit.log import AuditLog
+
+    async def main() -> None:
+        log = AuditLog.from_config(load_audit_config(json.loads(sys.argv[1])))
+        await log.start()
+        for index in range(25):
+            log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+        await log.flush()
+        os._exit(0)  # the gateway process dies: no aclose
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_pipeline_process_outlives_a_crashed_gateway(
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
+) -> None:
+    config = make_config(pipeline="process", checkpoint={"every_records": 10})
+    subprocess.run(
+        [sys.executable, "-c", CRASHING_GATEWAY, config.model_dump_json()], cwd=REPO, check=True, timeout=60
+    )
+
+    def sealed() -> bool:
+        records = read_records(log_dir, complete_only=True)
+        return bool(records) and records[-1].get("reason") == "shutdown"
+
+    assert await _wait_for(sealed)
+    records = read_records(log_dir)
+    assert [record["conn_id"] for record in records if record["event"] == "conn.open"] == [
+        f"c{index}" for index in range(25)
+    ]
+    report = verify_logs([log_dir], key=audit_keys.key, public_key=audit_keys.public_key)
+    assert report.ok, report.problem
+    assert not report.declared_gaps
+    log = AuditLog.from_config(config)  # the child released the directory when it exited
+    assert await _wait_for(lambda: _starts(log))
+    await log.aclose()
+    assert not any(record["event"] == "audit.gap" for record in read_records(log_dir))
+
+
+def _starts(log: AuditLog) -> bool:
+    from audit.sinks.file import AuditDirectoryBusy
+
+    try:
+        log.start_sync()
+    except AuditDirectoryBusy:
+        return False
+    return True
+
+
+async def test_pipeline_process_metrics_and_flush(make_config: ConfigFactory, log_dir: Path) -> None:
+    log = AuditLog.from_config(make_config(pipeline="process"))
+    await log.start()
+    for index in range(30):
+        log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
+    assert await log.flush()
+    metrics = log.metrics()
+    assert metrics.pipeline_alive and metrics.emitted == 30 and metrics.written == 30
+    assert metrics.head_seq == 30 and metrics.file_bytes > 0 and log.queue_depth() == 0
+    assert len(read_records(log_dir)) == 30
+    await log.aclose()
+    metrics = log.metrics()
+    assert not metrics.pipeline_alive and metrics.checkpoints == 1 and metrics.head_seq == 31
