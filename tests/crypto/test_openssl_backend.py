@@ -43,11 +43,13 @@ def test_failures_leave_the_error_queue_empty() -> None:
     key = SM2PrivateKey.generate()
     public = key.public_key()
     signature = backend.sign(key, b"message")
+    ciphertext = public.encrypt(b"x")
+    tampered = ciphertext[:-1] + bytes([ciphertext[-1] ^ 0x01])  # always differs from the original
     failures = (
         (InvalidSignature, lambda: backend.verify(public, signature, b"other")),
         (InvalidKey, lambda: backend.decode_point(b"\x04" + bytes(64))),
         (InvalidKey, lambda: backend.decode_point(b"\x02" + (2).to_bytes(32, "big"))),
-        (DecryptionError, lambda: backend.decrypt(key, public.encrypt(b"x")[:-1] + b"\x00")),
+        (DecryptionError, lambda: backend.decrypt(key, tampered)),
     )
     for error, call in failures:
         with pytest.raises(error):
