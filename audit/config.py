@@ -131,7 +131,7 @@ class AuditConfig(_Model):
     #: seconds the pipeline waits after the first queued event for more (0: process at once)
     batch_linger: float = Field(default=0.005, ge=0, le=1)
     #: where the pipeline runs: a thread of the gateway process, or a child process of its own
-    pipeline: Literal["thread", "process"] = "thread"
+    pipeline: Literal["thread", "process"] = "process"
     state_dir: Path | None = None
     shutdown_timeout: float = Field(default=10.0, gt=0)
 

@@ -253,8 +253,9 @@ class AuditLog:
     async def start(self) -> None:
         await asyncio.to_thread(self.start_sync)
 
-    def start_sync(self) -> None:
-        """Recover the chain head from disk, open a segment, start the pipeline and follower threads.
+    def start_sync(self, *, thread: bool = True) -> None:
+        """Recover the chain head from disk, open a segment, start the follower threads and (unless
+        ``thread`` is False, for a caller that feeds :meth:`handle_batch` itself) the pipeline thread.
 
         Calling it again (or after ``aclose``) does nothing.
         """
@@ -262,13 +263,13 @@ class AuditLog:
             return  # idempotent: the gateway and its callers may both start it
         self._started = True
         try:
-            self._start()
+            self._start(thread=thread)
         except BaseException:
             self._started = False
             self.file.close()  # release the directory lock so a corrected retry can start
             raise
 
-    def _start(self) -> None:
+    def _start(self, *, thread: bool = True) -> None:
         self._context.pid = (
             self._pid or os.getpid()
         )  # the worker that runs the pipeline, even if built before a fork
@@ -293,8 +294,9 @@ class AuditLog:
             self._write([self._checkpoint_record("recovery")])
         for follower in self.followers:
             follower.start(self.file.written_seq)
-        self._thread = threading.Thread(target=self._run, name="audit-pipeline", daemon=True)
-        self._thread.start()
+        if thread:
+            self._thread = threading.Thread(target=self._run, name="audit-pipeline", daemon=True)
+            self._thread.start()
 
     async def aclose(self) -> None:
         """Drain and checkpoint (``shutdown``), fsync, then give follower sinks time to deliver."""
@@ -313,6 +315,8 @@ class AuditLog:
             self._thread.join(self.config.shutdown_timeout)
             if self._thread.is_alive():
                 print("smgate audit: pipeline did not finish before shutdown_timeout", file=sys.stderr)
+        elif self._fatal is None:  # fed by the caller (pipeline process): finish here
+            self.handle_batch([_STOP])
         follower_deadline = max(deadline, time.monotonic() + 0.1)
         for follower in self.followers:
             follower.begin_stop(follower_deadline)
@@ -328,6 +332,11 @@ class AuditLog:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def pipeline_pid(self) -> int | None:
+        """Process id of the pipeline process (``pipeline: process``); None for the thread pipeline."""
+        return None
+
     def metrics(self) -> AuditMetrics:
         return AuditMetrics(
             emitted=self._emitted,
@@ -341,10 +350,15 @@ class AuditLog:
             write_errors=self.file.write_errors,
             file_bytes=self.file.bytes_written,
             head_seq=self.file.written_seq,
-            pipeline_alive=self._thread is not None and self._thread.is_alive(),
+            pipeline_alive=self._pipeline_alive(),
             pipeline_error=self._fatal,
             sinks=[follower.metrics() for follower in self.followers],
         )
+
+    def _pipeline_alive(self) -> bool:
+        if self._thread is not None:
+            return self._thread.is_alive()
+        return self._started and not self._closed and self._fatal is None  # fed by a pipeline process
 
     # -- pipeline thread ---------------------------------------------------------------------
 
@@ -358,11 +372,8 @@ class AuditLog:
     def _loop(self) -> None:
         batch_size = self.config.batch_size
         linger = self.config.batch_linger
-        every_records = self.config.checkpoint.every_records
-        rotate_bytes = self.config.file_sink.rotate_bytes
-        stopping = False
         busy = False
-        while not stopping:
+        while True:
             items: list[Any] = []
             if busy:
                 # Under load, poll once per linger instead of blocking on the queue: ``emit`` then never
@@ -383,43 +394,8 @@ class AuditLog:
                 except queue.Empty:
                     break
             busy = bool(items)
-            pending: list[EventDict] = []
-            pending_bytes = 0
-            markers: list[threading.Event] = []
-            gap = self._take_drops()
-            if gap is not None:
-                pending.append(self._process_internal(gap))
-            for item in items:
-                if item is _STOP:
-                    stopping = True
-                    continue
-                if isinstance(item, threading.Event):
-                    markers.append(item)
-                    continue
-                record = self._process(item)
-                pending.append(record)
-                pending_bytes += len(record[LINE]) + 1
-                # Checkpoint and rotation boundaries are exact, not rounded to the batch.
-                if self._checkpointer.count + len(pending) >= every_records:
-                    self._write(pending)
-                    self._write([self._checkpoint_record("count")])
-                    pending, pending_bytes = [], 0
-                elif self.file.size + pending_bytes >= rotate_bytes:
-                    self._write(pending)
-                    self._rotate()
-                    pending, pending_bytes = [], 0
-            if pending:
-                self._write(pending)
-            reason = "shutdown" if stopping else self._checkpointer.due(time.monotonic())
-            if reason is not None:
-                self._write([self._checkpoint_record(reason)])
-            if not stopping and self.file.should_rotate():
-                self._rotate()
-            if self.file.sync_due() or markers:
-                self.file.sync()
-            for marker in markers:
-                marker.set()
-        self.file.close()
+            if self.handle_batch(items):
+                break
         while True:  # emitted while aclose() was starting: after the shutdown checkpoint, so not written
             try:
                 leftover = self._queue.get_nowait()
@@ -429,6 +405,57 @@ class AuditLog:
                 leftover.set()
             elif leftover is not _STOP:
                 self._dropped_after_close += 1
+
+    def handle_batch(self, items: list[Any]) -> bool:
+        """Process queued items in order: events, flush markers (``threading.Event``, set once synced)
+        and ``_STOP``; then the periodic work (time checkpoint, rotation, fsync). An empty list runs only
+        the periodic work. After ``_STOP`` the shutdown checkpoint is written, the file closed, and the
+        result is True.
+
+        The pipeline thread calls this; a pipeline process calls it directly (``start_sync(thread=False)``).
+        """
+        every_records = self.config.checkpoint.every_records
+        rotate_bytes = self.config.file_sink.rotate_bytes
+        stopping = False
+        pending: list[EventDict] = []
+        pending_bytes = 0
+        markers: list[threading.Event] = []
+        gap = self._take_drops()
+        if gap is not None:
+            pending.append(self._process_internal(gap))
+        for item in items:
+            if item is _STOP:
+                stopping = True
+                continue
+            if isinstance(item, threading.Event):
+                markers.append(item)
+                continue
+            record = self._process(item)
+            pending.append(record)
+            pending_bytes += len(record[LINE]) + 1
+            # Checkpoint and rotation boundaries are exact, not rounded to the batch.
+            if self._checkpointer.count + len(pending) >= every_records:
+                self._write(pending)
+                self._write([self._checkpoint_record("count")])
+                pending, pending_bytes = [], 0
+            elif self.file.size + pending_bytes >= rotate_bytes:
+                self._write(pending)
+                self._rotate()
+                pending, pending_bytes = [], 0
+        if pending:
+            self._write(pending)
+        reason = "shutdown" if stopping else self._checkpointer.due(time.monotonic())
+        if reason is not None:
+            self._write([self._checkpoint_record(reason)])
+        if not stopping and self.file.should_rotate():
+            self._rotate()
+        if self.file.sync_due() or markers:
+            self.file.sync()
+        for marker in markers:
+            marker.set()
+        if stopping:
+            self.file.close()
+        return stopping
 
     def _rotate(self) -> None:
         """Seal the segment with a checkpoint (unless its last record already is one) and open the next."""

@@ -152,7 +152,9 @@ CRASHING_WRITER = textwrap.dedent(
 async def test_crash_recovery_declares_the_unclean_end(
     make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
-    config = make_config(checkpoint={"every_records": 10})
+    # pipeline: thread, so the process that dies is the writer (a pipeline process outlives its gateway:
+    # test_pipeline_process_outlives_a_crashed_gateway; one killed itself: test_killed_pipeline_process_...)
+    config = make_config(checkpoint={"every_records": 10}, pipeline="thread")
     subprocess.run(
         [sys.executable, "-c", CRASHING_WRITER, config.model_dump_json()], cwd=REPO, check=True, timeout=60
     )
@@ -181,7 +183,9 @@ async def test_crash_recovery_declares_the_unclean_end(
 async def test_queue_overflow_while_disk_full_is_declared_exactly(
     make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = AuditLog.from_config(make_config(queue_size=16, batch_size=4))
+    # pipeline: thread, as the failing disk is patched into this process (process pipeline overflow:
+    # test_pipeline_process_overflow_while_the_child_is_stopped_is_declared_exactly)
+    log = AuditLog.from_config(make_config(queue_size=16, batch_size=4, pipeline="thread"))
     await log.start()
     real_write = FileSink.write
     disk_full = True
@@ -368,7 +372,7 @@ async def test_failed_start_can_be_retried(
 async def test_pipeline_failure_is_visible_and_emit_stays_safe(
     make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = AuditLog.from_config(make_config(shutdown_timeout=1))
+    log = AuditLog.from_config(make_config(shutdown_timeout=1, pipeline="thread"))  # patched in-process
     await log.start()
 
     def broken(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:

@@ -157,7 +157,9 @@ async def test_blocked_and_dead_sinks_block_neither_the_file_nor_each_other(
         "port": 9,
         "reconnect_max": 0.2,
     }
-    config = make_config(sinks=[{"type": "stdout", "queue_size": 8}, dead], shutdown_timeout=3)
+    config = make_config(  # pipeline: thread, as the blocked stream is swapped in within this process
+        sinks=[{"type": "stdout", "queue_size": 8}, dead], shutdown_timeout=3, pipeline="thread"
+    )
     log = AuditLog.from_config(config)
     blocked = BlockingStream()
     stdout_sink = StdoutSink(
@@ -184,7 +186,8 @@ async def test_blocked_and_dead_sinks_block_neither_the_file_nor_each_other(
 async def test_stdout_sink_writes_json_lines(
     make_config: ConfigFactory, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
-    log = AuditLog.from_config(make_config(sinks=[{"type": "stdout"}]))
+    # pipeline: thread, as pytest captures this process's stdout (a pipeline process writes its own)
+    log = AuditLog.from_config(make_config(sinks=[{"type": "stdout"}], pipeline="thread"))
     await log.start()
     log.emit("admin.action", action="x", actor="t", result="ok")
     await log.aclose()
