@@ -43,7 +43,7 @@ from typing import Any
 
 from audit.checkpoint import CheckpointSigner
 from audit.config import AuditConfig
-from audit.events import INTERNAL_EVENTS
+from audit.events import INTERNAL_EVENTS, EventType
 from audit.log import AuditLog, AuditMetrics
 
 _START_TIMEOUT = 60.0
@@ -549,7 +549,8 @@ def _child_main(
     send(("started", log.metrics()))
     gc.freeze()  # what start-up loaded stays: keep the collector from re-scanning it for every batch
     try:
-        _serve(log, inbox, send)
+        if not _serve(log, inbox, send):
+            _declare_gateway_exit(log)
     except Exception as exc:  # reported (stderr, metrics); what was written stays verifiable
         log._fatal = f"{type(exc).__name__}: {exc}"
         print(f"smgate audit: pipeline failed: {log._fatal}", file=sys.stderr)
@@ -591,8 +592,22 @@ class _Inbox:
         return messages
 
 
-def _serve(log: AuditLog, inbox: Connection, send: Any) -> None:
-    """Receive batches and run them through ``log`` until ``stop`` or end of file.
+def _declare_gateway_exit(log: AuditLog) -> None:
+    """End of file without ``stop``: the gateway process ended without closing its audit log, so events
+    it had not shipped yet (at most ``batch_linger`` of them) may be missing. Say so in the log."""
+    gap = {
+        "event": EventType.AUDIT_GAP.value,
+        "reason": "gateway_exited",
+        "cause": "pipe closed without stop",
+        "after_seq": log.file.written_seq,
+        "lost_count": None,
+    }
+    log.handle_batch([])  # anything pending first
+    log._write([log._process_internal(gap)])
+
+
+def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
+    """Receive batches and run them through ``log`` until ``stop`` (True) or end of file (False).
 
     All messages waiting in the pipe form one batch, so a busy gateway costs one pipeline pass per
     pipe read, not per message. With nothing to read for ``_IDLE_POLL`` seconds the periodic work (time
@@ -600,6 +615,7 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> None:
     """
     reader = _Inbox(inbox)
     last_report = time.monotonic()
+    orderly = False
     while True:
         items: list[Any] = []
         acks: list[int] = []
@@ -608,7 +624,7 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> None:
         for data in reader.read(_IDLE_POLL):
             message = pickle.loads(data)  # noqa: S301 - our own parent, over a private pipe
             if message[0] == "stop":
-                stopping = True
+                stopping = orderly = True
                 break
             _, dropped, wire = message
             for item in wire:
@@ -628,7 +644,7 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> None:
         for ack_id in acks:
             send(("flushed", ack_id, log.metrics()))
         if stopping:
-            return
+            return orderly
         now = time.monotonic()
         if now - last_report >= _REPORT_INTERVAL:  # counters for the gateway's /metrics
             last_report = now

@@ -1,6 +1,7 @@
 """Audit pipeline benchmark: what the data path pays per event, and what the pipeline sustains.
 
-Run: ``.venv/bin/python bench/audit.py [--events N]``. Prints, from one run:
+Run: ``.venv/bin/python bench/audit.py [--events N] [--gateway | --gateway-only] [--pipeline thread|process]``.
+Prints, from one run:
 
 1. ``emit()`` calls/s as the gateway sees them (enqueue only) next to ``NullAuditLog.emit`` (the
    "audit off" baseline) and a bare ``dict`` build.
@@ -8,10 +9,12 @@ Run: ``.venv/bin/python bench/audit.py [--events N]``. Prints, from one run:
    the baseline), then + HMAC-SM3 chain, then + chain + SM3 checkpoint digest + an SM2-signed checkpoint
    every 1000 records ("full").
 3. End to end: events/s from the first ``emit`` until everything is on disk (``flush``), with
-   checkpoints every 1000 records and ``fsync: interval``.
-
-:func:`measure_gateway_overhead` is the hook for the gateway request-rate comparison: give it an async
-load function that drives the gateway with a given audit handle and returns requests/s.
+   checkpoints every 1000 records and ``fsync: interval``, and the CPU per event on each side.
+4. With ``--gateway``: an in-process gateway (plain HTTP -> echo upstream) driven by a load-generator
+   process, audit off (``NullAuditLog``) vs on, in adjacent pairs. The gateway keeps CPU 0; the load
+   generator, the upstream and the audit pipeline process get the other CPUs. Printed: requests/s, the
+   median over pairs of the request-rate cost (target: under 10 %), and CPU per request of the gateway
+   process and of the pipeline process.
 """
 
 from __future__ import annotations
@@ -138,12 +141,14 @@ def stage_rates(count: int) -> dict[str, float]:
     return best
 
 
-async def end_to_end_rate(count: int, config: AuditConfig) -> tuple[float, float]:
-    """Events/s from the first ``emit`` to ``flush``, and process CPU microseconds per event."""
+async def end_to_end_rate(count: int, config: AuditConfig) -> tuple[float, float, float]:
+    """Events/s from the first ``emit`` to ``flush``, and CPU microseconds per event of this process
+    and of the pipeline process (0 for ``pipeline: thread``)."""
     log = AuditLog.from_config(config)
     await log.start()
     start = time.perf_counter()
     cpu_start = time.process_time()
+    pipeline_cpu_start = pipeline_process_cpu(log)
     for index in range(count):
         log.emit("http.request", **FIELDS)
         if index % 256 == 0:
@@ -151,11 +156,12 @@ async def end_to_end_rate(count: int, config: AuditConfig) -> tuple[float, float
     await log.flush(timeout=120)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
+    pipeline_cpu = pipeline_process_cpu(log) - pipeline_cpu_start
     await log.aclose()
     dropped = log.metrics().dropped
     if dropped:
         print(f"  (queue overflowed: {dropped} events declared in audit.gap)")
-    return count / elapsed, 1e6 * cpu / count
+    return count / elapsed, 1e6 * cpu / count, 1e6 * pipeline_cpu / count
 
 
 @dataclass(frozen=True)
@@ -387,8 +393,11 @@ def pipeline_figures(events: int, config: AuditConfig) -> None:
             f"  {name:34s} {value:12,.0f}/s  {1e6 / value:6.2f} us/event  x{value / baseline:.2f} of baseline"
         )
     print("\n3. end to end (emit -> chained, checkpointed, written): events/s")
-    rate, cpu_us = asyncio.run(end_to_end_rate(events, config))
-    print(f"  {'AuditLog, file sink, fsync interval':34s} {rate:12,.0f}/s  {cpu_us:6.2f} us CPU/event")
+    rate, cpu_us, pipeline_cpu_us = asyncio.run(end_to_end_rate(events, config))
+    print(
+        f"  {'AuditLog, file sink, fsync interval':34s} {rate:12,.0f}/s  {cpu_us:6.2f} us CPU/event here"
+        f" + {pipeline_cpu_us:.2f} in the pipeline process"
+    )
 
 
 def gateway_figures(config: AuditConfig, *, clients: int, seconds: float, rounds: int) -> None:
