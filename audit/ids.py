@@ -7,6 +7,7 @@ bits come from ``os.urandom``.
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 import time
@@ -49,32 +50,69 @@ def uuid7(unix_ns: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=_uuid7_int(time.time_ns() if unix_ns is None else unix_ns))
 
 
-_hex_pool = ""
-_hex_offset = 0
-#: a random hex digit -> the RFC 9562 variant digit (``10`` then its two low random bits)
-_VARIANT_DIGIT = {digit: format(0b1000 | (int(digit, 16) & 0b11), "x") for digit in "0123456789abcdef"}
+_TAIL_BATCH = 256
+#: random id tails ``7xxx-Vxxx-xxxxxxxxxxxx`` (version digit, 12 random bits, the variant bits ``10`` and
+#: 62 random bits); ``list.pop`` is atomic, so each tail goes to exactly one id without a lock
+_tails: list[str] = []
+#: (Unix millisecond, its id prefix ``tttttttt-tttt-``): replaced whole, so readers see a consistent pair
+_ms_prefix: tuple[int, str] = (-1, "")
+#: byte -> the same byte with its high nibble the version (7) / its two high bits the variant (10)
+_VERSION_BYTE = bytes((_VERSION_7 << 4) | (byte & 0x0F) for byte in range(256))
+_VARIANT_BYTE = bytes((_VARIANT_RFC << 6) | (byte & 0x3F) for byte in range(256))
+_HEAD_SLICES = [slice(10 * index, 10 * index + 10) for index in range(_TAIL_BATCH)]
+_NODE_SLICES = [slice(12 * index, 12 * index + 12) for index in range(_TAIL_BATCH)]
 
 
-def _random_hex(count: int) -> str:
-    """``count`` random hex digits (``os.urandom``), drawn from a pooled read like :func:`_random_bytes`."""
-    global _hex_pool, _hex_offset
-    with _pool_lock:
-        if _hex_offset + count > len(_hex_pool):
-            _hex_pool = os.urandom(_POOL_SIZE).hex()
-            _hex_offset = 0
-        chunk = _hex_pool[_hex_offset : _hex_offset + count]
-        _hex_offset += count
-    return chunk
+def _fresh_tails() -> list[str]:
+    """A batch of random tails from two ``os.urandom`` reads, formatted by whole-batch operations: the
+    version and variant bits set by ``translate`` on every fourth byte, the dashes by ``hex(sep)``."""
+    head = bytearray(os.urandom(4 * _TAIL_BATCH))  # per id: version byte, byte, variant byte, byte
+    head[0::4] = head[0::4].translate(_VERSION_BYTE)
+    head[2::4] = head[2::4].translate(_VARIANT_BYTE)
+    heads = head.hex("-", 2) + "-"  # per id: "7xxx-Vxxx-"
+    nodes = os.urandom(6 * _TAIL_BATCH).hex()  # per id: 12 hex digits
+    return list(map(operator.add, map(heads.__getitem__, _HEAD_SLICES), map(nodes.__getitem__, _NODE_SLICES)))
+
+
+def _next_tail() -> str:
+    """The next tail, refilling the batch when it is empty (a racing refill only wastes a batch)."""
+    global _tails
+    try:
+        return _tails.pop()
+    except IndexError:
+        fresh = _fresh_tails()
+        tail = fresh.pop()
+        _tails = fresh
+        return tail
 
 
 def uuid7_text(unix_ns: int) -> str:
     """``str(uuid7(unix_ns))`` built as text (the per-event hot path): 48-bit millisecond time, version
-    digit ``7``, 12 random bits, the variant digit (2 random bits), 60 random bits."""
+    digit ``7``, 12 random bits, the variant bits, 62 random bits. The time part is formatted once per
+    millisecond, the rest comes from a batch formatted per 256 ids."""
+    global _ms_prefix
     if unix_ns < 0:
         raise ValueError("UUIDv7 timestamp must not be negative")
-    time_hex = f"{(unix_ns // 1_000_000) & ((1 << 48) - 1):012x}"
-    rand = _random_hex(19)
-    return f"{time_hex[:8]}-{time_hex[8:]}-7{rand[:3]}-{_VARIANT_DIGIT[rand[3]]}{rand[4:7]}-{rand[7:]}"
+    unix_ms = unix_ns // 1_000_000
+    cached = _ms_prefix
+    if cached[0] != unix_ms:
+        time_hex = f"{unix_ms & ((1 << 48) - 1):012x}"
+        cached = _ms_prefix = (unix_ms, f"{time_hex[:8]}-{time_hex[8:]}-")
+    try:
+        return cached[1] + _tails.pop()
+    except IndexError:
+        return cached[1] + _next_tail()
+
+
+def _forget_random_pools() -> None:
+    """A forked child must not hand out the random bits its parent will also use."""
+    global _pool, _pool_offset, _tails
+    _pool, _pool_offset = b"", _POOL_SIZE
+    _tails = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_random_pools)
 
 
 def uuid7_timestamp_ms(value: uuid.UUID) -> int:

@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as _hmac
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from audit.canonical import CHAIN_FIELDS, canonical_bytes, seal_line, to_jsonable
+from audit.canonical import CHAIN_FIELDS, canonical_bytes, canonical_bytes_named, seal_line, to_jsonable
 from audit.ids import uuid7_text
-from tls.crypto import HMACSM3
 
 #: ``prev`` of the first record of a log: 32 zero bytes.
 GENESIS = bytes(32)
@@ -40,10 +41,26 @@ ALWAYS_DROPPED = frozenset(
 )
 _SECRET_MARKERS = ("secret", "password", "private_key", "passphrase")
 
+_PREV, _MAC = CHAIN_FIELDS
 EMIT_NS = "_emit_ns"
 CANONICAL = "_canonical"
 LINE = "_line"
 HASH_PREFIX = "hmac-sm3:"
+
+
+class _KeyedHmacSM3:
+    """HMAC-SM3 keyed once: each MAC forks the keyed ``cryptography`` state (``copy``) instead of keying
+    again, and skips the generic multi-part wrapper of :class:`tls.crypto.HMACSM3` (same MAC)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: bytes) -> None:
+        self._keyed = _hmac.HMAC(key, hashes.SM3())
+
+    def compute(self, data: bytes) -> bytes:
+        ctx = self._keyed.copy()
+        ctx.update(data)
+        return ctx.finalize()
 
 
 def format_timestamp(unix_ns: int) -> str:
@@ -77,7 +94,7 @@ class Redactor:
     def __init__(
         self, redaction_key: bytes, *, hash_paths: Iterable[str] = (), drop_paths: Iterable[str] = ()
     ):
-        self._mac = HMACSM3(redaction_key)
+        self._mac = _KeyedHmacSM3(redaction_key)
         self.hash_paths = frozenset(path.lower() for path in hash_paths)
         self.drop_paths = frozenset(path.lower() for path in drop_paths)
         #: prefix -> field name -> (lower-case path, action)
@@ -113,7 +130,7 @@ class Redactor:
             path, action = known if known is not None else self._action(prefix, name)
             if action == _KEEP and type(value) in _PLAIN:
                 result[name] = value
-            elif action == _DROP or _is_key_object(value):
+            elif action == _DROP or (type(value) is not dict and _is_key_object(value)):
                 continue
             elif action == _HASH:
                 result[name] = self.hash_value(value) if value is not None else None
@@ -158,7 +175,7 @@ class Redactor:
         for name, value in list(event_dict.items()):
             if type(value) in _PLAIN:
                 continue
-            if _is_key_object(value):
+            if type(value) is not dict and _is_key_object(value):
                 del event_dict[name]
             elif isinstance(value, Mapping):
                 event_dict[name] = self._redact(value, f"{name.lower()}.", 1)
@@ -177,24 +194,39 @@ class ContextAdder:
         self.instance = instance
         self.pid = pid
         self.next_seq = next_seq
-        self._second = -1
-        self._second_text = ""
+        #: (first nanosecond of the cached second, its text up to the fraction ``...T10:26:44.``)
+        self._second: tuple[int, str] = (0, "1970-01-01T00:00:00.")
+
+    def _new_second(self, unix_ns: int) -> tuple[int, str]:
+        seconds, nanos = divmod(unix_ns, 1_000_000_000)
+        self._second = (unix_ns - nanos, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
+        return self._second
 
     def timestamp(self, unix_ns: int) -> str:
-        seconds, nanos = divmod(unix_ns, 1_000_000_000)
-        if seconds != self._second:
-            self._second = seconds
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        return f"{self._second_text}.{nanos // 1000:06d}Z"
+        """:func:`format_timestamp`, with the text up to the second formatted once per second."""
+        start, text = self._second
+        offset = unix_ns - start
+        if not 0 <= offset < 1_000_000_000:
+            start, text = self._new_second(unix_ns)
+            offset = unix_ns - start
+        return text + "%06dZ" % (offset // 1000)  # noqa: UP031 - cheaper than a format spec, per event
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         emit_ns = event_dict.get(EMIT_NS)
         if not isinstance(emit_ns, int):
             emit_ns = time.time_ns()
             event_dict[EMIT_NS] = emit_ns
-        for chain_field in CHAIN_FIELDS:  # the chain step owns these; a caller value would be ambiguous
-            event_dict.pop(chain_field, None)
-        event_dict["ts"] = self.timestamp(emit_ns)
+        if (
+            _PREV in event_dict or _MAC in event_dict
+        ):  # the chain step owns these; a caller value would be ambiguous
+            for chain_field in CHAIN_FIELDS:
+                event_dict.pop(chain_field, None)
+        start, text = self._second  # timestamp(), inlined
+        offset = emit_ns - start
+        if not 0 <= offset < 1_000_000_000:
+            start, text = self._new_second(emit_ns)
+            offset = emit_ns - start
+        event_dict["ts"] = text + "%06dZ" % (offset // 1000)  # noqa: UP031 - see timestamp()
         event_dict["id"] = uuid7_text(emit_ns)
         event_dict["instance"] = self.instance
         event_dict["pid"] = self.pid
@@ -234,12 +266,19 @@ def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict)
     """
     emit_ns = event_dict.pop(EMIT_NS, None)
     public: EventDict
-    if _has_internal_keys(tuple(event_dict)):
+    names = tuple(event_dict)
+    internal = _INTERNAL_KEYS.get(names)
+    if internal is None:
+        internal = _has_internal_keys(names)
+    if internal:
         public = {key: value for key, value in event_dict.items() if key[:1] != "_"}
+        names = tuple(public)
     else:
         public = event_dict  # the common case: the dict is the pipeline's own
+        if type(public) is not dict:
+            names = ()
     try:
-        canonical = canonical_bytes(public)
+        canonical = canonical_bytes_named(public, names)
     except (TypeError, ValueError) as exc:
         public = {key: _lenient(value) for key, value in public.items()}
         public["audit_error"] = f"unserialisable field: {exc}"
@@ -260,20 +299,40 @@ class HmacChain:
     def __init__(self, key: bytes, prev: bytes = GENESIS) -> None:
         if len(key) < 16:
             raise ValueError("audit key must be at least 16 bytes")
-        self._mac = HMACSM3(key)
+        self._keyed = _hmac.HMAC(key, hashes.SM3())
         self.prev = prev
 
+    @property
+    def prev(self) -> bytes:
+        """The previous record's MAC (what the next record chains to)."""
+        return self._prev
+
+    @prev.setter
+    def prev(self, value: bytes) -> None:
+        self._prev = value
+        self._prev_hex = value.hex()
+        self._prev_tail = b',"prev":"' + self._prev_hex.encode() + b'","mac":"'
+
     def __repr__(self) -> str:
-        return f"HmacChain(prev={self.prev.hex()})"
+        return f"HmacChain(prev={self._prev_hex})"
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         canonical = event_dict[CANONICAL]
-        prev = self.prev
-        mac = self._mac.compute(prev + canonical)  # one update: the concatenation is cheaper than a call
-        event_dict[LINE] = seal_line(canonical, prev, mac)
-        event_dict["prev"] = prev.hex()
-        event_dict["mac"] = mac.hex()
-        self.prev = mac
+        ctx = self._keyed.copy()  # the keyed state, forked: no per-record key schedule
+        ctx.update(self._prev + canonical)  # one update: the concatenation is cheaper than a call
+        mac = ctx.finalize()
+        mac_hex = mac.hex()
+        mac_ascii = mac_hex.encode()
+        if canonical[:1] == b"{" and canonical[-1:] == b"}" and len(canonical) > 2:
+            # seal_line(canonical, prev, mac), with the prev part kept from the previous record
+            event_dict[LINE] = b"".join((canonical[:-1], self._prev_tail, mac_ascii, b'"}'))
+        else:
+            event_dict[LINE] = seal_line(canonical, self._prev, mac)
+        event_dict["prev"] = self._prev_hex
+        event_dict["mac"] = mac_hex
+        self._prev = mac
+        self._prev_hex = mac_hex
+        self._prev_tail = b',"prev":"' + mac_ascii + b'","mac":"'
         return event_dict
 
 
