@@ -17,7 +17,7 @@ import ipaddress
 import json
 import json.encoder
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 CHAIN_FIELDS = ("prev", "mac")
@@ -59,7 +59,7 @@ def _default(value: object) -> Any:
 _make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 
-def _dumps_utf8(record: Any) -> str:
+def _dumps_utf8(record: Mapping[str, Any]) -> str:
     """``json.dumps`` with the canonical options, minus the per-call ``JSONEncoder`` construction.
 
     It calls the same C encoder ``json.dumps`` uses (built per call: the circular-reference markers are
@@ -78,69 +78,6 @@ def _dumps_utf8(record: Any) -> str:
     return "".join(encode(record, 0))
 
 
-_encode_str = json.encoder.encode_basestring
-
-
-def _value_text(value: Any) -> str:
-    """One value exactly as the canonical encoder writes it inside a record (plain values inline; anything
-    else through the same C encoder with the same options, so nested members sort and ``_default``
-    converts as they would in place). Raises as ``json`` does (NaN, unknown types, circular values)."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    kind = type(value)
-    if kind is str:
-        return _encode_str(value)
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float and value - value == 0:  # not NaN or infinite
-        return float.__repr__(value)
-    return _dumps_utf8(value)
-
-
-#: per value type seen when a shape is first compiled: the expression writing slot ``{i}`` (value
-#: ``v{i}``). Any other value in that slot goes to :func:`_value_text`, so a record whose value types
-#: differ from the first one of its shape (an optional field now ``None``) costs one call, no exception.
-#: ``str`` subclasses (``StrEnum`` event types) are written by ``encode_basestring`` as the C encoder
-#: writes them; ``bool`` and ``int`` subclasses (``IntEnum``) go to :func:`_value_text`.
-_SLOT_EXPRESSIONS = {
-    str: "e(v{i}) if isinstance(v{i}, str) else s(v{i})",
-    int: "r(v{i}) if type(v{i}) is int else s(v{i})",
-    float: "f(v{i}) if type(v{i}) is float and v{i} - v{i} == 0 else s(v{i})",  # NaN, infinities: json
-}
-_OTHER_SLOT = "s(v{i})"
-
-
-def _compile_writer(names: tuple[str, ...], types: tuple[type, ...]) -> Callable[[dict[str, Any]], str]:
-    """A function writing records of this shape (exact ``str`` field names, in dict order) exactly as the
-    sorted C encoder does. The generated source holds only slot numbers: the names and their encoded
-    forms are bound as constants, never spliced into code."""
-    ranked = sorted(range(len(names)), key=names.__getitem__)
-    namespace: dict[str, Any] = {"e": _encode_str, "r": int.__repr__, "f": float.__repr__, "s": _value_text}
-    body = []
-    pieces = []
-    for slot, index in enumerate(ranked):
-        namespace[f"k{slot}"] = names[index]
-        namespace[f"p{slot}"] = ("{" if slot == 0 else ",") + _encode_str(names[index]) + ":"
-        body.append(f"    v{slot} = d[k{slot}]")
-        expression = _SLOT_EXPRESSIONS.get(types[index], _OTHER_SLOT)
-        pieces += [f"{{p{slot}}}", "{" + expression.format(i=slot) + "}"]
-    body.append('    return f"' + "".join(pieces) + '}}"')
-    source = "def write(d):\n" + "\n".join(body) + "\n"
-    exec(compile(source, "<audit.canonical record writer>", "exec"), namespace)  # noqa: S102
-    write: Callable[[dict[str, Any]], str] = namespace["write"]
-    return write
-
-
-#: field names (dict order) -> compiled writer (bounded)
-_WRITERS: dict[tuple[str, ...], Callable[[dict[str, Any]], str]] = {}
-_WRITERS_MAX = 512
-_STR = frozenset({str})
-
-
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     """The canonical encoding of ``record``.
 
@@ -148,29 +85,7 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     ``StrEnum``/``IntEnum`` are written as their plain values), so the canonical form of the parsed line
     is the same bytes. Raises ``TypeError``/``ValueError`` for values that cannot be written (NaN).
     """
-    return canonical_bytes_named(record, tuple(record) if type(record) is dict else ())
-
-
-def canonical_bytes_named(record: Mapping[str, Any], names: tuple[str, ...]) -> bytes:
-    """:func:`canonical_bytes` for a caller that already holds ``names == tuple(record)`` (or ``()``).
-
-    A ``dict`` whose names are all exact ``str`` is written by a writer compiled for its names, which
-    produces the same text; ``json`` writes anything else, and any record the writer fails on (NaN, an
-    unknown type, a cycle), raising exactly as it always did. Exact ``str`` names: a subclass may
-    compare, hash or sort unlike its text.
-    """
-    text = None
-    if names and type(record) is dict and _STR.issuperset(map(type, names)):
-        writer = _WRITERS.get(names)
-        if writer is None and len(_WRITERS) < _WRITERS_MAX:  # shapes are few; never grow without bound
-            writer = _WRITERS[names] = _compile_writer(names, tuple(map(type, record.values())))
-        if writer is not None:
-            try:
-                text = writer(record)
-            except Exception:  # NaN, unknown type, cycle, too deep: json raises its own error
-                text = None
-    if text is None:
-        text = _dumps_utf8(record)
+    text = _dumps_utf8(record)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

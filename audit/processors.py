@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from audit.canonical import CHAIN_FIELDS, canonical_bytes, canonical_bytes_named, seal_line, to_jsonable
+from audit.canonical import CHAIN_FIELDS, canonical_bytes, seal_line, to_jsonable
 from audit.ids import uuid7_text
 
 #: ``prev`` of the first record of a log: 32 zero bytes.
@@ -272,13 +272,10 @@ def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict)
         internal = _has_internal_keys(names)
     if internal:
         public = {key: value for key, value in event_dict.items() if key[:1] != "_"}
-        names = tuple(public)
     else:
         public = event_dict  # the common case: the dict is the pipeline's own
-        if type(public) is not dict:
-            names = ()
     try:
-        canonical = canonical_bytes_named(public, names)
+        canonical = canonical_bytes(public)
     except (TypeError, ValueError) as exc:
         public = {key: _lenient(value) for key, value in public.items()}
         public["audit_error"] = f"unserialisable field: {exc}"

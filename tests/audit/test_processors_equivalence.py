@@ -4,7 +4,7 @@ The reference is written from the specification only: ``json.dumps`` with the ca
 form for lone surrogates), the documented conversions for non-JSON values, ``repr`` plus ``audit_error``
 for unserialisable fields, and a fresh ``cryptography`` HMAC-SM3 over ``prev || canonical`` per record.
 Every canonical byte, MAC and line of the pipeline must equal it, for flat gateway-like events (shapes
-repeat with changing value types, as the per-shape writers see them) and for nested and odd inputs.
+repeat with changing value types, as memoised per-shape state sees them) and for nested and odd inputs.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ NESTED = st.recursive(
 @given(st.lists(st.dictionaries(NAMES, PLAIN, min_size=1, max_size=14), min_size=1, max_size=6))
 def test_flat_events_match_reference(events: list[dict[str, Any]]) -> None:
     """Flat events over a small name pool: shapes repeat with other value types (bool after int, None
-    after str, ...), which the compiled per-shape writers must notice."""
+    after str, ...), which per-shape memos (redaction plans, internal-key checks) must not confuse."""
     check_against_reference(events)
 
 
@@ -311,7 +311,7 @@ GATEWAY_ROUTE = {
     ],
 )
 def test_gateway_shape_with_changed_values_matches_reference(changes: dict[str, Any]) -> None:
-    """One gateway event shape, first plain (compiles its writer), then with one value of another kind."""
+    """One gateway event shape, first plain, then with one value of another kind."""
     check_against_reference([GATEWAY_ROUTE, {**GATEWAY_ROUTE, **changes}, GATEWAY_ROUTE])
 
 
@@ -346,11 +346,11 @@ def test_deep_nesting_raises_a_catchable_error_like_json() -> None:
     ],
 )
 def test_canonical_bytes_matches_reference_for_odd_keys_and_shapes(record: dict[Any, Any]) -> None:
-    for _ in range(2):  # second round: through the writer compiled on the first
+    for _ in range(2):  # second round: after any per-shape state the first left
         assert canonical_bytes(record) == reference_canonical(record)
 
 
-def test_str_subclass_keys_never_reuse_a_plain_writer() -> None:
+def test_str_subclass_keys_sort_as_json_sorts_them() -> None:
     plain = {"a": 1, "b": 2}
     assert canonical_bytes(plain) == b'{"a":1,"b":2}'
     backwards: dict[str, int] = {Backwards("a"): 1, Backwards("b"): 2}
