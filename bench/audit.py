@@ -10,11 +10,13 @@ Prints, from one run:
    every 1000 records ("full").
 3. End to end: events/s from the first ``emit`` until everything is on disk (``flush``), with
    checkpoints every 1000 records and ``fsync: interval``, and the CPU per event on each side.
-4. With ``--gateway``: an in-process gateway (plain HTTP -> echo upstream) driven by a load-generator
-   process, audit off (``NullAuditLog``) vs on, in adjacent pairs. The gateway keeps CPU 0; the load
-   generator, the upstream and the audit pipeline process get the other CPUs. Printed: requests/s, the
-   median over pairs of the request-rate cost (target: under 10 %), and CPU per request of the gateway
-   process and of the pipeline process.
+4. With ``--gateway``: three in-process gateways (plain HTTP -> a minimal upstream) on the event loop
+   ``smgate serve`` uses (uvloop when installed), two with audit off (``NullAuditLog``) and one with
+   audit on, driven in turn by a load-generator process: rounds of off A / on / off B. The gateways keep
+   CPU 0; the load generator, the upstream and the audit pipeline process share the other CPUs. Printed:
+   requests/s, the median over rounds of the request-rate cost ``1 - on / mean(A, B)`` (target: under
+   10 %), the same statistic for B against A (the method's noise floor on this machine), and the CPU per
+   request of the gateway process and of the pipeline process.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -164,16 +167,6 @@ async def end_to_end_rate(count: int, config: AuditConfig) -> tuple[float, float
     return count / elapsed, 1e6 * cpu / count, 1e6 * pipeline_cpu / count
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    #: requests/s the load generator saw
-    rps: float
-    #: CPU seconds the gateway process (event loop + any audit threads) spent per request, in microseconds
-    cpu_us_per_request: float
-    #: CPU seconds the audit pipeline process spent per request (``pipeline: process``; 0 otherwise)
-    pipeline_cpu_us_per_request: float = 0.0
-
-
 def pipeline_process_cpu(audit: object) -> float:
     """CPU seconds used so far by the audit pipeline child of ``audit`` (0.0 if it has none)."""
     pid = getattr(audit, "pipeline_pid", None)
@@ -186,84 +179,99 @@ def pipeline_process_cpu(audit: object) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def measure_gateway_overhead(
-    run_load: Callable[[AuditEmitter], Awaitable[LoadResult]], config: AuditConfig, *, rounds: int = 3
-) -> dict[str, float]:
-    """Requests/s and CPU per request with audit off (``NullAuditLog``) and on (``AuditLog`` from
-    ``config``), in ``rounds`` adjacent off/on pairs.
+# The load generator and the upstream share the non-gateway CPUs with the audit pipeline process, so
+# both are as lean as asyncio allows (protocols, no streams; uvloop when installed): what they spend is
+# not what is measured, and a saturated helper CPU would slow the gateway without any audit cost.
+_HELPER_LOOP = """
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+"""
 
-    ``run_load(audit)`` must start the gateway with ``audit`` as its audit handle, drive a fixed load
-    and return its :class:`LoadResult`. The overhead is the median over pairs of ``1 - on/off``: a shared
-    machine drifts by more than the target between rounds, much less within one pair. Also returns the
-    median rates and CPU per request (gateway process, and the pipeline process where there is one).
-    """
-    off: list[LoadResult] = []
-    on: list[LoadResult] = []
-    for _ in range(rounds):
-        off.append(await run_load(NullAuditLog()))
-        log = AuditLog.from_config(config)
-        await log.start()  # idempotent: a gateway that starts its audit handle itself is fine
-        pipeline_pid = getattr(log, "pipeline_pid", None)
-        if pipeline_pid is not None:
-            pin_to_helper_cpus(pipeline_pid)
-        try:
-            on.append(await run_load(log))
-        finally:
-            await log.aclose()
-    pairs = list(zip(off, on, strict=True))
-    rate_costs = [1 - audit_on.rps / audit_off.rps for audit_off, audit_on in pairs]
-    cpu_costs = [
-        1 - audit_off.cpu_us_per_request / audit_on.cpu_us_per_request for audit_off, audit_on in pairs
-    ]
-    return {
-        "audit_off_rps": statistics.median(result.rps for result in off),
-        "audit_on_rps": statistics.median(result.rps for result in on),
-        "overhead_percent": 100.0 * statistics.median(rate_costs),
-        "overhead_spread": 100.0 * (max(rate_costs) - min(rate_costs)),
-        "audit_off_cpu_us": statistics.median(result.cpu_us_per_request for result in off),
-        "audit_on_cpu_us": statistics.median(result.cpu_us_per_request for result in on),
-        "pipeline_cpu_us": statistics.median(result.pipeline_cpu_us_per_request for result in on),
-        "cpu_overhead_percent": 100.0 * statistics.median(cpu_costs),
-    }
-
-
-_UPSTREAM = """
+_UPSTREAM = (
+    _HELPER_LOOP
+    + """
 import asyncio, sys
-from gateway.echo import EchoService
+RESPONSE = b"HTTP/1.1 200 OK\\r\\ncontent-length: 3\\r\\n\\r\\nok\\n"
+class Responder(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.data = transport, b""
+    def data_received(self, data):
+        self.data += data
+        count = self.data.count(b"\\r\\n\\r\\n")  # bodiless GETs: one request per header block
+        if count:
+            self.data = self.data[self.data.rindex(b"\\r\\n\\r\\n") + 4 :]
+            self.transport.write(RESPONSE * count)
 async def main():
-    service = await EchoService().start()
-    print(service.port, flush=True)
+    server = await asyncio.get_running_loop().create_server(Responder, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 asyncio.run(main())
 """
+)
 
-_LOAD = """
+_LOAD = (
+    _HELPER_LOOP
+    + """
 import asyncio, sys, time
 port, clients, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 REQUEST = b"GET /anything HTTP/1.1\\r\\nhost: bench\\r\\n\\r\\n"
-async def client(deadline, counts):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    while time.perf_counter() < deadline:
-        writer.write(REQUEST)
-        head = await reader.readuntil(b"\\r\\n\\r\\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
-        await reader.readexactly(length)
-        counts[0] += 1
-    writer.close()
+class Client(asyncio.Protocol):
+    def __init__(self, deadline, counts, done):
+        self.deadline, self.counts, self.done, self.data = deadline, counts, done, b""
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(REQUEST)
+    def data_received(self, data):
+        self.data += data
+        end = self.data.find(b"\\r\\n\\r\\n")
+        if end < 0:
+            return
+        head = self.data[:end].lower()
+        length = int(head.split(b"content-length:")[1].split(b"\\r\\n")[0])
+        if len(self.data) < end + 4 + length:
+            return
+        self.data = self.data[end + 4 + length :]
+        self.counts[0] += 1
+        if time.perf_counter() < self.deadline:
+            self.transport.write(REQUEST)
+        else:
+            self.transport.close()
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
 async def main():
+    loop = asyncio.get_running_loop()
     counts = [0]
     start = time.perf_counter()
-    await asyncio.gather(*(client(start + seconds, counts) for _ in range(clients)))
+    waiters = []
+    for _ in range(clients):
+        done = loop.create_future()
+        await loop.create_connection(lambda: Client(start + seconds, counts, done), "127.0.0.1", port)
+        waiters.append(done)
+    await asyncio.gather(*waiters)
     print(counts[0], counts[0] / (time.perf_counter() - start), flush=True)
 asyncio.run(main())
 """
+)
 
 
-async def gateway_request_rate(
-    audit: AuditEmitter, *, upstream_port: int, clients: int, seconds: float
-) -> LoadResult:
-    """Requests/s through an in-process gateway (plain HTTP listener -> echo cluster) using ``audit``,
-    and this process's CPU time per request over the load (gateway loop plus audit threads)."""
+@dataclass(frozen=True)
+class Slice:
+    """One load slice against one gateway."""
+
+    #: requests/s the load generator saw
+    rps: float
+    #: CPU the gateway process (event loop, any audit threads) spent per request, microseconds
+    cpu_us: float
+    #: CPU the audit pipeline process spent per request, microseconds (0 without one)
+    pipeline_cpu_us: float
+
+
+async def start_bench_gateway(audit: AuditEmitter, upstream_port: int) -> tuple[Any, int]:
+    """An in-process gateway (plain HTTP listener -> the upstream) with ``audit``, and its port."""
     from gateway.config import parse_config
     from gateway.server import Gateway
 
@@ -292,53 +300,79 @@ async def gateway_request_rate(
     }
     gateway = Gateway(parse_config(doc, Path.cwd()), audit=audit)  # type: ignore[arg-type]
     await gateway.start()
-    try:
-        port = next(iter(gateway.listeners.values())).port
-        cpu_start = time.process_time()
-        pipeline_cpu_start = pipeline_process_cpu(audit)
-        load = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _LOAD, str(port), str(clients), str(seconds), stdout=asyncio.subprocess.PIPE
-        )
-        pin_to_helper_cpus(load.pid)
-        output, _ = await load.communicate()
-        cpu = time.process_time() - cpu_start
-        pipeline_cpu = pipeline_process_cpu(audit) - pipeline_cpu_start
-        count, rate = output.decode().split()
-        requests = max(1, int(count))
-        return LoadResult(
-            rps=float(rate),
-            cpu_us_per_request=1e6 * cpu / requests,
-            pipeline_cpu_us_per_request=1e6 * pipeline_cpu / requests,
-        )
-    finally:
-        await gateway.stop()
+    return gateway, next(iter(gateway.listeners.values())).port
+
+
+async def drive(port: int, audit: object, *, clients: int, seconds: float) -> Slice:
+    """One load-generator run against ``port``; CPU of this process and of ``audit``'s pipeline process."""
+    cpu_start = time.process_time()
+    pipeline_cpu_start = pipeline_process_cpu(audit)
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LOAD, str(port), str(clients), str(seconds), stdout=asyncio.subprocess.PIPE
+    )
+    pin_to_helper_cpus(load.pid)
+    output, _ = await load.communicate()
+    cpu = time.process_time() - cpu_start
+    pipeline_cpu = pipeline_process_cpu(audit) - pipeline_cpu_start
+    count, rate = output.decode().split()
+    requests = max(1, int(count))
+    return Slice(float(rate), 1e6 * cpu / requests, 1e6 * pipeline_cpu / requests)
 
 
 async def gateway_overhead(
     config: AuditConfig, *, clients: int, seconds: float, rounds: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """Three gateways in this process, all in front of one upstream: two with audit off (``NullAuditLog``;
+    A and B) and one with audit on (``AuditLog`` from ``config``). Each round drives A, on, B for
+    ``seconds`` each. The cost of a round is ``1 - on / mean(A, B)`` (its neighbours cancel a linear
+    drift of the machine's speed); ``1 - B / A`` over the same rounds is the noise floor of the method.
+    Returned: medians over rounds, and each round's cost.
+    """
     upstream = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _UPSTREAM,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=str(Path(__file__).resolve().parents[1]),
+        sys.executable, "-c", _UPSTREAM, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     assert upstream.stdout is not None and upstream.stdin is not None
     upstream_port = int((await upstream.stdout.readline()).decode())
     pin_to_helper_cpus(upstream.pid)
-
-    async def run_load(audit: AuditEmitter) -> LoadResult:
-        return await gateway_request_rate(
-            audit, upstream_port=upstream_port, clients=clients, seconds=seconds
-        )
-
+    log = AuditLog.from_config(config)
+    gateways = []
     try:
-        return await measure_gateway_overhead(run_load, config, rounds=rounds)
+        await log.start()
+        if log.pipeline_pid is not None:
+            pin_to_helper_cpus(log.pipeline_pid)
+        audits: dict[str, AuditEmitter] = {"off_a": NullAuditLog(), "on": log, "off_b": NullAuditLog()}
+        ports = {}
+        for name, audit in audits.items():
+            gateway, ports[name] = await start_bench_gateway(audit, upstream_port)
+            gateways.append(gateway)
+        await drive(ports["off_a"], None, clients=clients, seconds=0.5)  # warm-up: connections, caches
+
+        slices: dict[str, list[Slice]] = {name: [] for name in audits}
+        for _ in range(rounds):
+            for name, audit in audits.items():
+                slices[name].append(await drive(ports[name], audit, clients=clients, seconds=seconds))
     finally:
+        for gateway in gateways:
+            await gateway.stop()
+        await log.aclose()
         upstream.stdin.close()
         await upstream.wait()
+    off_a, on, off_b = slices["off_a"], slices["on"], slices["off_b"]
+    rate_costs = [1 - b.rps / ((a.rps + c.rps) / 2) for a, b, c in zip(off_a, on, off_b, strict=True)]
+    cpu_costs = [1 - (a.cpu_us + c.cpu_us) / 2 / b.cpu_us for a, b, c in zip(off_a, on, off_b, strict=True)]
+    noise = [1 - c.rps / a.rps for a, c in zip(off_a, off_b, strict=True)]
+    return {
+        "audit_off_rps": statistics.median(item.rps for item in off_a + off_b),
+        "audit_on_rps": statistics.median(item.rps for item in on),
+        "overhead_percent": 100.0 * statistics.median(rate_costs),
+        "round_overheads": [round(100.0 * cost, 1) for cost in rate_costs],
+        "noise_percent": 100.0 * statistics.median(noise),
+        "round_noise": [round(100.0 * value, 1) for value in noise],
+        "audit_off_cpu_us": statistics.median(item.cpu_us for item in off_a + off_b),
+        "audit_on_cpu_us": statistics.median(item.cpu_us for item in on),
+        "cpu_overhead_percent": 100.0 * statistics.median(cpu_costs),
+        "pipeline_cpu_us": statistics.median(item.pipeline_cpu_us for item in on),
+    }
 
 
 #: CPUs for the load generator, the upstream and the audit pipeline process; the gateway loop keeps CPU 0
@@ -400,24 +434,34 @@ def pipeline_figures(events: int, config: AuditConfig) -> None:
     )
 
 
-def gateway_figures(config: AuditConfig, *, clients: int, seconds: float, rounds: int) -> None:
+def gateway_figures(
+    config: AuditConfig, *, clients: int, seconds: float, rounds: int, use_uvloop: bool
+) -> None:
     """Part 4: the gateway's request rate and CPU per request, audit off vs on."""
-    print(f"\n4. gateway (plain HTTP keep-alive, {clients} clients, {rounds} off/on pairs of {seconds}s)")
+    from gateway.cli import install_event_loop_policy
+
+    loop_name = install_event_loop_policy(use_uvloop)  # as ``smgate serve`` does
+    print(
+        f"\n4. gateway (plain HTTP keep-alive, {clients} clients, gateway loop {loop_name}; {rounds} rounds of"
+        f" audit off A / on / off B, {seconds}s each)"
+    )
     pin_gateway_cpu()
     result = asyncio.run(gateway_overhead(config, clients=clients, seconds=seconds, rounds=rounds))
-    print(f"  {'audit off (NullAuditLog)':34s} {result['audit_off_rps']:12,.0f} req/s")
-    print(f"  {'audit on (AuditLog)':34s} {result['audit_on_rps']:12,.0f} req/s")
+    print(f"  {'audit off (NullAuditLog)':38s} {result['audit_off_rps']:10,.0f} req/s")
+    print(f"  {'audit on (AuditLog)':38s} {result['audit_on_rps']:10,.0f} req/s")
     print(
-        f"  {'overhead (median of pairs)':34s} {result['overhead_percent']:11.1f} %  (target < 10 %;"
-        f" pairs spread over {result['overhead_spread']:.1f} points)"
+        f"  {'request-rate cost, median of rounds':38s} {result['overhead_percent']:9.1f} %  (target < 10 %)"
     )
-    print(f"  {'gateway process CPU, audit off':34s} {result['audit_off_cpu_us']:12,.1f} us/req")
-    print(f"  {'gateway process CPU, audit on':34s} {result['audit_on_cpu_us']:12,.1f} us/req")
-    print(f"  {'CPU overhead (share of audit-on CPU)':34s} {result['cpu_overhead_percent']:11.1f} %")
+    print(f"  {'  each round: 1 - on / mean(A, B), %':38s} {result['round_overheads']}")
+    print(f"  {'noise floor (off B vs off A), median':38s} {result['noise_percent']:9.1f} %")
+    print(f"  {'  each round: 1 - B / A, %':38s} {result['round_noise']}")
+    print(f"  {'gateway process CPU, audit off':38s} {result['audit_off_cpu_us']:10,.1f} us/req")
+    print(f"  {'gateway process CPU, audit on':38s} {result['audit_on_cpu_us']:10,.1f} us/req")
+    print(f"  {'gateway CPU cost, median of rounds':38s} {result['cpu_overhead_percent']:9.1f} %")
     if result["pipeline_cpu_us"]:
         print(
-            f"  {'audit pipeline process CPU':34s} {result['pipeline_cpu_us']:12,.1f} us/req"
-            "  (on the other CPUs, with the load generator)"
+            f"  {'audit pipeline process CPU':38s} {result['pipeline_cpu_us']:10,.1f} us/req"
+            "  (on the other CPUs, with the load generator and upstream)"
         )
 
 
@@ -428,9 +472,10 @@ def main() -> None:
         "--gateway", action="store_true", help="also measure gateway requests/s, audit off vs on"
     )
     parser.add_argument("--gateway-only", action="store_true", help="only the gateway comparison (part 4)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="load duration per gateway round")
+    parser.add_argument("--seconds", type=float, default=1.0, help="load duration per gateway slice")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=7, help="adjacent audit off/on pairs")
+    parser.add_argument("--no-uvloop", action="store_true", help="run the gateway on the stock asyncio loop")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of audit off A / on / off B")
     parser.add_argument(
         "--pipeline",
         choices=("thread", "process"),
@@ -447,7 +492,13 @@ def main() -> None:
         if not args.gateway_only:
             pipeline_figures(args.events, config)
         if args.gateway or args.gateway_only:
-            gateway_figures(config, clients=args.clients, seconds=args.seconds, rounds=args.rounds)
+            gateway_figures(
+                config,
+                clients=args.clients,
+                seconds=args.seconds,
+                rounds=args.rounds,
+                use_uvloop=not args.no_uvloop,
+            )
 
 
 if __name__ == "__main__":
