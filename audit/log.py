@@ -16,6 +16,7 @@ unclean end (torn bytes, last good ``seq``) and a ``recovery`` checkpoint coveri
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import socket
@@ -24,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from structlog.typing import EventDict, Processor
@@ -123,6 +125,21 @@ class _Drops:
     first_ns: int = 0
     last_ns: int = 0
     by_event: Counter[str] = field(default_factory=Counter)
+
+
+#: file name prefix of the notes a closing gateway leaves for events it could not hand to the pipeline
+UNDELIVERED_PREFIX = "undelivered-"
+
+
+def note_undelivered(directory: Path, *, lost_count: int | None, lost_at_least: int) -> None:
+    """Leave a note in the audit directory that the next start turns into an ``audit.gap``
+    (``undelivered_at_shutdown``): used when the pipeline could not take everything at shutdown.
+    ``lost_count`` is None when the exact number is unknown (a pipeline process had to be killed with
+    events still in its pipe); ``lost_at_least`` is what is known for certain."""
+    name = f"{UNDELIVERED_PREFIX}{time.time_ns()}-{os.getpid()}.json"
+    temporary = directory / f".{name}.tmp"
+    temporary.write_text(json.dumps({"lost_count": lost_count, "lost_at_least": lost_at_least}))
+    os.replace(temporary, directory / name)
 
 
 class AuditLog:
@@ -292,11 +309,33 @@ class AuditLog:
             }
             self._write([self._process_internal(gap)])
             self._write([self._checkpoint_record("recovery")])
+        self._declare_undelivered()
         for follower in self.followers:
             follower.start(self.file.written_seq)
         if thread:
             self._thread = threading.Thread(target=self._run, name="audit-pipeline", daemon=True)
             self._thread.start()
+
+    def _declare_undelivered(self) -> None:
+        """Write an ``audit.gap`` for each note a previous run left (:func:`note_undelivered`): events
+        accepted by ``emit`` that never reached the pipeline before that run ended."""
+        for note in sorted(self.config.file_sink.directory.glob(f"{UNDELIVERED_PREFIX}*.json")):
+            try:
+                facts = json.loads(note.read_text())
+                lost_count = facts["lost_count"]
+                at_least = facts.get("lost_at_least")
+            except (OSError, ValueError, KeyError, TypeError):
+                lost_count, at_least = None, None  # unreadable: the loss itself is still a fact
+            gap = {
+                "event": EventType.AUDIT_GAP.value,
+                "reason": "undelivered_at_shutdown",
+                "after_seq": self._context.next_seq - 1,
+                "lost_count": lost_count if isinstance(lost_count, int) else None,
+            }
+            if isinstance(at_least, int):
+                gap["lost_at_least"] = at_least
+            self._write([self._process_internal(gap)])
+            note.unlink(missing_ok=True)
 
     async def aclose(self) -> None:
         """Drain and checkpoint (``shutdown``), fsync, then give follower sinks time to deliver."""

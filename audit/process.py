@@ -44,12 +44,16 @@ from typing import Any
 from audit.checkpoint import CheckpointSigner
 from audit.config import AuditConfig
 from audit.events import INTERNAL_EVENTS, EventType
-from audit.log import AuditLog, AuditMetrics
+from audit.log import AuditLog, AuditMetrics, note_undelivered
 
 _START_TIMEOUT = 60.0
 _REPORT_INTERVAL = 0.5
 _IDLE_POLL = 0.2
 _PIPE_BYTES = 1 << 20
+#: seconds (at most; never more than ``shutdown_timeout``) a closing pipeline process gets, after the
+#: shutdown deadline, to write what it received
+_CHILD_GRACE = 5.0
+_MAX_FRAME = 0x7FFFFFFF
 _F_SETPIPE_SZ = 1031  # Linux fcntl: grow the pipe so a burst does not wait for the child
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
@@ -71,6 +75,8 @@ class ProcessAuditLog(AuditLog):
         self._linger = config.batch_linger or 0.001
         self._wake = threading.Event()
         self._acks: dict[int, threading.Event] = {}
+        #: flushes the child acknowledged (a waiter woken by close alone is not in here)
+        self._acked: set[int] = set()
         self._ack_ids = itertools.count(1)
         self._snapshot: AuditMetrics | None = None
         self._process: Any = None
@@ -107,10 +113,15 @@ class ProcessAuditLog(AuditLog):
                 self._count_drop(now, event_type)
                 return
             self._buffer.append((now, event_type, fields))
-            if not self._armed and self._ship_loop is not None:
-                self._arm()
         except Exception:  # the data path must never see an audit failure
             self._count_drop(now, str(event_type))
+            return
+        loop = self._ship_loop
+        if loop is not None and (not self._armed or loop.is_closed()):
+            try:
+                self._arm()
+            except Exception:  # queued: ``flush``, the next emit or ``close`` ships it
+                self._armed = False
 
     def _arm(self) -> None:
         """Ship the buffer one ``batch_linger`` from now, on the shipping loop."""
@@ -123,6 +134,7 @@ class ProcessAuditLog(AuditLog):
             else:
                 loop.call_soon_threadsafe(loop.call_later, self._linger, self._ship)
         except RuntimeError:  # that loop is closed: ship from the running one, if any
+            self._armed = False
             self._adopt_running_loop()
 
     def _adopt_running_loop(self) -> None:
@@ -142,18 +154,44 @@ class ProcessAuditLog(AuditLog):
         self._armed = False
         if self._to_child is None or self._stopping:
             return
+        self._enqueue_buffer()
+        self._write_out()
+
+    def _enqueue_buffer(self) -> None:
+        """Move the buffer (and the drop count) into ``_out`` as one message."""
+        message = self._take_message()
+        if message is not None:
+            self._enqueue(*message)
+
+    def _take_message(self) -> tuple[bytes, int] | None:
+        """The buffer and the drop count as one serialised message, and its number of events. If it
+        cannot be serialised (or would exceed the 2 GiB frame), its events are counted as dropped, so
+        the next ``audit.gap`` declares them."""
         items = self._take_buffer()
         drops = self._take_parent_drops()
-        if items or drops is not None:
-            self._enqueue(_batch_message(drops, items), events=len(items))
-        self._write_out()
+        if not items and drops is None:
+            return None
+        try:
+            data = _batch_message(drops, items)
+            if len(data) > _MAX_FRAME:
+                raise OverflowError("batch larger than one pipe frame")
+        except Exception as exc:
+            print(
+                f"smgate audit: batch not shipped ({type(exc).__name__}); counted as dropped", file=sys.stderr
+            )
+            self._restore_drops(drops)
+            for item in items:
+                if item[0] != "flush":
+                    self._count_drop(item[0], str(item[1]))
+            return None
+        return data, len(items)
 
     def _take_buffer(self) -> list[Any]:
         buffer = self._buffer
         return [buffer.popleft() for _ in range(len(buffer))]
 
-    def _enqueue(self, data: bytes, *, events: int) -> None:
-        frame = struct.pack("!i", len(data)) + data  # ``Connection.recv_bytes`` framing
+    def _enqueue(self, data: bytes, events: int) -> None:
+        frame = struct.pack("!i", len(data)) + data  # ``Connection.recv_bytes`` framing (< 2 GiB)
         self._out += frame
         self._out_messages.append([len(frame), events])
         self._unsent += events
@@ -236,6 +274,10 @@ class ProcessAuditLog(AuditLog):
         context = multiprocessing.get_context("spawn")
         child_in, to_child = context.Pipe(duplex=False)
         from_child, child_out = context.Pipe(duplex=False)
+        if self._ship_loop is not None:  # the loop writes: never block it, not even during start-up
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(to_child.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+            os.set_blocking(to_child.fileno(), False)
         process = context.Process(
             target=_child_main,
             args=(self.config, self.instance, os.getpid(), child_in, child_out),
@@ -245,25 +287,22 @@ class ProcessAuditLog(AuditLog):
         process.start()
         child_in.close()
         child_out.close()
-        self._process, self._to_child, self._from_child = process, to_child, from_child
         try:
             if not from_child.poll(_START_TIMEOUT):
                 raise RuntimeError("audit pipeline process did not start")
             reply = from_child.recv()
         except (EOFError, OSError, RuntimeError):
-            self._kill_child()
+            _kill_child(process, to_child, from_child)
             raise RuntimeError("audit pipeline process failed to start") from None
         if reply[0] != "started":
-            self._kill_child()
+            _kill_child(process, to_child, from_child)
             raise reply[1]
+        # published only now: until the child has started, ``_ship`` leaves events in the buffer
+        self._process, self._to_child, self._from_child = process, to_child, from_child
         self._snapshot = reply[1]
         self._reader = threading.Thread(target=self._read_replies, name="audit-replies", daemon=True)
         self._reader.start()
-        if self._ship_loop is not None:
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(to_child.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-            os.set_blocking(to_child.fileno(), False)
-        else:
+        if self._ship_loop is None:
             self._feeder = threading.Thread(target=self._feed, name="audit-feeder", daemon=True)
             self._feeder.start()
         atexit.register(self._at_exit)
@@ -273,17 +312,6 @@ class ProcessAuditLog(AuditLog):
         if not self._closed:
             self.close_sync()
 
-    def _kill_child(self) -> None:
-        for connection in (self._to_child, self._from_child):
-            if connection is not None:
-                connection.close()
-        if self._process is not None:
-            self._process.join(5.0)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-        self._process = self._to_child = self._from_child = None
-
     async def aclose(self) -> None:
         loop = self._ship_loop
         if loop is None or self._closed or asyncio.get_running_loop() is not loop:
@@ -291,18 +319,19 @@ class ProcessAuditLog(AuditLog):
             return
         self._closed = True
         atexit.unregister(self._at_exit)
+        deadline = time.monotonic() + self.config.shutdown_timeout
         if not self._stopping:
-            self._ship()
+            self._enqueue_buffer()
             self._stopping = True
-            self._enqueue(pickle.dumps(("stop",)), events=0)
+            self._enqueue(pickle.dumps(("stop",)), 0)
             self._drained = asyncio.Event()
             self._write_out()
             if self._out:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._drained.wait(), self.config.shutdown_timeout)
+                    await asyncio.wait_for(self._drained.wait(), deadline - time.monotonic())
             if self._out:
                 self._child_unreachable(TimeoutError())
-        await asyncio.to_thread(self._finish_close)
+        await asyncio.to_thread(self._finish_close, deadline)
 
     def close_sync(self) -> None:
         if self._closed:
@@ -310,65 +339,103 @@ class ProcessAuditLog(AuditLog):
         loop = self._ship_loop
         if loop is not None and not loop.is_closed() and threading.get_ident() != self._ship_thread:
             if loop.is_running():  # the loop owns the pipe: let it close
-                asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(
-                    self.config.shutdown_timeout + 10.0
-                )
+                closing = asyncio.run_coroutine_threadsafe(self.aclose(), loop)
+                try:
+                    closing.result(2 * self.config.shutdown_timeout + 5.0)
+                except TimeoutError:
+                    print("smgate audit: close did not finish in time", file=sys.stderr)
                 return
         self._closed = True
         if not self._started or self._to_child is None:
+            self._dropped_after_close += self._buffered_events()  # never started: nothing was written
+            self._buffer.clear()
             return
         atexit.unregister(self._at_exit)
+        deadline = time.monotonic() + self.config.shutdown_timeout
         if self._feeder is not None:
             self._stopping = True
             self._wake.set()
             self._feeder.join(self.config.shutdown_timeout)
         elif not self._stopping:
-            self._ship_blocking()
-        self._finish_close()
+            self._ship_blocking(deadline)
+        self._finish_close(deadline)
 
-    def _ship_blocking(self) -> None:
-        """Loop shipping, but the loop is gone (or this is its thread): write the rest and ``stop``."""
+    def _ship_blocking(self, deadline: float) -> None:
+        """Loop shipping, but the loop is gone (or this is its thread): write the rest and ``stop``,
+        waiting for the pipe until ``deadline`` at most."""
         connection = self._to_child
         assert connection is not None
+        fd = connection.fileno()
         if self._writer_registered and self._ship_loop is not None and not self._ship_loop.is_closed():
             with contextlib.suppress(Exception):
-                self._ship_loop.remove_writer(connection.fileno())
+                self._ship_loop.remove_writer(fd)
         self._writer_registered = False
         self._stopping = True
-        items = self._take_buffer()
-        drops = self._take_parent_drops()
-        if items or drops is not None:
-            self._enqueue(_batch_message(drops, items), events=len(items))
-        self._enqueue(pickle.dumps(("stop",)), events=0)
-        try:
-            os.set_blocking(connection.fileno(), True)
-            view = memoryview(self._out)[self._out_start :]
-            while view:
-                written = os.write(connection.fileno(), view)
-                self._consume(written)
-                view = view[written:]
-        except OSError as exc:
-            self._child_unreachable(exc)
+        self._enqueue_buffer()
+        self._enqueue(pickle.dumps(("stop",)), 0)
+        os.set_blocking(fd, False)
+        while self._out_start < len(self._out):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                self._child_unreachable(TimeoutError())
+                return
+            try:
+                self._consume(os.write(fd, memoryview(self._out)[self._out_start :]))
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self._child_unreachable(exc)
+                return
 
-    def _finish_close(self) -> None:
-        if self._process is not None:
-            self._process.join(self.config.shutdown_timeout + 5.0)
-            if self._process.is_alive():
-                print(
-                    "smgate audit: pipeline process did not finish before shutdown_timeout", file=sys.stderr
-                )
-                self._process.kill()
-                self._process.join()
-        if self._reader is not None:
-            self._reader.join(1.0)
+    def _buffered_events(self) -> int:
+        return sum(1 for item in self._buffer if item[0] != "flush")
+
+    def _finish_close(self, deadline: float) -> None:
+        """End of file for the child (after ``stop``, if it got that far), then wait for it to finish:
+        until ``deadline`` plus a grace for writing what it already received. Events that never reached
+        the pipe are counted as dropped and reported (the child's log ends with its own gap record)."""
+        undelivered = self._unsent + self._buffered_events()
+        if undelivered:
+            self._dropped_total += undelivered
+            print(
+                f"smgate audit: {undelivered} events not handed to the pipeline process before shutdown",
+                file=sys.stderr,
+            )
         if self._to_child is not None:
             self._to_child.close()
+        killed = False
+        if self._process is not None:
+            grace = min(_CHILD_GRACE, self.config.shutdown_timeout)
+            self._process.join(max(0.0, deadline - time.monotonic()) + grace)
+            if self._process.is_alive():
+                print("smgate audit: pipeline process did not finish in time; killed", file=sys.stderr)
+                self._process.kill()
+                self._process.join()
+                killed = True
+        if undelivered or killed:  # the next start declares it in the log itself
+            try:
+                note_undelivered(
+                    self.config.file_sink.directory,
+                    lost_count=None if killed else undelivered,
+                    lost_at_least=undelivered,
+                )
+            except OSError as exc:
+                print(f"smgate audit: cannot leave the undelivered-events note ({exc})", file=sys.stderr)
+        if self._reader is not None:
+            self._reader.join(1.0)
+        if self._from_child is not None:
+            self._from_child.close()
+        if self._process is not None:
+            self._process.close()
+            self._process = None
         for ack in list(self._acks.values()):
-            ack.set()
+            ack.set()  # waiters wake; ``flush`` still answers False without the child's acknowledgement
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        if self._closed or (self._feeder is None and self._to_child is None):
+        if self._closed:
             return True
+        if self._feeder is None and self._to_child is None:
+            return not self._buffer  # not started: nothing emitted is written yet
         ack_id = next(self._ack_ids)
         ack = threading.Event()
         self._acks[ack_id] = ack
@@ -384,9 +451,10 @@ class ProcessAuditLog(AuditLog):
         else:
             loop.call_soon_threadsafe(self._ship)
         try:
-            return await asyncio.to_thread(ack.wait, timeout)
+            return await asyncio.to_thread(ack.wait, timeout) and ack_id in self._acked
         finally:
             self._acks.pop(ack_id, None)
+            self._acked.discard(ack_id)
 
     def queue_depth(self) -> int:
         return len(self._buffer) + self._unsent
@@ -429,10 +497,9 @@ class ProcessAuditLog(AuditLog):
                     self._wake.wait(self._linger)
                     self._wake.clear()
                     continue
-                batch = self._take_buffer()
-                drops = self._take_parent_drops()
-                if batch or drops is not None:
-                    connection.send_bytes(_batch_message(drops, batch))
+                message = self._take_message()
+                if message is not None:
+                    connection.send_bytes(message[0])
                 if stopping:
                     connection.send_bytes(pickle.dumps(("stop",)))
                     return
@@ -440,6 +507,18 @@ class ProcessAuditLog(AuditLog):
         except (OSError, ValueError) as exc:  # child gone: nothing more can be written
             self._fatal = f"pipeline process unreachable: {type(exc).__name__}"
             print(f"smgate audit: {self._fatal}", file=sys.stderr)
+
+    def _restore_drops(self, drops: dict[str, Any] | None) -> None:
+        """Put counted drops back (their message was not shipped): the next message carries them."""
+        if drops is None:
+            return
+        with self._drops_lock:
+            pending = self._drops
+            if not pending.count or drops["first_ns"] < pending.first_ns:
+                pending.first_ns = drops["first_ns"]
+            pending.count += drops["count"]
+            pending.last_ns = max(pending.last_ns, drops["last_ns"])
+            pending.by_event.update(drops["by_event"])
 
     def _take_parent_drops(self) -> dict[str, Any] | None:
         with self._drops_lock:
@@ -463,11 +542,22 @@ class ProcessAuditLog(AuditLog):
                 if kind in ("flushed", "metrics", "closed"):
                     self._snapshot = reply[-1]
                 if kind == "flushed":
+                    self._acked.add(reply[1])
                     ack = self._acks.get(reply[1])
                     if ack is not None:
                         ack.set()
         except (EOFError, OSError):
             return
+
+
+def _kill_child(process: Any, *connections: Connection) -> None:
+    """A child that failed to start: close its pipes and make sure it is gone."""
+    for connection in connections:
+        connection.close()
+    process.join(5.0)
+    if process.is_alive():
+        process.kill()
+        process.join()
 
 
 def _batch_message(drops: dict[str, Any] | None, items: list[Any]) -> bytes:
@@ -584,6 +674,8 @@ class _Inbox:
         data, start = self._data, 0
         while len(data) - start >= 4:
             (size,) = struct.unpack_from("!i", data, start)
+            if size < 0:
+                raise ValueError("corrupt frame on the audit pipe")
             if len(data) - start - 4 < size:
                 break
             messages.append(bytes(data[start + 4 : start + 4 + size]))
@@ -618,8 +710,8 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
     orderly = False
     while True:
         items: list[Any] = []
+        markers: list[threading.Event] = []
         acks: list[int] = []
-        drops: list[dict[str, Any]] = []
         stopping = reader.eof
         for data in reader.read(_IDLE_POLL):
             message = pickle.loads(data)  # noqa: S301 - our own parent, over a private pipe
@@ -629,18 +721,17 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
             _, dropped, wire = message
             for item in wire:
                 if item[0] == "flush":
-                    items.append(threading.Event())
+                    markers.append(threading.Event())
                     acks.append(item[1])
                 else:
                     items.append(_unpack(item))
-            if dropped is not None:  # lost after the events of this message were buffered
-                drops.append(dropped)
+            if dropped is not None:  # lost after this message's events: the gap goes right after them
+                log.handle_batch(items)
+                items = []
+                _merge_drops(log, dropped)
         stopping = stopping or reader.eof
-        log.handle_batch(items)
-        for dropped in drops:
-            _merge_drops(log, dropped)
-        if drops:
-            log.handle_batch([])  # the gap record now, not after the next batch
+        # gap (if any) first, then the events; flush markers last, so an acknowledged flush covers both
+        log.handle_batch(items + markers)
         for ack_id in acks:
             send(("flushed", ack_id, log.metrics()))
         if stopping:
