@@ -16,6 +16,7 @@ from tongsuopy.crypto.asymciphers import ec as tongsuo_ec
 from tests.crypto.conftest import BACKENDS
 from tls.crypto import (
     DEFAULT_SM2_ID,
+    CryptoError,
     InvalidSignature,
     SM2PrivateKey,
     get_backend,
@@ -167,14 +168,23 @@ def test_ecdh_agrees_across_backends(pair: tuple[str, str]) -> None:
 
 @needs_two_backends
 @settings(max_examples=10, deadline=None)
-@given(scalar=st.integers(min_value=1, max_value=(1 << 256) - 1))
+@given(scalar=st.integers(min_value=1, max_value=(1 << 256) - 1).filter(lambda k: k % N))
 def test_point_arithmetic_agrees(scalar: int) -> None:
+    """Any scalar but a multiple of the order (whose product is the point at infinity: next test)."""
     points = {name: get_backend(name).point_mul(scalar, KEYS[0].public_key().to_bytes()) for name in BACKENDS}
     sums = {
         name: get_backend(name).point_add(points[name], KEYS[1].public_key().to_bytes()) for name in BACKENDS
     }
     assert len(set(points.values())) == 1
     assert len(set(sums.values())) == 1
+
+
+@needs_two_backends
+def test_point_at_infinity_is_refused_by_every_backend() -> None:
+    point = KEYS[0].public_key().to_bytes()
+    for name in BACKENDS:
+        with pytest.raises(CryptoError, match="point at infinity"):
+            get_backend(name).point_mul(N, point)
 
 
 @needs_two_backends
