@@ -253,7 +253,14 @@ class _Verifier:
                 self.report.notes.append(f"verification starts at seq {seq}: earlier records were not given")
         elif seq != self.expected_seq:
             expected = self.expected_seq
-            if seq < expected:
+            last_instance = self.last_event.get("instance") if self.last_event is not None else None
+            if seq < expected and record.get("instance") != last_instance:
+                reason = (
+                    f"seq {seq} of instance {record.get('instance')!r} follows seq {expected - 1} of instance"
+                    f" {last_instance!r}: two chains (one per gateway instance or worker), verify each"
+                    " directory on its own"
+                )
+            elif seq < expected:
                 reason = (
                     f"out of order: seq {seq} where {expected} was expected (records reordered or duplicated)"
                 )
@@ -298,6 +305,7 @@ class _Verifier:
                         "cause",
                         "after_seq",
                         "lost_count",
+                        "lost_at_least",
                         "first_lost_ts",
                         "last_lost_ts",
                     )

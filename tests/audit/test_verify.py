@@ -10,7 +10,7 @@ import pytest
 
 from audit.log import AuditLog
 from audit.verify import verify_logs
-from tests.audit.conftest import AuditKeys
+from tests.audit.conftest import AuditKeys, ConfigFactory
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +275,22 @@ def test_malformed_line_and_empty_input(copy: Path, tmp_path: Path, audit_keys: 
     assert report.problem is not None and report.problem.line == 3 and "not JSON" in report.problem.reason
     empty = verify_logs([tmp_path / "nothing-here"], key=audit_keys.key)
     assert empty.problem is not None
+
+
+async def test_two_workers_chains_given_together_are_named_as_two_chains(
+    make_config: ConfigFactory, tmp_path: Path, audit_keys: AuditKeys
+) -> None:
+    directories = []
+    for worker in range(2):
+        directory = tmp_path / f"worker-{worker}"
+        log = AuditLog.from_config(
+            make_config(file={"directory": str(directory)}, instance_id=f"gw-w{worker}")
+        )
+        await log.start()
+        log.emit("admin.action", action=f"a{worker}", actor="t", result="ok")
+        await log.aclose()
+        directories.append(directory)
+        assert verify_logs([directory], key=audit_keys.key, public_key=audit_keys.public_key).ok
+    report = verify_logs(directories, key=audit_keys.key)
+    assert report.problem is not None and report.problem.seq == 1
+    assert "two chains" in report.problem.reason and "'gw-w1'" in report.problem.reason
