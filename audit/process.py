@@ -16,7 +16,8 @@ Ordering, gaps and durability are those of the thread pipeline: batches arrive i
 dropped because the buffer is full are handed to the child's gap accounting after the batch they
 followed, and ``flush`` waits for the child's acknowledgement that everything sent before it is written
 and synced. If the gateway process dies, the child sees end-of-file on the pipe, writes what it has
-received, the ``shutdown`` checkpoint, syncs and exits.
+received, an ``audit.gap`` (``gateway_exited``), the ``shutdown`` checkpoint, syncs and exits. What
+the gateway could not hand over at close is counted and left as a note the next start declares.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from audit.checkpoint import CheckpointSigner
 from audit.config import AuditConfig
 from audit.events import INTERNAL_EVENTS, EventType
 from audit.log import AuditLog, AuditMetrics, note_undelivered
+from audit.processors import PLAIN_TYPES
 
 _START_TIMEOUT = 60.0
 _REPORT_INTERVAL = 0.5
@@ -55,7 +57,6 @@ _PIPE_BYTES = 1 << 20
 _CHILD_GRACE = 5.0
 _MAX_FRAME = 0x7FFFFFFF
 _F_SETPIPE_SZ = 1031  # Linux fcntl: grow the pipe so a burst does not wait for the child
-_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 class ProcessAuditLog(AuditLog):
@@ -225,11 +226,17 @@ class ProcessAuditLog(AuditLog):
             loop.add_writer(fd, self._write_out)
             self._writer_registered = True
         elif not self._out:
-            if self._writer_registered:
-                loop.remove_writer(fd)
-                self._writer_registered = False
+            self._unregister_writer()
             if self._drained is not None:
                 self._drained.set()
+
+    def _unregister_writer(self) -> None:
+        """Stop waiting for the pipe to become writable (on a loop that may be gone by now)."""
+        loop, connection = self._ship_loop, self._to_child
+        if self._writer_registered and loop is not None and connection is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                loop.remove_writer(connection.fileno())
+        self._writer_registered = False
 
     def _consume(self, written: int) -> None:
         self._out_start += written
@@ -248,10 +255,7 @@ class ProcessAuditLog(AuditLog):
             self._fatal = f"pipeline process unreachable: {type(exc).__name__}"
             print(f"smgate audit: {self._fatal}", file=sys.stderr)
         self._stopping = True
-        if self._writer_registered and self._ship_loop is not None and self._to_child is not None:
-            with contextlib.suppress(Exception):
-                self._ship_loop.remove_writer(self._to_child.fileno())
-            self._writer_registered = False
+        self._unregister_writer()
         if self._drained is not None:
             self._drained.set()
 
@@ -366,10 +370,7 @@ class ProcessAuditLog(AuditLog):
         connection = self._to_child
         assert connection is not None
         fd = connection.fileno()
-        if self._writer_registered and self._ship_loop is not None and not self._ship_loop.is_closed():
-            with contextlib.suppress(Exception):
-                self._ship_loop.remove_writer(fd)
-        self._writer_registered = False
+        self._unregister_writer()
         self._stopping = True
         self._enqueue_buffer()
         self._enqueue(pickle.dumps(("stop",)), 0)
@@ -510,15 +511,8 @@ class ProcessAuditLog(AuditLog):
 
     def _restore_drops(self, drops: dict[str, Any] | None) -> None:
         """Put counted drops back (their message was not shipped): the next message carries them."""
-        if drops is None:
-            return
-        with self._drops_lock:
-            pending = self._drops
-            if not pending.count or drops["first_ns"] < pending.first_ns:
-                pending.first_ns = drops["first_ns"]
-            pending.count += drops["count"]
-            pending.last_ns = max(pending.last_ns, drops["last_ns"])
-            pending.by_event.update(drops["by_event"])
+        if drops is not None:
+            _add_drops(self, drops)
 
     def _take_parent_drops(self) -> dict[str, Any] | None:
         with self._drops_lock:
@@ -564,7 +558,7 @@ def _batch_message(drops: dict[str, Any] | None, items: list[Any]) -> bytes:
     """One pickle for the whole batch. Events whose fields are not all plain scalars get their fields
     pickled on their own (:func:`_pack`), so one odd value never costs the batch."""
     wire = [
-        item if item[0] == "flush" or _PLAIN.issuperset(map(type, item[2].values())) else _pack(item)
+        item if item[0] == "flush" or PLAIN_TYPES.issuperset(map(type, item[2].values())) else _pack(item)
         for item in items
     ]
     return pickle.dumps(("batch", drops, wire), protocol=pickle.HIGHEST_PROTOCOL)
@@ -744,11 +738,16 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
 
 def _merge_drops(log: AuditLog, drops: dict[str, Any]) -> None:
     """Events the gateway process could not buffer: reported by the child's next ``audit.gap``."""
+    _add_drops(log, drops)
+    log._dropped_total += drops["count"]
+
+
+def _add_drops(log: AuditLog, drops: dict[str, Any]) -> None:
+    """Add a drop count (as :meth:`ProcessAuditLog._take_parent_drops` makes it) to ``log``'s pending one."""
     with log._drops_lock:
         pending = log._drops
-        if not pending.count:
+        if not pending.count or drops["first_ns"] < pending.first_ns:
             pending.first_ns = drops["first_ns"]
         pending.count += drops["count"]
-        pending.last_ns = drops["last_ns"]
+        pending.last_ns = max(pending.last_ns, drops["last_ns"])
         pending.by_event.update(drops["by_event"])
-        log._dropped_total += drops["count"]

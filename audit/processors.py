@@ -80,7 +80,8 @@ def _is_key_object(value: object) -> bool:
     return hasattr(value, "scalar_bytes") or hasattr(value, "private_bytes")
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+#: value types written as they are (no redaction walk, no conversion)
+PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _KEEP, _DROP, _HASH = 0, 1, 2
 
 
@@ -128,7 +129,7 @@ class Redactor:
         for name, value in mapping.items():
             known = memo.get(name)
             path, action = known if known is not None else self._action(prefix, name)
-            if action == _KEEP and type(value) in _PLAIN:
+            if action == _KEEP and type(value) in PLAIN_TYPES:
                 result[name] = value
             elif action == _DROP or (type(value) is not dict and _is_key_object(value)):
                 continue
@@ -170,10 +171,10 @@ class Redactor:
                     del event_dict[name]
                 elif value is not None:
                     event_dict[name] = self.hash_value(value)
-        if _PLAIN.issuperset(map(type, event_dict.values())):
+        if PLAIN_TYPES.issuperset(map(type, event_dict.values())):
             return event_dict  # the common case: flat fields, nothing else to look at
         for name, value in list(event_dict.items()):
-            if type(value) in _PLAIN:
+            if type(value) in PLAIN_TYPES:
                 continue
             if type(value) is not dict and _is_key_object(value):
                 del event_dict[name]
