@@ -89,12 +89,14 @@ class TlcpPeerProfile(StrEnum):
 
     ``gmssl``: GmSSL servers that request client certificates (CertificateVerify over the raw
     handshake, sign certificate only); ``tongsuo``: Tongsuo/BabaSSL (bare ECDHE ClientKeyExchange,
-    renegotiation SCSV; as a server, CertificateRequest lists rsa_sign and ecdsa_sign).
+    renegotiation SCSV; as a server, CertificateRequest lists rsa_sign and ecdsa_sign); ``auto``
+    (upstream only, the default there): recognise the server's dialect, retry once if it refuses ours.
     """
 
     STANDARD = "standard"
     GMSSL = "gmssl"
     TONGSUO = "tongsuo"
+    AUTO = "auto"
 
 
 def _no_duplicates(values: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
@@ -169,8 +171,10 @@ class DownstreamTlcp(_Model):
     @field_validator("profile")
     @classmethod
     def _server_profile(cls, value: TlcpPeerProfile) -> TlcpPeerProfile:
-        if value is TlcpPeerProfile.GMSSL:
-            raise ValueError("gmssl only changes what a client sends; a listener takes standard or tongsuo")
+        if value in (TlcpPeerProfile.GMSSL, TlcpPeerProfile.AUTO):
+            raise ValueError(
+                f"{value.value} only changes what a client sends; a listener takes standard or tongsuo"
+            )
         return value
 
 
@@ -464,9 +468,9 @@ class UpstreamTransport(_Model):
     chain: FilePath | None = None
     #: TLCP only: our preference order (default: ECC then ECDHE, GCM first; ECDHE needs the pair).
     cipher_suites: TlcpSuiteList = ()
-    #: TLCP only: the upstream implementation's forms (``gmssl`` for GmSSL servers that ask for client
-    #: certificates, ``tongsuo`` for Tongsuo/BabaSSL with ECDHE).
-    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
+    #: TLCP only: the upstream implementation's forms; ``auto`` recognises them per endpoint (fixed:
+    #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
+    profile: TlcpPeerProfile = TlcpPeerProfile.AUTO
     session_resumption: bool = True
 
     @model_validator(mode="after")
@@ -483,7 +487,7 @@ class UpstreamTransport(_Model):
                 name
                 for name, value in (
                     ("cipher_suites", self.cipher_suites),
-                    ("profile", self.profile is not TlcpPeerProfile.STANDARD),
+                    ("profile", self.profile is not TlcpPeerProfile.AUTO),
                     ("sign_cert", self.sign_cert),
                     ("chain", self.chain),
                 )

@@ -30,7 +30,15 @@ from gateway.stream import ByteStream
 from gateway.tls_server import select_certificate_set
 from gateway.upstream import UpstreamConnectError, UpstreamConnector
 from tls.crypto import CryptoError
-from tls.tlcp import CipherSuite, ClientAuth, PeerProfile, SessionCache, TLCPConfiguration, TLCPSession
+from tls.tlcp import (
+    CipherSuite,
+    ClientAuth,
+    DialectCache,
+    PeerProfile,
+    SessionCache,
+    TLCPConfiguration,
+    TLCPSession,
+)
 from tls.tlcp.aio import TLCPStream, TLCPStreamError, tlcp_accept_socket, tlcp_connect
 
 _CLIENT_AUTH = {
@@ -44,6 +52,7 @@ _PROFILES = {
     TlcpPeerProfile.STANDARD: PeerProfile.STANDARD,
     TlcpPeerProfile.GMSSL: PeerProfile.GMSSL,
     TlcpPeerProfile.TONGSUO: PeerProfile.TONGSUO,
+    TlcpPeerProfile.AUTO: PeerProfile.AUTO,
 }
 
 
@@ -206,6 +215,8 @@ class TlcpConnector(UpstreamConnector):
         )
         self._sessions: dict[tuple[str, int], TLCPSession] = {}
         self.resumed = 0
+        #: profile auto: per endpoint, the dialect a retry found (``dialects.stats`` counts dialects used)
+        self.dialects = DialectCache()
 
     @property
     def configuration(self) -> TLCPConfiguration:
@@ -216,7 +227,9 @@ class TlcpConnector(UpstreamConnector):
         session = self._sessions.get((address, port)) if self._cfg.session_resumption else None
         configuration = replace(self._base, session=session)
         try:
-            stream = await tlcp_connect(address, port, configuration, handshake_timeout=timeout)
+            stream = await tlcp_connect(
+                address, port, configuration, handshake_timeout=timeout, dialect_cache=self.dialects
+            )
         except (OSError, TimeoutError, TLCPStreamError) as exc:
             self._sessions.pop((address, port), None)
             raise UpstreamConnectError(f"tlcp connect {address}:{port}: {exc or 'timeout'}") from None

@@ -62,7 +62,7 @@ def test_upstream_profile_and_suites_reach_the_engine(demo_pki, tmp_path):
         .cluster("up")
         .transport_socket
     )
-    assert default.configuration.profile is PeerProfile.STANDARD
+    assert default.configuration.profile is PeerProfile.AUTO
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,7 @@ def test_upstream_profile_and_suites_reach_the_engine(demo_pki, tmp_path):
             "cipher_suites: only for type tlcp",
         ),
         ({"type": "tlcp", "verify": False, "profile": "babassl"}, "profile: Input should be"),
+        ({"type": "tls", "verify": False, "profile": "standard"}, "profile: only for type tlcp"),
         (
             {"type": "tlcp", "verify": False, "cipher_suites": ["ECDHE_SM4_GCM_SM3"]},
             "ECDHE cipher suites need an SM2 client pair",
@@ -97,6 +98,9 @@ def test_listener_profile(demo_pki, tmp_path):
     listener["tls"]["tlcp"] = {"profile": "gmssl"}
     (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
     assert error.startswith("listeners[0].tls.tlcp.profile: gmssl only changes what a client sends")
+    listener["tls"]["tlcp"] = {"profile": "auto"}
+    (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
+    assert error.startswith("listeners[0].tls.tlcp.profile: auto only changes what a client sends")
     listener = tlcp_listener(demo_pki, protocols=("tls1.3",))
     listener["tls"]["tlcp"] = {"profile": "tongsuo"}
     (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
@@ -125,7 +129,8 @@ def tcp_listener(name: str, cluster: str, tls: dict | None = None) -> dict:
 
 async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki, tmp_path):
     """BabaSSL client --TLCP ECDHE--> gateway (tongsuo listener) --TLCP ECDHE, tongsuo--> BabaSSL echo;
-    the same upstream with the standard profile is refused by BabaSSL."""
+    the same upstream with the standard profile is refused by BabaSSL, and with the default profile
+    (auto) the gateway recognises BabaSSL's dialect by itself."""
 
     suite = SUITE_NAMES[ECDHE]
     options = ServerOptions(
@@ -134,7 +139,7 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
         ca_file=babassl_pki.peer_ca_file,
         verify_client=True,
         require_client_cert=True,
-        connections=2,
+        connections=3,
     )
     async with BabaSSLServer(options) as babassl:
         edge = tlcp_listener(
@@ -149,15 +154,20 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
                 "connect_timeout": 10,
                 "outlier_detection": None,
                 "transport_socket": tlcp_transport(
-                    demo_pki, profile=name, cipher_suites=["ECDHE_SM4_GCM_SM3"], **client_pair(demo_pki)
+                    demo_pki, cipher_suites=["ECDHE_SM4_GCM_SM3"], **client_pair(demo_pki), **profile
                 ),
             }
-            for name in ("standard", "tongsuo")
+            for name, profile in (
+                ("standard", {"profile": "standard"}),
+                ("tongsuo", {"profile": "tongsuo"}),
+                ("auto", {}),
+            )
         ]
         doc = {
             "listeners": [
                 tcp_listener("standard", "standard"),
                 tcp_listener("tongsuo", "tongsuo", edge["tls"]),
+                tcp_listener("auto", "auto"),
             ],
             "clusters": clusters,
             "admin": None,
@@ -182,12 +192,22 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
             )
             assert report.error is None and report.cipher == suite
             assert report.payload_ok and report.received == payload
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("auto"))
+            writer.write(b"through auto")
+            async with asyncio.timeout(15):
+                assert await reader.readexactly(12) == b"through auto"
+            writer.close()
+            connector = gw.cluster_manager.get("auto").connector
+            assert isinstance(connector, TlcpConnector)
+            assert connector.dialects.stats.handshakes == {("tongsuo", "recognised"): 1}
+            assert connector.dialects.stats.retries == 0
         reports = await babassl.reports()
     failed = [r.error for r in reports if r.error is not None]
     served = [r for r in reports if r.error is None]
     # BabaSSL reads the standard (opaque<2>-wrapped) ECDHE ClientKeyExchange as a bad length.
     assert len(failed) == 1 and "ntls_process_cke_sm2dhe:length mismatch" in failed[0].lower()
-    assert len(served) == 1 and served[0].cipher == suite and served[0].received == payload
-    # the gateway authenticated to BabaSSL with its configured SM2 client pair
-    assert served[0].verify_result == 0
-    assert served[0].peer_subject == openssl_oneline(babassl_pki.client_set.sign_cert)
+    assert len(served) == 2 and all(r.cipher == suite for r in served)
+    assert sorted(r.received for r in served) == [12, payload]
+    for report in served:  # the gateway authenticated to BabaSSL with its configured SM2 client pair
+        assert report.verify_result == 0
+        assert report.peer_subject == openssl_oneline(babassl_pki.client_set.sign_cert)

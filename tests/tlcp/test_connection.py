@@ -31,6 +31,7 @@ from tls.tlcp import (
     TLCPConnection,
 )
 from tls.tlcp.buffer import Buffer
+from tls.tlcp.dialect import DIALECTS
 from tls.tlcp.handshake import Handshake
 from tls.tlcp.messages import ClientHello, push_client_hello
 
@@ -206,7 +207,7 @@ def test_coalesced_handshake_messages_in_one_record() -> None:
 # profiles
 
 
-@pytest.mark.parametrize("profile", list(PeerProfile), ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", DIALECTS, ids=lambda p: p.name)
 @pytest.mark.parametrize(
     "suite", [CipherSuite.ECC_SM4_GCM_SM3, CipherSuite.ECDHE_SM4_CBC_SM3], ids=lambda s: s.name
 )

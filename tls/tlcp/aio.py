@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import socket
@@ -38,8 +39,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from .alerts import AlertLevel, LocalProtocolError
-from .config import TLCPConfiguration, TLCPSession
+from .config import PeerProfile, TLCPConfiguration, TLCPSession
 from .connection import TLCPConnection
+from .dialect import (
+    ClientProgress,
+    DialectCache,
+    DialectChoice,
+    DialectSource,
+    Endpoint,
+    describe_refusal,
+    is_dialect_shaped,
+    retry_dialect,
+)
 from .events import AlertReceived, AlertSent, ApplicationData, ConnectionClosed, Event, HandshakeComplete
 
 __all__ = [
@@ -79,7 +90,28 @@ class TLCPStreamError(ConnectionError):
 
 
 class TLCPHandshakeError(TLCPStreamError):
-    """The handshake did not complete."""
+    """The handshake did not complete.
+
+    A client's error carries `client_progress` (what our flight sent, in which dialect) so a caller
+    can tell a dialect-shaped refusal (`tls.tlcp.dialect.is_dialect_shaped`); `dialects_tried` lists
+    the dialects of every attempt when `tlcp_connect` retried; `timed_out` marks a handshake that
+    ran out of time (never dialect-shaped).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        alert: str | None = None,
+        alert_sent: bool | None = None,
+        client_progress: ClientProgress | None = None,
+        dialects_tried: tuple[DialectChoice, ...] = (),
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(message, alert=alert, alert_sent=alert_sent)
+        self.client_progress = client_progress
+        self.dialects_tried = dialects_tried
+        self.timed_out = timed_out
 
 
 class _TLCPProtocol(asyncio.Protocol):
@@ -305,6 +337,9 @@ class TLCPStream:
         self._transport = protocol.transport
         self._handshake = protocol.handshake
         self._eof_sent = False
+        progress = protocol.connection.client_progress
+        #: Client: the dialect whose forms the handshake sent, and how it was chosen (None: none mattered).
+        self.dialect: DialectChoice | None = progress.dialect if progress is not None else None
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -333,7 +368,7 @@ class TLCPStream:
 
         TLCP names: ``cipher_suite``, ``session_id``, ``session_resumed``, ``server_name``,
         ``peer_certificates``, ``peer_sign_cert``, ``peer_enc_cert``, ``version``, ``handshake``,
-        ``session``, ``tlcp_connection``.
+        ``session``, ``tlcp_connection``, ``dialect``.
         """
         handshake = self._handshake
         tlcp_info: dict[str, Any] = {
@@ -348,6 +383,7 @@ class TLCPStream:
             "version": handshake.version,
             "session": self.session,
             "tlcp_connection": self._protocol.connection,
+            "dialect": self.dialect,
         }
         if name in tlcp_info:
             return tlcp_info[name]
@@ -477,12 +513,33 @@ async def _finish_handshake(protocol: _TLCPProtocol, handshake_timeout: float | 
     except TimeoutError:
         if protocol.transport is not None:
             protocol.transport.abort()
-        raise TLCPHandshakeError(f"TLCP handshake timed out after {handshake_timeout} s") from None
+        raise TLCPHandshakeError(
+            f"TLCP handshake timed out after {handshake_timeout} s",
+            client_progress=protocol.connection.client_progress,
+            timed_out=True,
+        ) from None
+    except TLCPHandshakeError as error:
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        if protocol.configuration.is_client:
+            raise _client_handshake_error(error, protocol.connection.client_progress) from None
+        raise
     except BaseException:
         if protocol.transport is not None:
             protocol.transport.abort()
         raise
     return TLCPStream(protocol)
+
+
+def _client_handshake_error(error: TLCPHandshakeError, progress: ClientProgress | None) -> TLCPHandshakeError:
+    """The error with what our flight sent and what the server most likely refused, when a dialect mattered."""
+    refusal = "" if error.alert_sent else describe_refusal(progress, error.alert)
+    return TLCPHandshakeError(
+        f"{error}; {refusal}" if refusal else str(error),
+        alert=error.alert,
+        alert_sent=error.alert_sent,
+        client_progress=progress,
+    )
 
 
 def _with_server_name(configuration: TLCPConfiguration, host: str | None) -> TLCPConfiguration:
@@ -505,16 +562,120 @@ async def tlcp_connect(
     sock: socket.socket | None = None,
     read_high_water: int = DEFAULT_READ_HIGH_WATER,
     half_close: bool = True,
+    dialect_cache: DialectCache | None = None,
 ) -> TLCPStream:
     """Open a TCP connection (or use the connected ``sock``) and run the client handshake.
 
     ``half_close``: see the module docstring (overrides ``configuration.half_close``).
-    Raises `TLCPHandshakeError` (with the alert name when there was one) or `OSError`.
+    With ``configuration.profile`` AUTO the engine recognises the server's dialect from its flight
+    (`tls.tlcp.dialect`); if the server still refuses our flight in a dialect-shaped way, a second
+    connection tries the dialect `retry_dialect` picks (not with ``sock``: it cannot be reopened).
+    ``dialect_cache`` remembers per endpoint (host, port, server name) what a retry found, so later
+    connections start with it and pay no extra handshake.  The stream's `dialect` says what was used.
+    Raises `TLCPHandshakeError` (with the alert name when there was one, and the dialects tried) or
+    `OSError`.
     """
     if not configuration.is_client:
         raise ValueError("tlcp_connect needs a client configuration")
-    loop = asyncio.get_running_loop()
     configuration = _with_server_name(configuration, host)
+    connect = functools.partial(
+        _connect_once,
+        host,
+        port,
+        handshake_timeout=handshake_timeout,
+        sock=sock,
+        read_high_water=read_high_water,
+        half_close=half_close,
+    )
+    if configuration.profile is not PeerProfile.AUTO or sock is not None:
+        return await connect(configuration)
+    return await _connect_with_dialects(
+        connect, (host, port, configuration.server_name), configuration, dialect_cache
+    )
+
+
+async def _connect_with_dialects(
+    connect: Callable[[TLCPConfiguration], Awaitable[TLCPStream]],
+    endpoint: Endpoint,
+    configuration: TLCPConfiguration,
+    cache: DialectCache | None,
+) -> TLCPStream:
+    """AUTO: start with the dialect a retry found earlier (if cached) or recognise it; retry once."""
+    pinned = cache.pinned(endpoint, configuration.now()) if cache is not None else None
+    first = configuration if pinned is None else dataclasses.replace(configuration, profile=pinned.dialect)
+    known: DialectChoice | None = pinned
+    try:
+        stream = await connect(first)
+    except TLCPHandshakeError as error:
+        progress = error.client_progress
+        if error.timed_out or not is_dialect_shaped(progress, error.alert, error.alert_sent):
+            raise
+        assert progress is not None and progress.dialect is not None
+        refused = _relabelled(progress.dialect, pinned)
+        retry = DialectChoice(
+            retry_dialect(refused.dialect, error.alert, progress.key_exchange),
+            DialectSource.RETRIED,
+            f"the server refused {refused.dialect.value} ({error.alert or 'closed without an alert'})",
+        )
+        if cache is not None:
+            cache.stats.retries += 1
+        stream = await _connect_retry(connect, configuration, refused, retry, error, endpoint, cache)
+        known = retry
+    if stream.dialect is not None:
+        stream.dialect = _relabelled(stream.dialect, known)
+    if cache is not None and stream.dialect is not None:
+        cache.remember(endpoint, stream.dialect, configuration.now())
+    return stream
+
+
+async def _connect_retry(
+    connect: Callable[[TLCPConfiguration], Awaitable[TLCPStream]],
+    configuration: TLCPConfiguration,
+    refused: DialectChoice,
+    retry: DialectChoice,
+    first_error: TLCPHandshakeError,
+    endpoint: Endpoint,
+    cache: DialectCache | None,
+) -> TLCPStream:
+    try:
+        stream = await connect(dataclasses.replace(configuration, profile=retry.dialect))
+    except TLCPHandshakeError as error:
+        if cache is not None:
+            cache.forget(endpoint)
+        raise TLCPHandshakeError(
+            f"TLCP handshake refused in both dialects tried: {refused.dialect.value}: {first_error}; "
+            f"then {retry.dialect.value}: {error}",
+            alert=error.alert,
+            alert_sent=error.alert_sent,
+            client_progress=error.client_progress,
+            dialects_tried=(refused, retry),
+            timed_out=error.timed_out,
+        ) from None
+    if cache is not None:
+        cache.stats.retries_succeeded += 1
+    return stream
+
+
+def _relabelled(choice: DialectChoice, known: DialectChoice | None) -> DialectChoice:
+    """The engine labels a dialect it was given as configured; say where the connector got it from."""
+    if known is None or choice.source is not DialectSource.CONFIGURED:
+        return choice
+    if known.source is DialectSource.RETRIED:
+        return known
+    return DialectChoice(choice.dialect, DialectSource.REMEMBERED, known.evidence)
+
+
+async def _connect_once(
+    host: str,
+    port: int,
+    configuration: TLCPConfiguration,
+    *,
+    handshake_timeout: float | None,
+    sock: socket.socket | None,
+    read_high_water: int,
+    half_close: bool,
+) -> TLCPStream:
+    loop = asyncio.get_running_loop()
 
     def factory() -> _TLCPProtocol:
         return _TLCPProtocol(configuration, half_close=half_close, read_high_water=read_high_water)

@@ -28,7 +28,7 @@ class ClientAuth(Enum):
 
 
 class PeerProfile(Enum):
-    """Which peer's sender forms we produce where implementations differ.
+    """Which peer's sender forms we produce where implementations differ (the peer's *dialect*).
 
     What we *accept* never depends on the profile: every known form is accepted.
     What we *send*:
@@ -44,11 +44,17 @@ class PeerProfile(Enum):
     ClientHello cipher suites     configured suites                  configured suites    + EMPTY_RENEGOTIATION
                                                                                           _INFO_SCSV
     ============================  ================================  ===================  ==================
+
+    AUTO (clients only) sends the standard ClientHello and picks one of the three from the server's
+    flight before the first message where they differ (`tls.tlcp.dialect.recognise_dialect`); the
+    asyncio connector retries once with another dialect after a dialect-shaped failure and
+    remembers per endpoint what worked (`tls.tlcp.dialect.DialectCache`).
     """
 
     STANDARD = "standard"
     GMSSL = "gmssl"
     TONGSUO = "tongsuo"
+    AUTO = "auto"
 
 
 def _utcnow() -> datetime:
@@ -129,7 +135,7 @@ class TLCPConfiguration:
         host name check; the chain is still validated).
     session_cache: server: enables session IDs and resumption.
     session: client: a `TLCPSession` to offer for resumption.
-    profile: sender forms where GmSSL/Tongsuo differ (see `PeerProfile`).
+    profile: sender forms where GmSSL/Tongsuo differ (see `PeerProfile`); AUTO is for clients.
     random: source of every random byte the core uses.
     now: clock for certificate validity and the session cache.
     max_fragment_size: largest plaintext per record we send (1..2^14).
@@ -172,6 +178,8 @@ class TLCPConfiguration:
             raise ValueError("cipher_suites has duplicates")
         if not 1 <= self.max_fragment_size <= MAX_FRAGMENT_SIZE:
             raise ValueError("max_fragment_size must be within 1..16384")
+        if not self.is_client and self.profile is PeerProfile.AUTO:
+            raise ValueError("profile auto is for clients: a server sends standard or tongsuo forms")
         if not self.is_client and self.certificate_set is None and self.certificate_selector is None:
             raise ValueError("a server needs certificate_set or certificate_selector")
         if self.verify_peer and self.trust_store is None:
