@@ -602,8 +602,10 @@ async def _connect_with_dialects(
 ) -> TLCPStream:
     """AUTO: start with the dialect a retry found earlier (if cached) or recognise it; retry once."""
     pinned = cache.pinned(endpoint, configuration.now()) if cache is not None else None
-    first = configuration if pinned is None else dataclasses.replace(configuration, profile=pinned.dialect)
-    known: DialectChoice | None = pinned
+    first, label = configuration, None
+    if pinned is not None:
+        first = dataclasses.replace(configuration, profile=pinned.dialect)
+        label = DialectChoice(pinned.dialect, DialectSource.REMEMBERED, pinned.evidence)
     try:
         stream = await connect(first)
     except TLCPHandshakeError as error:
@@ -611,7 +613,7 @@ async def _connect_with_dialects(
         if error.timed_out or not is_dialect_shaped(progress, error.alert, error.alert_sent):
             raise
         assert progress is not None and progress.dialect is not None
-        refused = _relabelled(progress.dialect, pinned)
+        refused = _relabelled(progress.dialect, label)
         retry = DialectChoice(
             retry_dialect(refused.dialect, error.alert, progress.key_exchange),
             DialectSource.RETRIED,
@@ -620,9 +622,9 @@ async def _connect_with_dialects(
         if cache is not None:
             cache.stats.retries += 1
         stream = await _connect_retry(connect, configuration, refused, retry, error, endpoint, cache)
-        known = retry
+        label = retry
     if stream.dialect is not None:
-        stream.dialect = _relabelled(stream.dialect, known)
+        stream.dialect = _relabelled(stream.dialect, label)
     if cache is not None and stream.dialect is not None:
         cache.remember(endpoint, stream.dialect, configuration.now())
     return stream
@@ -656,13 +658,11 @@ async def _connect_retry(
     return stream
 
 
-def _relabelled(choice: DialectChoice, known: DialectChoice | None) -> DialectChoice:
-    """The engine labels a dialect it was given as configured; say where the connector got it from."""
-    if known is None or choice.source is not DialectSource.CONFIGURED:
+def _relabelled(choice: DialectChoice, label: DialectChoice | None) -> DialectChoice:
+    """The engine calls a dialect it was given configured; `label` says where the connector got it."""
+    if label is None or choice.source is not DialectSource.CONFIGURED:
         return choice
-    if known.source is DialectSource.RETRIED:
-        return known
-    return DialectChoice(choice.dialect, DialectSource.REMEMBERED, known.evidence)
+    return label
 
 
 async def _connect_once(

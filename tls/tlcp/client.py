@@ -37,6 +37,7 @@ from .config import PeerProfile, TLCPConfiguration, TLCPSession
 from .dialect import ClientProgress, DialectChoice, DialectSource, recognise_dialect
 from .events import HandshakeComplete
 from .handshake import (
+    SM2_ID_HINT,
     Handler,
     Handshake,
     generate_ephemeral_key,
@@ -222,7 +223,7 @@ class ClientHandshake(Handshake):
         try:
             self.server_sign_cert.sm2_public_key().verify(message.signature, signed)
         except InvalidSignature:
-            raise DecryptError("ServerKeyExchange signature does not verify") from None
+            raise DecryptError(f"ServerKeyExchange signature does not verify{SM2_ID_HINT}") from None
         self.state = ClientState.EXPECT_CERTIFICATE_REQUEST_OR_SERVER_HELLO_DONE
 
     def _handle_certificate_request(self, raw: bytes) -> None:

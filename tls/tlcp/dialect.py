@@ -137,8 +137,17 @@ DIALECT_ALERTS = frozenset(
 
 _DIALECT_ALERT_NAMES = frozenset(alert.name for alert in DIALECT_ALERTS)
 
+#: Refusals of the client Certificate; BabaSSL answers a sign-only ECC certificate list with
+#: handshake_failure ("peer did not return a certificate").
 _CERTIFICATE_ALERTS = frozenset(
-    {"bad_certificate", "unsupported_certificate", "certificate_unknown", "unknown_ca", "certificate_expired"}
+    {
+        "bad_certificate",
+        "unsupported_certificate",
+        "certificate_unknown",
+        "unknown_ca",
+        "certificate_expired",
+        "handshake_failure",
+    }
 )
 
 _MESSAGE_NAMES = {
