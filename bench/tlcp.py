@@ -531,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the smgate server on uvloop, as `smgate serve` does when it is installed (default: if installed)",
     )
     parser.add_argument("--suites", default="all", help="comma list of suite names (ECC_SM4_GCM_SM3,...)")
+    parser.add_argument("--no-bulk", action="store_true", help="handshakes only, no bulk transfer")
     args = parser.parse_args(argv)
     if args.command == "serve-smgate":
         os.sched_setaffinity(0, {SERVER_CPU})
@@ -598,10 +599,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row(f"{label} full hs", results["smgate"][0], results["babassl"][0], limit, "hs/s"))
         rows.append(Row(f"{label} resumed hs", results["smgate"][1], results["babassl"][1], None, "hs/s"))
 
-    for suite, limit_mbs in (
-        (CipherSuite.ECC_SM4_GCM_SM3, costs.gcm_decrypt_mbs),
-        (CipherSuite.ECC_SM4_CBC_SM3, costs.cbc_decrypt_mbs),
-    ):
+    bulk_suites = (
+        ()
+        if args.no_bulk
+        else (
+            (CipherSuite.ECC_SM4_GCM_SM3, costs.gcm_decrypt_mbs),
+            (CipherSuite.ECC_SM4_CBC_SM3, costs.cbc_decrypt_mbs),
+        )
+    )
+    for suite, limit_mbs in bulk_suites:
         bulk: dict[str, Measurement] = {}
         for kind in ("smgate", "babassl"):
             with running_server(kind, suite, False, "sink", use_uvloop=args.uvloop) as (port, pid):

@@ -124,6 +124,7 @@ class _TLCPProtocol(asyncio.Protocol):
         half_close: bool = True,
         read_high_water: int = DEFAULT_READ_HIGH_WATER,
         on_handshake: Callable[[_TLCPProtocol], None] | None = None,
+        on_handshake_failed: Callable[[TLCPStreamError], None] | None = None,
         initial_data: bytes = b"",
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -135,8 +136,13 @@ class _TLCPProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.handshake: HandshakeComplete | None = None
         self.handshake_waiter: asyncio.Future[HandshakeComplete] = self._loop.create_future()
-        self.closed_waiter: asyncio.Future[None] = self._loop.create_future()
+        #: created when someone waits for the close (most connections never have a waiter)
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self.connection_closed = False
         self._on_handshake = on_handshake
+        self._on_handshake_failed = on_handshake_failed
+        #: a server's handshake timer, cancelled once the handshake is over either way
+        self.watchdog: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._read_high_water = read_high_water
         self._read_low_water = read_high_water // 4
@@ -200,13 +206,13 @@ class _TLCPProtocol(asyncio.Protocol):
             self.error = TLCPStreamError(f"connection lost: {exc}")
         if not self.handshake_waiter.done():
             assert self.error is not None
-            self.handshake_waiter.set_exception(self.error)
-            self.handshake_waiter.exception()  # mark retrieved: nobody may be waiting any more
+            self._handshake_failed(self.error)
         self._set_eof()
         self._write_paused = False
         self._release_drain_waiters()
-        if not self.closed_waiter.done():
-            self.closed_waiter.set_result(None)
+        self.connection_closed = True
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -222,6 +228,8 @@ class _TLCPProtocol(asyncio.Protocol):
             self._buffer += event.data
         elif isinstance(event, HandshakeComplete):
             self.handshake = event
+            if self.watchdog is not None:
+                self.watchdog.cancel()
             if not self.handshake_waiter.done():
                 self.handshake_waiter.set_result(event)
             if self._on_handshake is not None:
@@ -249,12 +257,26 @@ class _TLCPProtocol(asyncio.Protocol):
         if self.error is None:
             self.error = error
         if not self.handshake_waiter.done():
-            self.handshake_waiter.set_exception(self.error)
-            # Retrieved here so an unawaited failure (server side) does not log "never retrieved".
-            self.handshake_waiter.exception()
+            self._handshake_failed(self.error)
         self._set_eof()
         if self.transport is not None:
             self.transport.close()
+
+    def _handshake_failed(self, error: TLCPStreamError) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.handshake_waiter.set_exception(error)
+        # Retrieved here so an unawaited failure (server side) does not log "never retrieved".
+        self.handshake_waiter.exception()
+        if self._on_handshake_failed is not None:
+            self._on_handshake_failed(error)
+
+    async def wait_closed(self) -> None:
+        if self.connection_closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self._loop.create_future()
+        await asyncio.shield(self._closed_waiter)
 
     # -- plumbing shared with the stream ---------------------------------------------------------
 
@@ -493,7 +515,7 @@ class TLCPStream:
 
     async def wait_closed(self) -> None:
         """Wait until the transport is closed (after `close` or a peer close)."""
-        await asyncio.shield(self._protocol.closed_waiter)
+        await self._protocol.wait_closed()
 
     async def aclose(self) -> None:
         self.close()
@@ -787,7 +809,7 @@ async def start_tlcp_server(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def watchdog(protocol: _TLCPProtocol) -> None:
+    def handshake_timed_out(protocol: _TLCPProtocol) -> None:
         if not protocol.handshake_waiter.done() and protocol.transport is not None:
             logger.info(
                 "TLCP handshake timed out", extra={"peer": protocol.transport.get_extra_info("peername")}
@@ -813,11 +835,10 @@ async def start_tlcp_server(
             half_close=half_close,
             read_high_water=read_high_water,
             on_handshake=on_handshake,
+            on_handshake_failed=_log_handshake_failure,
         )
         if handshake_timeout is not None:
-            timer = loop.call_later(handshake_timeout, watchdog, protocol)
-            protocol.handshake_waiter.add_done_callback(lambda _: timer.cancel())
-        protocol.handshake_waiter.add_done_callback(_log_handshake_failure)
+            protocol.watchdog = loop.call_later(handshake_timeout, handshake_timed_out, protocol)
         return protocol
 
     if sock is not None:
@@ -825,12 +846,8 @@ async def start_tlcp_server(
     return await loop.create_server(factory, host, port, backlog=backlog, reuse_address=reuse_address)
 
 
-def _log_handshake_failure(waiter: asyncio.Future[HandshakeComplete]) -> None:
-    if waiter.cancelled():
-        return
-    error = waiter.exception()
-    if error is not None:
-        logger.info("TLCP handshake failed: %s", error)
+def _log_handshake_failure(error: TLCPStreamError) -> None:
+    logger.info("TLCP handshake failed: %s", error)
 
 
 def tlcp_request(

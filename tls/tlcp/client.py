@@ -182,7 +182,7 @@ class ClientHandshake(Handshake):
                 raise IllegalParameter("resumed session with a different cipher suite")
             self.resumed = True
             self.session = offered
-            self.master_secret = offered.master_secret
+            self.resume_session(offered)
             self.peer_certificates = offered.peer_certificates
             self.server_sign_cert = offered.peer_sign_cert
             self.server_enc_cert = offered.peer_enc_cert

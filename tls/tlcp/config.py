@@ -7,6 +7,7 @@ core never touches `os.urandom` or a clock and recordings replay exactly.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from certs import Certificate, SM2CertificateSet, TrustStore
+from tls.crypto import HMACSM3
 
 from .suites import DEFAULT_CIPHER_SUITES, CipherSuite
 
@@ -75,6 +77,12 @@ class TLCPSession:
     created_at: datetime
     #: the peer chain was validated against trust anchors when the session was made
     peer_verified: bool = False
+
+    @functools.cached_property
+    def master_mac(self) -> HMACSM3:
+        """HMAC-SM3 keyed with the master secret, keyed once for every resumption of the session
+        (each derives its key block and both Finished with it)."""
+        return HMACSM3(self.master_secret)
 
 
 class SessionCache:

@@ -284,6 +284,12 @@ class Handshake:
 
     # keys
 
+    def resume_session(self, session: TLCPSession) -> None:
+        """Take the master secret (and its keyed HMAC) of the session being resumed."""
+        self.master_secret = session.master_secret
+        self._master_mac = session.master_mac
+        self._master_mac_secret = session.master_secret
+
     def master_mac(self) -> HMACSM3:
         """HMAC-SM3 keyed with the master secret, shared by the key block and both Finished PRFs."""
         if self._master_mac is None or self._master_mac_secret is not self.master_secret:
