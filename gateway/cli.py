@@ -23,6 +23,7 @@ from gateway.logs.rate_limit import configure_peer_error_log
 from gateway.logs.setup import LOG_FORMATS, LOG_LEVELS, configure_logging, get_logger
 from gateway.runtime import build_generation
 from gateway.server import Gateway
+from gateway.session_store import configure_session_store
 from gateway.stats import GatewayStats
 from gateway.supervisor import run_supervisor, serve_worker_control
 
@@ -88,6 +89,14 @@ def _configure_logs(args: argparse.Namespace, config: GatewayConfig, static: dic
     configure_peer_error_log(get_logger("listener"), settings.peer_error_rate, settings.peer_error_burst)
 
 
+def _read_key(fd: int | None) -> bytes | None:
+    """The supervisor's per-run session key, read from the pipe it handed over (then closed)."""
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read(16)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(Path(args.config))
@@ -99,6 +108,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _configure_logs(args, config, {"process": "supervisor"})
         return run_supervisor(Path(args.config), config, args.workers, _log_options(args))
     _configure_logs(args, config, {"worker": args.worker_index} if args.worker_index is not None else {})
+    try:
+        configure_session_store(
+            config.session_store,
+            _read_key(args.session_key_fd),
+            Path(args.runtime_dir) if args.runtime_dir is not None else None,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"{args.config}: session_store: {exc}", file=sys.stderr)
+        return 1
     loop_name = install_event_loop_policy(args.uvloop)
     try:
         audit = build_audit(config, args.worker_index if args.workers > 1 else None)
