@@ -19,6 +19,17 @@ another process than the one that made the session, so each process keeps the en
 
 Backends (:mod:`gateway.session_backends`): a SQLite file in the supervisor's private runtime
 directory for the workers of one host, or Redis for a fleet.
+
+Standard TLS 1.2/1.3 through Python's ``ssl`` cannot share sessions, and this module does not try:
+``ssl.SSLContext`` offers only ``num_tickets`` and ``session_stats()`` on the server side. There is no
+way to set the session-ticket keys (OpenSSL's ``SSL_CTX_set_tlsext_ticket_key_evp_cb`` or
+``SSL_CTRL_SET_TLSEXT_TICKET_KEYS``) nor to hook the server session cache
+(``SSL_CTX_sess_set_new_cb``/``get_cb``). OpenSSL makes a random ticket key per ``SSL_CTX``, so a TLS
+client resumes (by ticket in TLS 1.3, by ticket or session ID in 1.2) only on the worker whose
+context issued the ticket, only until that worker's next reload (which builds a new context), and
+never on another host. Behind ``--workers N`` about 1/N of TLS resumptions succeed; behind an L4
+balancer, source-address affinity is the only help. A TLS engine of our own (as the TLCP one) can use
+this store through the same prefetch step.
 """
 
 from __future__ import annotations
