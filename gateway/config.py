@@ -627,6 +627,88 @@ def check_references(config: GatewayConfig) -> list[str]:
                         f"route_configs[{i}].virtual_hosts[{j}].routes[{k}].route.cluster: "
                         f"unknown cluster {route.route.cluster!r}"
                     )
+    return errors + check_client_identity(config)
+
+
+def _principal_needs_identity(rule: PrincipalMatch) -> bool:
+    return any(
+        value is not None
+        for value in (rule.subject, rule.san, rule.issuer, rule.fingerprint, rule.authenticated)
+    )
+
+
+def _access_needs_identity(access: AccessControl | None) -> bool:
+    return access is not None and any(_principal_needs_identity(r) for r in (*access.allow, *access.deny))
+
+
+def verifies_client_certificates(tls: DownstreamTls) -> bool:
+    """Whether a listener's client certificates are validated against trust anchors on every transport.
+
+    ``client_auth: none`` never makes an identity: TLS asks for no certificate, and TLCP ECDHE asks for
+    one only because the SM2 key exchange needs the client's encryption key.
+    """
+    if tls.client_auth is ClientAuthMode.NONE:
+        return False
+    wants_tls = Protocol.TLS13 in tls.protocols or Protocol.TLS12 in tls.protocols
+    if wants_tls and tls.trust_anchors is None:
+        return False
+    return Protocol.TLCP not in tls.protocols or tls.sm2_trust_anchors is not None
+
+
+def _identity_uses(config: GatewayConfig, listener: ListenerConfig, i: int) -> list[str]:
+    """Key paths of every rule reachable from listener ``i`` that reads the client's identity."""
+    uses: list[str] = []
+    route_configs = {rc.name: (j, rc) for j, rc in enumerate(config.route_configs)}
+    hashing = {
+        c.name: k
+        for k, c in enumerate(config.clusters)
+        if c.hash_policy and c.hash_policy.client_cert_fingerprint
+    }
+    for j, chain in enumerate(listener.filter_chains):
+        for k, flt in enumerate(chain.filters):
+            where = f"listeners[{i}].filter_chains[{j}].filters[{k}]"
+            if isinstance(flt, RbacFilter) and _access_needs_identity(flt.access):
+                uses.append(f"{where}.access")
+            if isinstance(flt, TcpProxyFilter) and flt.cluster in hashing:
+                uses.append(f"clusters[{hashing[flt.cluster]}].hash_policy.client_cert_fingerprint")
+            if not isinstance(flt, HttpConnectionManagerFilter):
+                continue
+            if flt.identity_headers.enabled:
+                uses.append(f"{where}.identity_headers")
+            if flt.route_config not in route_configs:
+                continue
+            r, rc = route_configs[flt.route_config]
+            for v, vh in enumerate(rc.virtual_hosts):
+                for n, route in enumerate(vh.routes):
+                    path = f"route_configs[{r}].virtual_hosts[{v}].routes[{n}]"
+                    if _access_needs_identity(route.access):
+                        uses.append(f"{path}.access")
+                    if route.route is not None and route.route.identity_headers:
+                        uses.append(f"{path}.route.identity_headers")
+                    if route.route is not None and route.route.cluster in hashing:
+                        uses.append(
+                            f"clusters[{hashing[route.route.cluster]}].hash_policy.client_cert_fingerprint"
+                        )
+    return list(dict.fromkeys(uses))
+
+
+def check_client_identity(config: GatewayConfig) -> list[str]:
+    """Refuse rules that need a client identity on listeners that cannot give one (see identity.py)."""
+    errors: list[str] = []
+    for i, listener in enumerate(config.listeners):
+        if verifies_client_certificates(listener.tls):
+            continue
+        why = (
+            "client_auth: none"
+            if listener.tls.client_auth is ClientAuthMode.NONE
+            else "no trust anchors for one of its protocols"
+        )
+        errors += [
+            f"{use}: needs a verified client certificate, but listener {listener.name!r} "
+            f"(listeners[{i}]) does not verify client certificates ({why}); set client_auth "
+            f"optional or required with trust_anchors/sm2_trust_anchors"
+            for use in _identity_uses(config, listener, i)
+        ]
     return errors
 
 

@@ -146,12 +146,16 @@ def peer_certificate(cert: Certificate) -> PeerCertificate:
 
 
 def identity_from_tlcp(stream: TLCPStream, peer: tuple[str, int] | None) -> PeerIdentity:
+    """The client's identity: its chain only when the engine validated it against the trust anchors."""
     hs = stream.handshake
     chain = tuple(peer_certificate(c) for c in hs.peer_certificates)
     if hs.peer_sign_cert is not None:
         # Routing and access control look at the signing certificate first (it authenticates the peer).
         sign = peer_certificate(hs.peer_sign_cert)
         chain = (sign, *(c for c in chain if c.der != sign.der))
+    unverified = None
+    if not hs.peer_verified:
+        unverified, chain = (chain[0] if chain else None), ()
     return PeerIdentity(
         protocol="tlcp",
         version="TLCPv1.1",
@@ -159,6 +163,7 @@ def identity_from_tlcp(stream: TLCPStream, peer: tuple[str, int] | None) -> Peer
         sni=hs.server_name,
         alpn=None,
         peer_chain=chain,
+        unverified_peer=unverified,
         resumed=hs.session_resumed,
         remote_address=peer[0] if peer else "",
         remote_port=peer[1] if peer else 0,
