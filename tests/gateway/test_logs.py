@@ -12,6 +12,7 @@ import signal
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import ValidationError
 
 from gateway.config import load_config, parse_config
@@ -38,7 +39,7 @@ def log_buffer():
     buffer = io.StringIO()
     configure_logging("info", "json", stream=buffer, static={"worker": 3})
     yield buffer
-    configure_logging("info", "auto")
+    structlog.reset_defaults()
 
 
 def _lines(buffer: io.StringIO) -> list[dict]:

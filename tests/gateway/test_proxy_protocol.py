@@ -8,6 +8,7 @@ import json
 import struct
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -165,7 +166,7 @@ def log_lines():
     configure_logging("info", "json", stream=buffer)
     configure_peer_error_log(get_logger("listener"), rate=100.0, burst=100)
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
-    configure_logging("info", "auto")
+    structlog.reset_defaults()
 
 
 async def _closed_by_gateway(reader: asyncio.StreamReader) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -157,6 +160,22 @@ async def _resumed_count(port: int, demo_pki, session: TLCPSession, connections:
     return resumed
 
 
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _host_store_rows(gw: GatewayProcess) -> int:
+    """Rows in the supervisor's SQLite store (its runtime directory is in the "supervisor ready" line)."""
+    ready = next(json.loads(x) for x in gw.lines if '"supervisor ready"' in x)
+    with sqlite3.connect(Path(ready["runtime_dir"]) / "tlcp-sessions.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+
 async def test_resumption_across_two_workers(demo_pki, tmp_path):
     port, admin_port = free_ports(2)
     config = write_config(tmp_path / "gw.yaml", _tlcp_doc(demo_pki, port, {"backend": "host"}, admin_port))
@@ -166,6 +185,7 @@ async def test_resumption_across_two_workers(demo_pki, tmp_path):
     try:
         first = await _handshake(port, demo_pki)
         assert not first.handshake.session_resumed and first.session is not None
+        assert await asyncio.to_thread(_wait, lambda: _host_store_rows(gw) == 1)
         # SO_REUSEPORT spreads 12 connections over both workers; each must find the session.
         assert await _resumed_count(port, demo_pki, first.session, 12) == 12
     finally:
@@ -185,6 +205,8 @@ async def test_resumption_across_two_gateways_sharing_redis(demo_pki, tmp_path, 
     try:
         first = await _handshake(port_a, demo_pki)
         assert first.session is not None and not first.handshake.session_resumed
+        # The store is written in the background after the handshake: wait for that write.
+        assert await asyncio.to_thread(_wait, lambda: bool(redis_client.keys("smgate:tlcp:*")))
         assert await _resumed_count(port_b, demo_pki, first.session, 3) == 3
         keys = redis_client.keys("smgate:tlcp:*")
         assert len(keys) == 1 and first.session.session_id.hex() in keys[0].decode()
@@ -196,6 +218,7 @@ async def test_resumption_across_two_gateways_sharing_redis(demo_pki, tmp_path, 
         redis_client.set(keys[0], value[:-1] + bytes([value[-1] ^ 1]))
         other = await _handshake(port_a, demo_pki)  # makes a new session on A...
         assert other.session is not None
+        assert await asyncio.to_thread(_wait, lambda: len(redis_client.keys("smgate:tlcp:*")) == 2)
         forged = redis_client.keys(f"*{other.session.session_id.hex()}")[0]
         redis_client.set(forged, value)  # ...whose entry is replaced by the other session's sealed bytes
         stream = await _handshake(port_b, demo_pki, other.session)
