@@ -82,3 +82,19 @@ class SeededRandom:
 
 def fixed_clock(moment: datetime = datetime(2027, 6, 1, tzinfo=UTC)) -> Callable[[], datetime]:
     return lambda: moment
+
+
+def pump(client: Any, server: Any, *, rounds: int = 20) -> tuple[list[Any], list[Any]]:
+    """Shuttle bytes between two sans-I/O connections until both are quiet; (client events, server events)."""
+    client_events: list[Any] = []
+    server_events: list[Any] = []
+    for _ in range(rounds):
+        to_server = client.data_to_send()
+        if to_server:
+            server_events += server.receive_data(to_server)
+        to_client = server.data_to_send()
+        if to_client:
+            client_events += client.receive_data(to_client)
+        if not to_server and not to_client:
+            break
+    return client_events, server_events

@@ -132,7 +132,6 @@ class ClientHandshake(Handshake):
     def __init__(self, configuration: TLS13Configuration, reader: RecordReader, writer: RecordWriter) -> None:
         super().__init__(configuration, reader, writer)
         self.state = ClientState.START
-        self.client_random = b""
         self.session_id = b""
         self.ephemeral_key: SM2PrivateKey | None = None
         self.offered_session: TLS13Session | None = None
@@ -253,6 +252,7 @@ class ClientHandshake(Handshake):
         )
         self.client_handshake_secret = client_secret
         self.server_handshake_secret = server_secret
+        self.log_handshake_secrets(client_secret, server_secret)
         self.install_read_keys(server_secret)
         self.state = ClientState.EXPECT_ENCRYPTED_EXTENSIONS
 
@@ -369,6 +369,7 @@ class ClientHandshake(Handshake):
         client_app, server_app, exporter = self.key_schedule.application_traffic_secrets(
             self.transcript.digest()
         )
+        self.log_application_secrets(client_app, server_app, exporter)
         self._send_client_flight()
         self.install_read_keys(server_app)
         self.install_write_keys(client_app)

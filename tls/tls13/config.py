@@ -146,6 +146,9 @@ class TLS13Configuration:
         ephemeral key of a connection that may never be used).
     middlebox_compatibility: client: RFC 8446 D.4 compatibility mode (a 32-byte legacy_session_id and
         a dummy change_cipher_spec before the second flight), as OpenSSL, Tongsuo and BabaSSL send.
+    key_log: receives NSS key log lines (``CLIENT_HANDSHAKE_TRAFFIC_SECRET <client_random> <secret>``
+        and the other TLS 1.3 labels), as Go's KeyLogWriter and OpenSSL's keylog callback do, for
+        Wireshark and for the known-answer tests.  It hands out traffic secrets: debugging only.
     random / now: sources of every random byte and of time.
     max_fragment_size: largest plaintext per record we send (1..2^14).
     half_close: what the peer's close_notify does to our write side; see `tls.tlcp.TLCPConfiguration`.
@@ -166,6 +169,7 @@ class TLS13Configuration:
     sm2_signature_id: bytes = RFC8998_SM2_ID
     offer_key_share: bool = True
     middlebox_compatibility: bool = True
+    key_log: Callable[[str], None] | None = field(default=None, repr=False)
     random: Callable[[int], bytes] = secrets.token_bytes
     now: Callable[[], datetime] = _utcnow
     max_fragment_size: int = MAX_FRAGMENT_SIZE

@@ -189,6 +189,7 @@ class Handshake:
         self.read_key_changed = False
         self.cipher_suite: CipherSuite | None = None
         self.secrets: TrafficSecrets | None = None
+        self.client_random = b""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state={self.state!r})"
@@ -225,6 +226,21 @@ class Handshake:
             raise DecryptError("Finished verify_data mismatch")
 
     # keys
+
+    def log_secret(self, label: str, secret: bytes) -> None:
+        """One NSS key log line, when the configuration asks for them (`TLS13Configuration.key_log`)."""
+        key_log = self.configuration.key_log
+        if key_log is not None:
+            key_log(f"{label} {self.client_random.hex()} {secret.hex()}")
+
+    def log_handshake_secrets(self, client_secret: bytes, server_secret: bytes) -> None:
+        self.log_secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET", client_secret)
+        self.log_secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", server_secret)
+
+    def log_application_secrets(self, client_secret: bytes, server_secret: bytes, exporter: bytes) -> None:
+        self.log_secret("CLIENT_TRAFFIC_SECRET_0", client_secret)
+        self.log_secret("SERVER_TRAFFIC_SECRET_0", server_secret)
+        self.log_secret("EXPORTER_SECRET", exporter)
 
     def install_read_keys(self, traffic_secret: bytes) -> None:
         assert self.cipher_suite is not None

@@ -140,6 +140,7 @@ class ServerHandshake(Handshake):
             if retried:
                 raise IllegalParameter("early_data in the ClientHello after a HelloRetryRequest")
             self.reader.skip_budget = MAX_EARLY_DATA_SKIPPED  # 0-RTT refused: skip what the client sends
+        self.client_random = hello.random
         server_name_data = hello.extension(ExtensionType.SERVER_NAME)
         self.server_name = pull_server_name(server_name_data) if server_name_data is not None else None
         self.credential = self._select_credential()
@@ -343,6 +344,7 @@ class ServerHandshake(Handshake):
             shared_secret, self.transcript.digest()
         )
         self.client_handshake_secret = client_secret
+        self.log_handshake_secrets(client_secret, server_secret)
         self.install_write_keys(server_secret)
         self.install_read_keys(client_secret)
         self.reader.allow_plain_alerts = True
@@ -386,6 +388,7 @@ class ServerHandshake(Handshake):
         client_app, server_app, exporter = self.key_schedule.application_traffic_secrets(
             self.transcript.digest()
         )
+        self.log_application_secrets(client_app, server_app, exporter)
         self.client_application_secret = client_app
         self._server_application_secret = server_app
         self._exporter_secret = exporter
