@@ -14,11 +14,12 @@ from tls.crypto.errors import CryptoError
 from tls.crypto.hashes import SM3_DIGEST_SIZE
 
 _MAX_OUTPUT = 255 * SM3_DIGEST_SIZE
+_SM3 = hashes.SM3()
 
 
 def hkdf_sm3_extract(salt: bytes, key_material: bytes) -> bytes:
     """HKDF-Extract(salt, IKM) with SM3: the 32-byte pseudorandom key."""
-    return HKDF.extract(hashes.SM3(), salt, key_material)
+    return HKDF.extract(_SM3, salt, key_material)
 
 
 def hkdf_sm3_expand(pseudorandom_key: bytes, info: bytes, length: int) -> bytes:
@@ -27,4 +28,4 @@ def hkdf_sm3_expand(pseudorandom_key: bytes, info: bytes, length: int) -> bytes:
         raise CryptoError(f"HKDF-SM3 output length must be 1..{_MAX_OUTPUT}")
     if len(pseudorandom_key) < SM3_DIGEST_SIZE:
         raise CryptoError("HKDF-SM3 pseudorandom key shorter than the hash")
-    return HKDFExpand(hashes.SM3(), length, info).derive(pseudorandom_key)
+    return HKDFExpand(_SM3, length, info).derive(pseudorandom_key)

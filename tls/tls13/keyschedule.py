@@ -68,13 +68,19 @@ def resumption_psk(resumption_master_secret: bytes, ticket_nonce: bytes) -> byte
     return hkdf_expand_label(resumption_master_secret, b"resumption", ticket_nonce, HASH_LENGTH)
 
 
+#: Early Secret and its "derived" salt without a PSK: the same for every full handshake, so computed once.
+_EARLY_SECRET_WITHOUT_PSK = hkdf_sm3_extract(ZERO_KEY, ZERO_KEY)
+_HANDSHAKE_SALT_WITHOUT_PSK = derive_secret(_EARLY_SECRET_WITHOUT_PSK, b"derived", EMPTY_TRANSCRIPT_HASH)
+
+
 class KeySchedule:
     """The secrets of one handshake, advanced stage by stage; dropped with the handshake."""
 
-    __slots__ = ("_handshake_secret", "_master_secret", "early_secret")
+    __slots__ = ("_handshake_secret", "_has_psk", "_master_secret", "early_secret")
 
     def __init__(self, psk: bytes | None = None) -> None:
-        self.early_secret = hkdf_sm3_extract(ZERO_KEY, psk if psk is not None else ZERO_KEY)
+        self._has_psk = psk is not None
+        self.early_secret = _EARLY_SECRET_WITHOUT_PSK if psk is None else hkdf_sm3_extract(ZERO_KEY, psk)
         self._handshake_secret = b""
         self._master_secret = b""
 
@@ -87,7 +93,10 @@ class KeySchedule:
 
     def handshake_traffic_secrets(self, shared_secret: bytes, transcript_hash: bytes) -> tuple[bytes, bytes]:
         """(client, server) handshake traffic secrets from the (EC)DHE secret and H(ClientHello..ServerHello)."""
-        salt = derive_secret(self.early_secret, b"derived", EMPTY_TRANSCRIPT_HASH)
+        if self._has_psk:
+            salt = derive_secret(self.early_secret, b"derived", EMPTY_TRANSCRIPT_HASH)
+        else:
+            salt = _HANDSHAKE_SALT_WITHOUT_PSK
         self._handshake_secret = hkdf_sm3_extract(salt, shared_secret)
         return (
             derive_secret(self._handshake_secret, b"c hs traffic", transcript_hash),
