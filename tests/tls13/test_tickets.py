@@ -23,7 +23,7 @@ def state(issued_at: datetime = T0, lifetime: int = 7200) -> TicketState:
         age_add=0x01020304,
         server_name="localhost",
         alpn_protocol="h2",
-        client_certificates=(b"cert-1", b"cert-2"),
+        client_chain_digest=bytes(32),
     )
 
 
@@ -63,6 +63,14 @@ def test_foreign_short_and_future_tickets_are_refused() -> None:
     assert keys.open(b"x" * 100_000, T0) is None
     future = keys.seal(state(issued_at=T0 + timedelta(hours=1)), T0, SeededRandom(5))
     assert keys.open(future, T0) is None
+
+
+def test_tickets_stay_small_and_chains_are_remembered_by_digest() -> None:
+    keys = SessionTicketKeys(max_client_chains=2)
+    digests = [keys.remember_client_chain([b"leaf-%d" % index, b"ca"]) for index in range(3)]
+    assert keys.client_chain(digests[0]) is None  # least recently used, dropped
+    assert keys.client_chain(digests[2]) == (b"leaf-2", b"ca")
+    assert len(keys.seal(state(), T0, SeededRandom(6))) < 200  # GmSSL's client copies tickets to 512 bytes
 
 
 def test_lifetime_limits() -> None:

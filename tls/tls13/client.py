@@ -167,7 +167,6 @@ class ClientHandshake(Handshake):
             self.ephemeral_key = generate_ephemeral_key(config.random)
         self.writer.record_version = INITIAL_RECORD_VERSION.to_bytes(2, "big")
         self._send_client_hello()
-        self.writer.flush_handshake()  # framed now, while the record version is still 0x0301
         self.writer.record_version = LEGACY_VERSION.to_bytes(2, "big")
         self.state = ClientState.EXPECT_SERVER_HELLO
 

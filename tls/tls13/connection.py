@@ -312,6 +312,11 @@ class TLS13Connection:
         assert self._secrets is not None and self.handshake_event is not None
         event = self.handshake_event
         now: datetime = config.now()
+        chain_digest = b""
+        if event.peer_certificates:
+            chain_digest = keys.remember_client_chain(
+                [certificate.der for certificate in event.peer_certificates]
+            )
         for index in range(config.new_session_tickets):
             nonce = index.to_bytes(1, "big")
             age_add = int.from_bytes(config.random(4), "big")
@@ -323,7 +328,7 @@ class TLS13Connection:
                 age_add=age_add,
                 server_name=event.server_name,
                 alpn_protocol=event.alpn_protocol,
-                client_certificates=tuple(certificate.der for certificate in event.peer_certificates),
+                client_chain_digest=chain_digest,
             )
             ticket = NewSessionTicket(
                 keys.lifetime_seconds, age_add, nonce, keys.seal(state, now, config.random)

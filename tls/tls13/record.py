@@ -194,40 +194,23 @@ class RecordReader:
 class RecordWriter:
     """Outgoing records: fragmentation and protection.
 
-    Consecutive handshake messages are coalesced into as few records as fit (RFC 8446 5.1 allows it):
-    they are held until something else is written, the keys change or the output is collected, so a
-    server's encrypted flight costs one AEAD operation instead of one per message.
+    Each handshake message gets its own record(s), as OpenSSL, Tongsuo and BabaSSL send them: RFC 8446
+    5.1 allows coalescing, but GmSSL 3's TLS 1.3 client reads exactly one message per record.
     """
 
-    __slots__ = ("_output", "_pending_handshake", "max_fragment_size", "protection", "record_version")
+    __slots__ = ("_output", "max_fragment_size", "protection", "record_version")
 
     def __init__(self, max_fragment_size: int = MAX_PLAINTEXT_LENGTH) -> None:
         self._output = bytearray()
-        self._pending_handshake = bytearray()
         self.max_fragment_size = max_fragment_size
         self.protection: RecordProtection | None = None
         self.record_version = _LEGACY_VERSION_BYTES
 
     def set_protection(self, protection: RecordProtection) -> None:
-        self.flush_handshake()
         self.protection = protection
 
     def write(self, content_type: int, data: bytes) -> None:
         """Queue `data` as records of `content_type`; empty data gives one empty record."""
-        if content_type == ContentType.HANDSHAKE:
-            self._pending_handshake += data
-            return
-        self.flush_handshake()
-        self._write_records(content_type, data)
-
-    def flush_handshake(self) -> None:
-        """Frame the handshake messages held back so far."""
-        if self._pending_handshake:
-            data = bytes(self._pending_handshake)
-            self._pending_handshake.clear()
-            self._write_records(ContentType.HANDSHAKE, data)
-
-    def _write_records(self, content_type: int, data: bytes) -> None:
         step = self.max_fragment_size
         protection = self.protection
         output = self._output
@@ -247,7 +230,6 @@ class RecordWriter:
 
     def write_change_cipher_spec(self) -> None:
         """The middlebox-compatibility change_cipher_spec (RFC 8446 D.4): always unprotected."""
-        self.flush_handshake()
         self._output += bytes((ContentType.CHANGE_CIPHER_SPEC,)) + _LEGACY_VERSION_BYTES + b"\x00\x01\x01"
 
     @property
@@ -255,7 +237,6 @@ class RecordWriter:
         return self.protection.sequence if self.protection is not None else 0
 
     def data_to_send(self) -> bytes:
-        self.flush_handshake()
         data = bytes(self._output)
         self._output.clear()
         return data

@@ -266,10 +266,14 @@ class ServerHandshake(Handshake):
         return state.resumption_psk
 
     def _ticket_usable(self, state: TicketState) -> bool:
+        keys = self.configuration.ticket_keys
+        assert keys is not None
+        if state.client_chain_digest and keys.client_chain(state.client_chain_digest) is None:
+            return False  # the chain is no longer remembered: a full handshake re-authenticates
         return (
             state.server_name == self.server_name
             and state.alpn_protocol == self.alpn_protocol
-            and not (self.configuration.client_auth is ClientAuth.REQUIRED and not state.client_certificates)
+            and not (self.configuration.client_auth is ClientAuth.REQUIRED and not state.client_chain_digest)
         )
 
     def _check_binder(self, offered: OfferedPsks, raw: bytes, psk: bytes) -> None:
@@ -409,10 +413,12 @@ class ServerHandshake(Handshake):
         return tuple(extensions)
 
     def _resumed_client_certificates(self) -> tuple[Any, ...]:
-        assert self.resumed_state is not None
-        if not self.resumed_state.client_certificates:
+        assert self.resumed_state is not None and self.configuration.ticket_keys is not None
+        if not self.resumed_state.client_chain_digest:
             return ()
-        return parse_certificate_chain(self.resumed_state.client_certificates)
+        chain = self.configuration.ticket_keys.client_chain(self.resumed_state.client_chain_digest)
+        assert chain is not None  # checked by _ticket_usable
+        return parse_certificate_chain(chain)
 
     # client flight
 

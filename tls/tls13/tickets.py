@@ -1,8 +1,11 @@
 """Server session tickets: resumption state sealed with rotated SM4-GCM keys (RFC 8446 4.6.1, RFC 5077 4).
 
-A ticket is ``key_name(16) || nonce(12) || SM4-GCM(key, nonce, state, aad=key_name)``.  The server keeps
-no per-session state: everything needed to resume (suite, resumption PSK, SNI, ALPN, the client's
-certificates, issue time) is inside the sealed `TicketState`.
+A ticket is ``key_name(16) || nonce(12) || SM4-GCM(key, nonce, state, aad=key_name)``.  Everything
+needed to resume (suite, resumption PSK, SNI, ALPN, issue time) is inside the sealed `TicketState`,
+except the client's certificate chain: the ticket carries only its SM3 digest, and the chains live in a
+bounded table beside the keys.  Tickets stay small (about 150 bytes) because GmSSL 3's client copies a
+ticket into a 512-byte stack buffer and crashes on a larger one; a chain that has left the table (or
+a ticket from another process) only costs a full handshake.
 
 `SessionTicketKeys` rotates: the newest key seals, and a key stays able to open tickets for the ticket
 lifetime after it stopped sealing, so every ticket it issued can be used until it expires and none
@@ -13,12 +16,13 @@ a server (one asyncio thread), like `tls.tlcp.SessionCache`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from tls.crypto import SM4GCM, DecryptionError
-from tls.tlcp.buffer import Buffer, BufferReadError, pull_list, pull_opaque, push_list, push_opaque
+from tls.crypto import SM4GCM, DecryptionError, sm3
+from tls.tlcp.buffer import Buffer, BufferReadError, pull_opaque, push_opaque
 
 from .suites import CipherSuite
 
@@ -42,7 +46,7 @@ class TicketState:
     age_add: int
     server_name: str | None
     alpn_protocol: str | None
-    client_certificates: tuple[bytes, ...]
+    client_chain_digest: bytes = b""
 
     def encode(self) -> bytes:
         buf = Buffer()
@@ -54,7 +58,7 @@ class TicketState:
         push_opaque(buf, 1, self.resumption_psk)
         push_opaque(buf, 2, (self.server_name or "").encode("ascii"))
         push_opaque(buf, 1, (self.alpn_protocol or "").encode("latin-1"))
-        push_list(buf, 3, lambda der: push_opaque(buf, 3, der), list(self.client_certificates))
+        push_opaque(buf, 1, self.client_chain_digest)
         return buf.data
 
     @classmethod
@@ -71,15 +75,13 @@ class TicketState:
             psk = pull_opaque(buf, 1, minimum=1)
             server_name = pull_opaque(buf, 2).decode("ascii")
             alpn = pull_opaque(buf, 1).decode("latin-1")
-            certificates = pull_list(buf, 3, lambda: pull_opaque(buf, 3, minimum=1))
+            chain_digest = pull_opaque(buf, 1)
             if not buf.eof():
                 return None
             issued_at = datetime.fromtimestamp(issued_ms / 1000, tz=UTC)
         except (BufferReadError, ValueError, OverflowError, OSError):
             return None
-        return cls(
-            suite, psk, issued_at, lifetime, age_add, server_name or None, alpn or None, tuple(certificates)
-        )
+        return cls(suite, psk, issued_at, lifetime, age_add, server_name or None, alpn or None, chain_digest)
 
 
 @dataclass
@@ -94,6 +96,7 @@ class SessionTicketKeys:
 
     rotation_interval: how long one key seals new tickets.
     ticket_lifetime: the lifetime announced in NewSessionTicket and enforced on resumption (<= 7 days).
+    max_client_chains: client certificate chains remembered for resumption (least recently used go).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class SessionTicketKeys:
         *,
         rotation_interval: timedelta = timedelta(hours=1),
         ticket_lifetime: timedelta = timedelta(hours=2),
+        max_client_chains: int = 4096,
     ) -> None:
         if rotation_interval <= timedelta(0):
             raise ValueError("rotation_interval must be positive")
@@ -109,6 +113,23 @@ class SessionTicketKeys:
         self.rotation_interval = rotation_interval
         self.ticket_lifetime = ticket_lifetime
         self._keys: list[_TicketKey] = []
+        self._client_chains: OrderedDict[bytes, tuple[bytes, ...]] = OrderedDict()
+        self.max_client_chains = max_client_chains
+
+    def remember_client_chain(self, ders: Sequence[bytes]) -> bytes:
+        """Keep a client's chain for resumption; returns the digest a ticket carries instead."""
+        digest = sm3(b"".join(len(der).to_bytes(3, "big") + der for der in ders))
+        self._client_chains[digest] = tuple(ders)
+        self._client_chains.move_to_end(digest)
+        while len(self._client_chains) > self.max_client_chains:
+            self._client_chains.popitem(last=False)
+        return digest
+
+    def client_chain(self, digest: bytes) -> tuple[bytes, ...] | None:
+        chain = self._client_chains.get(digest)
+        if chain is not None:
+            self._client_chains.move_to_end(digest)
+        return chain
 
     def __len__(self) -> int:
         return len(self._keys)
