@@ -26,6 +26,7 @@ from gateway.config import (
     UpstreamTransport,
 )
 from gateway.identity import PeerCertificate, PeerIdentity
+from gateway.session_store import SharedSessionCache, session_cache_for
 from gateway.stream import ByteStream
 from gateway.tls_server import select_certificate_set
 from gateway.upstream import UpstreamConnectError, UpstreamConnector
@@ -35,7 +36,6 @@ from tls.tlcp import (
     ClientAuth,
     DialectCache,
     PeerProfile,
-    SessionCache,
     TLCPConfiguration,
     TLCPSession,
 )
@@ -134,7 +134,7 @@ def build_server_tlcp(tls: DownstreamTls, where: str, handshake_timeout: float) 
         client_auth=_CLIENT_AUTH[tls.client_auth],
         trust_store=trust,
         verify_peer=trust is not None,
-        session_cache=SessionCache(max_size=max(1, tls.session_cache_size)),
+        session_cache=session_cache_for(where, max(1, tls.session_cache_size)),
         profile=_PROFILES[tls.tlcp.profile],
     )
     return TlcpServerPolicy(configuration, handshake_timeout)
@@ -181,6 +181,9 @@ def identity_from_tlcp(stream: TLCPStream, peer: tuple[str, int] | None) -> Peer
 async def tlcp_server_handshake(
     sock: socket.socket, peer: tuple[str, int], policy: TlcpServerPolicy, timeout: float
 ) -> tuple[ByteStream, PeerIdentity]:
+    cache = policy.configuration.session_cache
+    if isinstance(cache, SharedSessionCache):
+        await cache.prefetch(sock)  # a session another worker or host made, into the local cache
     stream = await tlcp_accept_socket(sock, policy.configuration, handshake_timeout=timeout)
     return stream, identity_from_tlcp(stream, peer)
 
