@@ -9,6 +9,7 @@ preference, and re-offers the last session per endpoint (GB/T 38636-2020 6.4.4 s
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass, replace
@@ -35,11 +36,14 @@ from tls.tlcp import (
     CipherSuite,
     ClientAuth,
     DialectCache,
+    DialectSource,
     PeerProfile,
     TLCPConfiguration,
     TLCPSession,
 )
 from tls.tlcp.aio import TLCPStream, TLCPStreamError, tlcp_accept_socket, tlcp_connect
+
+logger = logging.getLogger(__name__)
 
 _CLIENT_AUTH = {
     ClientAuthMode.NONE: ClientAuth.NONE,
@@ -241,6 +245,8 @@ class TlcpConnector(UpstreamConnector):
         except (OSError, TimeoutError, TLCPStreamError) as exc:
             self._sessions.pop((address, port), None)
             raise UpstreamConnectError(f"tlcp connect {address}:{port}: {exc or 'timeout'}") from None
+        if stream.dialect is not None and stream.dialect.source is DialectSource.RETRIED:
+            logger.info("tlcp upstream %s:%s speaks dialect %s", address, port, stream.dialect)
         if stream.handshake.session_resumed:
             self.resumed += 1
         if stream.session is not None:

@@ -1,6 +1,7 @@
 """TLCP peer profiles and cipher preference: upstream ``transport_socket.profile``/``cipher_suites`` and the
 listener's ``tls.tlcp.profile``, validated at load and carried into the engine; end to end against
-BabaSSL (Tongsuo's NTLS), which needs the TONGSUO profile for ECDHE."""
+BabaSSL (Tongsuo's NTLS), which needs the TONGSUO profile for ECDHE, and the default profile (auto)
+recognising BabaSSL or retrying a server that misleads it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.interop.babassl import (
     run_babassl_client,
 )
 from tests.interop.identities import PKI, openssl_oneline, smgate_demo_pki
+from tests.tlcp.dialect_servers import STANDARD_BEHIND_GMSSL_REQUEST, DialectServer
 from tls.tlcp import CipherSuite, PeerProfile
 
 ECDHE = CipherSuite.ECDHE_SM4_GCM_SM3
@@ -211,3 +213,45 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
     for report in served:  # the gateway authenticated to BabaSSL with its configured SM2 client pair
         assert report.verify_result == 0
         assert report.peer_subject == openssl_oneline(babassl_pki.client_set.sign_cert)
+
+
+async def test_auto_upstream_retries_a_misleading_server_once(demo_pki, babassl_pki, caplog):
+    """A server with GmSSL's CertificateRequest that wants the standard forms: the first connection
+    through the gateway pays one refused handshake, logs the dialect found, later ones go straight."""
+    server = DialectServer(
+        STANDARD_BEHIND_GMSSL_REQUEST, babassl_pki, suites=(CipherSuite.ECC_SM4_GCM_SM3,), client_auth=True
+    )
+    async with server.running():
+        cluster = {
+            "name": "misleading",
+            "endpoints": [{"address": "127.0.0.1", "port": server.port}],
+            "connect_timeout": 10,
+            "outlier_detection": None,
+            # without resumption the second connection is a full handshake that needs the dialect again
+            "transport_socket": tlcp_transport(
+                demo_pki,
+                cipher_suites=["ECC_SM4_GCM_SM3"],
+                session_resumption=False,
+                **client_pair(demo_pki),
+            ),
+        }
+        doc = {"listeners": [tcp_listener("edge", "misleading")], "clusters": [cluster], "admin": None}
+        caplog.set_level("INFO", logger="gateway.tlcp_support")
+        async with running(doc) as gw:
+            for message in (b"first", b"second"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("edge"))
+                writer.write(message)
+                async with asyncio.timeout(15):
+                    assert await reader.readexactly(len(message)) == message
+                writer.close()
+            connector = gw.cluster_manager.get("misleading").connector
+            assert isinstance(connector, TlcpConnector)
+            stats = connector.dialects.stats
+    assert (stats.retries, stats.retries_succeeded) == (1, 1)
+    assert stats.handshakes == {("standard", "retried"): 1, ("standard", "remembered"): 1}
+    assert [s.refusal is not None for s in server.served] == [True, False, False]
+    (record,) = [r for r in caplog.records if "speaks dialect" in r.getMessage()]
+    assert record.getMessage() == (
+        f"tlcp upstream 127.0.0.1:{server.port} speaks dialect standard "
+        "(retried: the server refused gmssl (handshake_failure))"
+    )
