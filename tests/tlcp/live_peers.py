@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.gateway.ports import free_port
 from tests.interop.babassl import SUITE_NAMES, NTLSCertFiles
 from tests.interop.identities import PKI, TONGSUO_PKI, is_ecdhe
 from tls.tlcp import CipherSuite, ClientAuth, HandshakeComplete, SessionCache, TLCPConfiguration
@@ -65,13 +66,6 @@ class Peers:
         """Tongsuo's openssl needs its own libssl/libcrypto (the system has OpenSSL 3.0)."""
         library = self.tongsuo.parent.parent / "lib"
         return {**os.environ, "LD_LIBRARY_PATH": str(library)}
-
-
-def free_port() -> int:
-    sock = listening_socket()
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def tongsuo_pair_args(files: NTLSCertFiles) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 from gateway.cli import build_parser
 from gateway.client import ClientResult, run_client
 from tests.conftest import REPO
+from tests.gateway.ports import free_port
 from tests.interop.babassl import SUITE_NAMES, BabaSSLServer, ServerOptions
 from tests.interop.identities import PKI, SUITE_AUTH_MATRIX, TONGSUO_PKI, client_configuration
 from tls.tlcp import CipherSuite, DialectCache, DialectSource, PeerProfile
@@ -71,6 +72,7 @@ async def test_smgate_client_auto_to_babassl(suite: CipherSuite, client_auth: bo
         verify_client=client_auth,
         require_client_cert=client_auth,
         connections=2,
+        port=free_port(),
     )
     async with BabaSSLServer(options) as babassl:
         args = client_args(TONGSUO_PKI, babassl.port, suite, client_auth, "--send", "ping over TLCP")

@@ -289,3 +289,14 @@ def test_other_dialects_are_refused_by_the_strict_server(recording: Recording) -
         # Tongsuo's and the standard forms differ only in the ECDHE exchange
         same_forms = {profile.value, traits.name} == {"standard", "tongsuo"} and not recording.ecdhe
         assert bool(refusals) is (wrong and not same_forms), (profile, refusals)
+
+
+def test_auto_is_a_client_profile() -> None:
+    recording = RECORDINGS_WITH_REQUEST[0]
+    with pytest.raises(ValueError, match="profile auto is for clients"):
+        TLCPConfiguration(
+            is_client=False,
+            certificate_set=recording.server_certificate_set,
+            trust_store=recording.trust_store,
+            profile=PeerProfile.AUTO,
+        )
