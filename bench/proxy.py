@@ -354,9 +354,19 @@ class Run:
         verdict = (
             "verified" if summary.get("exit_code") == 0 else f"NOT verified (exit {summary.get('exit_code')})"
         )
-        details = ", ".join(f"{key}: {value}" for key, value in summary.items() if key != "exit_code")
+        shown = (
+            "records",
+            "macs_verified",
+            "signatures_verified",
+            "declared_gaps",
+            "events",
+            "problem",
+            "output",
+        )
+        details = "; ".join(f"{key}: {summary[key]}" for key in shown if key in summary)
         return [
-            f"audit trail of smgate audit on: {verdict}; {operations} requests/handshakes measured; {details}"
+            f"audit trail of smgate audit on ({operations} requests and handshakes measured): {verdict}",
+            f"  {details}",
         ]
 
 
@@ -471,7 +481,8 @@ def cpu_splits(run: Run, scenarios: list[Scenario]) -> list[str]:
                     for s in samples
                     if s.load.operations
                 )
-                shares.append(f"{role} {per_op:.1f}")
+                if per_op >= 0.05:
+                    shares.append(f"{role} {per_op:.1f}")
             lines.append(
                 f"  {scenario.title} / {run.peers[key].label}: µs/op by process: {', '.join(shares)}"
             )
