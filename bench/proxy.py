@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -112,8 +113,8 @@ LABELS = {
 }
 SMGATE_VARIANTS = {
     "smgate": SmgateVariant("smgate"),
-    "smgate-audit": SmgateVariant("smgate audit", audit=True),
-    "smgate-2w": SmgateVariant("smgate 2w", workers=2),
+    "smgate-audit": SmgateVariant("smgate-audit", audit=True),
+    "smgate-2w": SmgateVariant("smgate-2w", workers=2),
 }
 
 
@@ -247,6 +248,7 @@ class Run:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
     http_ok: bool = False
     tlcp_ok: bool = False
+    taken: set[int] = field(default_factory=set)  # ports handed out so far
 
     def runnable(self, scenario: Scenario) -> bool:
         return self.http_ok if scenario.unit == "req" else self.tlcp_ok
@@ -255,57 +257,79 @@ class Run:
         return key in self.args.peers and any(key in s.peers for s in scenarios)
 
     def start_peers(self, scenarios: list[Scenario]) -> None:
-        taken: set[int] = set()
-        workdir = self.fleet.workdir
-        needs_wrk = any(s.unit == "req" for s in scenarios)
-        needs_tlcp = any(s.unit == "hs" for s in scenarios)
+        """Start every wanted peer that is installed; one that fails to start is skipped, with why."""
         missing = {
             name: f"`{name}` is not installed (apt-get install {package})"
             for name, package in (("nginx", "nginx-light"), ("haproxy", "haproxy"), ("wrk", "wrk"))
             if shutil.which(name) is None
         }
-        if needs_wrk and "wrk" in missing:
-            self.skipped["HTTP and TLS scenarios"] = missing["wrk"]
-        if needs_wrk and "nginx" in missing:
-            self.skipped["HTTP and TLS scenarios"] = f"{missing['nginx']}: it is the upstream"
-        if needs_tlcp and not babassl_available():
-            self.skipped["TLCP scenarios"] = "BabaSSL (the tongsuopy wheel, dev extra) is not installed"
-        self.http_ok = http_ok = needs_wrk and "HTTP and TLS scenarios" not in self.skipped
-        self.tlcp_ok = needs_tlcp and "TLCP scenarios" not in self.skipped
-        upstream = 0
-        if http_ok:
-            ports = allocate(taken, "http", "tls")
-            conf = nginx_upstream_conf(workdir / "upstream", self.pki, ports["http"], ports["tls"])
-            server = start_nginx(self.fleet, "upstream", conf, cpu=LOAD_CPU, ports=list(ports.values()))
-            self.peers["direct"] = Peer(LABELS["direct"], ports)
-            self.peers["direct"].notes.append(f"upstream nginx pid {server.pid} on CPU {LOAD_CPU}")
-            upstream = ports["http"]
-        if http_ok and self.wanted("nginx", scenarios):
-            ports = allocate(taken, "http", "tls")
-            conf = nginx_proxy_conf(workdir / "nginx", self.pki, ports["http"], ports["tls"], upstream)
-            server = start_nginx(self.fleet, "nginx", conf, cpu=PROXY_CPU, ports=list(ports.values()))
-            self.peers["nginx"] = Peer(LABELS["nginx"], ports, server)
-        if http_ok and self.wanted("haproxy", scenarios):
-            if "haproxy" in missing:
-                self.skipped["HAProxy"] = missing["haproxy"]
+        if any(s.unit == "req" for s in scenarios):
+            if "wrk" in missing or "nginx" in missing:
+                self.skipped["HTTP and TLS scenarios"] = (
+                    missing.get("wrk") or f"{missing['nginx']}: it is the upstream"
+                )
             else:
-                ports = allocate(taken, "http", "tls")
-                server = start_haproxy(self.fleet, self.pki, ports["http"], ports["tls"], upstream)
-                self.peers["haproxy"] = Peer(LABELS["haproxy"], ports, server)
+                self.http_ok = self.start_peer("direct", self.start_upstream)
+        if any(s.unit == "hs" for s in scenarios):
+            self.tlcp_ok = babassl_available()
+            if not self.tlcp_ok:
+                self.skipped["TLCP scenarios"] = "BabaSSL (the tongsuopy wheel, dev extra) is not installed"
+        upstream = self.peers["direct"].ports["http"] if self.http_ok else 0
+        if self.http_ok and self.wanted("nginx", scenarios):
+            self.start_peer("nginx", lambda: self.start_nginx_proxy(upstream))
+        if self.http_ok and self.wanted("haproxy", scenarios):
+            if "haproxy" in missing:
+                self.skipped[LABELS["haproxy"]] = missing["haproxy"]
+            else:
+                self.start_peer("haproxy", lambda: self.start_haproxy_proxy(upstream))
         if self.tlcp_ok and self.wanted("babassl", scenarios):
-            ports = allocate(taken, "tlcp")
-            server = start_babassl_server(self.fleet, self.pki, ports["tlcp"])
-            self.peers["babassl"] = Peer(LABELS["babassl"], ports, server)
-            self.peers["babassl"].notes.append(
-                f"libssl reports {babassl_library(server)!r} (thread per connection)"
-            )
+            self.start_peer("babassl", self.start_babassl)
         for key, variant in SMGATE_VARIANTS.items():
             if self.wanted(key, scenarios):
-                ports = allocate(taken, "http", "tls", "tlcp")
-                # Without an upstream (no nginx) only the TLCP rows run; any port will do for routing.
-                server = start_smgate(self.fleet, self.pki, variant, ports, upstream or ports["http"])
-                self.peers[key] = Peer(LABELS[key], ports, server)
+                self.start_peer(key, functools.partial(self.start_smgate, variant, upstream))
+        if not self.wanted("direct", scenarios):
+            self.peers.pop("direct", None)  # the upstream keeps serving the proxies
         self.check_peers(scenarios)
+
+    def start_peer(self, key: str, start: Callable[[], Peer]) -> bool:
+        try:
+            self.peers[key] = start()
+        except StartError as exc:
+            self.skipped[LABELS[key]] = f"did not start: {exc}"
+            return False
+        return True
+
+    def start_upstream(self) -> Peer:
+        ports = allocate(self.taken, "http", "tls")
+        conf = nginx_upstream_conf(self.fleet.workdir / "upstream", self.pki, ports["http"], ports["tls"])
+        server = start_nginx(self.fleet, "upstream", conf, cpu=LOAD_CPU, ports=list(ports.values()))
+        peer = Peer(LABELS["direct"], ports)
+        peer.notes.append(f"the upstream: nginx pid {server.pid} on CPU {LOAD_CPU}")
+        return peer
+
+    def start_nginx_proxy(self, upstream: int) -> Peer:
+        ports = allocate(self.taken, "http", "tls")
+        conf = nginx_proxy_conf(self.fleet.workdir / "nginx", self.pki, ports["http"], ports["tls"], upstream)
+        server = start_nginx(self.fleet, "nginx", conf, cpu=PROXY_CPU, ports=list(ports.values()))
+        return Peer(LABELS["nginx"], ports, server)
+
+    def start_haproxy_proxy(self, upstream: int) -> Peer:
+        ports = allocate(self.taken, "http", "tls")
+        server = start_haproxy(self.fleet, self.pki, ports["http"], ports["tls"], upstream)
+        return Peer(LABELS["haproxy"], ports, server)
+
+    def start_babassl(self) -> Peer:
+        ports = allocate(self.taken, "tlcp")
+        server = start_babassl_server(self.fleet, self.pki, ports["tlcp"])
+        peer = Peer(LABELS["babassl"], ports, server)
+        peer.notes.append(f"libssl reports {babassl_library(server)!r} (thread per connection)")
+        return peer
+
+    def start_smgate(self, variant: SmgateVariant, upstream: int) -> Peer:
+        ports = allocate(self.taken, "http", "tls", "tlcp")
+        # Without the upstream only the TLCP rows run, which never route: any port will do.
+        server = start_smgate(self.fleet, self.pki, variant, ports, upstream or ports["http"])
+        return Peer(LABELS[variant.key], ports, server)
 
     def check_peers(self, scenarios: list[Scenario]) -> None:
         """Every HTTP peer must answer with the upstream's body before it is measured."""
@@ -320,8 +344,11 @@ class Run:
                 del self.peers[key]
                 continue
             if any(s.close for s in scenarios):
-                resumed = tls_resumptions(peer.ports["tls"])
-                peer.notes.append(f"TLS 1.3 session resumed on {resumed}/6 reconnections")
+                try:
+                    resumed = f"resumed on {tls_resumptions(peer.ports['tls'])}/6 reconnections"
+                except OSError as exc:  # ssl.SSLError included
+                    resumed = f"probe failed: {exc}"
+                peer.notes.append(f"TLS 1.3 session {resumed}")
 
     def measure_all(self, scenarios: list[Scenario]) -> None:
         for round_index in range(1, self.args.rounds + 1):

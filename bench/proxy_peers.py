@@ -269,9 +269,9 @@ def smgate_config(pki: Pki, ports: dict[str, int], upstream: int, audit: Path | 
 @dataclass(frozen=True)
 class SmgateVariant:
     """How one smgate instance runs: audit on (file sink, HMAC-SM3 chain, SM2-signed checkpoints) or
-    off, and how many ``--workers``."""
+    off, and how many ``--workers``. ``key`` names its peer (and its work directory)."""
 
-    label: str
+    key: str
     audit: bool = False
     workers: int = 1
 
@@ -279,7 +279,7 @@ class SmgateVariant:
 def start_smgate(
     fleet: Fleet, pki: Pki, variant: SmgateVariant, ports: dict[str, int], upstream: int
 ) -> Server:
-    name = variant.label.replace(" ", "-")
+    name = variant.key
     workdir = fleet.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     audit = None
