@@ -20,12 +20,12 @@ Peers (``--peers``): ``direct`` (wrk to the upstream itself, no proxy: the load 
 off), ``smgate-audit`` (file sink, HMAC-SM3 chain, SM2-signed checkpoints; its audit pipeline
 process is counted) and ``smgate-2w`` (``--workers 2``, both workers on the proxy core).
 
-For every point it prints req/s (handshakes/s for TLCP), p50/p99 latency and the proxy's CPU per
-request: utime + stime from /proc of every process in the proxy's tree, sampled just before and just
-after the load. The table holds medians over ``--rounds`` rounds (peers interleaved within each
-round) and the ratios smgate/nginx, smgate/HAProxy, audit on/off, 2 workers/1 and smgate/BabaSSL.
-wrk's latency is closed-loop at saturation (16 connections), so it follows throughput. Nothing here
-asserts a speed; a peer that is not installed is skipped and the run says so.
+For every point it prints req/s (handshakes/s for TLCP), p50/p99 latency (TLCP: of the handshake) and
+the proxy's CPU per request: utime + stime from /proc of every process in the proxy's tree, sampled
+just before and just after the load. The table holds medians over ``--rounds`` rounds (peers
+interleaved within each round) and the ratios smgate/nginx, smgate/HAProxy, audit on/off, 2 workers/1
+and smgate/BabaSSL. wrk's latency is closed-loop at saturation (16 connections), so it follows
+throughput. Nothing here asserts a speed; a peer that is not installed is skipped and the run says so.
 """
 
 from __future__ import annotations
