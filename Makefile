@@ -33,6 +33,7 @@ bench: venv
 	$(PY) bench/crypto.py
 	$(PY) bench/tlcp_core.py
 	$(PY) bench/tlcp.py
+	$(PY) bench/tls13.py
 	$(PY) bench/audit.py
 	$(PY) bench/gateway.py
 	$(PY) bench/proxy.py
