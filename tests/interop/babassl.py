@@ -20,8 +20,14 @@ expected data across the process boundary.
 ``--protocol tls13`` runs TLS 1.3 with the RFC 8998 suites instead of NTLS (``--suite TLS_SM4_GCM_SM3``
 or ``TLS_SM4_CCM_SM3``, groups ``--groups`` (default ``SM2``), signature scheme sm2sig_sm3,
 ``SSL_CTX_enable_sm_tls13_strict``); the TLS 1.3 identity is the signing pair of the ``--sign-*``
-files.  ``--alpn``, ``--keylog FILE`` (NSS key log lines) and ``--key-update`` (client: request a
-KeyUpdate half-way through the payload) apply to TLS 1.3.
+files.  ``--keylog FILE`` (NSS key log lines) and ``--key-update`` (client: request a KeyUpdate
+half-way through the payload) apply to TLS 1.3.
+
+``--alpn h2,http/1.1`` works under both protocols: a client offers the names (``SSL_CTX_set_alpn_protos``),
+a server selects with ``SSL_select_next_proto`` in its own order from an ``SSL_CTX_set_alpn_select_cb``
+callback and refuses a client with nothing in common with no_application_protocol.  BabaSSL 8.3.2
+carries the extension in the NTLS hellos as well (its ``tls_parse_ctos_alpn_ntls``/``tls_handle_alpn_ntls``);
+each report's ``alpn`` is the protocol ``SSL_get0_alpn_selected`` returned.
 """
 
 from __future__ import annotations
@@ -574,6 +580,8 @@ def _make_server_context(lib: BabaSSL, options: ServerOptions) -> int:
     if not options.tickets:
         lib.set_options(ctx, _SSL_OP_NO_TICKET)
     lib.set_cipher_list(ctx, options.suite)
+    if options.alpn:
+        lib.set_alpn(ctx, options.alpn.split(","), server=True)
     lib.use_certificates(ctx, options.certs)
     lib.set_session_id_context(ctx, b"smgate-interop")
     if options.ca_file is not None:
@@ -692,6 +700,8 @@ def _make_client_context(lib: BabaSSL, options: ClientOptions) -> int:
     if not options.tickets:
         lib.set_options(ctx, _SSL_OP_NO_TICKET)
     lib.set_cipher_list(ctx, options.suite)
+    if options.alpn:
+        lib.set_alpn(ctx, options.alpn.split(","), server=False)
     if options.certs is not None:
         lib.use_certificates(ctx, options.certs)
     if options.ca_file is not None:
@@ -1030,7 +1040,7 @@ def _cert_files(args: argparse.Namespace) -> NTLSCertFiles | None:
 def _add_tls13_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=("ntls", "tls13"), default="ntls")
     parser.add_argument("--groups", default="SM2", help="TLS 1.3 groups list (e.g. X25519:SM2)")
-    parser.add_argument("--alpn", default="", help="comma-separated ALPN protocols (TLS 1.3)")
+    parser.add_argument("--alpn", default="", help="comma-separated ALPN protocols (NTLS and TLS 1.3)")
     parser.add_argument("--keylog", type=Path, help="append NSS key log lines here (TLS 1.3)")
 
 

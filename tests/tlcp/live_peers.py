@@ -1,7 +1,7 @@
 """By-hand interop against GmSSL 3.x and Tongsuo 8.5 built outside the repository, and BabaSSL.
 
     .venv/bin/python -m tests.tlcp.live_peers --gmssl /work/peers/gmssl/bin/gmssl \\
-        --tongsuo /work/peers/tongsuo/bin/openssl [--only client|server]
+        --tongsuo /work/peers/tongsuo/bin/openssl [--only client|server|alpn]
 
 Client matrix: the ``smgate client`` command with no dialect option (``--profile auto`` is the
 default), ``--send`` and ``--resume 1``, against each peer's own server.  Server matrix: each peer's
@@ -10,6 +10,12 @@ anchors loaded, as a listener configured for client certificates).  Both run eve
 authentication off and required (ECDHE always exchanges the client's certificates; "off" means the
 server does not require or verify them).  Each peer uses the certificates of its recordings in
 ../shared/tlcp.
+
+ALPN matrix (``--only alpn``, ECC_SM4_GCM_SM3): `tls.tlcp.aio.tlcp_connect` offering h2 and http/1.1
+to each peer's server started without ALPN, with ``h2``, with ``http/1.1,h2`` and with an unrelated
+protocol (a refusal is retried with ``alpn_fallback``, and both attempts are shown); then each peer's
+client offering nothing, ``h2``, ``http/1.1,h2`` and an unrelated protocol to smgate's server
+preferring h2 then http/1.1, and once more to a server that requires ALPN.
 
 Not a test: CI has neither GmSSL nor Tongsuo (tests/tlcp/test_client_matrix.py runs their emulations),
 and nothing here builds them.  Prints one line per cell and a summary.
@@ -24,7 +30,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +39,7 @@ from tests.gateway.ports import free_port
 from tests.interop.babassl import SUITE_NAMES, NTLSCertFiles
 from tests.interop.identities import PKI, TONGSUO_PKI, is_ecdhe
 from tls.tlcp import CipherSuite, ClientAuth, HandshakeComplete, SessionCache, TLCPConfiguration
-from tls.tlcp.aio import TLCPStream, start_tlcp_server
+from tls.tlcp.aio import TLCPHandshakeError, TLCPStream, start_tlcp_server, tlcp_connect
 
 from .dialect_servers import GMSSL_PKI, listening_socket
 
@@ -235,6 +241,37 @@ SERVER_MATRIX_PEERS: list[tuple[str, PKI, ClientCommand]] = [
 ]
 
 
+async def run_peer_client(
+    peers: Peers,
+    peer: str,
+    configuration: TLCPConfiguration,
+    handle: Callable[[TLCPStream], Awaitable[None]],
+    command: Callable[[int], list[str]],
+    message: Path,
+) -> tuple[int | None, bytes]:
+    """Serve ``configuration`` on a fresh port while the peer's client (``command(port)``) runs with
+    ``message`` on stdin; returns its exit status and output."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    server = await start_tlcp_server(None, 0, lambda: configuration, handle, sock=sock)
+    env = peers.tongsuo_env if peer == "tongsuo" else dict(os.environ)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command(port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(message.read_bytes()), CELL_TIMEOUT)
+        await asyncio.sleep(0.2)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return process.returncode, output
+
+
 async def smgate_server_cell(
     peers: Peers,
     peer: str,
@@ -261,31 +298,21 @@ async def smgate_server_cell(
         trust_store=pki.trust_store,
         session_cache=SessionCache(),
     )
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    server = await start_tlcp_server(None, 0, lambda: configuration, echo, sock=sock)
-    env = peers.tongsuo_env if peer == "tongsuo" else dict(os.environ)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *client(peers, suite, client_auth, port, message),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-        output, _ = await asyncio.wait_for(process.communicate(message.read_bytes()), CELL_TIMEOUT)
-        await asyncio.sleep(0.2)
-    finally:
-        server.close()
-        await server.wait_closed()
+    returncode, output = await run_peer_client(
+        peers,
+        peer,
+        configuration,
+        echo,
+        lambda port: client(peers, suite, client_auth, port, message),
+        message,
+    )
     authenticated = [h.peer_sign_cert is not None and h.peer_verified for h in handshakes]
-    ok = bool(handshakes) and (not client_auth or all(authenticated)) and process.returncode == 0
+    ok = bool(handshakes) and (not client_auth or all(authenticated)) and returncode == 0
     detail = f"{len(handshakes)} handshake(s), {sum(h.session_resumed for h in handshakes)} resumed"
     if client_auth:
         detail += f", client verified: {all(authenticated)}"
     if not ok:
-        detail += f"; client exit {process.returncode}: {output.decode(errors='replace').strip()[-300:]}"
+        detail += f"; client exit {returncode}: {output.decode(errors='replace').strip()[-300:]}"
     return Cell(peer, suite, client_auth, ok, detail)
 
 
@@ -303,6 +330,119 @@ async def server_matrix(peers: Peers) -> list[Cell]:
     return cells
 
 
+# -- ALPN matrix ---------------------------------------------------------------------------------------
+
+ALPN_SUITE = CipherSuite.ECC_SM4_GCM_SM3
+ALPN_PEERS = ("gmssl", "tongsuo", "babassl")
+ALPN_SERVER_LISTS: tuple[tuple[str, ...], ...] = ((), ("h2",), ("http/1.1", "h2"), ("spdy/3",))
+ALPN_CLIENT_OFFERS: tuple[tuple[str, ...], ...] = ((), ("h2",), ("http/1.1", "h2"), ("spdy/3",))
+SMGATE_ALPN = ("h2", "http/1.1")
+
+
+def alpn_args(peer: str, names: tuple[str, ...]) -> list[str]:
+    """GmSSL repeats -alpn per name; Tongsuo's -alpn and the harness's --alpn take a comma list."""
+    if not names:
+        return []
+    if peer == "gmssl":
+        return [argument for name in names for argument in ("-alpn", name)]
+    return ["--alpn" if peer == "babassl" else "-alpn", ",".join(names)]
+
+
+async def smgate_alpn_client_cell(peers: Peers, peer: str, server_alpn: tuple[str, ...]) -> Cell:
+    pki, server = {name: (pki, server) for name, pki, server in CLIENT_MATRIX_PEERS}[peer]
+    port = free_port()
+    command = server(peers, ALPN_SUITE, False, port) + alpn_args(peer, server_alpn)
+    env = peers.tongsuo_env if peer == "tongsuo" else dict(os.environ)
+    configuration = TLCPConfiguration(
+        is_client=True,
+        cipher_suites=(ALPN_SUITE,),
+        trust_store=pki.trust_store,
+        server_name="localhost",
+        alpn_protocols=SMGATE_ALPN,
+    )
+    outcomes: list[str] = []
+    ok = False
+    async with peer_server(command, env, port):
+        for fallback in (False, True):
+            try:
+                stream = await tlcp_connect("127.0.0.1", port, configuration, alpn_fallback=fallback)
+            except TLCPHandshakeError as error:
+                outcomes.append(f"{'fallback ' if fallback else ''}refused ({error.alert})")
+                continue
+            outcomes.append(
+                f"{'after fallback ' if fallback else ''}ALPN {stream.get_extra_info('alpn_protocol')}"
+            )
+            stream.abort()
+            ok = True
+            break
+    detail = f"server -alpn {','.join(server_alpn) or '(none)'}: " + "; ".join(outcomes)
+    return Cell(peer, ALPN_SUITE, False, ok, detail)
+
+
+async def peer_alpn_client_cell(
+    peers: Peers, peer: str, offer: tuple[str, ...], required: bool, message: Path
+) -> Cell:
+    pki, client = {name: (pki, client) for name, pki, client in SERVER_MATRIX_PEERS}[peer]
+    negotiated: list[str | None] = []
+
+    async def echo(stream: TLCPStream) -> None:
+        negotiated.append(stream.get_extra_info("alpn_protocol"))
+        with contextlib.suppress(ConnectionError):
+            while data := await stream.read(65536):
+                stream.write(data)
+                await stream.drain()
+
+    configuration = TLCPConfiguration(
+        is_client=False,
+        cipher_suites=(ALPN_SUITE,),
+        certificate_set=pki.server_set,
+        trust_store=pki.trust_store,
+        verify_peer=False,
+        session_cache=SessionCache(),
+        alpn_protocols=SMGATE_ALPN,
+        alpn_required=required,
+    )
+    returncode, output = await run_peer_client(
+        peers,
+        peer,
+        configuration,
+        echo,
+        lambda port: client(peers, ALPN_SUITE, False, port, message) + alpn_args(peer, offer),
+        message,
+    )
+    expected = next((name for name in SMGATE_ALPN if name in offer), None)
+    refused = required and offer and expected is None
+    if refused:
+        ok = not negotiated and returncode != 0
+    else:
+        ok = bool(negotiated) and all(name == expected for name in negotiated) and returncode == 0
+    detail = (
+        f"offers {','.join(offer) or '(none)'}{' to a server requiring ALPN' if required else ''}: "
+        f"smgate negotiated {negotiated}, client exit {returncode}"
+    )
+    if not ok:
+        detail += f": {output.decode(errors='replace').strip()[-300:]}"
+    return Cell(peer, ALPN_SUITE, False, ok, detail)
+
+
+async def alpn_matrix(peers: Peers) -> list[Cell]:
+    cells = []
+    for peer in ALPN_PEERS:
+        for server_alpn in ALPN_SERVER_LISTS:
+            cell = await smgate_alpn_client_cell(peers, peer, server_alpn)
+            print(cell.render(), flush=True)
+            cells.append(cell)
+    with tempfile.TemporaryDirectory() as directory:
+        message = Path(directory) / "message.txt"
+        message.write_bytes(b"hello from the peer client\n")
+        for peer in ALPN_PEERS:
+            for offer, required in [(offer, False) for offer in ALPN_CLIENT_OFFERS] + [(("spdy/3",), True)]:
+                cell = await peer_alpn_client_cell(peers, peer, offer, required, message)
+                print(cell.render(), flush=True)
+                cells.append(cell)
+    return cells
+
+
 def summary(title: str, cells: list[Cell]) -> str:
     passed = sum(cell.ok for cell in cells)
     return f"{title}: {passed}/{len(cells)} cells pass ({100 * passed / len(cells):.0f} %)"
@@ -316,6 +456,9 @@ async def main_async(peers: Peers, only: str | None) -> int:
     if only in (None, "server"):
         print("server matrix: peer client -> smgate TLCP server", flush=True)
         results.append(("server matrix", await server_matrix(peers)))
+    if only in (None, "alpn"):
+        print("ALPN matrix: smgate client -> peer server, then peer client -> smgate server", flush=True)
+        results.append(("ALPN matrix", await alpn_matrix(peers)))
     for title, cells in results:
         print(summary(title, cells))
     return 0 if all(cell.ok for _, cells in results for cell in cells) else 1
@@ -327,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tongsuo", type=Path, required=True, help="Tongsuo 8.5 `openssl` binary (its lib/ beside bin/)"
     )
-    parser.add_argument("--only", choices=("client", "server"))
+    parser.add_argument("--only", choices=("client", "server", "alpn"))
     args = parser.parse_args(argv)
     socket.setdefaulttimeout(CELL_TIMEOUT)
     return asyncio.run(main_async(Peers(args.gmssl, args.tongsuo), args.only))

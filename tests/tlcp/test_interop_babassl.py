@@ -7,6 +7,7 @@ close_notify exchange, checked from both ends (the BabaSSL child reports what it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from tests.interop.babassl import (
     SUITE_NAMES,
     BabaSSLServer,
     ClientOptions,
+    ConnectionReport,
     ServerOptions,
     payload_bytes,
     run_babassl_client,
@@ -32,7 +34,7 @@ from tests.interop.identities import (
     server_configuration,
     smgate_demo_pki,
 )
-from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect, tlcp_request
+from tls.tlcp.aio import TLCPHandshakeError, TLCPStream, start_tlcp_server, tlcp_connect, tlcp_request
 from tls.tlcp.config import PeerProfile, SessionCache
 from tls.tlcp.events import HandshakeComplete
 from tls.tlcp.suites import CipherSuite
@@ -315,3 +317,129 @@ async def test_smgate_server_answers_after_babassl_close_notify() -> None:
     # The harness counts bytes read after its SSL_shutdown and flags them as unexpected (payload_ok).
     assert report.error is None and report.sent == PAYLOAD_SIZE
     assert report.received == len(answer) and report.close_notify_received
+
+
+# ALPN (RFC 7301) in the NTLS hellos: BabaSSL offers and selects it like TLS does
+
+
+async def _serve_babassl_client(
+    alpn_protocols: tuple[str, ...], offer: str, *, alpn_required: bool = False, resume: bool = True
+) -> tuple[list[ConnectionReport], list[str | None]]:
+    """A BabaSSL client offering ``offer`` against a smgate server; (client reports, server ALPN seen)."""
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    negotiated: list[str | None] = []
+
+    async def echo(stream: TLCPStream) -> None:
+        negotiated.append(stream.get_extra_info("alpn_protocol"))
+        assert stream.handshake.alpn_protocol == negotiated[-1]
+        while data := await stream.read(65536):
+            stream.write(data)
+            await stream.drain()
+
+    configuration = dataclasses.replace(
+        server_configuration(TONGSUO_PKI, suites=(suite,), session_cache=SessionCache()),
+        alpn_protocols=alpn_protocols,
+        alpn_required=alpn_required,
+    )
+    server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, echo)
+    try:
+        options = ClientOptions(
+            port=server.sockets[0].getsockname()[1],
+            suite=SUITE_NAMES[suite],
+            ca_file=TONGSUO_PKI.ca_file,
+            payload_size=1000,
+            resume=resume,
+            alpn=offer,
+        )
+        reports = await run_babassl_client(options)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return reports, negotiated
+
+
+async def test_babassl_client_alpn_with_smgate_server() -> None:
+    reports, negotiated = await _serve_babassl_client(("h2", "http/1.1"), "http/1.1,h2")
+    assert [(report.error, report.reused, report.alpn) for report in reports] == [
+        (None, False, "h2"),
+        (None, True, "h2"),  # negotiated afresh on the resumed connection
+    ]
+    assert negotiated == ["h2", "h2"]
+
+
+async def test_babassl_client_alpn_without_overlap() -> None:
+    reports, negotiated = await _serve_babassl_client(("h2",), "spdy/3", resume=False)
+    assert [(report.error, report.alpn, report.payload_ok) for report in reports] == [(None, "", True)]
+    assert negotiated == [None]
+
+    reports, negotiated = await _serve_babassl_client(("h2",), "spdy/3", alpn_required=True, resume=False)
+    assert negotiated == []
+    (report,) = reports
+    assert report.error is not None and "reason(1120)" in report.error  # alert 120 received
+
+
+@pytest.mark.parametrize(
+    ("babassl_alpn", "expected"),
+    [("http/1.1,h2", "http/1.1"), ("h2", "h2"), ("", None)],
+    ids=["server-order", "one-common", "server-without-alpn"],
+)
+async def test_smgate_client_alpn_with_babassl_server(babassl_alpn: str, expected: str | None) -> None:
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    options = ServerOptions(
+        suite=SUITE_NAMES[suite], certs=TONGSUO_PKI.server_files, connections=2, alpn=babassl_alpn
+    )
+    async with BabaSSLServer(options) as babassl:
+        session = None
+        for expect_resumed in (False, True):
+            configuration = dataclasses.replace(
+                client_configuration(TONGSUO_PKI, suites=(suite,), session=session),
+                alpn_protocols=("h2", "http/1.1"),
+            )
+            stream = await tlcp_connect("127.0.0.1", babassl.port, configuration)
+            assert stream.handshake.session_resumed is expect_resumed
+            assert stream.get_extra_info("alpn_protocol") == expected
+            stream.write(b"x" * 100)
+            assert await stream.readexactly(100) == b"x" * 100
+            await stream.aclose()
+            session = stream.session
+        reports = await babassl.reports()
+    assert [(report.error, report.reused, report.alpn) for report in reports] == [
+        (None, False, expected or ""),
+        (None, True, expected or ""),
+    ]
+
+
+async def test_babassl_server_refuses_an_offer_without_overlap() -> None:
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    options = ServerOptions(
+        suite=SUITE_NAMES[suite], certs=TONGSUO_PKI.server_files, connections=1, alpn="h2"
+    )
+    async with BabaSSLServer(options) as babassl:
+        configuration = dataclasses.replace(
+            client_configuration(TONGSUO_PKI, suites=(suite,)), alpn_protocols=("http/1.1",)
+        )
+        with pytest.raises(TLCPHandshakeError) as refused:
+            await tlcp_connect("127.0.0.1", babassl.port, configuration)
+        (report,) = await babassl.reports()
+    assert refused.value.alert == "no_application_protocol" and refused.value.alert_sent is False
+    assert report.error is not None and "no application protocol" in report.error
+
+
+async def test_alpn_fallback_connects_again_without_alpn() -> None:
+    """What GmSSL 3.3's tlcp_server does to any ALPN offer when it has no -alpn, BabaSSL does here to
+    one without overlap: with alpn_fallback the client connects once more, offering nothing."""
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    options = ServerOptions(
+        suite=SUITE_NAMES[suite], certs=TONGSUO_PKI.server_files, connections=2, alpn="h2"
+    )
+    async with BabaSSLServer(options) as babassl:
+        configuration = dataclasses.replace(
+            client_configuration(TONGSUO_PKI, suites=(suite,)), alpn_protocols=("http/1.1",)
+        )
+        stream = await tlcp_connect("127.0.0.1", babassl.port, configuration, alpn_fallback=True)
+        assert stream.get_extra_info("alpn_protocol") is None
+        stream.write(b"GET / HTTP/1.1\r\n\r\n")
+        assert await stream.readexactly(18) == b"GET / HTTP/1.1\r\n\r\n"
+        await stream.aclose()
+        reports = await babassl.reports()
+    assert [(report.error is None, report.alpn) for report in reports] == [(False, ""), (True, "")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 import pytest
@@ -16,7 +17,8 @@ from tests.interop.identities import (
     server_configuration,
     smgate_demo_pki,
 )
-from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect
+from tests.tlcp.dialect_servers import GMSSL_PKI
+from tls.tlcp.aio import TLCPHandshakeError, TLCPStream, start_tlcp_server, tlcp_connect
 from tls.tlcp.config import SessionCache
 from tls.tlcp.events import HandshakeComplete
 from tls.tlcp.suites import CipherSuite
@@ -31,9 +33,17 @@ async def echo_until_eof(stream: TLCPStream) -> None:
 class EchoServer:
     """A smgate TLCP echo server on an ephemeral port that records each peer's handshake."""
 
-    def __init__(self, pki: PKI = TONGSUO_PKI, **server_options: object) -> None:
+    def __init__(
+        self,
+        pki: PKI = TONGSUO_PKI,
+        alpn_protocols: tuple[str, ...] = (),
+        alpn_required: bool = False,
+        **server_options: object,
+    ) -> None:
         self.pki = pki
         self.cache = SessionCache()
+        self.alpn_protocols = alpn_protocols
+        self.alpn_required = alpn_required
         self.options = server_options
         self.handshakes: list[HandshakeComplete] = []
         self.close_notify: list[bool] = []
@@ -46,6 +56,9 @@ class EchoServer:
 
     async def __aenter__(self) -> EchoServer:
         configuration = server_configuration(self.pki, session_cache=self.cache, **self.options)  # type: ignore[arg-type]
+        configuration = dataclasses.replace(
+            configuration, alpn_protocols=self.alpn_protocols, alpn_required=self.alpn_required
+        )
         self.server = await start_tlcp_server("127.0.0.1", 0, lambda: configuration, self.handle)
         return self
 
@@ -169,3 +182,44 @@ async def test_smgate_pki_chain_through_an_intermediate(tmp_path) -> None:
     (handshake,) = server.handshakes
     assert handshake.peer_sign_cert is not None
     assert handshake.peer_sign_cert.der == pki.client_set.sign_cert.der
+
+
+async def test_alpn_over_sockets_full_and_resumed() -> None:
+    suite = CipherSuite.ECDHE_SM4_GCM_SM3
+    async with EchoServer(suites=(suite,), client_auth=True, alpn_protocols=("h2", "http/1.1")) as server:
+        session = None
+        for offer, expected in ((("http/1.1", "h2"), "h2"), (("http/1.1",), "http/1.1"), ((), None)):
+            configuration = dataclasses.replace(
+                client_configuration(TONGSUO_PKI, suites=(suite,), client_cert=True, session=session),
+                alpn_protocols=offer,
+            )
+            stream = await tlcp_connect("127.0.0.1", server.port, configuration)
+            assert stream.get_extra_info("alpn_protocol") == stream.handshake.alpn_protocol == expected
+            assert stream.handshake.session_resumed is (session is not None)
+            await echo_round_trip(stream, b"negotiated " + str(expected).encode())
+            session = session or stream.session
+    assert [(h.alpn_protocol, h.session_resumed) for h in server.handshakes] == [
+        ("h2", False),
+        ("http/1.1", True),
+        (None, True),
+    ]
+
+
+async def test_alpn_fallback_only_after_no_application_protocol() -> None:
+    suite = CipherSuite.ECC_SM4_GCM_SM3
+    async with EchoServer(suites=(suite,), alpn_protocols=("h2",), alpn_required=True) as server:
+        configuration = dataclasses.replace(
+            client_configuration(TONGSUO_PKI, suites=(suite,)), alpn_protocols=("http/1.1",)
+        )
+        with pytest.raises(TLCPHandshakeError) as refused:
+            await tlcp_connect("127.0.0.1", server.port, configuration)
+        assert refused.value.alert == "no_application_protocol"
+        stream = await tlcp_connect("127.0.0.1", server.port, configuration, alpn_fallback=True)
+        assert stream.handshake.alpn_protocol is None
+        await echo_round_trip(stream, b"without ALPN")
+
+        untrusted = dataclasses.replace(configuration, trust_store=GMSSL_PKI.trust_store)
+        with pytest.raises(TLCPHandshakeError) as our_alert:
+            await tlcp_connect("127.0.0.1", server.port, untrusted, alpn_fallback=True)
+        assert our_alert.value.alert_sent is True  # our own verdict: never retried
+    assert [h.alpn_protocol for h in server.handshakes] == [None]

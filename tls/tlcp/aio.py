@@ -38,7 +38,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from .alerts import AlertLevel, LocalProtocolError
+from .alerts import AlertDescription, AlertLevel, LocalProtocolError
 from .config import PeerProfile, TLCPConfiguration, TLCPSession
 from .connection import TLCPConnection
 from .dialect import (
@@ -389,8 +389,9 @@ class TLCPStream:
         """Transport info (``peername``, ``sockname``, ``socket``...) plus TLCP details.
 
         TLCP names: ``cipher_suite``, ``session_id``, ``session_resumed``, ``server_name``,
-        ``peer_certificates``, ``peer_sign_cert``, ``peer_enc_cert``, ``version``, ``handshake``,
-        ``session``, ``tlcp_connection``, ``dialect``.
+        ``alpn_protocol`` (the ALPN protocol negotiated, or None), ``peer_certificates``,
+        ``peer_sign_cert``, ``peer_enc_cert``, ``version``, ``handshake``, ``session``,
+        ``tlcp_connection``, ``dialect``.
         """
         handshake = self._handshake
         tlcp_info: dict[str, Any] = {
@@ -399,6 +400,7 @@ class TLCPStream:
             "session_id": handshake.session_id,
             "session_resumed": handshake.session_resumed,
             "server_name": handshake.server_name,
+            "alpn_protocol": handshake.alpn_protocol,
             "peer_certificates": handshake.peer_certificates,
             "peer_sign_cert": handshake.peer_sign_cert,
             "peer_enc_cert": handshake.peer_enc_cert,
@@ -585,6 +587,7 @@ async def tlcp_connect(
     read_high_water: int = DEFAULT_READ_HIGH_WATER,
     half_close: bool = True,
     dialect_cache: DialectCache | None = None,
+    alpn_fallback: bool = False,
 ) -> TLCPStream:
     """Open a TCP connection (or use the connected ``sock``) and run the client handshake.
 
@@ -594,6 +597,12 @@ async def tlcp_connect(
     connection tries the dialect `retry_dialect` picks (not with ``sock``: it cannot be reopened).
     ``dialect_cache`` remembers per endpoint (host, port, server name) what a retry found, so later
     connections start with it and pay no extra handshake.  The stream's `dialect` says what was used.
+    ``alpn_fallback``: when the server answers our ALPN offer with no_application_protocol, connect
+    once more offering none (the stream's ``alpn_protocol`` is then None).  For callers whose
+    protocol has a default when nothing is negotiated (HTTP/1.1): GmSSL 3.3's ``tlcp_server``
+    refuses every ALPN offer unless it was started with ``-alpn``, where BabaSSL and Tongsuo servers
+    without ALPN ignore the extension.  The refusal comes right after the ClientHello, so the retry
+    costs a connection and a round trip, no SM2 operation.  Not with ``sock``.
     Raises `TLCPHandshakeError` (with the alert name when there was one, and the dialects tried) or
     `OSError`.
     """
@@ -609,11 +618,24 @@ async def tlcp_connect(
         read_high_water=read_high_water,
         half_close=half_close,
     )
-    if configuration.profile is not PeerProfile.AUTO or sock is not None:
-        return await connect(configuration)
-    return await _connect_with_dialects(
-        connect, (host, port, configuration.server_name), configuration, dialect_cache
-    )
+    endpoint = (host, port, configuration.server_name)
+
+    async def attempt(configuration: TLCPConfiguration) -> TLCPStream:
+        if configuration.profile is not PeerProfile.AUTO or sock is not None:
+            return await connect(configuration)
+        return await _connect_with_dialects(connect, endpoint, configuration, dialect_cache)
+
+    if not (alpn_fallback and configuration.alpn_protocols and sock is None):
+        return await attempt(configuration)
+    try:
+        return await attempt(configuration)
+    except TLCPHandshakeError as error:
+        refused_alpn = (
+            error.alert == AlertDescription.no_application_protocol.name and error.alert_sent is False
+        )
+        if not refused_alpn:
+            raise
+    return await attempt(dataclasses.replace(configuration, alpn_protocols=()))
 
 
 async def _connect_with_dialects(

@@ -7,7 +7,8 @@ for logs and must never contain key material.  Caller misuse of the API is a
 `LocalProtocolError`, which is raised to the caller and sends nothing.
 
 Codes are those of GB/T 38636-2020 6.3.4 (the TLS 1.1/1.2 set plus the
-TLCP-specific 200-204 range).
+TLCP-specific 200-205 range), plus RFC 7301's no_application_protocol for the
+ALPN extension that TLCP stacks carry in their hellos.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AlertDescription(IntEnum):
     no_renegotiation = 100
     unsupported_extension = 110
     unrecognized_name = 112
+    no_application_protocol = 120
     unsupported_site2site = 200
     no_area = 201
     unsupported_areatype = 202
@@ -146,6 +148,10 @@ class UnsupportedExtension(TLCPAlert):
 
 class UnrecognizedName(TLCPAlert):
     description = AlertDescription.unrecognized_name
+
+
+class NoApplicationProtocol(TLCPAlert):
+    description = AlertDescription.no_application_protocol
 
 
 def alert_for_name(name: str, reason: str) -> TLCPAlert:

@@ -14,6 +14,7 @@ Resumed (session ID): ClientHello --> <-- ServerHello, CCS, Finished; CCS, Finis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum, auto
 from typing import Any, ClassVar
 
@@ -62,12 +63,14 @@ from .messages import (
     ecc_signed_params,
     ecdhe_signed_params,
     encode_certificate,
+    pull_alpn_extension,
     pull_certificate,
     pull_certificate_request,
     pull_finished,
     pull_server_hello,
     pull_server_hello_done,
     pull_server_key_exchange,
+    push_alpn_extension,
     push_certificate_verify,
     push_client_hello,
     push_client_key_exchange,
@@ -112,6 +115,8 @@ class ClientHandshake(Handshake):
         self.peer_verified = False
         self.server_ephemeral: SM2PublicKey | None = None
         self.certificate_request: CertificateRequest | None = None
+        #: the ALPN protocol the server selected (None: none)
+        self.alpn_protocol: str | None = None
         #: what we sent and in which dialect, for explaining a failure (the connection keeps it)
         self.progress = ClientProgress()
 
@@ -143,9 +148,18 @@ class ClientHandshake(Handshake):
         cipher_suites = [int(suite) for suite in suites]
         if config.profile is PeerProfile.TONGSUO:
             cipher_suites.append(EMPTY_RENEGOTIATION_INFO_SCSV)
-        extensions = None
+        extensions: list[tuple[int, bytes]] = []
         if config.server_name is not None:
-            extensions = [(int(ExtensionType.SERVER_NAME), push_server_name_extension(config.server_name))]
+            extensions.append(
+                (int(ExtensionType.SERVER_NAME), push_server_name_extension(config.server_name))
+            )
+        if config.alpn_protocols:
+            extensions.append(
+                (
+                    int(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION),
+                    push_alpn_extension(config.alpn_protocols),
+                )
+            )
         self.client_random = config.random(32)
         hello = ClientHello(
             version=TLCP_VERSION,
@@ -153,7 +167,7 @@ class ClientHandshake(Handshake):
             session_id=self.offered_session.session_id if self.offered_session else b"",
             cipher_suites=cipher_suites,
             compression_methods=[COMPRESSION_NULL],
-            extensions=extensions,
+            extensions=extensions or None,
         )
         self.send_message(push_client_hello, hello)
         self.state = ClientState.EXPECT_SERVER_HELLO
@@ -168,11 +182,7 @@ class ClientHandshake(Handshake):
             raise IllegalParameter("server chose a cipher suite we did not offer")
         if hello.compression_method != COMPRESSION_NULL:
             raise IllegalParameter("server chose a compression method")
-        for extension_type, data in hello.extensions or ():
-            if extension_type != ExtensionType.SERVER_NAME or self.configuration.server_name is None:
-                raise UnsupportedExtension(f"unsolicited extension {extension_type} in ServerHello")
-            if data:
-                raise DecodeError("server_name acknowledgement is not empty")
+        self._check_server_extensions(hello.extensions or ())
         self.server_random = hello.random
         self.cipher_suite = CipherSuite(hello.cipher_suite)
         self.session_id = hello.session_id
@@ -191,6 +201,27 @@ class ClientHandshake(Handshake):
             self.state = ClientState.EXPECT_CHANGE_CIPHER_SPEC
         else:
             self.state = ClientState.EXPECT_CERTIFICATE
+
+    def _check_server_extensions(self, extensions: Sequence[tuple[int, bytes]]) -> None:
+        """Only what we offered may come back (RFC 5246 7.4.1.4): the SNI acknowledgement and the ALPN
+        choice, which must be exactly one protocol from our list (RFC 7301 3.1)."""
+        config = self.configuration
+        for extension_type, data in extensions:
+            if extension_type == ExtensionType.SERVER_NAME and config.server_name is not None:
+                if data:
+                    raise DecodeError("server_name acknowledgement is not empty")
+            elif (
+                extension_type == ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION
+                and config.alpn_protocols
+            ):
+                selected = pull_alpn_extension(data)
+                if len(selected) != 1:
+                    raise DecodeError("ServerHello ALPN names more than one protocol")
+                if selected[0] not in config.alpn_protocols:
+                    raise IllegalParameter("server selected an ALPN protocol we did not offer")
+                self.alpn_protocol = selected[0]
+            else:
+                raise UnsupportedExtension(f"unsolicited extension {extension_type} in ServerHello")
 
     def _handle_certificate(self, raw: bytes) -> None:
         message = pull_certificate(Buffer(raw))
@@ -372,6 +403,7 @@ class ClientHandshake(Handshake):
                 session_id=self.session_id,
                 session_resumed=self.resumed,
                 peer_verified=self.peer_verified,
+                alpn_protocol=self.alpn_protocol,
             )
         )
 

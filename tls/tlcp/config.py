@@ -125,6 +125,26 @@ class SessionCache:
 MAX_FRAGMENT_SIZE = 1 << 14
 
 
+def _checked_alpn_protocols(names: Sequence[str]) -> tuple[str, ...]:
+    """The names as a tuple, or ValueError unless each is 1..255 latin-1 bytes, unique, and the
+    ProtocolNameList fits its 2-byte length (RFC 7301 3.1)."""
+    if isinstance(names, str):
+        raise ValueError("alpn_protocols is a sequence of names, not one string")
+    checked = tuple(names)
+    for name in checked:
+        try:
+            length = len(name.encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(f"ALPN protocol name {name!r} is not latin-1 (one byte per character)") from None
+        if not 1 <= length <= 255:
+            raise ValueError(f"ALPN protocol name {name!r} must be 1..255 bytes")
+    if len(set(checked)) != len(checked):
+        raise ValueError("alpn_protocols has duplicates")
+    if sum(1 + len(name) for name in checked) > 0xFFFF:
+        raise ValueError("alpn_protocols does not fit an ALPN extension (65535 bytes)")
+    return checked
+
+
 @dataclass
 class TLCPConfiguration:
     """Settings of one TLCP endpoint.
@@ -143,6 +163,22 @@ class TLCPConfiguration:
         with ClientAuth.NONE and ECDHE, certificates are checked if anchors are set.
     server_name: client: SNI to send and the host name to verify (None: no SNI, no
         host name check; the chain is still validated).
+    alpn_protocols: ALPN (RFC 7301) protocol names, each 1..255 bytes (latin-1 text, one character
+        per byte).  Client: the names it offers, in its preference order; empty (the default) sends
+        no ALPN extension, so the ClientHello is what it was before ALPN.  Server: its preference
+        order; the first of them that the client offered is echoed in the ServerHello.  GB/T
+        38636-2020 defines no ALPN; BabaSSL/Tongsuo NTLS and GmSSL carry RFC 7301's extension in
+        the TLCP hellos, and so does this engine.  ALPN is a property of the connection, not of the
+        session (RFC 7301 3.1): a resumed handshake negotiates it afresh.
+    alpn_selector: server: instead of `alpn_protocols`, called with the names the client offered
+        (in its order) and its SNI (or None); returns one of the offered names, or None for none.
+    alpn_required: server: a client that offers ALPN but gets no protocol (nothing in common, or
+        the selector returns None) is refused with no_application_protocol, as RFC 7301 3.2 has it.
+        False (the default): the handshake completes without ALPN (the ServerHello carries no ALPN
+        extension, what OpenSSL's select callback does with SSL_TLSEXT_ERR_NOACK) and the
+        application decides from `HandshakeComplete.alpn_protocol` being None, e.g. falls back to
+        HTTP/1.1.  Lenient by default because ALPN is outside GB/T 38636 and TLCP clients offer it
+        as an option rather than a condition.  A client that offers no ALPN is never refused.
     session_cache: server: enables session IDs and resumption.
     session: client: a `TLCPSession` to offer for resumption.
     profile: sender forms where GmSSL/Tongsuo differ (see `PeerProfile`); AUTO is for clients.
@@ -172,6 +208,9 @@ class TLCPConfiguration:
     trust_store: TrustStore | None = None
     verify_peer: bool = True
     server_name: str | None = None
+    alpn_protocols: Sequence[str] = ()
+    alpn_selector: Callable[[tuple[str, ...], str | None], str | None] | None = None
+    alpn_required: bool = False
     session_cache: SessionCache | None = None
     session: TLCPSession | None = None
     profile: PeerProfile = PeerProfile.STANDARD
@@ -188,6 +227,11 @@ class TLCPConfiguration:
             raise ValueError("cipher_suites has duplicates")
         if not 1 <= self.max_fragment_size <= MAX_FRAGMENT_SIZE:
             raise ValueError("max_fragment_size must be within 1..16384")
+        self.alpn_protocols = _checked_alpn_protocols(self.alpn_protocols)
+        if self.is_client and (self.alpn_selector is not None or self.alpn_required):
+            raise ValueError("alpn_selector and alpn_required are server settings")
+        if self.alpn_selector is not None and self.alpn_protocols:
+            raise ValueError("give a server alpn_protocols or alpn_selector, not both")
         if not self.is_client and self.profile is PeerProfile.AUTO:
             raise ValueError("profile auto is for clients: a server sends standard or tongsuo forms")
         if not self.is_client and self.certificate_set is None and self.certificate_selector is None:

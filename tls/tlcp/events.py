@@ -21,7 +21,9 @@ class HandshakeComplete(Event):
 
     `peer_certificates` is the peer's Certificate message in wire order
     (sign, enc, chain); it is empty when the peer sent none.  For a resumed
-    session they are the ones of the original handshake.
+    session they are the ones of the original handshake.  `alpn_protocol` is
+    the protocol the ServerHello's ALPN extension named (None: none was
+    negotiated); resumed handshakes negotiate it afresh.
     """
 
     cipher_suite: CipherSuite
@@ -34,6 +36,7 @@ class HandshakeComplete(Event):
     #: the peer chain was validated against the configuration's trust store (for a resumed session:
     #: when the session was made); an unverified chain is a claim, never an identity
     peer_verified: bool = False
+    alpn_protocol: str | None = None
     version: int = TLCP_VERSION
 
 

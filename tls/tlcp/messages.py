@@ -17,6 +17,7 @@ TLCP differences from TLS 1.2 kept here:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
@@ -64,6 +65,7 @@ class HandshakeType(IntEnum):
 
 class ExtensionType(IntEnum):
     SERVER_NAME = 0
+    APPLICATION_LAYER_PROTOCOL_NEGOTIATION = 16
     SESSION_TICKET = 35
     RENEGOTIATION_INFO = 0xFF01
 
@@ -144,6 +146,37 @@ def push_server_name_extension(host_name: str) -> bytes:
     with push_block(buf, 2):
         buf.push_uint8(0)
         push_opaque(buf, 2, host_name.encode("ascii"))
+    return buf.data
+
+
+def pull_alpn_extension(data: bytes) -> list[str]:
+    """RFC 7301 3.1 ProtocolNameList: `ProtocolName protocol_name_list<2..2^16-1>`, each
+    `opaque ProtocolName<1..2^8-1>`.
+
+    Names are opaque bytes; they come back as latin-1 text (one character per byte, so every name
+    round-trips) as `tls.tls13` has them.  An empty list or an empty name is a decode_error (OpenSSL
+    and Go answer both so).
+    """
+    buf = Buffer(data)
+    names: list[str] = []
+    with pull_block(buf, 2) as length:
+        if length == 0:
+            raise DecodeError("empty ALPN protocol list")
+        while not buf.eof():
+            name = pull_opaque(buf, 1)
+            if not name:
+                raise DecodeError("empty ALPN protocol name")
+            names.append(name.decode("latin-1"))
+    if not buf.eof():
+        raise DecodeError("trailing bytes after the ALPN protocol list")
+    return names
+
+
+def push_alpn_extension(names: Sequence[str]) -> bytes:
+    buf = Buffer()
+    with push_block(buf, 2):
+        for name in names:
+            push_opaque(buf, 1, name.encode("latin-1"))
     return buf.data
 
 

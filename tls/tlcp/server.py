@@ -30,6 +30,7 @@ from .alerts import (
     HandshakeFailure,
     IllegalParameter,
     InternalError,
+    NoApplicationProtocol,
     ProtocolVersion,
     UnexpectedMessage,
     UnrecognizedName,
@@ -59,12 +60,14 @@ from .messages import (
     ecdhe_signed_params,
     encode_certificate,
     encode_certificate_request,
+    pull_alpn_extension,
     pull_certificate,
     pull_certificate_verify,
     pull_client_hello,
     pull_client_key_exchange,
     pull_finished,
     pull_server_name_extension,
+    push_alpn_extension,
     push_server_hello,
     push_server_hello_done,
     push_server_key_exchange,
@@ -127,6 +130,8 @@ class ServerHandshake(Handshake):
         self.peer_verified = False
         #: which CertificateVerify form the client used ("standard" or "raw"), for diagnostics
         self.certificate_verify_form: str | None = None
+        #: the ALPN protocol selected for this connection (None: none)
+        self.alpn_protocol: str | None = None
 
     @property
     def expects_change_cipher_spec(self) -> bool:
@@ -145,6 +150,7 @@ class ServerHandshake(Handshake):
         if server_name_data is not None:
             self.server_name = pull_server_name_extension(server_name_data)
         self.certificate_set = self._select_certificate_set()
+        self.alpn_protocol = self._select_application_protocol(hello)
         self.client_random = hello.random
 
         session = self._find_session(hello)
@@ -158,8 +164,17 @@ class ServerHandshake(Handshake):
             self.session_id = session.session_id
         elif config.session_cache is not None:
             self.session_id = config.random(32)
-        # RFC 6066 3: an empty server_name extension acknowledges the client's SNI (GmSSL does the same)
-        extensions = [(int(ExtensionType.SERVER_NAME), b"")] if server_name_data is not None else None
+        extensions: list[tuple[int, bytes]] = []
+        if server_name_data is not None:
+            # RFC 6066 3: an empty server_name extension acknowledges the client's SNI (GmSSL does the same)
+            extensions.append((int(ExtensionType.SERVER_NAME), b""))
+        if self.alpn_protocol is not None:
+            extensions.append(
+                (
+                    int(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION),
+                    push_alpn_extension([self.alpn_protocol]),
+                )
+            )
         self.send_message(
             push_server_hello,
             ServerHello(
@@ -168,7 +183,7 @@ class ServerHandshake(Handshake):
                 session_id=self.session_id,
                 cipher_suite=int(self.cipher_suite),
                 compression_method=COMPRESSION_NULL,
-                extensions=extensions,
+                extensions=extensions or None,
             ),
         )
         if session is not None:
@@ -186,6 +201,28 @@ class ServerHandshake(Handshake):
         if config.certificate_set is None:
             raise InternalError("no server certificate set")
         return config.certificate_set
+
+    def _select_application_protocol(self, hello: ClientHello) -> str | None:
+        """ALPN (RFC 7301 3.2): our first preference the client offered, or the selector's choice.
+
+        Without a common protocol the handshake goes on without ALPN unless `alpn_required` (see
+        `TLCPConfiguration`).  Resumed sessions come through here too: ALPN is per connection.
+        """
+        data = hello.extension(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION)
+        if data is None:
+            return None
+        offered = pull_alpn_extension(data)
+        config = self.configuration
+        selected: str | None = None
+        if config.alpn_selector is not None:
+            selected = config.alpn_selector(tuple(offered), self.server_name)
+            if selected is not None and selected not in offered:
+                raise InternalError("the ALPN selector chose a protocol the client did not offer")
+        else:
+            selected = next((name for name in config.alpn_protocols if name in offered), None)
+        if selected is None and config.alpn_required:
+            raise NoApplicationProtocol("no ALPN protocol in common with the client's offer")
+        return selected
 
     def _find_session(self, hello: ClientHello) -> TLCPSession | None:
         config = self.configuration
@@ -388,6 +425,7 @@ class ServerHandshake(Handshake):
                 session_id=self.session_id,
                 session_resumed=self.resumed,
                 peer_verified=self.peer_verified,
+                alpn_protocol=self.alpn_protocol,
             )
         )
 
