@@ -19,7 +19,7 @@ ALLOWED_PACKAGES = {
     "datetime",
     "enum",
 }
-ALLOWED_PACKAGES |= {"functools", "hmac", "typing", "secrets"}
+ALLOWED_PACKAGES |= {"functools", "hmac", "struct", "typing", "secrets"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -101,22 +101,23 @@ class ClientState(Enum):
 class ClientHandshake(Handshake):
     is_client = True
 
+    state: ClientState = ClientState.START
+    offered_session: TLCPSession | None = None
+    resumed = False
+    session_id = b""
+    peer_certificates: tuple[Certificate, ...] = ()
+    server_sign_cert: Certificate | None = None
+    server_enc_cert: Certificate | None = None
+    #: the server chain was validated against the configured trust store
+    peer_verified = False
+    server_ephemeral: SM2PublicKey | None = None
+    certificate_request: CertificateRequest | None = None
+    #: the ALPN protocol the server selected (None: none)
+    alpn_protocol: str | None = None
+
     def __init__(self, configuration: TLCPConfiguration, reader: RecordReader, writer: RecordWriter) -> None:
         super().__init__(configuration, reader, writer)
-        self.state = ClientState.START
         self.offered_suites: list[CipherSuite] = []
-        self.offered_session: TLCPSession | None = None
-        self.resumed = False
-        self.session_id = b""
-        self.peer_certificates: tuple[Certificate, ...] = ()
-        self.server_sign_cert: Certificate | None = None
-        self.server_enc_cert: Certificate | None = None
-        #: the server chain was validated against the configured trust store
-        self.peer_verified = False
-        self.server_ephemeral: SM2PublicKey | None = None
-        self.certificate_request: CertificateRequest | None = None
-        #: the ALPN protocol the server selected (None: none)
-        self.alpn_protocol: str | None = None
         #: what we sent and in which dialect, for explaining a failure (the connection keeps it)
         self.progress = ClientProgress()
 

@@ -162,8 +162,7 @@ class TLCPConnection:
         if not payload:
             raise UnexpectedMessage("empty handshake, alert or ChangeCipherSpec record")
         if content_type == ContentType.HANDSHAKE:
-            self._handshake_buffer += payload
-            self._process_handshake_messages(events)
+            self._process_handshake_messages(payload, events)
         elif content_type == ContentType.CHANGE_CIPHER_SPEC:
             if payload != b"\x01":
                 raise DecodeError("malformed ChangeCipherSpec")
@@ -173,22 +172,39 @@ class TLCPConnection:
         else:
             self._handle_alert(payload, events)
 
-    def _process_handshake_messages(self, events: list[Event]) -> None:
+    def _process_handshake_messages(self, payload: bytes, events: list[Event]) -> None:
+        """Handle each whole handshake message of the buffered bytes plus `payload`; keep the rest.
+
+        Messages usually arrive whole, one or several per record: they are then sliced from the
+        record's plaintext, and only a message split across records goes through the buffer.
+        """
         buffer = self._handshake_buffer
-        while len(buffer) >= HANDSHAKE_HEADER_LENGTH:
-            length = int.from_bytes(buffer[1:4], "big")
+        if buffer:
+            buffer += payload
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = payload
+        offset, size = 0, len(data)
+        while size - offset >= HANDSHAKE_HEADER_LENGTH:
+            length = data[offset + 1] << 16 | data[offset + 2] << 8 | data[offset + 3]
             if length > MAX_HANDSHAKE_MESSAGE_LENGTH:
                 raise DecodeError("handshake message too long")
-            end = HANDSHAKE_HEADER_LENGTH + length
-            if len(buffer) < end:
-                return
-            raw = bytes(buffer[:end])
-            del buffer[:end]
-            self._handle_handshake_message(raw[0], raw, events)
+            end = offset + HANDSHAKE_HEADER_LENGTH + length
+            if end > size:
+                break
+            raw = data if offset == 0 and end == size else data[offset:end]
+            offset = end
+            self._handle_handshake_message(raw[0], raw, offset < size, events)
             if self.closed:
                 return
+        if offset < size:
+            buffer += data[offset:]
 
-    def _handle_handshake_message(self, message_type: int, raw: bytes, events: list[Event]) -> None:
+    def _handle_handshake_message(
+        self, message_type: int, raw: bytes, more_follow: bool, events: list[Event]
+    ) -> None:
+        """`more_follow`: bytes of further handshake messages are already here (after this one)."""
         handshake = self._handshake
         if handshake is None:
             if self.configuration.is_client and message_type == HandshakeType.HELLO_REQUEST:
@@ -202,10 +218,11 @@ class TLCPConnection:
                 raise DecodeError("HelloRequest with a body")
             return
         handshake.handle_message(message_type, raw)
-        events.extend(handshake.events)
-        handshake.events.clear()
+        if handshake.events:
+            events.extend(handshake.events)
+            handshake.events.clear()
         if handshake.complete:
-            if self._handshake_buffer:
+            if more_follow:
                 raise UnexpectedMessage("handshake data after Finished")
             self.handshake_complete = True
             self.session = handshake.session

@@ -51,6 +51,8 @@ SM2_ID_HINT = (
     "default 1234567812345678)"
 )
 
+_EMPTY_SM3 = SM3Hash()
+
 #: Received messages whose handlers need SM3 of the transcript before them.
 _HASHED_BEFORE = frozenset((HandshakeType.CERTIFICATE_VERIFY, HandshakeType.FINISHED))
 
@@ -66,7 +68,7 @@ class Transcript:
 
     def __init__(self) -> None:
         self._messages = bytearray()
-        self._hash = SM3Hash()
+        self._hash = _EMPTY_SM3.copy()  # cheaper than a new context (no algorithm lookup)
 
     def __iadd__(self, message: bytes) -> Transcript:
         self._messages += message
@@ -201,28 +203,34 @@ def make_protection(
 
 
 class Handshake:
-    """Base of `ClientHandshake` and `ServerHandshake`."""
+    """Base of `ClientHandshake` and `ServerHandshake`.
+
+    Attributes that start out empty have class-level defaults: a handshake object is made for every
+    connection, and these cost nothing until a handler sets them.
+    """
 
     is_client: bool
     state: Any
     dispatch: ClassVar[dict[tuple[Any, int], Handler]]
+
+    #: transcript length and SM3 before the message being handled (set for CertificateVerify/Finished)
+    transcript_mark = 0
+    transcript_hash_before = b""
+    complete = False
+    client_random = b""
+    server_random = b""
+    cipher_suite: CipherSuite | None = None
+    master_secret = b""
+    session: TLCPSession | None = None
+    _master_mac: HMACSM3 | None = None
+    _master_mac_secret = b""
 
     def __init__(self, configuration: TLCPConfiguration, reader: RecordReader, writer: RecordWriter) -> None:
         self.configuration = configuration
         self.reader = reader
         self.writer = writer
         self.transcript = Transcript()
-        self.transcript_mark = 0
-        self.transcript_hash_before = b""
         self.events: list[Event] = []
-        self.complete = False
-        self.client_random = b""
-        self.server_random = b""
-        self.cipher_suite: CipherSuite | None = None
-        self.master_secret = b""
-        self.session: TLCPSession | None = None
-        self._master_mac: HMACSM3 | None = None
-        self._master_mac_secret = b""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state={self.state!r})"
@@ -239,8 +247,8 @@ class Handshake:
         if handler is None:
             raise UnexpectedMessage(f"handshake message {message_type} in state {self.state.name}")
         transcript = self.transcript
-        self.transcript_mark = len(transcript)
         if message_type in _HASHED_BEFORE:
+            self.transcript_mark = len(transcript)
             self.transcript_hash_before = transcript.digest()
         transcript += raw
         handler(self, raw)
@@ -250,7 +258,7 @@ class Handshake:
 
     @property
     def transcript_before(self) -> bytes:
-        """Handshake messages before the one being handled."""
+        """Handshake messages before the CertificateVerify or Finished being handled."""
         return self.transcript.prefix(self.transcript_mark)
 
     # output

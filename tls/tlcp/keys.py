@@ -67,19 +67,18 @@ def derive_key_block(
     block = derive_key_block_bytes(
         master_secret, client_random, server_random, parameters.key_block_length, mac=mac
     )
-    parts: list[bytes] = []
-    offset = 0
-    for size in (
-        parameters.mac_key_length,
-        parameters.mac_key_length,
-        parameters.key_length,
-        parameters.key_length,
-        parameters.iv_length,
-        parameters.iv_length,
-    ):
-        parts.append(block[offset : offset + size])
-        offset += size
-    return KeyBlock(*parts)
+    # 6.5.2: client MAC key, server MAC key, client key, server key, client IV, server IV
+    mac_end = 2 * parameters.mac_key_length
+    key_end = mac_end + 2 * parameters.key_length
+    mac_key, key, iv = parameters.mac_key_length, parameters.key_length, parameters.iv_length
+    return KeyBlock(
+        block[:mac_key],
+        block[mac_key:mac_end],
+        block[mac_end : mac_end + key],
+        block[mac_end + key : key_end],
+        block[key_end : key_end + iv],
+        block[key_end + iv : key_end + 2 * iv],
+    )
 
 
 def compute_verify_data(master_secret: bytes, label: bytes, handshake_messages: bytes) -> bytes:

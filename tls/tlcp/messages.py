@@ -95,15 +95,13 @@ def pull_extensions(buf: Buffer) -> list[Extension] | None:
         return None
     extensions: list[Extension] = []
     seen: set[int] = set()
-
-    def pull_extension() -> Extension:
-        extension_type = buf.pull_uint16()
-        if extension_type in seen:
-            raise IllegalParameter("duplicate extension")
-        seen.add(extension_type)
-        return (extension_type, pull_opaque(buf, 2))
-
-    extensions = pull_list(buf, 2, pull_extension)
+    with pull_block(buf, 2):
+        while not buf.eof():
+            extension_type = buf.pull_uint16()
+            if extension_type in seen:
+                raise IllegalParameter("duplicate extension")
+            seen.add(extension_type)
+            extensions.append((extension_type, pull_opaque(buf, 2)))
     return extensions
 
 
@@ -210,7 +208,7 @@ def pull_client_hello(buf: Buffer) -> ClientHello:
         with pull_block(buf, 2) as length:
             if length == 0 or length % 2:
                 raise DecodeError("bad cipher_suites length")
-            cipher_suites = [buf.pull_uint16() for _ in range(length // 2)]
+            cipher_suites = buf.pull_uint16_array(length // 2)
         compression_methods = list(pull_opaque(buf, 1, minimum=1))
         extensions = pull_extensions(buf)
     return ClientHello(version, random, session_id, cipher_suites, compression_methods, extensions)
@@ -349,9 +347,15 @@ def push_server_key_exchange(buf: Buffer, message: ServerKeyExchange) -> None:
 
 def ecc_signed_params(client_random: bytes, server_random: bytes, enc_cert_der: bytes) -> bytes:
     """Data signed in an ECC ServerKeyExchange: randoms || ASN.1Cert<1..2^24-1> of the enc cert."""
+    return client_random + server_random + encode_asn1_cert(enc_cert_der)
+
+
+@lru_cache(maxsize=64)
+def encode_asn1_cert(der: bytes) -> bytes:
+    """`opaque ASN.1Cert<1..2^24-1>`, cached: the server signs its enc certificate in this form on
+    every ECC full handshake."""
     buf = Buffer()
-    buf.push_bytes(client_random + server_random)
-    push_opaque(buf, 3, enc_cert_der)
+    push_opaque(buf, 3, der)
     return buf.data
 
 
@@ -410,6 +414,16 @@ def pull_server_hello_done(buf: Buffer) -> ServerHelloDone:
 def push_server_hello_done(buf: Buffer, message: ServerHelloDone) -> None:
     buf.push_uint8(HandshakeType.SERVER_HELLO_DONE)
     buf.push_uint24(0)
+
+
+def _encode_server_hello_done() -> bytes:
+    buf = Buffer()
+    push_server_hello_done(buf, ServerHelloDone())
+    return buf.data
+
+
+#: ServerHelloDone has no content: every server sends these same four bytes.
+SERVER_HELLO_DONE_MESSAGE = _encode_server_hello_done()
 
 
 # HelloRequest

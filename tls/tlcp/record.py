@@ -20,6 +20,7 @@ Protection (6.3.3):
 from __future__ import annotations
 
 import hmac
+import struct
 from enum import IntEnum
 from typing import Protocol
 
@@ -34,7 +35,10 @@ MAX_PLAINTEXT_LENGTH = 1 << 14
 MAX_CIPHERTEXT_LENGTH = MAX_PLAINTEXT_LENGTH + 2048
 MAX_SEQUENCE_NUMBER = (1 << 64) - 1
 
-_VERSION_BYTES = TLCP_VERSION.to_bytes(2, "big")
+#: type, version, length: the record header (6.3.2)
+_RECORD_HEADER = struct.Struct(">BHH")
+#: seq_num, type, version, length: what the MAC (CBC) or the AAD (GCM) covers before the content
+_PROTECTED_HEADER = struct.Struct(">QBHH")
 _MAC_LENGTH = 32
 _BLOCK = 16
 _GCM_EXPLICIT_NONCE = 8
@@ -71,12 +75,7 @@ class CBCProtection:
         return "CBCProtection()"
 
     def _compute_mac(self, content_type: int, sequence: int, plaintext: bytes) -> bytes:
-        header = (
-            sequence.to_bytes(8, "big")
-            + bytes((content_type,))
-            + _VERSION_BYTES
-            + len(plaintext).to_bytes(2, "big")
-        )
+        header = _PROTECTED_HEADER.pack(sequence, content_type, TLCP_VERSION, len(plaintext))
         return self._mac.compute(header, plaintext)
 
     def seal(self, content_type: int, sequence: int, plaintext: bytes) -> bytes:
@@ -123,21 +122,14 @@ class GCMProtection:
 
     def seal(self, content_type: int, sequence: int, plaintext: bytes) -> bytes:
         explicit = ((self._nonce_start + sequence) & MAX_SEQUENCE_NUMBER).to_bytes(8, "big")
-        aad = (
-            sequence.to_bytes(8, "big")
-            + bytes((content_type,))
-            + _VERSION_BYTES
-            + len(plaintext).to_bytes(2, "big")
-        )
+        aad = _PROTECTED_HEADER.pack(sequence, content_type, TLCP_VERSION, len(plaintext))
         return explicit + self._cipher.encrypt(self._fixed_iv + explicit, plaintext, aad)
 
     def open(self, content_type: int, sequence: int, fragment: bytes) -> bytes:
         length = len(fragment) - _GCM_EXPLICIT_NONCE - _GCM_TAG
         if length < 0:
             raise BadRecordMac("bad record")
-        aad = (
-            sequence.to_bytes(8, "big") + bytes((content_type,)) + _VERSION_BYTES + length.to_bytes(2, "big")
-        )
+        aad = _PROTECTED_HEADER.pack(sequence, content_type, TLCP_VERSION, length)
         try:
             return self._cipher.decrypt(
                 self._fixed_iv + fragment[:_GCM_EXPLICIT_NONCE], fragment[_GCM_EXPLICIT_NONCE:], aad
@@ -202,14 +194,13 @@ class RecordReader(_Direction):
         start = self._offset
         if len(buffer) - start < RECORD_HEADER_LENGTH:
             return None
-        content_type = buffer[start]
+        content_type, version, length = _RECORD_HEADER.unpack_from(buffer, start)
         if content_type not in _CONTENT_TYPES:
             raise UnexpectedMessage("unknown record content type")
-        if buffer[start + 1] != _VERSION_BYTES[0] or buffer[start + 2] != _VERSION_BYTES[1]:
+        if version != TLCP_VERSION:
             raise ProtocolVersion("record version is not 0x0101")
-        length = (buffer[start + 3] << 8) | buffer[start + 4]
-        limit = MAX_PLAINTEXT_LENGTH if self.protection is None else MAX_CIPHERTEXT_LENGTH
-        if length > limit:
+        protection = self.protection
+        if length > (MAX_PLAINTEXT_LENGTH if protection is None else MAX_CIPHERTEXT_LENGTH):
             raise RecordOverflow("record too long")
         end = start + RECORD_HEADER_LENGTH + length
         if len(buffer) < end:
@@ -217,12 +208,11 @@ class RecordReader(_Direction):
         fragment = bytes(buffer[start + RECORD_HEADER_LENGTH : end])
         if end == len(buffer):
             buffer.clear()
-            self._offset = 0
-        else:
-            self._offset = end
-        if self.protection is None:
+            end = 0
+        self._offset = end
+        if protection is None:
             return content_type, fragment
-        plaintext = self.protection.open(content_type, self.next_sequence(), fragment)
+        plaintext = protection.open(content_type, self.next_sequence(), fragment)
         if len(plaintext) > MAX_PLAINTEXT_LENGTH:
             raise RecordOverflow("decrypted record too long")
         return content_type, plaintext
@@ -241,20 +231,18 @@ class RecordWriter(_Direction):
     def write(self, content_type: int, data: bytes) -> None:
         """Queue `data` as records of `content_type`; empty data gives one empty record."""
         step = self.max_fragment_size
-        offset = 0
-        while True:
+        if len(data) <= step:
+            self._write_record(content_type, data)
+            return
+        for offset in range(0, len(data), step):
             self._write_record(content_type, data[offset : offset + step])
-            offset += step
-            if offset >= len(data):
-                break
 
     def _write_record(self, content_type: int, fragment: bytes) -> None:
-        if self.protection is not None:
-            fragment = self.protection.seal(content_type, self.next_sequence(), fragment)
+        protection = self.protection
+        if protection is not None:
+            fragment = protection.seal(content_type, self.next_sequence(), fragment)
         output = self._output
-        output.append(content_type)
-        output += _VERSION_BYTES
-        output += len(fragment).to_bytes(2, "big")
+        output += _RECORD_HEADER.pack(content_type, TLCP_VERSION, len(fragment))
         output += fragment
 
     def data_to_send(self) -> bytes:

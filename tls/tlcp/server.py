@@ -36,7 +36,7 @@ from .alerts import (
     UnrecognizedName,
 )
 from .buffer import Buffer
-from .config import ClientAuth, PeerProfile, TLCPConfiguration, TLCPSession
+from .config import ClientAuth, PeerProfile, TLCPSession
 from .events import HandshakeComplete
 from .handshake import (
     Handler,
@@ -49,12 +49,12 @@ from .handshake import (
 from .keys import CLIENT_FINISHED_LABEL, PRE_MASTER_SECRET_LENGTH, SERVER_FINISHED_LABEL, derive_master_secret
 from .messages import (
     COMPRESSION_NULL,
+    SERVER_HELLO_DONE_MESSAGE,
     CertificateType,
     ClientHello,
     ExtensionType,
     HandshakeType,
     ServerHello,
-    ServerHelloDone,
     ServerKeyExchange,
     ecc_signed_params,
     ecdhe_signed_params,
@@ -69,10 +69,8 @@ from .messages import (
     pull_server_name_extension,
     push_alpn_extension,
     push_server_hello,
-    push_server_hello_done,
     push_server_key_exchange,
 )
-from .record import RecordReader, RecordWriter
 from .suites import SUITE_PARAMETERS, TLCP_VERSION, CipherSuite, KeyExchange
 
 
@@ -115,23 +113,21 @@ def verify_certificate_verify(
 class ServerHandshake(Handshake):
     is_client = False
 
-    def __init__(self, configuration: TLCPConfiguration, reader: RecordReader, writer: RecordWriter) -> None:
-        super().__init__(configuration, reader, writer)
-        self.state = ServerState.EXPECT_CLIENT_HELLO
-        self.server_name: str | None = None
-        self.certificate_set: SM2CertificateSet | None = None
-        self.session_id = b""
-        self.resumed = False
-        self.ephemeral_key: SM2PrivateKey | None = None
-        self.peer_certificates: tuple[Certificate, ...] = ()
-        self.client_sign_cert: Certificate | None = None
-        self.client_enc_cert: Certificate | None = None
-        #: the client chain was validated against the configured trust store (an identity, not a claim)
-        self.peer_verified = False
-        #: which CertificateVerify form the client used ("standard" or "raw"), for diagnostics
-        self.certificate_verify_form: str | None = None
-        #: the ALPN protocol selected for this connection (None: none)
-        self.alpn_protocol: str | None = None
+    state: ServerState = ServerState.EXPECT_CLIENT_HELLO
+    server_name: str | None = None
+    certificate_set: SM2CertificateSet | None = None
+    session_id = b""
+    resumed = False
+    ephemeral_key: SM2PrivateKey | None = None
+    peer_certificates: tuple[Certificate, ...] = ()
+    client_sign_cert: Certificate | None = None
+    client_enc_cert: Certificate | None = None
+    #: the client chain was validated against the configured trust store (an identity, not a claim)
+    peer_verified = False
+    #: which CertificateVerify form the client used ("standard" or "raw"), for diagnostics
+    certificate_verify_form: str | None = None
+    #: the ALPN protocol selected for this connection (None: none)
+    alpn_protocol: str | None = None
 
     @property
     def expects_change_cipher_spec(self) -> bool:
@@ -295,7 +291,7 @@ class ServerHandshake(Handshake):
             self.state = ServerState.EXPECT_CLIENT_CERTIFICATE
         else:
             self.state = ServerState.EXPECT_CLIENT_KEY_EXCHANGE
-        self.send_message(push_server_hello_done, ServerHelloDone())
+        self.send_encoded(SERVER_HELLO_DONE_MESSAGE)
 
     # client flight
 
