@@ -476,6 +476,8 @@ class ConnectionReport:
     error: str | None = None
     handshake_seconds: float = 0.0
     alpn: str = ""
+    #: server: the connection's place in accept order (1, 2, ...); 0 in a client's report
+    accepted: int = 0
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ConnectionReport:
@@ -670,8 +672,9 @@ def run_server(options: ServerOptions) -> int:
     _emit({"event": "listening", "port": listener.getsockname()[1], "library": lib.version()}, lock)
     threads: list[threading.Thread] = []
 
-    def handle(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, index: int) -> None:
         report = _serve_connection(lib, ctx, conn, options)
+        report.accepted = index
         if not options.quiet or report.error:
             _emit({"event": "connection", **asdict(report)}, lock)
 
@@ -681,7 +684,7 @@ def run_server(options: ServerOptions) -> int:
             conn, _ = listener.accept()
             _make_blocking(conn)
             accepted += 1
-            thread = threading.Thread(target=handle, args=(conn,), daemon=True)
+            thread = threading.Thread(target=handle, args=(conn, accepted), daemon=True)
             thread.start()
             threads = [t for t in threads if t.is_alive()]
             threads.append(thread)
@@ -1001,15 +1004,20 @@ class BabaSSLServer:
         self.library = str(record["library"])
         return self
 
-    async def reports(self, *, timeout: float = 60.0) -> list[ConnectionReport]:
-        """Wait for the server to finish its connections and return their reports."""
+    async def reports(self, *, timeout: float = 60.0, accept_order: bool = False) -> list[ConnectionReport]:
+        """Wait for the server to finish its connections and return their reports.
+
+        Each connection's thread reports when it ends, so a short connection accepted second can
+        report first; ``accept_order`` sorts them by `ConnectionReport.accepted` instead.
+        """
         assert self._process is not None
         stdout, stderr = await asyncio.wait_for(self._process.communicate(), timeout)
         if self._process.returncode != 0:
             raise BabaSSLError(
                 f"BabaSSL server exited {self._process.returncode}: {stderr.decode(errors='replace')}"
             )
-        return _parse_reports(stdout)
+        reports = _parse_reports(stdout)
+        return sorted(reports, key=lambda report: report.accepted) if accept_order else reports
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
