@@ -1,6 +1,6 @@
 """TLCP server benchmark: smgate (tls.tlcp.aio) beside BabaSSL 8.3.2 NTLS, under the same BabaSSL load.
 
-Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR] [--no-uvloop]``
+Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR [--native]] [--no-uvloop]``
 (about 2 minutes; the smgate server runs on uvloop when it is installed, as ``smgate serve`` does).
 
 ``bench/tlcp.py dialect [--rounds 20] [--later 3]`` measures instead what profile auto costs: the wall
@@ -28,7 +28,10 @@ fully available core would do.  Crypto costs are measured in process CPU time fo
 Nothing here asserts a speed.
 
 ``--profile DIR`` also records the smgate server with py-spy (raw collapsed stacks into DIR) during the
-full-handshake and bulk runs and prints the hottest frames.
+full-handshake and bulk runs and prints the hottest frames; ``--native`` adds C frames (py-spy
+``--native``) and a breakdown of the server's busy samples into SM2 in libcrypto, the rest of the TLCP
+engine (record protection, PRF, transcript and our Python), the asyncio adapter, and the event loop with
+its system calls (samples waiting in epoll are left out).
 """
 
 from __future__ import annotations
@@ -408,7 +411,9 @@ def run_load(
 
 
 @contextlib.contextmanager
-def profiled(pid: int, directory: Path | None, name: str, duration: float) -> Iterator[None]:
+def profiled(
+    pid: int, directory: Path | None, name: str, duration: float, *, native: bool = False
+) -> Iterator[None]:
     """Record the process with py-spy (raw collapsed stacks) while the block runs.
 
     Sampling starts a second into the block (the load child needs that to start up and connect).
@@ -419,8 +424,10 @@ def profiled(pid: int, directory: Path | None, name: str, duration: float) -> It
         return
     directory.mkdir(parents=True, exist_ok=True)
     output = directory / f"{name}.txt"
-    command = [py_spy, "record", "--format", "raw", "--function", "--nonblocking", "-r", "250"]
+    command = [py_spy, "record", "--format", "raw", "--function", "-r", "250"]
     command += ["-d", str(max(1, int(duration - 1.5))), "-o", str(output), "-p", str(pid)]
+    # native stacks need the process paused per sample (py-spy refuses --native with --nonblocking)
+    command += ["--native"] if native else ["--nonblocking"]
     recorders: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
@@ -434,6 +441,42 @@ def profiled(pid: int, directory: Path | None, name: str, duration: float) -> It
         timer.join()
         for recorder in recorders:
             recorder.wait(duration + 30)
+
+
+#: (category, frame markers): a sample goes to the first category one of whose markers is in its stack
+PROFILE_CATEGORIES = (
+    ("SM2 in libcrypto", ("SM2PrivateKey.", "SM2PublicKey.", "sm2_key_exchange")),
+    ("TLCP engine, rest", ("TLCPConnection.",)),
+    ("asyncio adapter", ("tls/tlcp/aio.py",)),
+)
+#: leaf frames of a loop waiting for events: not CPU the server spent
+IDLE_LEAVES = ("epoll_wait", "epoll_pwait")
+
+
+def profile_breakdown(path: Path) -> list[str]:
+    """Share of the busy samples per `PROFILE_CATEGORIES` entry; the rest is the event loop and system
+    calls outside our code (accept, reads, closes)."""
+    counts: collections.Counter[str] = collections.Counter()
+    idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        if stack.rsplit(";", 1)[-1].startswith(IDLE_LEAVES):
+            idle += int(count_text)
+            continue
+        category = next(
+            (name for name, markers in PROFILE_CATEGORIES if any(marker in stack for marker in markers)),
+            "event loop, system calls",
+        )
+        counts[category] += int(count_text)
+    busy = sum(counts.values())
+    if not busy:
+        return ["  (no busy samples)"]
+    lines = [f"  {busy} busy samples ({idle} waiting in epoll left out):"]
+    for name in [name for name, _ in PROFILE_CATEGORIES] + ["event loop, system calls"]:
+        lines.append(f"  {100 * counts[name] / busy:5.1f}%  {name}")
+    return lines
 
 
 def summarize_profile(path: Path, top: int = 16) -> list[str]:
@@ -525,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="concurrent BabaSSL client connections")
     parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
     parser.add_argument(
+        "--native", action="store_true", help="with --profile: C frames too, and the time breakdown"
+    )
+    parser.add_argument(
         "--uvloop",
         action=argparse.BooleanOptionalAction,
         default=importlib.util.find_spec("uvloop") is not None,
@@ -579,7 +625,9 @@ def main(argv: list[str] | None = None) -> int:
             with running_server(kind, suite, client_auth, "echo", use_uvloop=args.uvloop) as (port, pid):
                 for phase, resume in (("full", False), ("resumed", True)):
                     name = f"{phase}-{suite.name}"
-                    with profiled(pid, args.profile if kind == "smgate" else None, name, duration):
+                    with profiled(
+                        pid, args.profile if kind == "smgate" else None, name, duration, native=args.native
+                    ):
                         runs.append(
                             run_load(
                                 port,
@@ -612,7 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("smgate", "babassl"):
             with running_server(kind, suite, False, "sink", use_uvloop=args.uvloop) as (port, pid):
                 name = f"bulk-{suite.name}"
-                with profiled(pid, args.profile if kind == "smgate" else None, name, duration):
+                with profiled(
+                    pid, args.profile if kind == "smgate" else None, name, duration, native=args.native
+                ):
                     bulk[kind] = run_load(
                         port,
                         pid,
@@ -648,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
         print(row.render())
     for title, path in profiles:
         print(f"\nprofile: {title} ({path})")
+        if args.native and path.exists():
+            print("\n".join(profile_breakdown(path)))
         print("\n".join(summarize_profile(path)))
     return 0
 

@@ -115,7 +115,25 @@ class TLCPHandshakeError(TLCPStreamError):
 
 
 class _TLCPProtocol(asyncio.Protocol):
-    """Moves bytes between one transport and one `TLCPConnection`; state shared with the stream."""
+    """Moves bytes between one transport and one `TLCPConnection`; state shared with the stream.
+
+    State that starts out empty has class-level defaults (one of these is made per connection).
+    """
+
+    transport: asyncio.Transport | None = None
+    handshake: HandshakeComplete | None = None
+    #: created when someone waits for the close (most connections never have a waiter)
+    _closed_waiter: asyncio.Future[None] | None = None
+    connection_closed = False
+    #: a server's handshake timer, cancelled once the handshake is over either way
+    watchdog: asyncio.TimerHandle | None = None
+    _reading_paused = False
+    _read_waiter: asyncio.Future[None] | None = None
+    _write_paused = False
+    eof = False
+    close_notify_received = False
+    close_notify_sent = False
+    error: TLCPStreamError | None = None
 
     def __init__(
         self,
@@ -133,27 +151,13 @@ class _TLCPProtocol(asyncio.Protocol):
             configuration = dataclasses.replace(configuration, half_close=half_close)
         self.configuration = configuration
         self.connection = TLCPConnection(configuration)
-        self.transport: asyncio.Transport | None = None
-        self.handshake: HandshakeComplete | None = None
         self.handshake_waiter: asyncio.Future[HandshakeComplete] = self._loop.create_future()
-        #: created when someone waits for the close (most connections never have a waiter)
-        self._closed_waiter: asyncio.Future[None] | None = None
-        self.connection_closed = False
         self._on_handshake = on_handshake
         self._on_handshake_failed = on_handshake_failed
-        #: a server's handshake timer, cancelled once the handshake is over either way
-        self.watchdog: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._read_high_water = read_high_water
         self._read_low_water = read_high_water // 4
-        self._reading_paused = False
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self.eof = False
-        self.close_notify_received = False
-        self.close_notify_sent = False
-        self.error: TLCPStreamError | None = None
 
     # -- transport callbacks ----------------------------------------------------------------------
 

@@ -89,6 +89,13 @@ class Transcript:
         return self._hash.digest()
 
 
+def encode(push: Callable[[Buffer, Any], None], message: object) -> bytes:
+    """A handshake message's wire form, through its `push_` codec."""
+    buf = Buffer()
+    push(buf, message)
+    return buf.data
+
+
 def generate_ephemeral_key(random: Callable[[int], bytes]) -> SM2PrivateKey:
     """ECDHE ephemeral key from the configured random source (rejection sampling)."""
     while True:
@@ -264,14 +271,21 @@ class Handshake:
     # output
 
     def send_message(self, push: Callable[[Buffer, Any], None], message: object) -> None:
-        buf = Buffer()
-        push(buf, message)
-        self.send_encoded(buf.data)
+        self.send_encoded(encode(push, message))
 
     def send_encoded(self, data: bytes) -> None:
         """Send a handshake message that is already encoded (a cached Certificate, say)."""
         self.transcript += data
         self.writer.write(ContentType.HANDSHAKE, data)
+
+    def send_flight(self, messages: Sequence[bytes]) -> None:
+        """Send encoded messages none of which depends on the transcript of the others (the server's
+        first flight): one transcript update for all, then one record each, as GmSSL and Tongsuo
+        frame them."""
+        self.transcript += b"".join(messages)
+        write = self.writer.write
+        for message in messages:
+            write(ContentType.HANDSHAKE, message)
 
     def send_change_cipher_spec(self) -> None:
         self.writer.write(ContentType.CHANGE_CIPHER_SPEC, b"\x01")

@@ -41,6 +41,7 @@ from .events import HandshakeComplete
 from .handshake import (
     Handler,
     Handshake,
+    encode,
     generate_ephemeral_key,
     parse_certificates,
     require_sm2,
@@ -171,7 +172,7 @@ class ServerHandshake(Handshake):
                     push_alpn_extension([self.alpn_protocol]),
                 )
             )
-        self.send_message(
+        server_hello = encode(
             push_server_hello,
             ServerHello(
                 version=TLCP_VERSION,
@@ -183,9 +184,10 @@ class ServerHandshake(Handshake):
             ),
         )
         if session is not None:
+            self.send_encoded(server_hello)
             self._resume(session)
         else:
-            self._send_server_flight()
+            self.send_flight([server_hello, *self._server_flight()])
 
     def _select_certificate_set(self) -> SM2CertificateSet:
         config = self.configuration
@@ -257,18 +259,17 @@ class ServerHandshake(Handshake):
         self.send_finished(SERVER_FINISHED_LABEL)
         self.state = ServerState.EXPECT_CHANGE_CIPHER_SPEC
 
-    def _send_server_flight(self) -> None:
+    def _server_flight(self) -> list[bytes]:
+        """Certificate, ServerKeyExchange, [CertificateRequest], ServerHelloDone (6.4.3), encoded."""
         assert self.cipher_suite is not None and self.certificate_set is not None
         config = self.configuration
         certificate_set = self.certificate_set
         key_exchange = SUITE_PARAMETERS[self.cipher_suite].key_exchange
-        self.send_encoded(
-            encode_certificate(
-                (
-                    certificate_set.sign_cert.der,
-                    certificate_set.enc_cert.der,
-                    *(cert.der for cert in certificate_set.chain),
-                )
+        certificate = encode_certificate(
+            (
+                certificate_set.sign_cert.der,
+                certificate_set.enc_cert.der,
+                *(cert.der for cert in certificate_set.chain),
             )
         )
         if key_exchange is KeyExchange.ECDHE:
@@ -279,19 +280,19 @@ class ServerHandshake(Handshake):
         else:
             signed = ecc_signed_params(self.client_random, self.server_random, certificate_set.enc_cert.der)
             exchange = ServerKeyExchange(certificate_set.sign_key.sign(signed))
-        self.send_message(push_server_key_exchange, exchange)
-
+        flight = [certificate, encode(push_server_key_exchange, exchange)]
         if config.client_auth is not ClientAuth.NONE or key_exchange is KeyExchange.ECDHE:
             types = [int(CertificateType.ECDSA_SIGN)]
             if config.profile is PeerProfile.TONGSUO:
                 types.insert(0, int(CertificateType.RSA_SIGN))
             # GmSSL's client refuses a CertificateRequest without CA names, so always send them
             authorities = config.trust_store.ca_names_der() if config.trust_store is not None else []
-            self.send_encoded(encode_certificate_request(tuple(types), tuple(authorities)))
+            flight.append(encode_certificate_request(tuple(types), tuple(authorities)))
             self.state = ServerState.EXPECT_CLIENT_CERTIFICATE
         else:
             self.state = ServerState.EXPECT_CLIENT_KEY_EXCHANGE
-        self.send_encoded(SERVER_HELLO_DONE_MESSAGE)
+        flight.append(SERVER_HELLO_DONE_MESSAGE)
+        return flight
 
     # client flight
 
