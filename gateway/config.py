@@ -23,6 +23,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -30,6 +32,8 @@ from pydantic import (
 )
 
 from audit.config import AuditConfig
+from tls.tlcp import CipherSuite, ClientAuth, PeerProfile
+from tls.tlcp.suites import SUITE_PARAMETERS, KeyExchange
 
 
 class ConfigError(Exception):
@@ -67,44 +71,34 @@ class Protocol(StrEnum):
     PLAIN = "plain"
 
 
-class ClientAuthMode(StrEnum):
-    NONE = "none"
-    OPTIONAL = "optional"
-    REQUIRED = "required"
+def _tlcp_suite(value: object) -> CipherSuite:
+    """A TLCP cipher suite by the engine's name for it (``ECDHE_SM4_GCM_SM3``)."""
+    if isinstance(value, CipherSuite):
+        return value
+    if isinstance(value, str) and value in CipherSuite.__members__:
+        return CipherSuite[value]
+    raise ValueError(
+        f"unknown TLCP cipher suite {value!r}; the engine has {', '.join(CipherSuite.__members__)}"
+    )
 
 
-class TlcpCipherSuite(StrEnum):
-    ECC_SM4_CBC_SM3 = "ECC_SM4_CBC_SM3"
-    ECC_SM4_GCM_SM3 = "ECC_SM4_GCM_SM3"
-    ECDHE_SM4_CBC_SM3 = "ECDHE_SM4_CBC_SM3"
-    ECDHE_SM4_GCM_SM3 = "ECDHE_SM4_GCM_SM3"
-
+#: A ``tls.tlcp.CipherSuite``, written by name in the document.
+TlcpSuite = Annotated[
+    CipherSuite, PlainValidator(_tlcp_suite), PlainSerializer(lambda suite: suite.name, return_type=str)
+]
 
 #: TLCP suites whose key exchange needs the client's SM2 encryption pair (GB/T 38636-2020 6.4.5.3).
-ECDHE_SUITES = frozenset({TlcpCipherSuite.ECDHE_SM4_CBC_SM3, TlcpCipherSuite.ECDHE_SM4_GCM_SM3})
+ECDHE_SUITES = frozenset(s for s, p in SUITE_PARAMETERS.items() if p.key_exchange is KeyExchange.ECDHE)
 
 
-class TlcpPeerProfile(StrEnum):
-    """Sender forms where TLCP implementations differ (``tls.tlcp.PeerProfile``).
-
-    ``gmssl``: GmSSL servers that request client certificates (CertificateVerify over the raw
-    handshake, sign certificate only); ``tongsuo``: Tongsuo/BabaSSL (bare ECDHE ClientKeyExchange,
-    renegotiation SCSV; as a server, CertificateRequest lists rsa_sign and ecdsa_sign).
-    """
-
-    STANDARD = "standard"
-    GMSSL = "gmssl"
-    TONGSUO = "tongsuo"
-
-
-def _no_duplicates(values: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
-    dupes = sorted({v.value for v in values if values.count(v) > 1})
+def _no_duplicates(values: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
+    dupes = sorted({v.name for v in values if values.count(v) > 1})
     if dupes:
         raise ValueError(f"duplicate cipher suites {dupes}")
     return values
 
 
-TlcpSuiteList = Annotated[tuple[TlcpCipherSuite, ...], AfterValidator(_no_duplicates)]
+TlcpSuiteList = Annotated[tuple[TlcpSuite, ...], AfterValidator(_no_duplicates)]
 
 
 class TlsCertificate(_Model):
@@ -143,17 +137,17 @@ class CertificateSet(_Model):
 
 class CipherSuites(_Model):
     tlcp: TlcpSuiteList = (
-        TlcpCipherSuite.ECDHE_SM4_GCM_SM3,
-        TlcpCipherSuite.ECC_SM4_GCM_SM3,
-        TlcpCipherSuite.ECDHE_SM4_CBC_SM3,
-        TlcpCipherSuite.ECC_SM4_CBC_SM3,
+        CipherSuite.ECDHE_SM4_GCM_SM3,
+        CipherSuite.ECC_SM4_GCM_SM3,
+        CipherSuite.ECDHE_SM4_CBC_SM3,
+        CipherSuite.ECC_SM4_CBC_SM3,
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
     @field_validator("tlcp")
     @classmethod
-    def _some(cls, value: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
+    def _some(cls, value: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
         if not value:
             raise ValueError("at least one TLCP cipher suite is needed")
         return value
@@ -164,12 +158,12 @@ class DownstreamTlcp(_Model):
 
     #: ``tongsuo`` sends Tongsuo's CertificateRequest types (rsa_sign, ecdsa_sign). ``gmssl`` only
     #: changes client-side forms, so a server has no use for it.
-    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
+    profile: PeerProfile = PeerProfile.STANDARD
 
     @field_validator("profile")
     @classmethod
-    def _server_profile(cls, value: TlcpPeerProfile) -> TlcpPeerProfile:
-        if value is TlcpPeerProfile.GMSSL:
+    def _server_profile(cls, value: PeerProfile) -> PeerProfile:
+        if value is PeerProfile.GMSSL:
             raise ValueError("gmssl only changes what a client sends; a listener takes standard or tongsuo")
         return value
 
@@ -179,7 +173,7 @@ class DownstreamTls(_Model):
 
     protocols: tuple[Protocol, ...] = (Protocol.TLCP, Protocol.TLS13, Protocol.TLS12)
     certificates: tuple[CertificateSet, ...] = ()
-    client_auth: ClientAuthMode = ClientAuthMode.NONE
+    client_auth: ClientAuth = ClientAuth.NONE
     #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP).
     trust_anchors: FilePath | None = None
     sm2_trust_anchors: FilePath | None = None
@@ -200,7 +194,7 @@ class DownstreamTls(_Model):
         wants_tls = Protocol.TLS13 in self.protocols or Protocol.TLS12 in self.protocols
         if wants_tls and not any(c.tls_certificates for c in self.certificates):
             raise ValueError("tls1.2/tls1.3 need a certificate set with tls_certificates")
-        if self.client_auth is not ClientAuthMode.NONE:
+        if self.client_auth is not ClientAuth.NONE:
             if wants_tls and self.trust_anchors is None:
                 raise ValueError("client_auth with tls needs trust_anchors")
             if Protocol.TLCP in self.protocols and self.sm2_trust_anchors is None:
@@ -466,7 +460,7 @@ class UpstreamTransport(_Model):
     cipher_suites: TlcpSuiteList = ()
     #: TLCP only: the upstream implementation's forms (``gmssl`` for GmSSL servers that ask for client
     #: certificates, ``tongsuo`` for Tongsuo/BabaSSL with ECDHE).
-    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
+    profile: PeerProfile = PeerProfile.STANDARD
     session_resumption: bool = True
 
     @model_validator(mode="after")
@@ -483,7 +477,7 @@ class UpstreamTransport(_Model):
                 name
                 for name, value in (
                     ("cipher_suites", self.cipher_suites),
-                    ("profile", self.profile is not TlcpPeerProfile.STANDARD),
+                    ("profile", self.profile is not PeerProfile.STANDARD),
                     ("sign_cert", self.sign_cert),
                     ("chain", self.chain),
                 )
@@ -629,7 +623,7 @@ def verifies_client_certificates(tls: DownstreamTls) -> bool:
     ``client_auth: none`` never makes an identity: TLS asks for no certificate, and TLCP ECDHE asks for
     one only because the SM2 key exchange needs the client's encryption key.
     """
-    if tls.client_auth is ClientAuthMode.NONE:
+    if tls.client_auth is ClientAuth.NONE:
         return False
     wants_tls = Protocol.TLS13 in tls.protocols or Protocol.TLS12 in tls.protocols
     if wants_tls and tls.trust_anchors is None:
@@ -682,7 +676,7 @@ def check_client_identity(config: GatewayConfig) -> list[str]:
             continue
         why = (
             "client_auth: none"
-            if listener.tls.client_auth is ClientAuthMode.NONE
+            if listener.tls.client_auth is ClientAuth.NONE
             else "no trust anchors for one of its protocols"
         )
         errors += [

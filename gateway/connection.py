@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from gateway.filters.base import FilterStatus, NetworkFilter
 from gateway.identity import PeerIdentity
-from gateway.stream import ByteStream, close_stream
+from gateway.stream import TransportStream, close_stream
 
 if TYPE_CHECKING:
     from gateway.runtime import Generation
@@ -25,7 +25,7 @@ def next_connection_id() -> int:
 
 @dataclass(eq=False)
 class Connection:
-    stream: ByteStream
+    stream: TransportStream
     identity: PeerIdentity
     listener: str
     generation: Generation
@@ -50,7 +50,7 @@ class Connection:
             return
         self.stream.write(data)
         self.bytes_sent += len(data)
-        self.generation.stats.bytes.labels(self.listener, "downstream_tx").inc(len(data))
+        self.generation.stats.bytes.inc((self.listener, "downstream_tx"), len(data))
         self.touch()
         await self.stream.drain()
 
@@ -85,7 +85,7 @@ class Connection:
                     data = b""
                 if data:
                     self.bytes_received += len(data)
-                    stats.bytes.labels(self.listener, "downstream_rx").inc(len(data))
+                    stats.bytes.inc((self.listener, "downstream_rx"), len(data))
                     self.touch()
                 for flt in filters:
                     if await flt.on_data(self, data, not data) is FilterStatus.STOP_ITERATION:

@@ -1,10 +1,13 @@
-"""Listeners: accept raw sockets, sniff the first record, run the TLCP or TLS handshake, hand off.
+"""Listeners: accept a socket and take it, top-down, to a running connection.
 
-One port serves TLCP, TLS 1.2/1.3 and (if allowed) plaintext. The first record header is read with
-``MSG_PEEK`` so the bytes stay in the kernel buffer: OpenSSL (``loop.connect_accepted_socket`` with an
-``SSLContext``) and the TLCP engine each see the original ClientHello. Garbage, oversized first records,
-disallowed protocols and handshakes not finished within ``handshake_timeout`` (slow loris, truncated
-records) are closed and counted by reason (``smgate_handshake_failures``) and audited.
+    accept -> listener filters (sniff: which transport) -> transport.accept (handshake, identity)
+           -> filter chain match (SNI, transport) -> Connection.run(filters)
+
+Each step hands the next what it found and never comes back: the listener filters annotate the
+:class:`~gateway.transports.base.AcceptedSocket`, the transport returns a stream and a
+:class:`~gateway.identity.PeerIdentity` or refuses with a reason (the metric label and audit record),
+the chain's filters run the connection. The whole of the first two steps fits in ``handshake_timeout``
+(slow loris, truncated records). One port serves TLCP, TLS 1.2/1.3 and (if allowed) plaintext.
 """
 
 from __future__ import annotations
@@ -12,68 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import time
 from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
-from gateway.config import ListenerConfig, Protocol
+from gateway.config import ListenerConfig
 from gateway.connection import Connection, next_connection_id
-from gateway.identity import PeerIdentity, identity_from_ssl, plain_identity
-from gateway.sniff import RECORD_HEADER_LEN, FirstRecord, classify
-from gateway.stream import AsyncioByteStream, ByteStream
-from gateway.tlcp_support import tlcp_server_handshake
-from tls.tlcp.aio import TLCPStreamError
+from gateway.identity import PeerIdentity
+from gateway.listener_filters.base import ListenerFilter
+from gateway.listener_filters.sniff import Sniff
+from gateway.stream import TransportStream
+from gateway.transports.base import AcceptedSocket, HandshakeRefused, ServerTransport, refuse_raw
 
 if TYPE_CHECKING:
     from gateway.runtime import Generation
 
-_STREAM_LIMIT = 256 * 1024
-
-
-class HandshakeRefused(Exception):
-    """The connection is closed before any filter runs; ``reason`` labels the metric and audit record."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self.reason = reason
-
-
-async def _wait_readable(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(sock.fileno(), ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(sock.fileno())
-
-
-async def peek_first_bytes(sock: socket.socket) -> bytes:
-    """Up to 5 bytes of the first record, not consumed; fewer only for non-handshake first bytes."""
-    while True:
-        try:
-            data = sock.recv(RECORD_HEADER_LEN, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            await _wait_readable(sock)
-            continue
-        except OSError as exc:
-            raise HandshakeRefused("reset", str(exc)) from None
-        if not data:
-            raise HandshakeRefused("closed_before_hello")
-        if len(data) >= RECORD_HEADER_LEN or data[0] != 0x16:
-            return data
-        # A partial header stays readable: poll instead of spinning on the ready socket.
-        await asyncio.sleep(0.01)
-
 
 class Listener:
-    """A bound socket and its accept loop; the generation (config, contexts) is swapped on reload."""
+    """A bound socket and its accept loop; the generation (config, transports) is swapped on reload."""
 
     def __init__(self, config: ListenerConfig, generation: Generation, *, reuse_port: bool = False) -> None:
         self.config = config
@@ -83,6 +42,7 @@ class Listener:
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept_task: asyncio.Task[None] | None = None
+        self._filters: tuple[Generation, list[ListenerFilter]] | None = None
 
     @property
     def port(self) -> int:
@@ -115,6 +75,10 @@ class Listener:
             self.sock.close()
             self.sock = None
 
+    async def close_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.sock is not None
@@ -130,85 +94,49 @@ class Listener:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def listener_filters(self, generation: Generation) -> list[ListenerFilter]:
+        """The listener filters, in order, built once per generation. Filters that must see the raw
+        bytes first (a PROXY-protocol header) go before the sniffer; the sniffer is always last."""
+        if self._filters is None or self._filters[0] is not generation:
+            sniff = Sniff(
+                generation.listener_transports[self.config.name],
+                max_first_record=self.config.max_first_record_bytes,
+            )
+            self._filters = (generation, [sniff])
+        return self._filters[1]
+
+    # -- one connection, top-down ---------------------------------------------------------------
+
     async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
-        gen = self.generation
-        cfg = self.config
-        stats = gen.stats
+        gen, cfg = self.generation, self.config
         conn_id = next_connection_id()
-        stats.connections_total.labels(cfg.name).inc()
+        local = None
         with contextlib.suppress(OSError):
-            events.conn_open(gen.audit, conn_id, cfg.name, peer, sock.getsockname())
+            local = sock.getsockname()
+        gen.stats.connections_total.inc((cfg.name,))
+        events.conn_open(gen.audit, conn_id, cfg.name, peer, local)
+        accepted = AcceptedSocket(sock, peer, local)
         started = time.monotonic()
-        protocol_label = "unknown"
+        deadline = asyncio.get_running_loop().time() + cfg.handshake_timeout
         try:
-            async with asyncio.timeout(cfg.handshake_timeout):
-                kind = await self._sniff(sock)
-                protocol_label = kind.value
-                stream, identity = await self._handshake(sock, peer, kind, gen)
+            transport = await self._run_listener_filters(accepted, gen, deadline)
         except HandshakeRefused as exc:
-            self._refused(sock, conn_id, exc.reason, str(exc), protocol_label)
+            self._refused(conn_id, accepted, exc)
+            if exc.reply:
+                await refuse_raw(sock, exc.reply)
+            else:
+                _close(sock)
             return
-        except TimeoutError:
-            self._refused(sock, conn_id, "handshake_timeout", "", protocol_label)
-            return
-        except TLCPStreamError as exc:
-            reason = "handshake_timeout" if "timed out" in str(exc) else "handshake_error"
-            self._refused(
-                sock,
-                conn_id,
-                reason,
-                str(exc),
-                protocol_label,
-                alert=exc.alert,
-                alert_sent=exc.alert_sent is not False,
-            )
-            return
-        except ssl.SSLError as exc:
-            alert, sent = events.openssl_alert(exc.reason or "")
-            self._refused(
-                sock,
-                conn_id,
-                "handshake_error",
-                str(exc),
-                protocol_label,
-                alert=alert,
-                alert_sent=sent,
-            )
-            return
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
-            # The peer hung up mid-handshake; a TLS client that rejects our certificate sends its
-            # alert and closes at once, and the event loop may report only the close.
-            self._refused(sock, conn_id, "peer_closed", type(exc).__name__, protocol_label, alert_sent=False)
-            return
-        except (ConnectionError, OSError) as exc:
-            self._refused(sock, conn_id, "handshake_error", type(exc).__name__, protocol_label)
+        try:
+            stream, identity = await self._accept(transport, accepted, deadline)
+        except HandshakeRefused as exc:
+            self._refused(conn_id, accepted, exc)
             return
         elapsed = time.monotonic() - started
-        stats.handshake_seconds.labels(identity.protocol).observe(elapsed)
-        stats.handshakes.labels(cfg.name, identity.protocol, identity.cipher_suite or "-", "success").inc()
-        events.handshake_ok(gen.audit, conn_id, identity, elapsed * 1000)
-        transport = "tls" if identity.protocol.startswith("tls") else identity.protocol
-        chain = gen.select_filter_chain(cfg, identity.sni, transport)
+        self._handshake_ok(conn_id, identity, elapsed)
+        chain = gen.select_filter_chain(cfg, identity.sni, transport.name)
         if chain is None:
-            stats.handshake_failures.labels(cfg.name, "no_filter_chain").inc()
-            events.route_decision(
-                gen.audit,
-                conn_id,
-                route=None,
-                cluster=None,
-                upstream=None,
-                allow=False,
-                reason="no_filter_chain",
-            )
-            stream.abort()
-            events.conn_close(
-                gen.audit,
-                conn_id,
-                bytes_received=0,
-                bytes_sent=0,
-                duration_ms=elapsed * 1000,
-                reason="no_filter_chain",
-            )
+            self._no_filter_chain(conn_id, stream, elapsed)
             return
         conn = Connection(
             stream=stream,
@@ -219,12 +147,12 @@ class Listener:
             id=conn_id,
         )
         self.connections.add(conn)
-        stats.connections_active.labels(cfg.name).inc()
+        gen.stats.connections_active.inc((cfg.name,))
         try:
             await conn.run(gen.build_filters(chain))
         finally:
             self.connections.discard(conn)
-            stats.connections_active.labels(cfg.name).dec()
+            gen.stats.connections_active.dec((cfg.name,))
             events.conn_close(
                 gen.audit,
                 conn_id,
@@ -234,85 +162,80 @@ class Listener:
                 reason=conn.close_reason,
             )
 
-    async def _sniff(self, sock: socket.socket) -> FirstRecord:
-        protocols = self.config.tls.protocols
-        if protocols == (Protocol.PLAIN,):
-            return FirstRecord.PLAIN  # nothing to tell apart; server-speaks-first protocols work too
-        first = await peek_first_bytes(sock)
-        if len(first) >= RECORD_HEADER_LEN:
-            kind = classify(first, max_record=self.config.max_first_record_bytes)
-        else:
-            kind = FirstRecord.PLAIN if first[0] >= 0x20 else FirstRecord.GARBAGE
-        if kind is FirstRecord.GARBAGE and Protocol.PLAIN in protocols and first[0] != 0x16:
-            return FirstRecord.PLAIN  # binary plaintext protocols (length-prefixed RPC) are not garbage
-        return kind
+    async def _run_listener_filters(
+        self, accepted: AcceptedSocket, gen: Generation, deadline: float
+    ) -> ServerTransport:
+        try:
+            async with asyncio.timeout_at(deadline):
+                for listener_filter in self.listener_filters(gen):
+                    await listener_filter.on_accept(accepted)
+        except TimeoutError:
+            raise HandshakeRefused("handshake_timeout") from None
+        assert accepted.transport is not None
+        return accepted.transport
 
-    async def _handshake(
-        self, sock: socket.socket, peer: tuple[str, int], kind: FirstRecord, gen: Generation
-    ) -> tuple[ByteStream, PeerIdentity]:
-        protocols = self.config.tls.protocols
-        if kind is FirstRecord.TLS:
-            policy = gen.listener_tls.get(self.config.name)
-            if policy is None:
-                raise HandshakeRefused("protocol_not_allowed", "tls")
-            return await self._tls_handshake(sock, peer, policy.default, policy.sni_of)
-        if kind is FirstRecord.TLCP:
-            tlcp = gen.listener_tlcp.get(self.config.name)
-            if tlcp is None or Protocol.TLCP not in protocols:
-                raise HandshakeRefused("protocol_not_allowed", "tlcp")
-            return await tlcp_server_handshake(sock, peer, tlcp, self.config.handshake_timeout)
-        if kind is FirstRecord.PLAIN:
-            if Protocol.PLAIN not in protocols:
-                raise HandshakeRefused("protocol_not_allowed", "plain")
-            stream = await _open_plain(sock)
-            return stream, plain_identity(peer)
-        raise HandshakeRefused(kind.value)
+    async def _accept(
+        self, transport: ServerTransport, accepted: AcceptedSocket, deadline: float
+    ) -> tuple[TransportStream, PeerIdentity]:
+        """The transport's handshake; from here on the transport owns (and closes) the socket."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await transport.accept(accepted)
+        except TimeoutError:
+            raise HandshakeRefused("handshake_timeout") from None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+            raise HandshakeRefused("peer_closed", type(exc).__name__, alert_sent=False) from None
+        except OSError as exc:
+            _close(accepted.sock)
+            raise HandshakeRefused("handshake_error", type(exc).__name__) from None
 
-    async def _tls_handshake(
-        self, sock: socket.socket, peer: tuple[str, int], ctx: ssl.SSLContext, sni_of: object
-    ) -> tuple[ByteStream, PeerIdentity]:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock, ssl=ctx, ssl_handshake_timeout=self.config.handshake_timeout
-        )
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        ssl_object = transport.get_extra_info("ssl_object")
-        assert isinstance(ssl_object, ssl.SSLObject)
-        sni = getattr(sni_of, "get", lambda _k: None)(ssl_object)
-        return AsyncioByteStream(reader, writer), identity_from_ssl(ssl_object, sni, peer)
+    # -- outcomes -------------------------------------------------------------------------------
 
-    def _refused(
-        self,
-        sock: socket.socket,
-        conn_id: int,
-        reason: str,
-        detail: str,
-        protocol: str,
-        *,
-        alert: str | None = None,
-        alert_sent: bool = True,
-    ) -> None:
-        gen = self.generation
-        gen.stats.handshake_failures.labels(self.config.name, reason).inc()
-        gen.stats.handshakes.labels(self.config.name, protocol, "-", "failure").inc()
+    def _handshake_ok(self, conn_id: int, identity: PeerIdentity, elapsed: float) -> None:
+        gen, name = self.generation, self.config.name
+        gen.stats.handshake_seconds.observe((identity.protocol,), elapsed)
+        gen.stats.handshakes.inc((name, identity.protocol, identity.cipher_suite or "-", "success"))
+        events.handshake_ok(gen.audit, conn_id, identity, elapsed * 1000)
+
+    def _refused(self, conn_id: int, accepted: AcceptedSocket, refusal: HandshakeRefused) -> None:
+        gen, name = self.generation, self.config.name
+        gen.stats.handshake_failures.inc((name, refusal.reason))
+        gen.stats.handshakes.inc((name, accepted.detected, "-", "failure"))
         events.handshake_fail(
-            gen.audit, conn_id, reason, alert=alert, alert_sent=alert_sent, detail=f"{protocol}: {detail}"
+            gen.audit,
+            conn_id,
+            refusal.reason,
+            alert=refusal.alert,
+            alert_sent=refusal.alert_sent,
+            detail=f"{accepted.detected}: {refusal}",
         )
-        with contextlib.suppress(OSError):
-            sock.close()
-        events.conn_close(gen.audit, conn_id, bytes_received=0, bytes_sent=0, duration_ms=0.0, reason=reason)
+        events.conn_close(
+            gen.audit, conn_id, bytes_received=0, bytes_sent=0, duration_ms=0.0, reason=refusal.reason
+        )
 
-    async def close_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+    def _no_filter_chain(self, conn_id: int, stream: TransportStream, elapsed: float) -> None:
+        gen = self.generation
+        gen.stats.handshake_failures.inc((self.config.name, "no_filter_chain"))
+        events.route_decision(
+            gen.audit,
+            conn_id,
+            route=None,
+            cluster=None,
+            upstream=None,
+            allow=False,
+            reason="no_filter_chain",
+        )
+        stream.abort()
+        events.conn_close(
+            gen.audit,
+            conn_id,
+            bytes_received=0,
+            bytes_sent=0,
+            duration_ms=elapsed * 1000,
+            reason="no_filter_chain",
+        )
 
 
-async def _open_plain(sock: socket.socket) -> ByteStream:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
-    protocol = asyncio.StreamReaderProtocol(reader)
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    return AsyncioByteStream(reader, writer)
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
 from gateway.access import is_allowed
-from gateway.cluster import Cluster, ClusterOverflow, NoHealthyUpstream, UpstreamConnection
+from gateway.cluster import Cluster, ClusterOverflow, Host, NoHealthyUpstream, UpstreamConnection
 from gateway.codec.base import (
     NEED_DATA,
     PAUSED,
     Body,
+    ClientCodec,
     CodecFactory,
     CodecProtocolError,
     EndOfStream,
@@ -32,7 +33,8 @@ from gateway.codec.base import (
 from gateway.config import ForwardAction, HttpConnectionManagerFilter, Route
 from gateway.identity import PeerIdentity
 from gateway.router import RouteTable
-from gateway.upstream import UpstreamConnectError
+from gateway.stream import TransportStream
+from gateway.transports.base import UpstreamConnectError
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
@@ -91,6 +93,17 @@ class BodyChannel:
         self.consumer_gone = True
         while not self._queue.empty():
             self._queue.get_nowait()
+
+
+@dataclass(eq=False)
+class HttpUpstream(UpstreamConnection):
+    """An upstream connection with the client codec of the protocol it speaks."""
+
+    codec: ClientCodec | None = None
+
+    def reset_for_reuse(self) -> None:
+        assert self.codec is not None
+        self.codec.start_next_cycle()
 
 
 class BodyTooLarge(Exception):
@@ -211,8 +224,8 @@ async def handle_request(ctx: RequestContext) -> None:
         ctx.conn.close_reason = "downstream_gone_mid_response"
     finally:
         ctx.body.discard()
-        gen.stats.requests.labels(ctx.route_name, str(ctx.status or 0)).inc()
-        gen.stats.request_seconds.labels(ctx.route_name).observe(time.monotonic() - started)
+        gen.stats.requests.inc((ctx.route_name, str(ctx.status or 0)))
+        gen.stats.request_seconds.observe((ctx.route_name,), time.monotonic() - started)
         events.http_request(
             gen.audit,
             ctx.conn.id,
@@ -280,7 +293,7 @@ async def _dispatch(ctx: RequestContext) -> None:
         return
     ctx.route_name = route.name
     if not is_allowed(route.access, ctx.conn.identity):
-        ctx.conn.generation.stats.access_denied.labels(route.name).inc()
+        ctx.conn.generation.stats.access_denied.inc((route.name,))
         cluster = route.route.cluster if route.route else None
         _decision(ctx, route, allow=False, reason="access_control", cluster=cluster)
         await _local_reply(ctx, 403, b"access denied\n")
@@ -368,7 +381,7 @@ async def _forward(ctx: RequestContext, route: Route, action: ForwardAction) -> 
                     )
                     if not can_retry:
                         raise
-                    gen.stats.upstream_retries.labels(cluster.name).inc()
+                    gen.stats.upstream_retries.inc((cluster.name,))
                 finally:
                     cluster.end_request(retry=retry)
     except TimeoutError:
@@ -393,24 +406,26 @@ async def _attempt(
         raise UpstreamFailure(503, str(exc), "connect-failure") from None
     ctx.endpoint = host.name
     _decision(ctx, route, allow=True, reason="forward", cluster=cluster.name, upstream=host.name)
+    codec_factory = ctx.codec_factory
+
+    def http_upstream(host: Host, stream: TransportStream) -> UpstreamConnection:
+        return HttpUpstream(host, stream, codec_factory.protocol, codec=codec_factory.client_codec())
+
     try:
-        upstream = await cluster.acquire(host, ctx.codec_factory.protocol, ctx.codec_factory.client_codec)
+        upstream = await cluster.acquire(host, codec_factory.protocol, http_upstream)
     except UpstreamConnectError as exc:
         tried.add(id(host))
-        cluster.report(host, False)
-        gen.stats.upstream_requests.labels(cluster.name, "connect_failure").inc()
-        events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, host.name, f"connect_failure: {exc}")
+        gen.stats.upstream_requests.inc((cluster.name, "connect_failure"))
+        cluster.fail(host, ctx.conn.id, f"connect_failure: {exc}")
         raise UpstreamFailure(503, f"upstream connect error: {exc}", "connect-failure") from None
     except ClusterOverflow as exc:
         events.upstream_fail(gen.audit, ctx.conn.id, cluster.name, host.name, f"overflow: {exc}")
         raise UpstreamFailure(503, str(exc), "overflow") from None
-    host.active_requests += 1
     reusable = False
     try:
         reusable = await _exchange(ctx, route, action, cluster, upstream)
     finally:
-        host.active_requests -= 1
-        await cluster.release(upstream, reusable)
+        cluster.release(upstream, reusable)
 
 
 async def _exchange(
@@ -418,8 +433,8 @@ async def _exchange(
 ) -> bool:
     """Send the request and relay the response; returns whether the upstream connection is reusable."""
     gen = ctx.conn.generation
+    assert isinstance(upstream, HttpUpstream) and upstream.codec is not None
     codec = upstream.codec
-    assert codec is not None
     head = _upstream_head(ctx, action, route.match.prefix)
     match_status: set[str] = set()
     if action.retry_policy is not None:
@@ -459,7 +474,7 @@ async def _exchange(
                     raise UpstreamFailure(504, "upstream per-try timeout", "504") from None
                 if data:
                     got_bytes = True
-                    gen.stats.bytes.labels(ctx.conn.listener, "upstream_rx").inc(len(data))
+                    gen.stats.bytes.inc((ctx.conn.listener, "upstream_rx"), len(data))
                 codec.receive_data(data)
                 continue
             if event is PAUSED:
@@ -492,11 +507,11 @@ async def _exchange(
             elif isinstance(event, EndOfStream):
                 assert response is not None
                 await ctx.send(bytes(pending + ctx.codec.encode_end()))
-                gen.stats.upstream_requests.labels(cluster.name, f"{response.status // 100}xx").inc()
+                gen.stats.upstream_requests.inc((cluster.name, f"{response.status // 100}xx"))
                 return codec.reusable()
     except CodecProtocolError as exc:
         cluster.report(upstream.host, False)
-        gen.stats.upstream_requests.labels(cluster.name, "protocol_error").inc()
+        gen.stats.upstream_requests.inc((cluster.name, "protocol_error"))
         events.upstream_fail(
             gen.audit, ctx.conn.id, cluster.name, upstream.host.name, f"protocol_error: {exc}"
         )
@@ -507,7 +522,7 @@ async def _exchange(
         if ctx.body.aborted:
             raise
         cluster.report(upstream.host, False)
-        gen.stats.upstream_requests.labels(cluster.name, "reset").inc()
+        gen.stats.upstream_requests.inc((cluster.name, "reset"))
         if upstream.reused and not got_bytes and not ctx.response_started:
             raise UpstreamFailure(502, "upstream reset", "stale-connection") from None
         events.upstream_fail(

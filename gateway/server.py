@@ -149,7 +149,7 @@ class Gateway:
                 )
                 new_listeners = self._rebind(new_config, generation)
             except ConfigError as exc:
-                self.stats.reloads.labels("rejected").inc()
+                self.stats.reloads.inc(("rejected",))
                 if new_config is not None:
                     diff = _diff(self.generation.config, new_config, changed_files)
                 else:
@@ -181,7 +181,7 @@ class Gateway:
             for cluster in retired:
                 self._background(cluster.close())
             self._file_state = fingerprint_files(watched_files(new_config))
-            self.stats.reloads.labels("success").inc()
+            self.stats.reloads.inc(("success",))
             events.config_reload(
                 self.audit, accepted=True, source=source, diff=diff, generation=generation.number
             )
@@ -239,7 +239,7 @@ class Gateway:
         for info in inventory(config):
             events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
             days = info.days_left(now)
-            self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
+            self.stats.cert_expiry_days.set((f"{info.role}:{info.subject}",), days)
             if days < warn_days:
                 events.cert_expiring(self.audit, info.audit_fields(), info.role, days, info.file)
                 if (info.subject, info.serial) not in warned:

@@ -120,7 +120,7 @@ class HttpConnectionManager(NetworkFilter):
             with contextlib.suppress(Exception):
                 await self._task
         else:
-            conn.generation.stats.requests.labels("-", str(exc.status)).inc()
+            conn.generation.stats.requests.inc(("-", str(exc.status)))
             with contextlib.suppress(OSError, ConnectionError):
                 await conn.write(self.codec.local_reply(exc.status, f"{exc}\n".encode()))
         conn.closing = True

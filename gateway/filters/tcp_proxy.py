@@ -8,81 +8,54 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
-from gateway.cluster import ClusterOverflow, NoHealthyUpstream, UpstreamConnection
+from gateway.cluster import Cluster, UpstreamConnection
 from gateway.config import TcpProxyFilter
 from gateway.filters.base import FilterStatus, NetworkFilter
-from gateway.upstream import UpstreamConnectError
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
 
 
 class TcpProxy(NetworkFilter):
-    def __init__(self, config: TcpProxyFilter) -> None:
+    def __init__(self, config: TcpProxyFilter, cluster: Cluster) -> None:
         self.config = config
+        self.cluster = cluster
         self.upstream: UpstreamConnection | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._upstream_eof = False
 
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
-        cluster = conn.generation.clusters[self.config.cluster]
         peer = conn.identity.peer
-        tried: set[int] = set()
-        for _ in range(len(cluster.hosts)):
-            try:
-                host = cluster.choose_host(peer.fingerprint_sha256 if peer else None, frozenset(tried))
-                self.upstream = await cluster.acquire(host, "tcp", None)
-                cluster.report(host, True)
-                break
-            except UpstreamConnectError as exc:
-                tried.add(id(host))
-                cluster.report(host, False)
-                events.upstream_fail(
-                    conn.generation.audit, conn.id, cluster.name, host.name, f"connect_failure: {exc}"
-                )
-            except (NoHealthyUpstream, ClusterOverflow) as exc:
-                events.upstream_fail(conn.generation.audit, conn.id, cluster.name, None, str(exc))
-                break
-        if self.upstream is None:
-            conn.close_reason = "no_upstream"
-            events.route_decision(
-                conn.generation.audit,
-                conn.id,
-                route=f"filter_chain:{conn.filter_chain}",
-                cluster=cluster.name,
-                upstream=None,
-                allow=True,
-                reason="no_upstream",
-            )
-            return FilterStatus.STOP_ITERATION
-        self.upstream.host.active_requests += 1
+        self.upstream = await self.cluster.connect_any(peer.fingerprint_sha256 if peer else None, conn.id)
         events.route_decision(
             conn.generation.audit,
             conn.id,
             route=f"filter_chain:{conn.filter_chain}",
-            cluster=cluster.name,
-            upstream=self.upstream.host.name,
+            cluster=self.cluster.name,
+            upstream=self.upstream.host.name if self.upstream else None,
             allow=True,
-            reason="tcp_proxy",
+            reason="tcp_proxy" if self.upstream else "no_upstream",
         )
+        if self.upstream is None:
+            conn.close_reason = "no_upstream"
+            return FilterStatus.STOP_ITERATION
         self._pump = asyncio.create_task(self._upstream_to_downstream(conn))
         return FilterStatus.CONTINUE
 
     async def _upstream_to_downstream(self, conn: Connection) -> None:
         assert self.upstream is not None
         stream = self.upstream.stream
-        stats = conn.generation.stats.bytes.labels(conn.listener, "upstream_rx")
+        stats = conn.generation.stats.bytes
+        label = (conn.listener, "upstream_rx")
         try:
             while True:
                 data = await stream.read(65536)
                 if not data:
                     break
-                stats.inc(len(data))
+                stats.inc(label, len(data))
                 await conn.write(data)
         except (OSError, ConnectionError):
             pass
         finally:
-            self._upstream_eof = True
             if conn.stream.can_write_eof():
                 with contextlib.suppress(OSError, RuntimeError):
                     conn.stream.write_eof()
@@ -96,7 +69,7 @@ class TcpProxy(NetworkFilter):
         try:
             if data:
                 stream.write(data)
-                conn.generation.stats.bytes.labels(conn.listener, "upstream_tx").inc(len(data))
+                conn.generation.stats.bytes.inc((conn.listener, "upstream_tx"), len(data))
                 await stream.drain()
             if end_stream and stream.can_write_eof():
                 stream.write_eof()
@@ -122,6 +95,4 @@ class TcpProxy(NetworkFilter):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
         if self.upstream is not None:
-            self.upstream.host.active_requests -= 1
-            cluster = conn.generation.clusters[self.config.cluster]
-            await cluster.release(self.upstream, reusable=False)
+            self.cluster.release(self.upstream, reusable=False)

@@ -318,15 +318,19 @@ async def test_every_required_event_is_audited_and_valid(demo_pki, tmp_path):
 
 def test_openssl_failures_map_to_alerts_with_codes():
     from gateway import audit_events
+    from gateway.transports.base import Alert
+    from gateway.transports.tls import alert, openssl_alert
 
-    assert audit_events.openssl_alert("TLSV1_ALERT_UNKNOWN_CA") == ("unknown_ca", False)
-    assert audit_events.openssl_alert("SSLV3_ALERT_BAD_CERTIFICATE") == ("bad_certificate", False)
-    assert audit_events.openssl_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED") == ("certificate_required", False)
-    assert audit_events.openssl_alert("NO_SHARED_CIPHER") == ("handshake_failure", True)
-    assert audit_events.openssl_alert("UNSUPPORTED_PROTOCOL") == ("protocol_version", True)
-    assert audit_events.openssl_alert("SOMETHING_ELSE") == (None, True)
+    assert openssl_alert("TLSV1_ALERT_UNKNOWN_CA") == (Alert("unknown_ca", 48), False)
+    assert openssl_alert("SSLV3_ALERT_BAD_CERTIFICATE") == (Alert("bad_certificate", 42), False)
+    assert openssl_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED") == (Alert("certificate_required", 116), False)
+    assert openssl_alert("NO_SHARED_CIPHER") == (Alert("handshake_failure", 40), True)
+    assert openssl_alert("UNSUPPORTED_PROTOCOL") == (Alert("protocol_version", 70), True)
+    assert openssl_alert("SOMETHING_ELSE") == (None, True)
     audit = RecordingAudit()
-    audit_events.handshake_fail(audit, 7, "handshake_error", alert="certificate_required", alert_sent=False)
+    audit_events.handshake_fail(
+        audit, 7, "handshake_error", alert=alert("certificate_required"), alert_sent=False
+    )
     audit_events.handshake_fail(audit, 8, "handshake_timeout")
     received, timeout = audit.of("handshake.fail")
     assert (received["alert"], received["alert_code"], received["alert_direction"]) == (
