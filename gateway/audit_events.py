@@ -139,8 +139,30 @@ def conn_close(
     )
 
 
-def http_request(audit: AuditHandle, conn_id: int, request_id: str, **fields: object) -> None:
-    audit.emit(EventType.HTTP_REQUEST, conn_id=str(conn_id), request_id=request_id, **fields)
+#: The one record of an HTTP request (see :func:`connection_fields` and ``gateway.proxy.Exchange``).
+HTTP_REQUEST = EventType.HTTP_REQUEST
+
+
+def connection_fields(conn_id: int, listener: str, identity: PeerIdentity) -> dict[str, object]:
+    """The fields every ``http.request`` record of a connection repeats: who the client is and how it
+    came (transport, suite, SNI, the verified client certificate). Built once per connection."""
+    fields: dict[str, object] = {
+        "conn_id": str(conn_id),
+        "listener": listener,
+        "client_addr": f"{identity.remote_address}:{identity.remote_port}",
+        "protocol": _SCHEMA_PROTOCOL.get(identity.protocol),
+        "cipher_suite": identity.cipher_suite,
+        "sni": identity.sni,
+        "client_cert": cert_fields(identity.peer) if identity.peer else None,
+    }
+    fields.update(_unverified_client_cert(identity))
+    return fields
+
+
+def http_request(
+    audit: AuditHandle, connection: dict[str, object], request_id: str, **fields: object
+) -> None:
+    audit.emit(HTTP_REQUEST, **connection, request_id=request_id, **fields)
 
 
 def config_reload(

@@ -60,6 +60,8 @@ ConnectionFactory = Callable[["Host", TransportStream], UpstreamConnection]
 @dataclass(eq=False)
 class Host:
     endpoint: Endpoint
+    #: ``address:port``, as metrics and audit records name the endpoint.
+    name: str = ""
     healthy: bool = True
     ejected_until: float = 0.0
     times_ejected: int = 0
@@ -68,9 +70,8 @@ class Host:
     open_connections: int = 0
     idle: list[UpstreamConnection] = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        return f"{self.endpoint.address}:{self.endpoint.port}"
+    def __post_init__(self) -> None:
+        self.name = f"{self.endpoint.address}:{self.endpoint.port}"
 
     def available(self, now: float) -> bool:
         return self.healthy and self.ejected_until <= now
@@ -100,6 +101,8 @@ class Cluster:
         self.pending = 0
         self._released = asyncio.Event()
         self.closed = False
+        #: ``smgate_upstream_requests`` labels by status class (``response_labels[2]``: ``2xx``).
+        self.response_labels = tuple((self.name, f"{i}xx") for i in range(10))
         for host in self.hosts:
             self._publish(host)
 
@@ -117,6 +120,12 @@ class Cluster:
     def choose_host(self, hash_key: str | None = None, exclude: frozenset[int] = frozenset()) -> Host:
         """Pick an available host; ``exclude`` holds ``id()`` of hosts already tried by this request."""
         now = self.clock()
+        if not exclude and self.config.lb_policy == "round_robin":
+            # The common case first: the next host in turn, if it may be used.
+            weighted = self._weighted
+            host = weighted[next(self._rr) % len(weighted)]
+            if host.healthy and host.ejected_until <= now:
+                return host
         candidates = [h for h in self.hosts if h.available(now) and id(h) not in exclude]
         if not candidates:
             # Envoy's panic mode: with nothing healthy, spread over every not-yet-tried host.

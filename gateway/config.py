@@ -272,7 +272,10 @@ class HttpConnectionManagerFilter(_Model):
     max_request_headers_bytes: int = Field(default=65536, ge=1024)
     max_request_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     idle_timeout: Seconds = 60.0
+    #: From the first byte of a request head to its end (a total, not per read).
     request_headers_timeout: Seconds = 15.0
+    #: From the first byte of a request head to the end of its body (a total; ``null``: none).
+    request_timeout: Seconds | None = 300.0
     identity_headers: IdentityHeaders = IdentityHeaders()
 
 

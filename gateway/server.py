@@ -267,7 +267,7 @@ class Gateway:
         closed_at: dict[int, float] = {}
         while self.connections and loop.time() < deadline:
             for conn in self.connections:
-                conn.draining.set()
+                conn.draining = True
                 if conn.idle and conn.id not in closed_at:
                     closed_at[conn.id] = loop.time()
                     conn.close()

@@ -9,7 +9,8 @@ labels are Prometheus' (counters gain ``_total``, histograms ``_bucket``/``_sum`
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,23 +20,46 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 Labels = tuple[str, ...]
 
 
+class CountSource(Protocol):
+    """Something that keeps its own running counts (a connection's bytes) until it ends."""
+
+    def counts(self) -> Iterable[tuple[Labels, float]]: ...
+
+
 class Counter:
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = labelnames
         self.values: dict[Labels, float] = {}
+        #: Live sources, added in at collection time, folded into ``values`` when they end.
+        self.sources: set[CountSource] = set()
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
         values = self.values
         values[labels] = values.get(labels, 0.0) + amount
 
     def value(self, labels: Labels) -> float:
-        return self.values.get(labels, 0.0)
+        return self.current().get(labels, 0.0)
+
+    def track(self, source: CountSource) -> None:
+        self.sources.add(source)
+
+    def untrack(self, source: CountSource) -> None:
+        self.sources.discard(source)
+        for labels, amount in source.counts():
+            self.inc(labels, amount)
+
+    def current(self) -> dict[Labels, float]:
+        values = dict(self.values)
+        for source in self.sources:
+            for labels, amount in source.counts():
+                values[labels] = values.get(labels, 0.0) + amount
+        return values
 
     def family(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, value in self.values.items():
+        for labels, value in self.current().items():
             family.add_metric(labels, value)
         return family
 
@@ -99,6 +123,50 @@ class Histogram:
         return family
 
 
+class RouteStats:
+    """One route's requests by status and their latency, updated in one call per request."""
+
+    __slots__ = ("buckets", "by_status", "seconds", "total")
+
+    def __init__(self) -> None:
+        self.by_status: dict[int, int] = {}
+        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.total = 0
+        self.seconds = 0.0
+
+    def record(self, status: int, seconds: float) -> None:
+        by_status = self.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        self.buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        self.total += 1
+        self.seconds += seconds
+
+
+class _RouteRequests:
+    """``smgate_requests`` and ``smgate_request_seconds`` from every route's :class:`RouteStats`."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteStats] = {}
+
+    def families(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "smgate_requests", "Requests by route and response status", labels=("route", "status")
+        )
+        seconds = HistogramMetricFamily(
+            "smgate_request_seconds", "Request latency by route", labels=("route",)
+        )
+        for name, route in self.routes.items():
+            for status, count in route.by_status.items():
+                requests.add_metric((name, str(status)), float(count))
+            cumulative, running = [], 0
+            for bound, count in zip((*_LATENCY_BUCKETS, float("inf")), route.buckets, strict=True):
+                running += count
+                cumulative.append((str(bound) if bound != float("inf") else "+Inf", float(running)))
+            seconds.add_metric((name,), cumulative, route.seconds)
+        yield requests
+        yield seconds
+
+
 class GatewayStats:
     """Named metrics (Envoy-like names under the ``smgate_`` prefix)."""
 
@@ -121,10 +189,7 @@ class GatewayStats:
             "smgate_handshake_seconds", "Downstream handshake latency", ("protocol",)
         )
         self.bytes = Counter("smgate_bytes", "Bytes proxied", ("listener", "direction"))
-        self.requests = Counter(
-            "smgate_requests", "Requests by route and response status", ("route", "status")
-        )
-        self.request_seconds = Histogram("smgate_request_seconds", "Request latency by route", ("route",))
+        self._routes = _RouteRequests()
         self.upstream_requests = Counter(
             "smgate_upstream_requests", "Upstream attempts by cluster and result", ("cluster", "result")
         )
@@ -149,10 +214,18 @@ class GatewayStats:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
+    def route(self, name: str) -> RouteStats:
+        """The request counters of route ``name`` (``-`` for requests no route took), kept across reloads."""
+        stats = self._routes.routes.get(name)
+        if stats is None:
+            stats = self._routes.routes[name] = RouteStats()
+        return stats
+
     def collect(self) -> Iterator[Metric]:
         for metric in vars(self).values():
             if isinstance(metric, Counter | Gauge | Histogram):
                 yield metric.family()
+        yield from self._routes.families()
 
     def set_audit_depth_source(self, source: Callable[[], int]) -> None:
         self.audit_queue_depth.source = lambda: float(source())

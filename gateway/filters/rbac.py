@@ -32,6 +32,3 @@ class Rbac(NetworkFilter):
             reason="rbac",
         )
         return FilterStatus.STOP_ITERATION
-
-    async def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
-        return FilterStatus.CONTINUE
