@@ -32,6 +32,9 @@ from pydantic import (
 )
 
 from audit.config import AuditConfig
+from gateway.fleet_config import SessionStoreConfig, SupervisorConfig
+from gateway.logs.setup import LoggingConfig
+from gateway.proxy_protocol_io import ProxyProtocolConfig
 from tls.tlcp import CipherSuite, ClientAuth, PeerProfile
 from tls.tlcp.suites import SUITE_PARAMETERS, KeyExchange
 
@@ -309,6 +312,8 @@ class ListenerConfig(_Model):
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
     filter_chains: tuple[FilterChain, ...]
+    #: Expect a PROXY protocol v1/v2 header (from an L4 load balancer) before the first record.
+    proxy_protocol: ProxyProtocolConfig | None = None
 
 
 class HeaderMatch(_Model):
@@ -533,6 +538,12 @@ class GatewayConfig(_Model):
     #: The audit trail (the audit package's own model); relative paths are relative to the config file.
     audit: AuditConfig | None = None
     drain_timeout: Seconds = 20.0
+    #: Operator logs: level, console/JSON format, access logs (see gateway.logs).
+    logging: LoggingConfig = LoggingConfig()
+    #: ``--workers N``: respawn policy of the supervisor (see gateway.fleet_config).
+    supervisor: SupervisorConfig = SupervisorConfig()
+    #: TLCP sessions shared by workers (host) or hosts (redis); None: per-process caches.
+    session_store: SessionStoreConfig | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
         return next(c for c in self.clusters if c.name == name)
@@ -593,6 +604,13 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(f"{where}.cluster: unknown cluster {flt.cluster!r}")
                 if isinstance(flt, HttpConnectionManagerFilter) and flt.route_config not in routes:
                     errors.append(f"{where}.route_config: unknown route_config {flt.route_config!r}")
+    listener_names = {x.name for x in config.listeners}
+    for i, access_log in enumerate(config.logging.access_logs):
+        errors += [
+            f"logging.access_logs[{i}].listeners: unknown listener {name!r}"
+            for name in access_log.listeners
+            if name not in listener_names
+        ]
     if config.audit is not None:
         for key in ("key_file", "signing_key", "signing_cert", "signing_key_password_file"):
             path = getattr(config.audit, key)

@@ -1,6 +1,7 @@
 """Listeners: accept a socket and take it, top-down, to a running connection.
 
-    accept -> listener filters (sniff: which transport) -> transport.accept (handshake, identity)
+    accept -> listener filters (PROXY protocol: who; sniff: which transport)
+           -> transport.accept (handshake, identity)
            -> filter chain match (SNI, transport) -> Connection.run(filters)
 
 Each step hands the next what it found and never comes back: the listener filters annotate the
@@ -23,7 +24,9 @@ from gateway.config import ListenerConfig
 from gateway.connection import Connection, next_connection_id
 from gateway.identity import PeerIdentity
 from gateway.listener_filters.base import ListenerFilter
+from gateway.listener_filters.proxy_protocol import ProxyProtocol
 from gateway.listener_filters.sniff import Sniff
+from gateway.logs.rate_limit import handshake_failure
 from gateway.stream import TransportStream
 from gateway.transports.base import AcceptedSocket, HandshakeRefused, ServerTransport, refuse_raw
 
@@ -98,11 +101,14 @@ class Listener:
         """The listener filters, in order, built once per generation. Filters that must see the raw
         bytes first (a PROXY-protocol header) go before the sniffer; the sniffer is always last."""
         if self._filters is None or self._filters[0] is not generation:
-            sniff = Sniff(
-                generation.listener_transports[self.config.name],
-                max_first_record=self.config.max_first_record_bytes,
+            cfg = self.config
+            filters: list[ListenerFilter] = []
+            if cfg.proxy_protocol is not None:
+                filters.append(ProxyProtocol(cfg.proxy_protocol))
+            filters.append(
+                Sniff(generation.listener_transports[cfg.name], max_first_record=cfg.max_first_record_bytes)
             )
-            self._filters = (generation, [sniff])
+            self._filters = (generation, filters)
         return self._filters[1]
 
     # -- one connection, top-down ---------------------------------------------------------------
@@ -114,19 +120,21 @@ class Listener:
         with contextlib.suppress(OSError):
             local = sock.getsockname()
         gen.stats.connections_total.inc((cfg.name,))
-        events.conn_open(gen.audit, conn_id, cfg.name, peer, local)
         accepted = AcceptedSocket(sock, peer, local)
         started = time.monotonic()
         deadline = asyncio.get_running_loop().time() + cfg.handshake_timeout
         try:
             transport = await self._run_listener_filters(accepted, gen, deadline)
         except HandshakeRefused as exc:
+            # The connection's record opens with the client the listener filters found (PROXY protocol).
+            events.conn_open(gen.audit, conn_id, cfg.name, accepted.peer, local)
             self._refused(conn_id, accepted, exc)
             if exc.reply:
                 await refuse_raw(sock, exc.reply)
             else:
                 _close(sock)
             return
+        events.conn_open(gen.audit, conn_id, cfg.name, accepted.peer, local)
         try:
             stream, identity = await self._accept(transport, accepted, deadline)
         except HandshakeRefused as exc:
@@ -165,12 +173,14 @@ class Listener:
     async def _run_listener_filters(
         self, accepted: AcceptedSocket, gen: Generation, deadline: float
     ) -> ServerTransport:
+        listener_filter: ListenerFilter | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 for listener_filter in self.listener_filters(gen):
                     await listener_filter.on_accept(accepted)
         except TimeoutError:
-            raise HandshakeRefused("handshake_timeout") from None
+            assert listener_filter is not None
+            raise listener_filter.timed_out() from None
         assert accepted.transport is not None
         return accepted.transport
 
@@ -201,6 +211,7 @@ class Listener:
         gen, name = self.generation, self.config.name
         gen.stats.handshake_failures.inc((name, refusal.reason))
         gen.stats.handshakes.inc((name, accepted.detected, "-", "failure"))
+        handshake_failure(name, refusal.reason, accepted.peer, f"{accepted.detected}: {refusal}")
         events.handshake_fail(
             gen.audit,
             conn_id,

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from gateway.transports.base import AcceptedSocket
+from gateway.transports.base import AcceptedSocket, HandshakeRefused
 
 
 class ListenerFilter(ABC):
     @abstractmethod
     async def on_accept(self, accepted: AcceptedSocket) -> None:
         """Inspect or annotate ``accepted``; raise ``HandshakeRefused`` to close it."""
+
+    def timed_out(self) -> HandshakeRefused:
+        """The refusal when ``handshake_timeout`` ends this filter's wait."""
+        return HandshakeRefused("handshake_timeout")

@@ -22,6 +22,7 @@ from pathlib import Path
 from certs import Certificate, CertificateError, SM2CertificateSet, TrustStore, load_sm2_certificate_set
 from gateway.config import CertificateSet, ConfigError, DownstreamTls, Protocol, UpstreamTransport
 from gateway.identity import PeerCertificate, PeerIdentity
+from gateway.session_store import SharedSessionCache, session_cache_for
 from gateway.stream import TransportStream
 from gateway.transports.base import (
     AcceptedSocket,
@@ -44,7 +45,6 @@ from tls.tlcp import (
     ConnectionClosed,
     HandshakeComplete,
     LocalProtocolError,
-    SessionCache,
     TLCPConfiguration,
     TLCPConnection,
     TLCPSession,
@@ -260,7 +260,7 @@ def build_server_policy(tls: DownstreamTls, where: str) -> TlcpServerPolicy | No
         client_auth=tls.client_auth,
         trust_store=trust,
         verify_peer=trust is not None,
-        session_cache=SessionCache(max_size=max(1, tls.session_cache_size)),
+        session_cache=session_cache_for(where, max(1, tls.session_cache_size)),
         profile=tls.tlcp.profile,
         half_close=True,
     )
@@ -274,6 +274,9 @@ class TlcpTransport(ServerTransport):
         self.policy = policy
 
     async def accept(self, accepted: AcceptedSocket) -> tuple[TransportStream, PeerIdentity]:
+        cache = self.policy.configuration.session_cache
+        if isinstance(cache, SharedSessionCache):
+            await cache.prefetch(accepted.sock)  # a session another worker or host made, into the local cache
         stream = TlcpStream(self.policy.configuration)
         await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, accepted.sock)
         await stream.handshake()
