@@ -20,6 +20,7 @@ carrying the route decision, the upstream, the outcome and the connection's TLS 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 import time
 from typing import TYPE_CHECKING
@@ -38,12 +39,23 @@ from gateway.codec.base import (
     ResponseHead,
 )
 from gateway.http_upstream import HttpUpstream
+from gateway.logs.access_log import AccessRecord, log_request
 from gateway.router import IDEMPOTENT, RouteEntry
 from gateway.stream import TransportStream
 from gateway.transports.base import UpstreamConnectError
 
 if TYPE_CHECKING:
     from gateway.filters.http_connection_manager import HttpConnectionManager
+
+#: Envoy's response flags: by the exchange's decision reason, then by what failed upstream.
+_REASON_FLAGS = {"no_route": "NR", "access_control": "UAEX", "no_healthy_upstream": "UH", "overflow": "UO"}
+_ERROR_FLAGS = (
+    ("upstream connect error", "UF"),
+    ("upstream request timeout", "UT"),
+    ("upstream per-try timeout", "UT"),
+    ("upstream reset", "UR"),
+    ("upstream protocol error", "UPE"),
+)
 
 #: Request body bytes held while the upstream connection is being opened (reading pauses above).
 PENDING_BODY_LIMIT = 256 * 1024
@@ -88,6 +100,8 @@ class Exchange:
     _reading_paused = False
     _route_deadline: float | None = None
     _try_deadline: float | None = None
+    #: The response head's headers as relayed (kept for the access log).
+    response_headers: Headers = ()
 
     def __init__(self, hcm: HttpConnectionManager, head: RequestHead, index: int, started: float) -> None:
         self.hcm = hcm
@@ -414,6 +428,8 @@ class Exchange:
             self.codec.request_close()
         if forward.response_add:
             event = ResponseHead(event.status, event.headers + forward.response_add, event.reason)
+        if self.hcm.access_logged:
+            self.response_headers = event.headers
         return self.codec.encode_response_head(event)
 
     def _upstream_done(self) -> None:
@@ -610,15 +626,43 @@ class Exchange:
         assert route_stats is not None
         route_stats.record(self.status, duration)
         if hcm.records:
-            record = self._record(duration)
-            generation = self.conn.generation
-            for hook in generation.access_log:
-                hook(record)
-            generation.audit.emit(events.HTTP_REQUEST, **record)
+            self.conn.generation.audit.emit(events.HTTP_REQUEST, **self._record(duration))
+        if hcm.access_logged:
+            log_request(self._access_record(duration))
         hcm.exchange_finished(self)
 
+    def _access_record(self, duration: float) -> AccessRecord:
+        """The access log's view of this request (built only when an access log covers the listener)."""
+        conn, head = self.conn, self.head
+        return AccessRecord(
+            listener=conn.listener,
+            connection_id=conn.id,
+            start_time=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=duration),
+            duration_ms=round(duration * 1000, 3),
+            method=head.method,
+            path=head.path,
+            authority=head.authority or None,
+            response_code=self.status,
+            response_flags=self._response_flags(),
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            route_name=self.route.name if self.route is not None else None,
+            upstream_cluster=self.cluster.name if self.cluster is not None else None,
+            upstream_host=self.endpoint,
+            request_headers=head.headers,
+            response_headers=self.response_headers,
+            identity=conn.identity,
+            local_address=conn.stream.get_extra_info("sockname"),
+        )
+
+    def _response_flags(self) -> str:
+        if self.reason in _REASON_FLAGS:
+            return _REASON_FLAGS[self.reason]
+        error = self.error or ""
+        return next((flag for prefix, flag in _ERROR_FLAGS if error.startswith(prefix)), "-")
+
     def _record(self, duration: float) -> dict[str, object]:
-        """The one audit record of this request (also what access-log hooks receive)."""
+        """The one audit record of this request."""
         head = self.head
         record: dict[str, object] = {
             **self.hcm.audit_fields,

@@ -7,7 +7,6 @@ clusters and certificates for new connections only; established ones finish on t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.auditing import AuditHandle
@@ -62,8 +61,6 @@ class Generation:
     #: Per listener, the transports it accepts by name (``plain``, ``tls``, ``tlcp``).
     listener_transports: dict[str, dict[str, ServerTransport]] = field(default_factory=dict)
     codecs: dict[str, CodecFactory] = field(default_factory=dict)
-    #: Called with every HTTP request's record (the audit record's fields) when it ends: access logs.
-    access_log: list[Callable[[Mapping[str, object]], None]] = field(default_factory=list)
 
     def listener(self, name: str) -> ListenerConfig:
         return next(x for x in self.config.listeners if x.name == name)

@@ -70,8 +70,13 @@ class HttpConnectionManager(NetworkFilter):
         self.forwarded_proto = "https" if conn.identity.secure else "http"
         generation = conn.generation
         self.unrouted_stats = generation.stats.route("-")
-        #: Whether anyone reads per-request records (the audit trail, an access log).
-        self.records = bool(generation.access_log) or getattr(generation.audit, "enabled", True)
+        #: Whether anyone reads the per-request audit record (not the null handle of "audit off").
+        self.records = getattr(generation.audit, "enabled", True)
+        #: Whether an access log covers this listener (then each request also makes an AccessRecord).
+        self.access_logged = any(
+            not log.listeners or conn.listener in log.listeners
+            for log in generation.config.logging.access_logs
+        )
         self.audit_fields = {
             **events.connection_fields(conn.id, conn.listener, conn.identity),
             "codec": self.codec_factory.protocol,

@@ -259,3 +259,37 @@ async def test_per_try_timeout_is_retried_then_answered_504(pki, echo):
         assert (await c.request("GET", "/fast"))[0] == 200
         await c.close()
         assert gw.stats.as_json()["smgate_upstream_retries_total{cluster=echo}"] == 1
+
+
+async def test_access_log_line_per_request(pki, echo, tmp_path):
+    path = tmp_path / "access.log"
+    doc = base_doc(pki, echo.port, routes=ROUTES)
+    doc["clusters"].append(
+        {
+            "name": "dead",
+            "connect_timeout": 0.5,
+            "endpoints": [{"address": "127.0.0.1", "port": _free_port()}],
+        }
+    )
+    doc["route_configs"][0]["virtual_hosts"][0]["routes"].insert(
+        0, {"name": "down", "match": {"prefix": "/down"}, "route": {"cluster": "dead"}}
+    )
+    doc["logging"] = {
+        "access_logs": [
+            {
+                "path": str(path),
+                "format": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %ROUTE_NAME% "
+                "%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(X-UPSTREAM)%",
+            }
+        ]
+    }
+    async with running(doc) as gw:
+        c = await HttpClient.open(gw.listener_port("main"))
+        assert (await c.request("GET", "/items/x"))[0] == 200
+        assert (await c.request("GET", "/exact"))[0] == 200
+        assert (await c.request("GET", "/down/x"))[0] == 503
+        await c.close()
+    lines = path.read_text().splitlines()
+    assert lines[0] == f"GET /items/x 200 - default echo 127.0.0.1:{echo.port} a"
+    assert lines[1] == "GET /exact 200 - exact - - -"
+    assert lines[2].startswith("GET /down/x 503 UF down dead 127.0.0.1:")
