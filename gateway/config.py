@@ -310,6 +310,10 @@ class ListenerConfig(_Model):
     port: Port
     handshake_timeout: Seconds = 10.0
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
+    #: Connections in their handshake at once (sniffing, PROXY header, TLS/TLCP handshake); beyond it the
+    #: listener stops accepting until one finishes (new clients wait in the kernel's accept queue). With
+    #: ``handshake_timeout`` it bounds what slow or silent clients can hold (about 50 KB each for TLS).
+    max_pending_handshakes: int = Field(default=4096, ge=1)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
     filter_chains: tuple[FilterChain, ...]
     #: Expect a PROXY protocol v1/v2 header (from an L4 load balancer) before the first record.

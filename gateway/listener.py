@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 import socket
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
 from gateway.config import ListenerConfig
 from gateway.connection import Connection, next_connection_id
+from gateway.heap import release_free_heap
 from gateway.identity import PeerIdentity
 from gateway.listener_filters.base import ListenerFilter
 from gateway.listener_filters.proxy_protocol import ProxyProtocol
@@ -32,6 +34,21 @@ from gateway.transports.base import AcceptedSocket, HandshakeRefused, ServerTran
 
 if TYPE_CHECKING:
     from gateway.runtime import Generation
+
+
+#: A burst of at least this many concurrent handshakes is followed by a heap trim once it is over.
+_TRIM_AFTER_PENDING = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Established:
+    """What the handshake phase hands the connection phase."""
+
+    conn_id: int
+    stream: TransportStream
+    identity: PeerIdentity
+    transport: str
+    started: float
 
 
 class Listener:
@@ -46,6 +63,10 @@ class Listener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept_task: asyncio.Task[None] | None = None
         self._filters: tuple[Generation, list[ListenerFilter]] | None = None
+        #: Connections between accept and the end of their handshake (bounded by max_pending_handshakes).
+        self.pending_handshakes = 0
+        self._peak_pending = 0
+        self._handshake_slot = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -86,6 +107,9 @@ class Listener:
         loop = asyncio.get_running_loop()
         assert self.sock is not None
         while True:
+            while self.pending_handshakes >= self.config.max_pending_handshakes:
+                self._handshake_slot.clear()
+                await self._handshake_slot.wait()
             try:
                 client, peer = await loop.sock_accept(self.sock)
             except OSError:
@@ -93,6 +117,8 @@ class Listener:
                 continue
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pending_handshakes += 1
+            self._peak_pending = max(self._peak_pending, self.pending_handshakes)
             task = asyncio.create_task(self._serve(client, peer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -113,7 +139,25 @@ class Listener:
 
     # -- one connection, top-down ---------------------------------------------------------------
 
+    def _handshake_over(self) -> None:
+        self.pending_handshakes -= 1
+        self._handshake_slot.set()
+        if self.pending_handshakes == 0 and self._peak_pending >= _TRIM_AFTER_PENDING:
+            # A burst of handshakes is over: once their transports are gone (a moment later), give the
+            # freed OpenSSL state back to the OS.
+            self._peak_pending = 0
+            asyncio.get_running_loop().call_later(1.0, release_free_heap)
+
     async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            established = await self._establish(sock, peer)
+        finally:
+            self._handshake_over()
+        if established is not None:
+            await self._run(established)
+
+    async def _establish(self, sock: socket.socket, peer: tuple[str, int]) -> _Established | None:
+        """Listener filters, then the transport's handshake: the bounded first phase of a connection."""
         gen, cfg = self.generation, self.config
         conn_id = next_connection_id()
         local = None
@@ -133,18 +177,23 @@ class Listener:
                 await refuse_raw(sock, exc.reply)
             else:
                 _close(sock)
-            return
+            return None
         events.conn_open(gen.audit, conn_id, cfg.name, accepted.peer, local)
         try:
             stream, identity = await self._accept(transport, accepted, deadline)
         except HandshakeRefused as exc:
             self._refused(conn_id, accepted, exc)
-            return
-        elapsed = time.monotonic() - started
-        self._handshake_ok(conn_id, identity, elapsed)
-        chain = gen.select_filter_chain(cfg, identity.sni, transport.name)
+            return None
+        self._handshake_ok(conn_id, identity, time.monotonic() - started)
+        return _Established(conn_id, stream, identity, transport.name, started)
+
+    async def _run(self, established: _Established) -> None:
+        """Filter chain match, then the connection until it closes."""
+        gen, cfg = self.generation, self.config
+        conn_id, stream, identity = established.conn_id, established.stream, established.identity
+        chain = gen.select_filter_chain(cfg, identity.sni, established.transport)
         if chain is None:
-            self._no_filter_chain(conn_id, stream, elapsed)
+            self._no_filter_chain(conn_id, stream, time.monotonic() - established.started)
             return
         conn = Connection(
             stream=stream,
@@ -166,7 +215,7 @@ class Listener:
                 conn_id,
                 bytes_received=conn.bytes_received,
                 bytes_sent=conn.bytes_sent,
-                duration_ms=(time.monotonic() - started) * 1000,
+                duration_ms=(time.monotonic() - established.started) * 1000,
                 reason=conn.close_reason,
             )
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from gateway import audit_events as events
+from gateway import loop_errors
 from gateway.admin import AdminServer
 from gateway.auditing import AuditHandle, NullAudit
 from gateway.certinfo import fingerprint_files, inventory, watched_files
@@ -77,6 +78,7 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._pending_config
+        loop_errors.install(asyncio.get_running_loop())
         configure_access_logs(config.logging.access_logs)
         clusters, _ = self.cluster_manager.build(config.clusters)
         generation = build_generation(1, config, clusters, self.stats, self.audit)
