@@ -3,6 +3,10 @@
 Usage: ``.venv/bin/python bench/tlcp.py [--duration 4] [--threads 8] [--profile DIR] [--no-uvloop]``
 (about 2 minutes; the smgate server runs on uvloop when it is installed, as ``smgate serve`` does).
 
+``bench/tlcp.py dialect [--rounds 20] [--later 3]`` measures instead what profile auto costs: the wall
+time of the first client connection to an unknown endpoint and of later ones, against emulated servers
+whose flight reveals their dialect and against ones whose flight misleads (one extra handshake).
+
 For each suite it measures, for both servers in turn:
 
 * full handshakes/s (ECC suites without client auth, ECDHE suites with client auth, as deployed),
@@ -39,12 +43,13 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,9 +59,23 @@ if str(REPO) not in sys.path:
 
 from certs import Role, verify_sm2_chain  # noqa: E402
 from tests.interop.babassl import SUITE_NAMES  # noqa: E402
-from tests.interop.identities import TONGSUO_PKI, is_ecdhe, server_configuration  # noqa: E402
+from tests.interop.identities import (  # noqa: E402
+    TONGSUO_PKI,
+    client_configuration,
+    is_ecdhe,
+    server_configuration,
+)
+from tests.tlcp.dialect_servers import (  # noqa: E402
+    GMSSL_PKI,
+    GMSSL_SERVER,
+    STANDARD_BEHIND_GMSSL_REQUEST,
+    TONGSUO_BEHIND_GMSSL_REQUEST,
+    TONGSUO_SERVER,
+    DialectServer,
+)
 from tls.crypto import HMACSM3, SM4CBC, SM4GCM, SM2PrivateKey, sm2_key_exchange  # noqa: E402
-from tls.tlcp.aio import TLCPStream, start_tlcp_server  # noqa: E402
+from tls.tlcp import DialectCache, PeerProfile  # noqa: E402
+from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect  # noqa: E402
 from tls.tlcp.config import SessionCache  # noqa: E402
 from tls.tlcp.suites import CipherSuite  # noqa: E402
 
@@ -89,6 +108,114 @@ async def _serve_smgate(suite: CipherSuite, client_auth: bool, mode: str) -> Non
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     server.close()
+
+
+async def _serve_dialect(name: str, suite: CipherSuite) -> None:
+    traits, pki = DIALECT_SERVERS[name]
+    server = DialectServer(traits, pki, suites=(suite,), client_auth=True)
+    async with server.running():
+        print(json.dumps({"event": "listening", "port": server.port, "pid": os.getpid()}), flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+
+
+# -- profile auto: what the first connection to an unknown endpoint costs ----------------------------------
+
+#: Emulated servers (tests/tlcp/dialect_servers.py): two whose flight reveals their dialect, two whose
+#: flight misleads the recognition so that only the retry succeeds.
+DIALECT_SERVERS = {
+    "gmssl": (GMSSL_SERVER, GMSSL_PKI),
+    "tongsuo": (TONGSUO_SERVER, TONGSUO_PKI),
+    "standard-behind-gmssl-request": (STANDARD_BEHIND_GMSSL_REQUEST, TONGSUO_PKI),
+    "tongsuo-behind-gmssl-request": (TONGSUO_BEHIND_GMSSL_REQUEST, TONGSUO_PKI),
+}
+
+
+@dataclass
+class DialectCost:
+    """First connections (empty cache) against later ones: wall ms each, CPU seconds summed."""
+
+    first_ms: list[float] = field(default_factory=list)
+    later_ms: list[float] = field(default_factory=list)
+    first_client_cpu: float = 0.0
+    later_client_cpu: float = 0.0
+    first_server_cpu: float = 0.0
+    later_server_cpu: float = 0.0
+    #: retries (extra handshakes) paid by first connections, and by the later ones
+    first_retries: int = 0
+    later_retries: int = 0
+
+
+async def _measure_dialect_cost(
+    port: int, server_pid: int, name: str, suite: CipherSuite, rounds: int, later: int
+) -> DialectCost:
+    """``rounds`` times: a fresh cache (an unknown endpoint), one connection, then ``later`` more."""
+    _, pki = DIALECT_SERVERS[name]
+    configuration = client_configuration(pki, suites=(suite,), client_cert=True, profile=PeerProfile.AUTO)
+    cost = DialectCost()
+    for _ in range(rounds):
+        cache = DialectCache()
+        for index in range(1 + later):
+            server_cpu, client_cpu = process_cpu_seconds(server_pid), time.process_time()
+            started = time.perf_counter()
+            stream = await tlcp_connect("127.0.0.1", port, configuration, dialect_cache=cache)
+            await stream.aclose()
+            elapsed = 1e3 * (time.perf_counter() - started)
+            client_cpu = time.process_time() - client_cpu
+            server_cpu = process_cpu_seconds(server_pid) - server_cpu
+            if index == 0:
+                cost.first_ms.append(elapsed)
+                cost.first_client_cpu += client_cpu
+                cost.first_server_cpu += server_cpu
+                cost.first_retries += cache.stats.retries
+            else:
+                cost.later_ms.append(elapsed)
+                cost.later_client_cpu += client_cpu
+                cost.later_server_cpu += server_cpu
+        cost.later_retries += cache.stats.retries
+    cost.later_retries -= cost.first_retries
+    return cost
+
+
+def dialect_report(rounds: int, later: int) -> int:
+    """Profile auto to each emulated server: the first connection with an empty cache against later
+    ones with what it learned; server pinned to CPU 0, this client to CPU 1."""
+    print(
+        f"tlcp_connect with profile auto and client auth: {rounds} unknown endpoints x (1 first + {later} later "
+        f"connections);\nserver (emulated, smgate engine) on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}. "
+        "Per connection: median wall ms, mean client and server CPU ms (server CPU from /proc)."
+    )
+    print(
+        f"{'server':30} {'suite':18} │ {'extra handshakes':>16} │ {'wall ms':>13} │ {'client CPU ms':>13} │"
+        f" {'server CPU ms':>13}"
+    )
+    print(
+        f"{'':30} {'':18} │ {'1st':>7} {'later':>8} │ {'1st':>6} {'later':>6} │ {'1st':>6} {'later':>6} │ {'1st':>6} {'later':>6}"
+    )
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    for name in DIALECT_SERVERS:
+        for suite in (CipherSuite.ECC_SM4_GCM_SM3, CipherSuite.ECDHE_SM4_GCM_SM3):
+            command = [*_python(), str(Path(__file__).resolve()), "serve-dialect", "--server", name]
+            command += ["--suite", str(int(suite))]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO, text=True)
+            try:
+                os.sched_setaffinity(process.pid, {SERVER_CPU})
+                assert process.stdout is not None
+                port = int(json.loads(process.stdout.readline())["port"])
+                cost = asyncio.run(_measure_dialect_cost(port, process.pid, name, suite, rounds, later))
+            finally:
+                process.terminate()
+                process.wait(10)
+            laters = rounds * later
+            print(
+                f"{name:30} {suite.name:18} │ {cost.first_retries / rounds:7.2f} {cost.later_retries / laters:8.2f} │"
+                f" {statistics.median(cost.first_ms):6.1f} {statistics.median(cost.later_ms):6.1f} │"
+                f" {1e3 * cost.first_client_cpu / rounds:6.1f} {1e3 * cost.later_client_cpu / laters:6.1f} │"
+                f" {1e3 * cost.first_server_cpu / rounds:6.1f} {1e3 * cost.later_server_cpu / laters:6.1f}",
+                flush=True,
+            )
+    return 0
 
 
 # -- crypto-bound limits ---------------------------------------------------------------------------------
@@ -386,6 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--client-auth", action="store_true")
     serve.add_argument("--mode", choices=("echo", "sink"), default="echo")
     serve.add_argument("--uvloop", action="store_true")
+    serve_dialect = sub.add_parser("serve-dialect", help="internal: an emulated dialect server child")
+    serve_dialect.add_argument("--server", choices=list(DIALECT_SERVERS), required=True)
+    serve_dialect.add_argument("--suite", type=lambda text: CipherSuite(int(text, 0)), required=True)
+    dialect = sub.add_parser(
+        "dialect", help="profile auto: the cost of the first connection to an unknown endpoint"
+    )
+    dialect.add_argument("--rounds", type=int, default=20, help="unknown endpoints (fresh caches)")
+    dialect.add_argument("--later", type=int, default=3, help="connections after the first, per endpoint")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
     parser.add_argument("--threads", type=int, default=8, help="concurrent BabaSSL client connections")
     parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
@@ -396,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run the smgate server on uvloop, as `smgate serve` does when it is installed (default: if installed)",
     )
     parser.add_argument("--suites", default="all", help="comma list of suite names (ECC_SM4_GCM_SM3,...)")
+    parser.add_argument("--no-bulk", action="store_true", help="handshakes only, no bulk transfer")
     args = parser.parse_args(argv)
     if args.command == "serve-smgate":
         os.sched_setaffinity(0, {SERVER_CPU})
@@ -407,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve_smgate(args.suite, args.client_auth, args.mode))
         return 0
+    if args.command == "serve-dialect":
+        os.sched_setaffinity(0, {SERVER_CPU})
+        asyncio.run(_serve_dialect(args.server, args.suite))
+        return 0
+    if args.command == "dialect":
+        return dialect_report(args.rounds, args.later)
 
     if len(os.sched_getaffinity(0)) < 2 and os.cpu_count() == 1:
         print("needs two CPUs (server and load pinned apart)", file=sys.stderr)
@@ -457,10 +599,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row(f"{label} full hs", results["smgate"][0], results["babassl"][0], limit, "hs/s"))
         rows.append(Row(f"{label} resumed hs", results["smgate"][1], results["babassl"][1], None, "hs/s"))
 
-    for suite, limit_mbs in (
-        (CipherSuite.ECC_SM4_GCM_SM3, costs.gcm_decrypt_mbs),
-        (CipherSuite.ECC_SM4_CBC_SM3, costs.cbc_decrypt_mbs),
-    ):
+    bulk_suites = (
+        ()
+        if args.no_bulk
+        else (
+            (CipherSuite.ECC_SM4_GCM_SM3, costs.gcm_decrypt_mbs),
+            (CipherSuite.ECC_SM4_CBC_SM3, costs.cbc_decrypt_mbs),
+        )
+    )
+    for suite, limit_mbs in bulk_suites:
         bulk: dict[str, Measurement] = {}
         for kind in ("smgate", "babassl"):
             with running_server(kind, suite, False, "sink", use_uvloop=args.uvloop) as (port, pid):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ssl
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h11
@@ -20,8 +20,15 @@ from certs import TrustStore, load_sm2_certificate_set
 from gateway.identity import peer_certificate_from_der
 from gateway.stream import AsyncioByteStream, ByteStream, close_stream
 from gateway.transports.tlcp import suite_name
-from tls.tlcp import DEFAULT_CIPHER_SUITES, CipherSuite, TLCPConfiguration
-from tls.tlcp.aio import tlcp_connect
+from tls.tlcp import (
+    DEFAULT_CIPHER_SUITES,
+    CipherSuite,
+    DialectCache,
+    PeerProfile,
+    TLCPConfiguration,
+    TLCPSession,
+)
+from tls.tlcp.aio import TLCPStream, tlcp_connect
 
 
 @dataclass
@@ -32,6 +39,8 @@ class ClientResult:
     status: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    #: TLCP: how the first handshake went (dialect, session) and one line per ``--resume`` connection
+    tlcp_details: tuple[str, ...] = ()
 
 
 async def connect_tls(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
@@ -57,25 +66,79 @@ async def connect_tls(args: argparse.Namespace) -> tuple[ByteStream, str, str, s
     return AsyncioByteStream(reader, writer), ssl_object.version(), ssl_object.cipher()[0], subject
 
 
-async def connect_tlcp(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
+def tlcp_configuration(args: argparse.Namespace) -> TLCPConfiguration:
     pair = None
     if args.cert:
         if not (args.key and args.enc_cert and args.enc_key):
             raise ValueError("a TLCP client pair needs --cert, --key, --enc-cert and --enc-key")
         pair = load_sm2_certificate_set(args.cert, args.key, args.enc_cert, args.enc_key, chain=args.chain)
     trust = TrustStore.from_pem_file(args.cafile) if args.cafile else None
-    configuration = TLCPConfiguration(
+    return TLCPConfiguration(
         is_client=True,
         cipher_suites=(CipherSuite[args.cipher],) if args.cipher else DEFAULT_CIPHER_SUITES,
         certificate_set=pair,
         trust_store=trust,
         verify_peer=not args.insecure,
         server_name=args.servername or args.host,
+        profile=PeerProfile(args.profile),
     )
-    stream = await tlcp_connect(args.host, args.port, configuration, handshake_timeout=args.timeout)
+
+
+@dataclass
+class TlcpClient:
+    """The TLCP side of ``smgate client``: one configuration and dialect cache for every connection."""
+
+    configuration: TLCPConfiguration
+    timeout: float
+    dialects: DialectCache
+
+    async def connect(self, host: str, port: int, session: TLCPSession | None = None) -> TLCPStream:
+        configuration = replace(self.configuration, session=session)
+        return await tlcp_connect(
+            host, port, configuration, handshake_timeout=self.timeout, dialect_cache=self.dialects
+        )
+
+
+def describe_dialect(stream: TLCPStream) -> str:
+    if stream.dialect is None:
+        return "dialect: none needed (no client certificate or ECDHE exchange in this handshake)"
+    return f"dialect: {stream.dialect}"
+
+
+def describe_session(stream: TLCPStream) -> str:
+    session_id = stream.handshake.session_id
+    if not session_id:
+        return "session: none (the server issued no session ID, so it cannot resume)"
+    state = "resumed" if stream.handshake.session_resumed else "new"
+    return f"session: {state}, id {session_id.hex()}"
+
+
+async def resume_sessions(client: TlcpClient, args: argparse.Namespace, first: TLCPStream) -> list[str]:
+    """``--resume N``: N more connections, each offering the last session; one line per connection."""
+    lines: list[str] = []
+    session = first.session
+    for index in range(1, args.resume + 1):
+        stream = await client.connect(args.host, args.port, session)
+        try:
+            if stream.handshake.session_resumed:
+                outcome = f"resumed session {stream.handshake.session_id.hex()}"
+            elif session is None:
+                outcome = f"full handshake (no session to offer), {describe_dialect(stream)}"
+            else:
+                outcome = f"full handshake (the server did not resume), {describe_dialect(stream)}"
+            lines.append(f"resume {index}/{args.resume}: {outcome}")
+            session = stream.session or session
+        finally:
+            await close_stream(stream)
+    return lines
+
+
+async def connect_tlcp(args: argparse.Namespace) -> tuple[TlcpClient, TLCPStream, str, str, str | None]:
+    client = TlcpClient(tlcp_configuration(args), args.timeout, DialectCache())
+    stream = await client.connect(args.host, args.port)
     hs = stream.handshake
     subject = hs.peer_sign_cert.subject if hs.peer_sign_cert is not None else None
-    return stream, "TLCPv1.1", suite_name(hs.cipher_suite), subject
+    return client, stream, "TLCPv1.1", suite_name(hs.cipher_suite), subject
 
 
 async def connect_plain(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
@@ -109,13 +172,20 @@ async def http_get(
 
 
 async def run_client(args: argparse.Namespace) -> ClientResult:
+    if args.protocol != "tlcp" and (args.resume or args.profile != PeerProfile.AUTO.value):
+        raise ValueError("--profile and --resume are for --protocol tlcp")
+    stream: ByteStream
+    tlcp: tuple[TlcpClient, TLCPStream] | None = None
     if args.protocol == "tlcp":
-        stream, version, cipher, subject = await connect_tlcp(args)
+        client, tlcp_stream, version, cipher, subject = await connect_tlcp(args)
+        stream, tlcp = tlcp_stream, (client, tlcp_stream)
     elif args.protocol == "plain":
         stream, version, cipher, subject = await connect_plain(args)
     else:
         stream, version, cipher, subject = await connect_tls(args)
     result = ClientResult(version, cipher, subject)
+    if tlcp is not None:
+        result.tlcp_details = (describe_dialect(tlcp[1]), describe_session(tlcp[1]))
     try:
         if args.get is not None:
             extra = [tuple(h.split(":", 1)) for h in args.header]
@@ -139,6 +209,8 @@ async def run_client(args: argparse.Namespace) -> ClientResult:
             result.body = b"".join(chunks)
     finally:
         await close_stream(stream)
+    if tlcp is not None and args.resume:
+        result.tlcp_details += tuple(await resume_sessions(tlcp[0], args, tlcp[1]))
     return result
 
 
@@ -155,6 +227,8 @@ def _cmd_client(args: argparse.Namespace) -> int:
     print(f"cipher: {result.cipher_suite}")
     if result.server_subject:
         print(f"server: {result.server_subject}")
+    for line in result.tlcp_details:
+        print(line)
     if result.status is not None:
         print(f"status: {result.status}")
         for k, v in result.headers:
@@ -183,6 +257,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--enc-key", help="tlcp: client encryption key")
     p.add_argument("--chain", help="tlcp: intermediate certificates to send with the client pair")
     p.add_argument("--cipher", choices=[s.name for s in CipherSuite], help="tlcp: offer only this suite")
+    p.add_argument(
+        "--profile",
+        choices=[profile.value for profile in PeerProfile],
+        default=PeerProfile.AUTO.value,
+        help="tlcp: the server's dialect; auto (default) recognises it from the server's flight and "
+        "retries once with another dialect if the server refuses ours",
+    )
+    p.add_argument(
+        "--resume",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tlcp: then N more connections offering the session, reporting which resumed",
+    )
     p.add_argument("--get", metavar="PATH", help="send an HTTP/1.1 GET for PATH and print the response")
     p.add_argument("--header", "-H", action="append", default=[], help="extra request header 'Name: value'")
     p.add_argument("--send", metavar="TEXT", help="send raw bytes, half-close, print the answer")

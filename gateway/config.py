@@ -166,8 +166,10 @@ class DownstreamTlcp(_Model):
     @field_validator("profile")
     @classmethod
     def _server_profile(cls, value: PeerProfile) -> PeerProfile:
-        if value is PeerProfile.GMSSL:
-            raise ValueError("gmssl only changes what a client sends; a listener takes standard or tongsuo")
+        if value in (PeerProfile.GMSSL, PeerProfile.AUTO):
+            raise ValueError(
+                f"{value.value} only changes what a client sends; a listener takes standard or tongsuo"
+            )
         return value
 
 
@@ -470,9 +472,9 @@ class UpstreamTransport(_Model):
     chain: FilePath | None = None
     #: TLCP only: our preference order (default: ECC then ECDHE, GCM first; ECDHE needs the pair).
     cipher_suites: TlcpSuiteList = ()
-    #: TLCP only: the upstream implementation's forms (``gmssl`` for GmSSL servers that ask for client
-    #: certificates, ``tongsuo`` for Tongsuo/BabaSSL with ECDHE).
-    profile: PeerProfile = PeerProfile.STANDARD
+    #: TLCP only: the upstream implementation's forms; ``auto`` recognises them per endpoint (fixed:
+    #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
+    profile: PeerProfile = PeerProfile.AUTO
     session_resumption: bool = True
 
     @model_validator(mode="after")
@@ -489,7 +491,7 @@ class UpstreamTransport(_Model):
                 name
                 for name, value in (
                     ("cipher_suites", self.cipher_suites),
-                    ("profile", self.profile is not PeerProfile.STANDARD),
+                    ("profile", self.profile is not PeerProfile.AUTO),
                     ("sign_cert", self.sign_cert),
                     ("chain", self.chain),
                 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,6 @@ from gateway.transports.base import (
     ServerTransport,
     SessionStream,
     UpstreamConnectError,
-    connect_stream,
 )
 from gateway.transports.sni import select_certificate_set
 from tls.crypto import CryptoError
@@ -43,12 +43,20 @@ from tls.tlcp import (
     ApplicationData,
     CipherSuite,
     ConnectionClosed,
+    DialectCache,
+    DialectChoice,
+    DialectSource,
     HandshakeComplete,
     LocalProtocolError,
+    PeerProfile,
     TLCPConfiguration,
     TLCPConnection,
     TLCPSession,
 )
+from tls.tlcp.aio import TLCPHandshakeError, connect_with_dialects
+from tls.tlcp.dialect import describe_refusal
+
+logger = logging.getLogger(__name__)
 
 #: Plaintext handed to the engine per call, so one huge write does not double its memory at once.
 _WRITE_SLICE = 256 * 1024
@@ -82,6 +90,8 @@ class TlcpStream(SessionStream):
             configuration = replace(configuration, half_close=True)
         self.engine = TLCPConnection(configuration)
         self.handshake_event: HandshakeComplete | None = None
+        #: Client: the dialect whose forms the handshake sent, and how it was chosen (profile auto).
+        self.dialect: DialectChoice | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -101,6 +111,8 @@ class TlcpStream(SessionStream):
                 self._plaintext(event.data)
             elif isinstance(event, HandshakeComplete):
                 self.handshake_event = event
+                progress = self.engine.client_progress
+                self.dialect = progress.dialect if progress is not None else None
                 self._handshake_complete()
             elif isinstance(event, ConnectionClosed):
                 self._peer_closed()
@@ -316,6 +328,8 @@ class TlcpConnector(Connector):
         )
         self._sessions: dict[tuple[str, int], TLCPSession] = {}
         self.resumed = 0
+        #: profile auto: per endpoint, the dialect a retry found (``dialects.stats`` counts dialects used)
+        self.dialects = DialectCache()
 
     @property
     def configuration(self) -> TLCPConfiguration:
@@ -325,17 +339,56 @@ class TlcpConnector(Connector):
     async def connect(self, address: str, port: int, timeout: float) -> TransportStream:
         session = self._sessions.get((address, port)) if self._cfg.session_resumption else None
         configuration = replace(self._base, session=session, server_name=self._server_name(address))
-        stream = TlcpStream(configuration)
+
+        async def handshake(configuration: TLCPConfiguration) -> TlcpStream:
+            return await self._handshake(configuration, address, port, timeout)
+
         try:
-            await connect_stream(stream, self.kind, address, port, timeout)
-        except UpstreamConnectError:
+            if configuration.profile is PeerProfile.AUTO:
+                # The engine's retry policy: recognise the server's dialect, retry once if refused.
+                endpoint = (address, port, configuration.server_name)
+                stream = await connect_with_dialects(handshake, endpoint, configuration, self.dialects)
+            else:
+                stream = await handshake(configuration)
+        except (OSError, TLCPHandshakeError) as exc:
             self._sessions.pop((address, port), None)
-            raise
+            raise UpstreamConnectError(f"tlcp connect {address}:{port}: {exc}") from None
+        if stream.dialect is not None and stream.dialect.source is DialectSource.RETRIED:
+            logger.info("tlcp upstream %s:%s speaks dialect %s", address, port, stream.dialect)
         assert stream.handshake_event is not None
         if stream.handshake_event.session_resumed:
             self.resumed += 1
         if stream.session is not None:
             self._sessions[(address, port)] = stream.session
+        return stream
+
+    async def _handshake(
+        self, configuration: TLCPConfiguration, address: str, port: int, timeout: float
+    ) -> TlcpStream:
+        """One connection and client handshake; a failure says what our flight sent (dialect retry)."""
+        stream = TlcpStream(configuration)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(lambda: stream, address, port)
+                await stream.handshake()
+        except TimeoutError:
+            stream.abort()
+            raise TLCPHandshakeError(
+                f"TLCP handshake timed out after {timeout} s",
+                client_progress=stream.engine.client_progress,
+                timed_out=True,
+            ) from None
+        except HandshakeRefused as exc:
+            progress = stream.engine.client_progress
+            alert = exc.alert.name if exc.alert else None
+            refusal = "" if exc.alert_sent else describe_refusal(progress, alert)
+            raise TLCPHandshakeError(
+                f"{exc}; {refusal}" if refusal else str(exc),
+                alert=alert,
+                alert_sent=exc.alert_sent,
+                client_progress=progress,
+            ) from None
         return stream
 
     def _server_name(self, address: str) -> str | None:

@@ -107,6 +107,7 @@ def _doc(demo, upstream_port: int, *, client_auth: str, sm2_anchors: str | None,
         ],
         "route_configs": [{"name": "main", "virtual_hosts": [{"name": "all", "routes": routes}]}],
         "clusters": [{"name": "echo", "endpoints": [{"address": "127.0.0.1", "port": upstream_port}]}],
+        "admin": None,
     }
 
 

@@ -1,6 +1,7 @@
 """TLCP peer profiles and cipher preference: upstream ``transport_socket.profile``/``cipher_suites`` and the
 listener's ``tls.tlcp.profile``, validated at load and carried into the engine; end to end against
-BabaSSL (Tongsuo's NTLS), which needs the TONGSUO profile for ECDHE."""
+BabaSSL (Tongsuo's NTLS), which needs the TONGSUO profile for ECDHE, and the default profile (auto)
+recognising BabaSSL or retrying a server that misleads it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.interop.babassl import (
     run_babassl_client,
 )
 from tests.interop.identities import PKI, openssl_oneline, smgate_demo_pki
+from tests.tlcp.dialect_servers import STANDARD_BEHIND_GMSSL_REQUEST, DialectServer
 from tls.tlcp import CipherSuite, PeerProfile
 
 ECDHE = CipherSuite.ECDHE_SM4_GCM_SM3
@@ -62,7 +64,7 @@ def test_upstream_profile_and_suites_reach_the_engine(demo_pki, tmp_path):
         .cluster("up")
         .transport_socket
     )
-    assert default.configuration.profile is PeerProfile.STANDARD
+    assert default.configuration.profile is PeerProfile.AUTO
 
 
 @pytest.mark.parametrize(
@@ -74,6 +76,7 @@ def test_upstream_profile_and_suites_reach_the_engine(demo_pki, tmp_path):
             "cipher_suites: only for type tlcp",
         ),
         ({"type": "tlcp", "verify": False, "profile": "babassl"}, "profile: Input should be"),
+        ({"type": "tls", "verify": False, "profile": "standard"}, "profile: only for type tlcp"),
         (
             {"type": "tlcp", "verify": False, "cipher_suites": ["ECDHE_SM4_GCM_SM3"]},
             "ECDHE cipher suites need an SM2 client pair",
@@ -97,6 +100,9 @@ def test_listener_profile(demo_pki, tmp_path):
     listener["tls"]["tlcp"] = {"profile": "gmssl"}
     (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
     assert error.startswith("listeners[0].tls.tlcp.profile: gmssl only changes what a client sends")
+    listener["tls"]["tlcp"] = {"profile": "auto"}
+    (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
+    assert error.startswith("listeners[0].tls.tlcp.profile: auto only changes what a client sends")
     listener = tlcp_listener(demo_pki, protocols=("tls1.3",))
     listener["tls"]["tlcp"] = {"profile": "tongsuo"}
     (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
@@ -125,7 +131,8 @@ def tcp_listener(name: str, cluster: str, tls: dict | None = None) -> dict:
 
 async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki, tmp_path):
     """BabaSSL client --TLCP ECDHE--> gateway (tongsuo listener) --TLCP ECDHE, tongsuo--> BabaSSL echo;
-    the same upstream with the standard profile is refused by BabaSSL."""
+    the same upstream with the standard profile is refused by BabaSSL, and with the default profile
+    (auto) the gateway recognises BabaSSL's dialect by itself."""
 
     suite = SUITE_NAMES[ECDHE]
     options = ServerOptions(
@@ -134,7 +141,7 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
         ca_file=babassl_pki.peer_ca_file,
         verify_client=True,
         require_client_cert=True,
-        connections=2,
+        connections=3,
     )
     async with BabaSSLServer(options) as babassl:
         edge = tlcp_listener(
@@ -149,15 +156,20 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
                 "connect_timeout": 10,
                 "outlier_detection": None,
                 "transport_socket": tlcp_transport(
-                    demo_pki, profile=name, cipher_suites=["ECDHE_SM4_GCM_SM3"], **client_pair(demo_pki)
+                    demo_pki, cipher_suites=["ECDHE_SM4_GCM_SM3"], **client_pair(demo_pki), **profile
                 ),
             }
-            for name in ("standard", "tongsuo")
+            for name, profile in (
+                ("standard", {"profile": "standard"}),
+                ("tongsuo", {"profile": "tongsuo"}),
+                ("auto", {}),
+            )
         ]
         doc = {
             "listeners": [
                 tcp_listener("standard", "standard"),
                 tcp_listener("tongsuo", "tongsuo", edge["tls"]),
+                tcp_listener("auto", "auto"),
             ],
             "clusters": clusters,
             "admin": None,
@@ -184,12 +196,64 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
             )
             assert report.error is None and report.cipher == suite
             assert report.payload_ok and report.received == payload
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("auto"))
+            writer.write(b"through auto")
+            async with asyncio.timeout(15):
+                assert await reader.readexactly(12) == b"through auto"
+            writer.close()
+            connector = gw.cluster_manager.get("auto").connector
+            assert isinstance(connector, TlcpConnector)
+            assert connector.dialects.stats.handshakes == {("tongsuo", "recognised"): 1}
+            assert connector.dialects.stats.retries == 0
         reports = await babassl.reports()
     failed = [r.error for r in reports if r.error is not None]
     served = [r for r in reports if r.error is None]
     # BabaSSL reads the standard (opaque<2>-wrapped) ECDHE ClientKeyExchange as a bad length.
     assert len(failed) == 1 and "ntls_process_cke_sm2dhe:length mismatch" in failed[0].lower()
-    assert len(served) == 1 and served[0].cipher == suite and served[0].received == payload
-    # the gateway authenticated to BabaSSL with its configured SM2 client pair
-    assert served[0].verify_result == 0
-    assert served[0].peer_subject == openssl_oneline(babassl_pki.client_set.sign_cert)
+    assert len(served) == 2 and all(r.cipher == suite for r in served)
+    assert sorted(r.received for r in served) == [12, payload]
+    for report in served:  # the gateway authenticated to BabaSSL with its configured SM2 client pair
+        assert report.verify_result == 0
+        assert report.peer_subject == openssl_oneline(babassl_pki.client_set.sign_cert)
+
+
+async def test_auto_upstream_retries_a_misleading_server_once(demo_pki, babassl_pki, caplog):
+    """A server with GmSSL's CertificateRequest that wants the standard forms: the first connection
+    through the gateway pays one refused handshake, logs the dialect found, later ones go straight."""
+    server = DialectServer(
+        STANDARD_BEHIND_GMSSL_REQUEST, babassl_pki, suites=(CipherSuite.ECC_SM4_GCM_SM3,), client_auth=True
+    )
+    async with server.running():
+        cluster = {
+            "name": "misleading",
+            "endpoints": [{"address": "127.0.0.1", "port": server.port}],
+            "connect_timeout": 10,
+            "outlier_detection": None,
+            # without resumption the second connection is a full handshake that needs the dialect again
+            "transport_socket": tlcp_transport(
+                demo_pki,
+                cipher_suites=["ECC_SM4_GCM_SM3"],
+                session_resumption=False,
+                **client_pair(demo_pki),
+            ),
+        }
+        doc = {"listeners": [tcp_listener("edge", "misleading")], "clusters": [cluster], "admin": None}
+        caplog.set_level("INFO", logger="gateway.transports.tlcp")
+        async with running(doc) as gw:
+            for message in (b"first", b"second"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("edge"))
+                writer.write(message)
+                async with asyncio.timeout(15):
+                    assert await reader.readexactly(len(message)) == message
+                writer.close()
+            connector = gw.cluster_manager.get("misleading").connector
+            assert isinstance(connector, TlcpConnector)
+            stats = connector.dialects.stats
+    assert (stats.retries, stats.retries_succeeded) == (1, 1)
+    assert stats.handshakes == {("standard", "retried"): 1, ("standard", "remembered"): 1}
+    assert [s.refusal is not None for s in server.served] == [True, False, False]
+    (record,) = [r for r in caplog.records if "speaks dialect" in r.getMessage()]
+    assert record.getMessage() == (
+        f"tlcp upstream 127.0.0.1:{server.port} speaks dialect standard "
+        "(retried: the server refused gmssl (handshake_failure))"
+    )

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from certs import SM2CertificateSet, TrustStore
-from tls.crypto import SM2PrivateKey, SM2PublicKey
+from certs.builder import build_sm2_certificate
+from certs.pki import TLCP_SIGN_USAGE
+from certs.profile import CertificateProfile, Subject
+from tls.crypto import SM2PrivateKey, SM2PublicKey, load_sm2_private_key
 from tls.tlcp import (
     AlertReceived,
     AlertSent,
@@ -31,6 +34,7 @@ from tls.tlcp import (
     TLCPConnection,
 )
 from tls.tlcp.buffer import Buffer
+from tls.tlcp.dialect import DIALECTS
 from tls.tlcp.handshake import Handshake
 from tls.tlcp.messages import ClientHello, push_client_hello
 
@@ -206,7 +210,7 @@ def test_coalesced_handshake_messages_in_one_record() -> None:
 # profiles
 
 
-@pytest.mark.parametrize("profile", list(PeerProfile), ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", DIALECTS, ids=lambda p: p.name)
 @pytest.mark.parametrize(
     "suite", [CipherSuite.ECC_SM4_GCM_SM3, CipherSuite.ECDHE_SM4_CBC_SM3], ids=lambda s: s.name
 )
@@ -420,6 +424,35 @@ def test_bad_server_key_exchange_signature() -> None:
     records[2] = Record(22, bytes(ske))
     events = pair.client.receive_data(b"".join(r.wire for r in records))
     assert alerts_sent(events) == ["decrypt_error"]
+    (alert,) = [e for e in events if isinstance(e, AlertSent)]
+    assert alert.reason.endswith("other than the default 1234567812345678)")
+
+
+def test_certificate_signed_with_another_sm2_id_suggests_the_id() -> None:
+    """The CA signed the server's sign certificate with an SM2 ID other than the default one."""
+    ca_key = load_sm2_private_key((TONGSUO / "certs" / "ca.key").read_bytes())
+    sign_cert = SERVER_SET.sign_cert
+    profile = CertificateProfile(
+        subject=Subject("localhost"),
+        not_before=sign_cert.not_before,
+        not_after=sign_cert.not_after,
+        key_usage=TLCP_SIGN_USAGE,
+        san_dns=("localhost",),
+    )
+    other_id = build_sm2_certificate(
+        profile, SERVER_SET.sign_key.public_key(), ca_key, RECORDING.ca_cert, uid=b"ALICE123@YAHOO.COM"
+    )
+    server_set = dataclasses.replace(SERVER_SET, sign_cert=other_id)
+    pair = Pair(client_config(), server_config(certificate_set=server_set))
+    pair.client.start_handshake()
+    pair.pump()
+    (alert,) = [e for e in pair.client_events if isinstance(e, AlertSent)]
+    assert alert.name == "bad_certificate"
+    assert "does not verify with the key of" in alert.reason
+    assert alert.reason.endswith(
+        "(an SM2 signature that fails with the right key is often made with an SM2 ID other than the "
+        "default 1234567812345678)"
+    )
 
 
 def test_client_certificate_verify_signature_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from tls.crypto import SM2PrivateKey, SM2PublicKey
+from tls.crypto import SM2PrivateKey, SM2PublicKey, sm3
 from tls.tlcp import (
     AlertReceived,
     AlertSent,
@@ -277,7 +277,9 @@ def test_replay_as_server(recording: Recording, fragmentation: str, monkeypatch:
         assert server.data_to_send() == b"".join(r.wire for r in recorded_rest)
 
 
-def make_client(recording: Recording, half_close: bool = False) -> tuple[TLCPConnection, ReplayRandom]:
+def make_client(
+    recording: Recording, half_close: bool = False, auto: bool = False
+) -> tuple[TLCPConnection, ReplayRandom]:
     queues = write_queues(recording, recording.client_records)
     queues[32] = [recording.client_random]
     if not recording.ecdhe:
@@ -289,7 +291,7 @@ def make_client(recording: Recording, half_close: bool = False) -> tuple[TLCPCon
         certificate_set=recording.client_certificate_set if recording.client_auth else None,
         trust_store=recording.trust_store,
         server_name="localhost" if recording.implementation == "gmssl" else None,
-        profile=profile(recording),
+        profile=PeerProfile.AUTO if auto else profile(recording),
         random=random,
         now=lambda: REPLAY_TIME,
         half_close=half_close,
@@ -299,9 +301,20 @@ def make_client(recording: Recording, half_close: bool = False) -> tuple[TLCPCon
 
 @pytest.mark.parametrize("recording", REPLAYABLE, ids=repr)
 @pytest.mark.parametrize("half_close", [False, True], ids=["immediate", "half-close"])
-def test_replay_as_client(recording: Recording, half_close: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("auto", [False, True], ids=["profile", "auto"])
+def test_replay_as_client(
+    recording: Recording, half_close: bool, auto: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GmSSL: our client closes first, so half_close changes no byte; Tongsuo: the server's close_notify
-    is fed while ours is not sent yet, which half_close leaves unanswered until `close()`."""
+    is fed while ours is not sent yet, which half_close leaves unanswered until `close()`.
+
+    ``auto``: with profile AUTO the client recognises GmSSL from its CertificateRequest and sends what
+    GmSSL's client sent, byte for byte.  (AUTO's ClientHello is the standard one, without the
+    renegotiation SCSV Tongsuo's client adds, so the Tongsuo recordings cannot replay it exactly:
+    see `test_auto_client_flight_against_recorded_tongsuo_server`.)
+    """
+    if auto and recording.implementation == "tongsuo":
+        pytest.skip("AUTO's ClientHello differs from Tongsuo's client (no SCSV)")
     signed: list[bytes] = []
     if recording.client_auth:
         patch_sign(monkeypatch, opaque16_at_end(recording.client_message(15)), signed)
@@ -318,7 +331,7 @@ def test_replay_as_client(recording: Recording, half_close: bool, monkeypatch: p
 
         monkeypatch.setattr(SM2PublicKey, "encrypt", encrypt)
 
-    client, _ = make_client(recording, half_close)
+    client, _ = make_client(recording, half_close, auto)
     client.start_handshake()
     handshake_records, rest = split_at_handshake_end(recording.server_records)
     events = feed(client, handshake_records)
@@ -427,3 +440,39 @@ def test_server_accepts_both_certificate_verify_forms() -> None:
         forms[repr(recording)] = server_module.verify_certificate_verify(public, signature, transcript)
     assert {f for name, f in forms.items() if name.startswith("gmssl")} == {"raw"}
     assert {f for name, f in forms.items() if name.startswith("tongsuo")} == {"standard"}
+
+
+TONGSUO_CLIENT_AUTH = [r for r in REPLAYABLE if r.implementation == "tongsuo" and r.client_auth]
+
+
+@pytest.mark.parametrize("recording", TONGSUO_CLIENT_AUTH, ids=repr)
+def test_auto_client_flight_against_recorded_tongsuo_server(
+    recording: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorded Tongsuo server flight makes an AUTO client send Tongsuo's forms: the recorded
+    Certificate and ClientKeyExchange byte for byte, a CertificateVerify over SM3 of the messages."""
+    signed: list[bytes] = []
+    if recording.ecdhe:
+        patch_ecdhe(monkeypatch, client_module, recording, ecdh_point(recording.client_message(16)), False)
+    else:
+        recorded_ciphertext = opaque16_at_end(recording.client_message(16))
+        monkeypatch.setattr(SM2PublicKey, "encrypt", lambda self, plaintext: recorded_ciphertext)
+
+    def sign(self: SM2PrivateKey, message: bytes, uid: bytes = b"") -> bytes:
+        signed.append(message)
+        return b"signature"
+
+    monkeypatch.setattr(SM2PrivateKey, "sign", sign)
+    client, _ = make_client(recording, auto=True)
+    client.start_handshake()
+    (hello,) = handshake_messages(parse_records(client.data_to_send()))
+    server_flight, _ = split_at_handshake_end(recording.server_records)
+    plaintext_flight = server_flight[: next(i for i, r in enumerate(server_flight) if r.content_type == 20)]
+    feed(client, plaintext_flight)
+    certificate, key_exchange, verify = handshake_messages(parse_records(client.data_to_send()))
+    assert client.client_progress is not None and client.client_progress.dialect is not None
+    assert client.client_progress.dialect.dialect is PeerProfile.TONGSUO
+    assert certificate == recording.client_message(11)
+    assert key_exchange == recording.client_message(16)
+    transcript = b"".join([hello, *handshake_messages(plaintext_flight), certificate, key_exchange])
+    assert signed == [sm3(transcript)] and verify[0] == 15

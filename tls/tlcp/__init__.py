@@ -3,7 +3,8 @@
 Core modules: `buffer` (wire cursor), `alerts`, `suites`, `prf`/`keys` (key
 schedule), `record` (record protection), `messages` (handshake codecs),
 `handshake`/`client`/`server` (state machines), `config`, `events`,
-`connection` (`TLCPConnection`, the public entry point).
+`connection` (`TLCPConnection`, the public entry point), `dialect` (a client's
+recognition of its server's dialect, the retry rule and the per-endpoint cache).
 
 Driving a connection (the caller owns all I/O)::
 
@@ -22,6 +23,7 @@ returns `AlertSent` and closes the connection.  Caller mistakes raise
 from .alerts import AlertDescription, AlertLevel, LocalProtocolError, TLCPAlert
 from .config import ClientAuth, PeerProfile, SessionCache, TLCPConfiguration, TLCPSession
 from .connection import TLCPConnection
+from .dialect import DialectCache, DialectChoice, DialectSource
 from .events import (
     AlertReceived,
     AlertSent,
@@ -45,6 +47,9 @@ __all__ = [
     "ClientAuth",
     "ConnectionClosed",
     "ConnectionTerminated",
+    "DialectCache",
+    "DialectChoice",
+    "DialectSource",
     "Event",
     "HandshakeComplete",
     "LocalProtocolError",

@@ -31,21 +31,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from .alerts import AlertLevel, LocalProtocolError
-from .config import TLCPConfiguration, TLCPSession
+from .config import PeerProfile, TLCPConfiguration, TLCPSession
 from .connection import TLCPConnection
+from .dialect import (
+    ClientProgress,
+    DialectCache,
+    DialectChoice,
+    DialectSource,
+    Endpoint,
+    describe_refusal,
+    is_dialect_shaped,
+    retry_dialect,
+)
 from .events import AlertReceived, AlertSent, ApplicationData, ConnectionClosed, Event, HandshakeComplete
 
 __all__ = [
     "TLCPHandshakeError",
     "TLCPStream",
     "TLCPStreamError",
+    "connect_with_dialects",
     "start_tlcp_server",
     "tlcp_accept",
     "tlcp_accept_socket",
@@ -64,6 +76,15 @@ _WRITE_SLICE = 256 * 1024
 ClientConnectedCallback = Callable[["TLCPStream"], Awaitable[None] | None]
 
 
+class DialectStream(Protocol):
+    """What the dialect retry needs of a connected stream (`TLCPStream`, or another adapter's)."""
+
+    dialect: DialectChoice | None
+
+
+StreamT = TypeVar("StreamT", bound=DialectStream)
+
+
 class TLCPStreamError(ConnectionError):
     """The TLCP connection failed: a fatal alert either way, or the transport broke.
 
@@ -79,7 +100,28 @@ class TLCPStreamError(ConnectionError):
 
 
 class TLCPHandshakeError(TLCPStreamError):
-    """The handshake did not complete."""
+    """The handshake did not complete.
+
+    A client's error carries `client_progress` (what our flight sent, in which dialect) so a caller
+    can tell a dialect-shaped refusal (`tls.tlcp.dialect.is_dialect_shaped`); `dialects_tried` lists
+    the dialects of every attempt when `tlcp_connect` retried; `timed_out` marks a handshake that
+    ran out of time (never dialect-shaped).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        alert: str | None = None,
+        alert_sent: bool | None = None,
+        client_progress: ClientProgress | None = None,
+        dialects_tried: tuple[DialectChoice, ...] = (),
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(message, alert=alert, alert_sent=alert_sent)
+        self.client_progress = client_progress
+        self.dialects_tried = dialects_tried
+        self.timed_out = timed_out
 
 
 class _TLCPProtocol(asyncio.Protocol):
@@ -92,6 +134,7 @@ class _TLCPProtocol(asyncio.Protocol):
         half_close: bool = True,
         read_high_water: int = DEFAULT_READ_HIGH_WATER,
         on_handshake: Callable[[_TLCPProtocol], None] | None = None,
+        on_handshake_failed: Callable[[TLCPStreamError], None] | None = None,
         initial_data: bytes = b"",
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -103,8 +146,13 @@ class _TLCPProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.handshake: HandshakeComplete | None = None
         self.handshake_waiter: asyncio.Future[HandshakeComplete] = self._loop.create_future()
-        self.closed_waiter: asyncio.Future[None] = self._loop.create_future()
+        #: created when someone waits for the close (most connections never have a waiter)
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self.connection_closed = False
         self._on_handshake = on_handshake
+        self._on_handshake_failed = on_handshake_failed
+        #: a server's handshake timer, cancelled once the handshake is over either way
+        self.watchdog: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._read_high_water = read_high_water
         self._read_low_water = read_high_water // 4
@@ -168,13 +216,13 @@ class _TLCPProtocol(asyncio.Protocol):
             self.error = TLCPStreamError(f"connection lost: {exc}")
         if not self.handshake_waiter.done():
             assert self.error is not None
-            self.handshake_waiter.set_exception(self.error)
-            self.handshake_waiter.exception()  # mark retrieved: nobody may be waiting any more
+            self._handshake_failed(self.error)
         self._set_eof()
         self._write_paused = False
         self._release_drain_waiters()
-        if not self.closed_waiter.done():
-            self.closed_waiter.set_result(None)
+        self.connection_closed = True
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -190,6 +238,8 @@ class _TLCPProtocol(asyncio.Protocol):
             self._buffer += event.data
         elif isinstance(event, HandshakeComplete):
             self.handshake = event
+            if self.watchdog is not None:
+                self.watchdog.cancel()
             if not self.handshake_waiter.done():
                 self.handshake_waiter.set_result(event)
             if self._on_handshake is not None:
@@ -217,12 +267,26 @@ class _TLCPProtocol(asyncio.Protocol):
         if self.error is None:
             self.error = error
         if not self.handshake_waiter.done():
-            self.handshake_waiter.set_exception(self.error)
-            # Retrieved here so an unawaited failure (server side) does not log "never retrieved".
-            self.handshake_waiter.exception()
+            self._handshake_failed(self.error)
         self._set_eof()
         if self.transport is not None:
             self.transport.close()
+
+    def _handshake_failed(self, error: TLCPStreamError) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.handshake_waiter.set_exception(error)
+        # Retrieved here so an unawaited failure (server side) does not log "never retrieved".
+        self.handshake_waiter.exception()
+        if self._on_handshake_failed is not None:
+            self._on_handshake_failed(error)
+
+    async def wait_closed(self) -> None:
+        if self.connection_closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self._loop.create_future()
+        await asyncio.shield(self._closed_waiter)
 
     # -- plumbing shared with the stream ---------------------------------------------------------
 
@@ -305,6 +369,9 @@ class TLCPStream:
         self._transport = protocol.transport
         self._handshake = protocol.handshake
         self._eof_sent = False
+        progress = protocol.connection.client_progress
+        #: Client: the dialect whose forms the handshake sent, and how it was chosen (None: none mattered).
+        self.dialect: DialectChoice | None = progress.dialect if progress is not None else None
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -333,7 +400,7 @@ class TLCPStream:
 
         TLCP names: ``cipher_suite``, ``session_id``, ``session_resumed``, ``server_name``,
         ``peer_certificates``, ``peer_sign_cert``, ``peer_enc_cert``, ``version``, ``handshake``,
-        ``session``, ``tlcp_connection``.
+        ``session``, ``tlcp_connection``, ``dialect``.
         """
         handshake = self._handshake
         tlcp_info: dict[str, Any] = {
@@ -348,6 +415,7 @@ class TLCPStream:
             "version": handshake.version,
             "session": self.session,
             "tlcp_connection": self._protocol.connection,
+            "dialect": self.dialect,
         }
         if name in tlcp_info:
             return tlcp_info[name]
@@ -457,7 +525,7 @@ class TLCPStream:
 
     async def wait_closed(self) -> None:
         """Wait until the transport is closed (after `close` or a peer close)."""
-        await asyncio.shield(self._protocol.closed_waiter)
+        await self._protocol.wait_closed()
 
     async def aclose(self) -> None:
         self.close()
@@ -477,12 +545,33 @@ async def _finish_handshake(protocol: _TLCPProtocol, handshake_timeout: float | 
     except TimeoutError:
         if protocol.transport is not None:
             protocol.transport.abort()
-        raise TLCPHandshakeError(f"TLCP handshake timed out after {handshake_timeout} s") from None
+        raise TLCPHandshakeError(
+            f"TLCP handshake timed out after {handshake_timeout} s",
+            client_progress=protocol.connection.client_progress,
+            timed_out=True,
+        ) from None
+    except TLCPHandshakeError as error:
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        if protocol.configuration.is_client:
+            raise _client_handshake_error(error, protocol.connection.client_progress) from None
+        raise
     except BaseException:
         if protocol.transport is not None:
             protocol.transport.abort()
         raise
     return TLCPStream(protocol)
+
+
+def _client_handshake_error(error: TLCPHandshakeError, progress: ClientProgress | None) -> TLCPHandshakeError:
+    """The error with what our flight sent and what the server most likely refused, when a dialect mattered."""
+    refusal = "" if error.alert_sent else describe_refusal(progress, error.alert)
+    return TLCPHandshakeError(
+        f"{error}; {refusal}" if refusal else str(error),
+        alert=error.alert,
+        alert_sent=error.alert_sent,
+        client_progress=progress,
+    )
 
 
 def _with_server_name(configuration: TLCPConfiguration, host: str | None) -> TLCPConfiguration:
@@ -505,16 +594,123 @@ async def tlcp_connect(
     sock: socket.socket | None = None,
     read_high_water: int = DEFAULT_READ_HIGH_WATER,
     half_close: bool = True,
+    dialect_cache: DialectCache | None = None,
 ) -> TLCPStream:
     """Open a TCP connection (or use the connected ``sock``) and run the client handshake.
 
     ``half_close``: see the module docstring (overrides ``configuration.half_close``).
-    Raises `TLCPHandshakeError` (with the alert name when there was one) or `OSError`.
+    With ``configuration.profile`` AUTO the engine recognises the server's dialect from its flight
+    (`tls.tlcp.dialect`); if the server still refuses our flight in a dialect-shaped way, a second
+    connection tries the dialect `retry_dialect` picks (not with ``sock``: it cannot be reopened).
+    ``dialect_cache`` remembers per endpoint (host, port, server name) what a retry found, so later
+    connections start with it and pay no extra handshake.  The stream's `dialect` says what was used.
+    Raises `TLCPHandshakeError` (with the alert name when there was one, and the dialects tried) or
+    `OSError`.
     """
     if not configuration.is_client:
         raise ValueError("tlcp_connect needs a client configuration")
-    loop = asyncio.get_running_loop()
     configuration = _with_server_name(configuration, host)
+    connect = functools.partial(
+        _connect_once,
+        host,
+        port,
+        handshake_timeout=handshake_timeout,
+        sock=sock,
+        read_high_water=read_high_water,
+        half_close=half_close,
+    )
+    if configuration.profile is not PeerProfile.AUTO or sock is not None:
+        return await connect(configuration)
+    return await connect_with_dialects(
+        connect, (host, port, configuration.server_name), configuration, dialect_cache
+    )
+
+
+async def connect_with_dialects(
+    connect: Callable[[TLCPConfiguration], Awaitable[StreamT]],
+    endpoint: Endpoint,
+    configuration: TLCPConfiguration,
+    cache: DialectCache | None,
+) -> StreamT:
+    """AUTO: start with the dialect a retry found earlier (if cached) or recognise it; retry once.
+
+    ``connect`` runs one client handshake and raises `TLCPHandshakeError` (with ``client_progress``)
+    when it fails; other asyncio adapters (the gateway's transport) reuse this policy through it."""
+    pinned = cache.pinned(endpoint, configuration.now()) if cache is not None else None
+    first, label = configuration, None
+    if pinned is not None:
+        first = dataclasses.replace(configuration, profile=pinned.dialect)
+        label = DialectChoice(pinned.dialect, DialectSource.REMEMBERED, pinned.evidence)
+    try:
+        stream = await connect(first)
+    except TLCPHandshakeError as error:
+        progress = error.client_progress
+        if error.timed_out or not is_dialect_shaped(progress, error.alert, error.alert_sent):
+            raise
+        assert progress is not None and progress.dialect is not None
+        refused = _relabelled(progress.dialect, label)
+        retry = DialectChoice(
+            retry_dialect(refused.dialect, error.alert, progress.key_exchange),
+            DialectSource.RETRIED,
+            f"the server refused {refused.dialect.value} ({error.alert or 'closed without an alert'})",
+        )
+        if cache is not None:
+            cache.stats.retries += 1
+        stream = await _connect_retry(connect, configuration, refused, retry, error, endpoint, cache)
+        label = retry
+    if stream.dialect is not None:
+        stream.dialect = _relabelled(stream.dialect, label)
+    if cache is not None and stream.dialect is not None:
+        cache.remember(endpoint, stream.dialect, configuration.now())
+    return stream
+
+
+async def _connect_retry(
+    connect: Callable[[TLCPConfiguration], Awaitable[StreamT]],
+    configuration: TLCPConfiguration,
+    refused: DialectChoice,
+    retry: DialectChoice,
+    first_error: TLCPHandshakeError,
+    endpoint: Endpoint,
+    cache: DialectCache | None,
+) -> StreamT:
+    try:
+        stream = await connect(dataclasses.replace(configuration, profile=retry.dialect))
+    except TLCPHandshakeError as error:
+        if cache is not None:
+            cache.forget(endpoint)
+        raise TLCPHandshakeError(
+            f"TLCP handshake refused in both dialects tried: {refused.dialect.value}: {first_error}; "
+            f"then {retry.dialect.value}: {error}",
+            alert=error.alert,
+            alert_sent=error.alert_sent,
+            client_progress=error.client_progress,
+            dialects_tried=(refused, retry),
+            timed_out=error.timed_out,
+        ) from None
+    if cache is not None:
+        cache.stats.retries_succeeded += 1
+    return stream
+
+
+def _relabelled(choice: DialectChoice, label: DialectChoice | None) -> DialectChoice:
+    """The engine calls a dialect it was given configured; `label` says where the connector got it."""
+    if label is None or choice.source is not DialectSource.CONFIGURED:
+        return choice
+    return label
+
+
+async def _connect_once(
+    host: str,
+    port: int,
+    configuration: TLCPConfiguration,
+    *,
+    handshake_timeout: float | None,
+    sock: socket.socket | None,
+    read_high_water: int,
+    half_close: bool,
+) -> TLCPStream:
+    loop = asyncio.get_running_loop()
 
     def factory() -> _TLCPProtocol:
         return _TLCPProtocol(configuration, half_close=half_close, read_high_water=read_high_water)
@@ -626,7 +822,7 @@ async def start_tlcp_server(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def watchdog(protocol: _TLCPProtocol) -> None:
+    def handshake_timed_out(protocol: _TLCPProtocol) -> None:
         if not protocol.handshake_waiter.done() and protocol.transport is not None:
             logger.info(
                 "TLCP handshake timed out", extra={"peer": protocol.transport.get_extra_info("peername")}
@@ -652,11 +848,10 @@ async def start_tlcp_server(
             half_close=half_close,
             read_high_water=read_high_water,
             on_handshake=on_handshake,
+            on_handshake_failed=_log_handshake_failure,
         )
         if handshake_timeout is not None:
-            timer = loop.call_later(handshake_timeout, watchdog, protocol)
-            protocol.handshake_waiter.add_done_callback(lambda _: timer.cancel())
-        protocol.handshake_waiter.add_done_callback(_log_handshake_failure)
+            protocol.watchdog = loop.call_later(handshake_timeout, handshake_timed_out, protocol)
         return protocol
 
     if sock is not None:
@@ -664,12 +859,8 @@ async def start_tlcp_server(
     return await loop.create_server(factory, host, port, backlog=backlog, reuse_address=reuse_address)
 
 
-def _log_handshake_failure(waiter: asyncio.Future[HandshakeComplete]) -> None:
-    if waiter.cancelled():
-        return
-    error = waiter.exception()
-    if error is not None:
-        logger.info("TLCP handshake failed: %s", error)
+def _log_handshake_failure(error: TLCPStreamError) -> None:
+    logger.info("TLCP handshake failed: %s", error)
 
 
 def tlcp_request(

@@ -34,8 +34,10 @@ from .alerts import (
 )
 from .buffer import Buffer
 from .config import PeerProfile, TLCPConfiguration, TLCPSession
+from .dialect import ClientProgress, DialectChoice, DialectSource, recognise_dialect
 from .events import HandshakeComplete
 from .handshake import (
+    SM2_ID_HINT,
     Handler,
     Handshake,
     generate_ephemeral_key,
@@ -110,6 +112,8 @@ class ClientHandshake(Handshake):
         self.peer_verified = False
         self.server_ephemeral: SM2PublicKey | None = None
         self.certificate_request: CertificateRequest | None = None
+        #: what we sent and in which dialect, for explaining a failure (the connection keeps it)
+        self.progress = ClientProgress()
 
     @property
     def expects_change_cipher_spec(self) -> bool:
@@ -178,7 +182,7 @@ class ClientHandshake(Handshake):
                 raise IllegalParameter("resumed session with a different cipher suite")
             self.resumed = True
             self.session = offered
-            self.master_secret = offered.master_secret
+            self.resume_session(offered)
             self.peer_certificates = offered.peer_certificates
             self.server_sign_cert = offered.peer_sign_cert
             self.server_enc_cert = offered.peer_enc_cert
@@ -223,7 +227,7 @@ class ClientHandshake(Handshake):
         try:
             self.server_sign_cert.sm2_public_key().verify(message.signature, signed)
         except InvalidSignature:
-            raise DecryptError("ServerKeyExchange signature does not verify") from None
+            raise DecryptError(f"ServerKeyExchange signature does not verify{SM2_ID_HINT}") from None
         self.state = ClientState.EXPECT_CERTIFICATE_REQUEST_OR_SERVER_HELLO_DONE
 
     def _handle_certificate_request(self, raw: bytes) -> None:
@@ -232,23 +236,63 @@ class ClientHandshake(Handshake):
 
     def _handle_server_hello_done(self, raw: bytes) -> None:
         pull_server_hello_done(Buffer(raw))
-        assert self.cipher_suite is not None and self.server_enc_cert is not None
-        config = self.configuration
+        assert self.cipher_suite is not None
         key_exchange = SUITE_PARAMETERS[self.cipher_suite].key_exchange
-        certificate_set = config.certificate_set
+        self.progress.key_exchange = key_exchange
         if key_exchange is KeyExchange.ECDHE and self.certificate_request is None:
             raise HandshakeFailure("ECDHE server did not request the client certificates")
-        sent_certificate = False
+        sends_certificate = (
+            self.certificate_request is not None and self.configuration.certificate_set is not None
+        )
+        dialect = self._choose_dialect(key_exchange, sends_certificate)
+        flight = [HandshakeType.CLIENT_KEY_EXCHANGE]
         if self.certificate_request is not None:
-            ders: list[bytes] = []
-            if certificate_set is not None:
-                ders.append(certificate_set.sign_cert.der)
-                if not (config.profile is PeerProfile.GMSSL and key_exchange is KeyExchange.ECC):
-                    ders.append(certificate_set.enc_cert.der)
-                ders.extend(cert.der for cert in certificate_set.chain)
-                sent_certificate = True
-            self.send_encoded(encode_certificate(tuple(ders)))
+            self._send_certificate(dialect, key_exchange)
+            flight.insert(0, HandshakeType.CERTIFICATE)
+        pre_master_secret = self._send_client_key_exchange(dialect, key_exchange)
+        self.master_secret = derive_master_secret(pre_master_secret, self.client_random, self.server_random)
+        if sends_certificate:
+            self._send_certificate_verify(dialect)
+            flight.append(HandshakeType.CERTIFICATE_VERIFY)
+        self.install_pending_keys()
+        self.send_change_cipher_spec()
+        self.send_finished(CLIENT_FINISHED_LABEL)
+        self.progress.flight = (*flight, HandshakeType.FINISHED)
+        self.state = ClientState.EXPECT_CHANGE_CIPHER_SPEC
 
+    def _choose_dialect(self, key_exchange: KeyExchange, sends_certificate: bool) -> PeerProfile:
+        """The forms of our flight: the configured profile, or (AUTO) what the server's flight reveals.
+
+        Only the client Certificate/CertificateVerify and the ECDHE ClientKeyExchange differ between
+        dialects; without them every dialect sends the same bytes and none is recorded.
+        """
+        profile = self.configuration.profile
+        if not (sends_certificate or key_exchange is KeyExchange.ECDHE):
+            return PeerProfile.STANDARD if profile is PeerProfile.AUTO else profile
+        if profile is PeerProfile.AUTO:
+            assert self.certificate_request is not None
+            choice = recognise_dialect(self.certificate_request)
+        else:
+            choice = DialectChoice(profile, DialectSource.CONFIGURED, "")
+        self.progress.dialect = choice
+        return choice.dialect
+
+    def _send_certificate(self, dialect: PeerProfile, key_exchange: KeyExchange) -> None:
+        """Our certificates (sign, enc, chain), or none; GmSSL sends the sign certificate alone with ECC."""
+        certificate_set = self.configuration.certificate_set
+        ders: list[bytes] = []
+        if certificate_set is not None:
+            ders.append(certificate_set.sign_cert.der)
+            if not (dialect is PeerProfile.GMSSL and key_exchange is KeyExchange.ECC):
+                ders.append(certificate_set.enc_cert.der)
+            ders.extend(cert.der for cert in certificate_set.chain)
+        self.send_encoded(encode_certificate(tuple(ders)))
+
+    def _send_client_key_exchange(self, dialect: PeerProfile, key_exchange: KeyExchange) -> bytes:
+        """ECC: the pre-master encrypted to the server's enc key; ECDHE: our ephemeral key.  Returns the
+        pre-master secret."""
+        assert self.server_enc_cert is not None
+        config = self.configuration
         server_enc_key = self.server_enc_cert.sm2_public_key()
         if key_exchange is KeyExchange.ECC:
             pre_master_secret = TLCP_VERSION.to_bytes(2, "big") + config.random(PRE_MASTER_SECRET_LENGTH - 2)
@@ -256,6 +300,7 @@ class ClientHandshake(Handshake):
                 encrypted_pre_master_secret=server_enc_key.encrypt(pre_master_secret)
             )
         else:
+            certificate_set = config.certificate_set
             if certificate_set is None or self.server_ephemeral is None:
                 raise InternalError("ECDHE without client certificates or server key")
             ephemeral = generate_ephemeral_key(config.random)
@@ -272,27 +317,18 @@ class ClientHandshake(Handshake):
                 raise IllegalParameter("SM2 key exchange failed") from None
             exchange = ClientKeyExchange(
                 ecdh_public=ephemeral.public_key().to_bytes(),
-                params_as_vector=config.profile is not PeerProfile.TONGSUO,
+                params_as_vector=dialect is not PeerProfile.TONGSUO,
             )
         self.send_message(push_client_key_exchange, exchange)
-        self.master_secret = derive_master_secret(pre_master_secret, self.client_random, self.server_random)
+        return pre_master_secret
 
-        if sent_certificate:
-            assert certificate_set is not None
-            # GB/T 38636-2020 6.4.5.9: ecc_sm3 signs sm3_hash = SM3(handshake messages so far);
-            # GmSSL signs the messages themselves.
-            if config.profile is PeerProfile.GMSSL:
-                signed = bytes(self.transcript)
-            else:
-                signed = self.transcript.digest()
-            self.send_message(
-                push_certificate_verify, CertificateVerify(certificate_set.sign_key.sign(signed))
-            )
-
-        self.install_pending_keys()
-        self.send_change_cipher_spec()
-        self.send_finished(CLIENT_FINISHED_LABEL)
-        self.state = ClientState.EXPECT_CHANGE_CIPHER_SPEC
+    def _send_certificate_verify(self, dialect: PeerProfile) -> None:
+        certificate_set = self.configuration.certificate_set
+        assert certificate_set is not None
+        # GB/T 38636-2020 6.4.5.9: ecc_sm3 signs sm3_hash = SM3(handshake messages so far);
+        # GmSSL signs the messages themselves.
+        signed = bytes(self.transcript) if dialect is PeerProfile.GMSSL else self.transcript.digest()
+        self.send_message(push_certificate_verify, CertificateVerify(certificate_set.sign_key.sign(signed)))
 
     # ChangeCipherSpec + Finished
 

@@ -7,6 +7,7 @@ core never touches `os.urandom` or a clock and recordings replay exactly.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from certs import Certificate, SM2CertificateSet, TrustStore
+from tls.crypto import HMACSM3
 
 from .suites import DEFAULT_CIPHER_SUITES, CipherSuite
 
@@ -28,7 +30,7 @@ class ClientAuth(Enum):
 
 
 class PeerProfile(Enum):
-    """Which peer's sender forms we produce where implementations differ.
+    """Which peer's sender forms we produce where implementations differ (the peer's *dialect*).
 
     What we *accept* never depends on the profile: every known form is accepted.
     What we *send*:
@@ -44,11 +46,17 @@ class PeerProfile(Enum):
     ClientHello cipher suites     configured suites                  configured suites    + EMPTY_RENEGOTIATION
                                                                                           _INFO_SCSV
     ============================  ================================  ===================  ==================
+
+    AUTO (clients only) sends the standard ClientHello and picks one of the three from the server's
+    flight before the first message where they differ (`tls.tlcp.dialect.recognise_dialect`); the
+    asyncio connector retries once with another dialect after a dialect-shaped failure and
+    remembers per endpoint what worked (`tls.tlcp.dialect.DialectCache`).
     """
 
     STANDARD = "standard"
     GMSSL = "gmssl"
     TONGSUO = "tongsuo"
+    AUTO = "auto"
 
 
 def _utcnow() -> datetime:
@@ -69,6 +77,12 @@ class TLCPSession:
     created_at: datetime
     #: the peer chain was validated against trust anchors when the session was made
     peer_verified: bool = False
+
+    @functools.cached_property
+    def master_mac(self) -> HMACSM3:
+        """HMAC-SM3 keyed with the master secret, keyed once for every resumption of the session
+        (each derives its key block and both Finished with it)."""
+        return HMACSM3(self.master_secret)
 
 
 class SessionCache:
@@ -131,7 +145,7 @@ class TLCPConfiguration:
         host name check; the chain is still validated).
     session_cache: server: enables session IDs and resumption.
     session: client: a `TLCPSession` to offer for resumption.
-    profile: sender forms where GmSSL/Tongsuo differ (see `PeerProfile`).
+    profile: sender forms where GmSSL/Tongsuo differ (see `PeerProfile`); AUTO is for clients.
     random: source of every random byte the core uses.
     now: clock for certificate validity and the session cache.
     max_fragment_size: largest plaintext per record we send (1..2^14).
@@ -174,6 +188,8 @@ class TLCPConfiguration:
             raise ValueError("cipher_suites has duplicates")
         if not 1 <= self.max_fragment_size <= MAX_FRAGMENT_SIZE:
             raise ValueError("max_fragment_size must be within 1..16384")
+        if not self.is_client and self.profile is PeerProfile.AUTO:
+            raise ValueError("profile auto is for clients: a server sends standard or tongsuo forms")
         if not self.is_client and self.certificate_set is None and self.certificate_selector is None:
             raise ValueError("a server needs certificate_set or certificate_selector")
         if self.verify_peer and self.trust_store is None:

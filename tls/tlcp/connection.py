@@ -45,6 +45,7 @@ from .alerts import (
 from .buffer import BufferReadError
 from .client import ClientHandshake
 from .config import TLCPConfiguration, TLCPSession
+from .dialect import ClientProgress
 from .events import AlertReceived, AlertSent, ApplicationData, ConnectionClosed, Event, HandshakeComplete
 from .handshake import Handshake
 from .messages import HANDSHAKE_HEADER_LENGTH, MAX_HANDSHAKE_MESSAGE_LENGTH, HandshakeType
@@ -74,6 +75,10 @@ class TLCPConnection:
         self.session: TLCPSession | None = None
         #: The HandshakeComplete event, kept for adapters that need the peer identity later.
         self.handshake_event: HandshakeComplete | None = None
+        #: Client: what the handshake sent and in which dialect; outlives a failed handshake to explain it.
+        self.client_progress: ClientProgress | None = (
+            self._handshake.progress if isinstance(self._handshake, ClientHandshake) else None
+        )
 
     def __repr__(self) -> str:
         role = "client" if self.configuration.is_client else "server"

@@ -24,7 +24,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
-from certs import Certificate, CertificateError, Role, TrustStore, verify_sm2_chain
+from certs import BadCertificateSignature, Certificate, CertificateError, Role, TrustStore, verify_sm2_chain
 from tls.crypto import HMACSM3, CryptoError, SM2PrivateKey, SM3Hash
 
 from .alerts import BadCertificate, DecryptError, UnexpectedMessage, UnsupportedCertificate, alert_for_name
@@ -42,6 +42,14 @@ SM2_CURVE_ORDER = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D5
 S = TypeVar("S", bound=Enum)
 #: A message handler, called as handler(handshake, raw message).
 Handler = Callable[[Any, bytes], None]
+
+#: Added to an SM2 signature failure: signer and verifier must hash the same SM2 ID into Z
+#: (GB/T 32918.2); every stack defaults to 1234567812345678 (GM/T 0009), but some CAs and HSMs sign
+#: with another, and the signature then fails although key and data are right.
+SM2_ID_HINT = (
+    " (an SM2 signature that fails with the right key is often made with an SM2 ID other than the "
+    "default 1234567812345678)"
+)
 
 #: Received messages whose handlers need SM3 of the transcript before them.
 _HASHED_BEFORE = frozenset((HandshakeType.CERTIFICATE_VERIFY, HandshakeType.FINISHED))
@@ -176,6 +184,8 @@ def verify_chain(
 ) -> None:
     try:
         VERIFIED_CHAINS.verify(leaf, intermediates, trust_store, role, now, hostname)
+    except BadCertificateSignature as exc:
+        raise alert_for_name(exc.alert, f"{role.name} certificate rejected: {exc}{SM2_ID_HINT}") from None
     except CertificateError as exc:
         raise alert_for_name(exc.alert, f"{role.name} certificate rejected: {exc}") from None
 
@@ -273,6 +283,12 @@ class Handshake:
             raise DecryptError("Finished verify_data mismatch")
 
     # keys
+
+    def resume_session(self, session: TLCPSession) -> None:
+        """Take the master secret (and its keyed HMAC) of the session being resumed."""
+        self.master_secret = session.master_secret
+        self._master_mac = session.master_mac
+        self._master_mac_secret = session.master_secret
 
     def master_mac(self) -> HMACSM3:
         """HMAC-SM3 keyed with the master secret, shared by the key block and both Finished PRFs."""

@@ -214,7 +214,7 @@ class ServerHandshake(Handshake):
 
     def _resume(self, session: TLCPSession) -> None:
         self.resumed = True
-        self.master_secret = session.master_secret
+        self.resume_session(session)
         self.peer_certificates = session.peer_certificates
         self.client_sign_cert = session.peer_sign_cert
         self.client_enc_cert = session.peer_enc_cert
