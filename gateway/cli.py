@@ -142,6 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"smgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     version = sub.add_parser("version", help="print the version and crypto backend")
     version.set_defaults(func=_cmd_version)
