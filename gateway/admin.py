@@ -36,7 +36,8 @@ class AdminServer:
             self._server = await asyncio.start_server(self._handle, sock=sock)
         else:
             self._server = await asyncio.start_server(self._handle, self.address, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        name = self._server.sockets[0].getsockname()
+        self.port = name[1] if isinstance(name, tuple) else 0  # 0: a worker's control socket (AF_UNIX)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -133,7 +133,15 @@ def handshake_ok(audit: AuditHandle, conn_id: int, identity: PeerIdentity, hands
         resumed=identity.resumed,
         client_cert=cert_fields(identity.peer) if identity.peer else None,
         duration_ms=round(handshake_ms, 3),
+        **_unverified_client_cert(identity),
     )
+
+
+def _unverified_client_cert(identity: PeerIdentity) -> dict[str, object]:
+    """A certificate presented without validation is recorded as such, apart from ``client_cert``."""
+    if identity.unverified_peer is None:
+        return {}
+    return {"client_cert_unverified": cert_fields(identity.unverified_peer)}
 
 
 def handshake_fail(

@@ -12,8 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +22,13 @@ from gateway.audit_setup import build_audit
 from gateway.auditing import NullAudit
 from gateway.cluster import ClusterManager
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.logs.rate_limit import configure_peer_error_log
+from gateway.logs.setup import LOG_FORMATS, LOG_LEVELS, configure_logging, get_logger
 from gateway.runtime import build_generation
 from gateway.server import Gateway
+from gateway.session_store import configure_session_store
 from gateway.stats import GatewayStats
+from gateway.supervisor import run_supervisor, serve_worker_control
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -84,14 +86,9 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refused_by_preflight(args: argparse.Namespace) -> bool:
-    """``serve``'s pre-flight: the config's checks and the host's (ports, audit directory), printed
-    with the file name; True when serving must not start."""
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        _print_lines(args.config, exc.errors)
-        return True
+def _refused_by_preflight(args: argparse.Namespace, config: GatewayConfig) -> bool:
+    """``serve``'s pre-flight, once, in the process the user started (before any worker): the config's
+    checks and the host's (ports, audit directory), printed with the file name; True: do not start."""
     findings = preflight.check_config(config) + preflight.check_host(config, workers=args.workers)
     _print_lines(args.config, preflight.warnings(findings))
     refusals = preflight.errors(findings)
@@ -120,45 +117,51 @@ def add_loop_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _spawn_workers(args: argparse.Namespace) -> int:
-    """Fork ``--workers`` copies of ``serve`` sharing the ports (SO_REUSEPORT); admin on worker 0."""
-    children = []
-    for index in range(args.workers):
-        cmd = [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            args.config,
-            "--worker-index",
-            str(index),
-            "--workers",
-            str(args.workers),
-        ]
-        cmd.append("--uvloop" if args.uvloop else "--no-uvloop")
-        children.append(subprocess.Popen(cmd))
+def _log_options(args: argparse.Namespace) -> list[str]:
+    """The logging and loop options a supervisor passes on to its workers."""
+    options = ["--uvloop" if args.uvloop else "--no-uvloop"]
+    if args.log_level is not None:
+        options += ["--log-level", args.log_level]
+    if args.log_format is not None:
+        options += ["--log-format", args.log_format]
+    return options
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+def _configure_logs(args: argparse.Namespace, config: GatewayConfig, static: dict[str, object]) -> None:
+    settings = config.logging
+    configure_logging(args.log_level or settings.level, args.log_format or settings.format, static=static)
+    configure_peer_error_log(get_logger("listener"), settings.peer_error_rate, settings.peer_error_burst)
+
+
+def _read_key(fd: int | None) -> bytes | None:
+    """The supervisor's per-run session key, read from the pipe it handed over (then closed)."""
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as pipe:
+        return pipe.read(16)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    if args.worker_index is None and _refused_by_preflight(args):
-        return 1
-    if args.workers > 1 and args.worker_index is None:
-        return _spawn_workers(args)
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
         for error in exc.errors:
             print(f"{args.config}: {error}", file=sys.stderr)
+        return 1
+    if args.worker_index is None and _refused_by_preflight(args, config):
+        return 1
+    if args.workers > 1 and args.worker_index is None:
+        _configure_logs(args, config, {"process": "supervisor"})
+        return run_supervisor(Path(args.config), config, args.workers, _log_options(args))
+    _configure_logs(args, config, {"worker": args.worker_index} if args.worker_index is not None else {})
+    try:
+        configure_session_store(
+            config.session_store,
+            _read_key(args.session_key_fd),
+            Path(args.runtime_dir) if args.runtime_dir is not None else None,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"{args.config}: session_store: {exc}", file=sys.stderr)
         return 1
     loop_name = install_event_loop_policy(args.uvloop)
     try:
@@ -174,16 +177,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             config_path=Path(args.config),
             audit=audit,
             reuse_port=args.workers > 1,
-            admin_enabled=(args.worker_index or 0) == 0,
+            admin_enabled=args.worker_index is None,
         )
         try:
             await gateway.start()
         except (ConfigError, OSError, AuditDirectoryBusy) as exc:
             print(f"smgate: {args.config}: cannot start: {exc}", file=sys.stderr)
             return 1
+        if args.runtime_dir is not None:
+            gateway.admin = await serve_worker_control(
+                gateway, Path(args.runtime_dir), args.worker_index or 0
+            )
         gateway.install_signal_handlers()
         ports = ", ".join(f"{n}={x.port}" for n, x in gateway.listeners.items())
-        admin = f" admin=127.0.0.1:{gateway.admin.port}" if gateway.admin else ""
+        admin = f" admin=127.0.0.1:{gateway.admin.port}" if gateway.admin and gateway.admin.port else ""
         print(f"smgate serving pid={os.getpid()} loop={loop_name} listeners: {ports}{admin}", flush=True)
         await gateway.wait_stopped()
         return 0
@@ -202,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("config")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--runtime-dir", default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--session-key-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="default: logging.level (info)")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="console (for a terminal), json (one object per line), auto (default: console on a tty)",
+    )
     add_loop_option(serve)
     serve.set_defaults(func=_cmd_serve)
 

@@ -30,6 +30,9 @@ from pydantic import (
 )
 
 from audit.config import AuditConfig
+from gateway.fleet_config import SessionStoreConfig, SupervisorConfig
+from gateway.logs.setup import LoggingConfig
+from gateway.proxy_protocol_io import ProxyProtocolConfig
 
 
 class ConfigError(Exception):
@@ -312,6 +315,8 @@ class ListenerConfig(_Model):
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
     filter_chains: tuple[FilterChain, ...]
+    #: Expect a PROXY protocol v1/v2 header (from an L4 load balancer) before the first record.
+    proxy_protocol: ProxyProtocolConfig | None = None
 
 
 class HeaderMatch(_Model):
@@ -536,6 +541,12 @@ class GatewayConfig(_Model):
     #: The audit trail (the audit package's own model); relative paths are relative to the config file.
     audit: AuditConfig | None = None
     drain_timeout: Seconds = 20.0
+    #: Operator logs: level, console/JSON format, access logs (see gateway.logs).
+    logging: LoggingConfig = LoggingConfig()
+    #: ``--workers N``: respawn policy of the supervisor (see gateway.fleet_config).
+    supervisor: SupervisorConfig = SupervisorConfig()
+    #: TLCP sessions shared by workers (host) or hosts (redis); None: per-process caches.
+    session_store: SessionStoreConfig | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
         return next(c for c in self.clusters if c.name == name)
@@ -601,6 +612,13 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(f"{where}.cluster: unknown cluster {flt.cluster!r}")
                 if isinstance(flt, HttpConnectionManagerFilter) and flt.route_config not in routes:
                     errors.append(f"{where}.route_config: unknown route_config {flt.route_config!r}")
+    listener_names = {x.name for x in config.listeners}
+    for i, access_log in enumerate(config.logging.access_logs):
+        errors += [
+            f"logging.access_logs[{i}].listeners: unknown listener {name!r}"
+            for name in access_log.listeners
+            if name not in listener_names
+        ]
     if config.audit is not None:
         for key in ("key_file", "signing_key", "signing_cert", "signing_key_password_file"):
             path = getattr(config.audit, key)
@@ -614,6 +632,88 @@ def check_references(config: GatewayConfig) -> list[str]:
                         f"route_configs[{i}].virtual_hosts[{j}].routes[{k}].route.cluster: "
                         f"unknown cluster {route.route.cluster!r}"
                     )
+    return errors + check_client_identity(config)
+
+
+def _principal_needs_identity(rule: PrincipalMatch) -> bool:
+    return any(
+        value is not None
+        for value in (rule.subject, rule.san, rule.issuer, rule.fingerprint, rule.authenticated)
+    )
+
+
+def _access_needs_identity(access: AccessControl | None) -> bool:
+    return access is not None and any(_principal_needs_identity(r) for r in (*access.allow, *access.deny))
+
+
+def verifies_client_certificates(tls: DownstreamTls) -> bool:
+    """Whether a listener's client certificates are validated against trust anchors on every transport.
+
+    ``client_auth: none`` never makes an identity: TLS asks for no certificate, and TLCP ECDHE asks for
+    one only because the SM2 key exchange needs the client's encryption key.
+    """
+    if tls.client_auth is ClientAuthMode.NONE:
+        return False
+    wants_tls = Protocol.TLS13 in tls.protocols or Protocol.TLS12 in tls.protocols
+    if wants_tls and tls.trust_anchors is None:
+        return False
+    return Protocol.TLCP not in tls.protocols or tls.sm2_trust_anchors is not None
+
+
+def _identity_uses(config: GatewayConfig, listener: ListenerConfig, i: int) -> list[str]:
+    """Key paths of every rule reachable from listener ``i`` that reads the client's identity."""
+    uses: list[str] = []
+    route_configs = {rc.name: (j, rc) for j, rc in enumerate(config.route_configs)}
+    hashing = {
+        c.name: k
+        for k, c in enumerate(config.clusters)
+        if c.hash_policy and c.hash_policy.client_cert_fingerprint
+    }
+    for j, chain in enumerate(listener.filter_chains):
+        for k, flt in enumerate(chain.filters):
+            where = f"listeners[{i}].filter_chains[{j}].filters[{k}]"
+            if isinstance(flt, RbacFilter) and _access_needs_identity(flt.access):
+                uses.append(f"{where}.access")
+            if isinstance(flt, TcpProxyFilter) and flt.cluster in hashing:
+                uses.append(f"clusters[{hashing[flt.cluster]}].hash_policy.client_cert_fingerprint")
+            if not isinstance(flt, HttpConnectionManagerFilter):
+                continue
+            if flt.identity_headers.enabled:
+                uses.append(f"{where}.identity_headers")
+            if flt.route_config not in route_configs:
+                continue
+            r, rc = route_configs[flt.route_config]
+            for v, vh in enumerate(rc.virtual_hosts):
+                for n, route in enumerate(vh.routes):
+                    path = f"route_configs[{r}].virtual_hosts[{v}].routes[{n}]"
+                    if _access_needs_identity(route.access):
+                        uses.append(f"{path}.access")
+                    if route.route is not None and route.route.identity_headers:
+                        uses.append(f"{path}.route.identity_headers")
+                    if route.route is not None and route.route.cluster in hashing:
+                        uses.append(
+                            f"clusters[{hashing[route.route.cluster]}].hash_policy.client_cert_fingerprint"
+                        )
+    return list(dict.fromkeys(uses))
+
+
+def check_client_identity(config: GatewayConfig) -> list[str]:
+    """Refuse rules that need a client identity on listeners that cannot give one (see identity.py)."""
+    errors: list[str] = []
+    for i, listener in enumerate(config.listeners):
+        if verifies_client_certificates(listener.tls):
+            continue
+        why = (
+            "client_auth: none"
+            if listener.tls.client_auth is ClientAuthMode.NONE
+            else "no trust anchors for one of its protocols"
+        )
+        errors += [
+            f"{use}: needs a verified client certificate, but listener {listener.name!r} "
+            f"(listeners[{i}]) does not verify client certificates ({why}); set client_auth "
+            f"optional or required with trust_anchors/sm2_trust_anchors"
+            for use in _identity_uses(config, listener, i)
+        ]
     return errors
 
 

@@ -2,6 +2,11 @@
 
 Routing (access control, consistent hashing), identity request headers and audit records all read this
 one value, whichever transport (TLCP, TLS 1.2/1.3, plain) carried the connection.
+
+An identity is a chain that was validated against the listener's trust anchors for the client role,
+nothing less: ``peer_chain`` holds only such a chain. A certificate the client presented but nobody
+vouched for (TLCP ECDHE asks every client for its certificates, even where client authentication is
+off) is a claim; it is kept apart in ``unverified_peer`` for the audit record and used for nothing else.
 """
 
 from __future__ import annotations
@@ -52,7 +57,10 @@ class PeerIdentity:
     cipher_suite: str | None = None
     sni: str | None = None
     alpn: str | None = None
+    #: The client chain validated against trust anchors, leaf first; empty without one.
     peer_chain: tuple[PeerCertificate, ...] = ()
+    #: A client certificate presented without validation (audit only: never access, headers or hashing).
+    unverified_peer: PeerCertificate | None = None
     resumed: bool = False
     remote_address: str = ""
     remote_port: int = 0
@@ -114,13 +122,20 @@ def verified_chain(ssl_object: ssl.SSLObject) -> tuple[PeerCertificate, ...]:
 def identity_from_ssl(
     ssl_object: ssl.SSLObject, sni: str | None, peername: tuple[str, int] | None
 ) -> PeerIdentity:
-    """Identity of a finished Python ``ssl`` server handshake, with the verified client chain."""
+    """Identity of a finished Python ``ssl`` server handshake, with the verified client chain.
+
+    OpenSSL refuses the handshake when a requested certificate does not verify (``CERT_OPTIONAL`` and
+    ``CERT_REQUIRED`` alike), so a certificate is an identity exactly when the context verifies peers.
+    """
     version = ssl_object.version() or "-"
     der = ssl_object.getpeercert(binary_form=True)
     cipher = ssl_object.cipher()
-    chain: tuple[PeerCertificate, ...] = (peer_certificate_from_der(der),) if der else ()
-    if der:
-        chain = verified_chain(ssl_object) or chain
+    chain: tuple[PeerCertificate, ...] = ()
+    unverified: PeerCertificate | None = None
+    if der and ssl_object.context.verify_mode is not ssl.CERT_NONE:
+        chain = verified_chain(ssl_object) or (peer_certificate_from_der(der),)
+    elif der:
+        unverified = peer_certificate_from_der(der)
     return PeerIdentity(
         protocol={"TLSv1.3": "tls1.3", "TLSv1.2": "tls1.2"}.get(version, version.lower()),
         version=version,
@@ -128,6 +143,7 @@ def identity_from_ssl(
         sni=sni,
         alpn=ssl_object.selected_alpn_protocol(),
         peer_chain=chain,
+        unverified_peer=unverified,
         resumed=ssl_object.session_reused,
         remote_address=peername[0] if peername else "",
         remote_port=peername[1] if peername else 0,

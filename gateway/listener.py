@@ -20,6 +20,8 @@ from gateway import audit_events as events
 from gateway.config import ListenerConfig, Protocol
 from gateway.connection import Connection, next_connection_id
 from gateway.identity import PeerIdentity, identity_from_ssl, plain_identity
+from gateway.logs.rate_limit import handshake_failure
+from gateway.proxy_protocol_io import accept_proxy_header
 from gateway.sniff import RECORD_HEADER_LEN, FirstRecord, classify
 from gateway.stream import AsyncioByteStream, ByteStream
 from gateway.tlcp_support import tlcp_server_handshake
@@ -134,6 +136,14 @@ class Listener:
         gen = self.generation
         cfg = self.config
         stats = gen.stats
+        if cfg.proxy_protocol is not None:
+            client = await accept_proxy_header(
+                sock, peer, cfg.proxy_protocol, cfg.handshake_timeout, cfg.name
+            )
+            if client is None:
+                stats.handshake_failures.labels(cfg.name, "proxy_protocol").inc()
+                return
+            peer = client
         conn_id = next_connection_id()
         stats.connections_total.labels(cfg.name).inc()
         with contextlib.suppress(OSError):
@@ -146,16 +156,17 @@ class Listener:
                 protocol_label = kind.value
                 stream, identity = await self._handshake(sock, peer, kind, gen)
         except HandshakeRefused as exc:
-            self._refused(sock, conn_id, exc.reason, str(exc), protocol_label)
+            self._refused(sock, conn_id, peer, exc.reason, str(exc), protocol_label)
             return
         except TimeoutError:
-            self._refused(sock, conn_id, "handshake_timeout", "", protocol_label)
+            self._refused(sock, conn_id, peer, "handshake_timeout", "", protocol_label)
             return
         except TLCPStreamError as exc:
             reason = "handshake_timeout" if "timed out" in str(exc) else "handshake_error"
             self._refused(
                 sock,
                 conn_id,
+                peer,
                 reason,
                 str(exc),
                 protocol_label,
@@ -168,6 +179,7 @@ class Listener:
             self._refused(
                 sock,
                 conn_id,
+                peer,
                 "handshake_error",
                 str(exc),
                 protocol_label,
@@ -178,10 +190,12 @@ class Listener:
         except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
             # The peer hung up mid-handshake; a TLS client that rejects our certificate sends its
             # alert and closes at once, and the event loop may report only the close.
-            self._refused(sock, conn_id, "peer_closed", type(exc).__name__, protocol_label, alert_sent=False)
+            self._refused(
+                sock, conn_id, peer, "peer_closed", type(exc).__name__, protocol_label, alert_sent=False
+            )
             return
         except (ConnectionError, OSError) as exc:
-            self._refused(sock, conn_id, "handshake_error", type(exc).__name__, protocol_label)
+            self._refused(sock, conn_id, peer, "handshake_error", type(exc).__name__, protocol_label)
             return
         elapsed = time.monotonic() - started
         stats.handshake_seconds.labels(identity.protocol).observe(elapsed)
@@ -287,6 +301,7 @@ class Listener:
         self,
         sock: socket.socket,
         conn_id: int,
+        peer: tuple[str, int],
         reason: str,
         detail: str,
         protocol: str,
@@ -297,6 +312,7 @@ class Listener:
         gen = self.generation
         gen.stats.handshake_failures.labels(self.config.name, reason).inc()
         gen.stats.handshakes.labels(self.config.name, protocol, "-", "failure").inc()
+        handshake_failure(self.config.name, reason, peer, f"{protocol}: {detail}")
         events.handshake_fail(
             gen.audit, conn_id, reason, alert=alert, alert_sent=alert_sent, detail=f"{protocol}: {detail}"
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
-import sys
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,12 @@ from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
 from gateway.connection import Connection
 from gateway.health import HealthChecker
 from gateway.listener import Listener
+from gateway.logs.access_log import configure_access_logs, reopen_access_logs
+from gateway.logs.setup import get_logger
 from gateway.runtime import Generation, build_generation
 from gateway.stats import GatewayStats
+
+log = get_logger("gateway")
 
 
 class Gateway:
@@ -69,6 +72,7 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._pending_config
+        configure_access_logs(config.logging.access_logs)
         clusters, _ = self.cluster_manager.build(config.clusters)
         generation = build_generation(1, config, clusters, self.stats, self.audit)
         await self.audit.start()
@@ -89,6 +93,12 @@ class Gateway:
         self._started = True
         for name, listener in self.listeners.items():
             events.listener_start(self.audit, name, f"{listener.config.address}:{listener.port}")
+        log.info(
+            "gateway started",
+            generation=generation.number,
+            listeners=[_listener_summary(x) for x in self.listeners.values()],
+            admin=f"{self.admin.address}:{self.admin.port}" if self.admin is not None else None,
+        )
 
     def _activate(self, generation: Generation, clusters: dict[str, Cluster]) -> None:
         old = self.cluster_manager.clusters
@@ -162,6 +172,13 @@ class Gateway:
                     errors=exc.errors,
                     generation=self.generation.number,
                 )
+                log.error(
+                    "config reload rejected",
+                    source=source,
+                    generation=self.generation.number,
+                    errors=exc.errors,
+                    files=sorted(str(p) for p in changed_files) or None,
+                )
                 return exc.errors
             diff = _diff(self.generation.config, new_config, changed_files)
             self._document = new_document  # None when the config did not come from the file
@@ -185,6 +202,14 @@ class Gateway:
             events.config_reload(
                 self.audit, accepted=True, source=source, diff=diff, generation=generation.number
             )
+            configure_access_logs(new_config.logging.access_logs)
+            log.info("config reload accepted", source=source, generation=generation.number, changes=diff)
+            if changed_files:
+                log.info(
+                    "certificate reloaded",
+                    files=sorted(str(p) for p in changed_files),
+                    generation=generation.number,
+                )
             for name, listener in new_listeners.items():
                 if old_listeners.get(name) is not listener:
                     events.listener_start(self.audit, name, f"{listener.config.address}:{listener.port}")
@@ -226,9 +251,7 @@ class Gateway:
                     if state.get(p) != self._file_state.get(p)
                 )
                 self._file_state = state
-                errors = await self.reload(source="cert_watch", changed_files=changed)
-                for error in errors:
-                    print(f"smgate: certificate reload rejected: {error}", flush=True)
+                await self.reload(source="cert_watch", changed_files=changed)
 
     def _report_certificates(self, config: GatewayConfig, generation: int) -> None:
         """``cert.loaded`` for every certificate the generation uses, then the expiry report
@@ -244,11 +267,12 @@ class Gateway:
                 events.cert_expiring(self.audit, info.audit_fields(), info.role, days, info.file)
                 if (info.subject, info.serial) not in warned:
                     warned.add((info.subject, info.serial))
-                    print(
-                        f"smgate: certificate {info.subject} ({info.file}) "
-                        + (f"expires in {days:.1f} days" if days > 0 else f"expired {-days:.1f} days ago"),
-                        file=sys.stderr,
-                        flush=True,
+                    log.warning(
+                        "certificate expiring" if days > 0 else "certificate expired",
+                        subject=info.subject,
+                        file=info.file,
+                        role=info.role,
+                        days_left=round(days, 1),
                     )
 
     # -- drain and stop ------------------------------------------------------------------------
@@ -259,11 +283,13 @@ class Gateway:
         self._draining = True
         assert self.generation is not None
         timeout = self.generation.config.drain_timeout if timeout is None else timeout
+        log.info("drain started", connections=len(self.connections), timeout=timeout)
         for name, listener in self.listeners.items():
             events.listener_stop(self.audit, name, "drain")
             await listener.stop_accepting()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        began = loop.time()
+        deadline = began + timeout
         closed_at: dict[int, float] = {}
         while self.connections and loop.time() < deadline:
             for conn in self.connections:
@@ -274,8 +300,10 @@ class Gateway:
                 elif conn.id in closed_at and loop.time() - closed_at[conn.id] > 1.0:
                     conn.stream.abort()  # the peer never answered our close (TLS close_notify)
             await asyncio.sleep(0.05)
+        aborted = len(self.connections)
         for conn in self.connections:
             conn.stream.abort()
+        log.info("drain finished", seconds=round(loop.time() - began, 3), aborted=aborted)
 
     async def stop(self) -> None:
         if self._stopping:
@@ -300,6 +328,11 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self._sighup()))
         loop.add_signal_handler(signal.SIGTERM, lambda: self._background(self._signal_stop("SIGTERM")))
         loop.add_signal_handler(signal.SIGINT, lambda: self._background(self._signal_stop("SIGINT")))
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+
+    def _reopen_logs(self) -> None:
+        reopen_access_logs()
+        log.info("access logs reopened", signal="SIGUSR1")
 
     async def admin_reload(self) -> list[str]:
         errors = await self.reload(source="admin_api")
@@ -309,13 +342,12 @@ class Gateway:
     async def _signal_stop(self, name: str) -> None:
         if not self._stopping:
             events.admin_action(self.audit, "stop", f"signal:{name}", "accepted")
+            log.info("stopping", signal=name)
         await self.stop()
 
     async def _sighup(self) -> None:
         errors = await self.reload(source="sighup")
         events.admin_action(self.audit, "reload", "signal:SIGHUP", "accepted" if not errors else "rejected")
-        for error in errors:
-            print(f"smgate: reload rejected: {error}", flush=True)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
@@ -380,6 +412,16 @@ def _section_diff(before: Mapping[str, object], after: Mapping[str, object]) -> 
         "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
     }
     return changes if any(changes.values()) else None
+
+
+def _listener_summary(listener: Listener) -> dict[str, object]:
+    cfg = listener.config
+    return {
+        "name": cfg.name,
+        "address": f"{cfg.address}:{listener.port}",
+        "protocols": [p.value for p in cfg.tls.protocols],
+        "proxy_protocol": cfg.proxy_protocol is not None,
+    }
 
 
 def _read_document(path: Path | None) -> object:

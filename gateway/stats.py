@@ -1,4 +1,11 @@
-"""Gateway metrics: one prometheus-client registry per gateway process, rendered by /metrics and /stats."""
+"""Gateway metrics: one prometheus-client registry per gateway process, rendered by /metrics and /stats.
+
+Under ``--workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` for its workers, so every value
+lives in a per-process file there and the supervisor's /metrics sums them (prometheus-client's
+multiprocess mode); each gauge says how (``livesum``: live workers added up, ``livemin``: the lowest).
+The audit queue depth is a callback gauge, which multiprocess mode cannot read: the supervisor's
+/stats adds up the workers' own figures instead.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,11 @@ class GatewayStats:
             "smgate_downstream_connections", "Accepted downstream connections", ["listener"], registry=r
         )
         self.connections_active = Gauge(
-            "smgate_downstream_connections_active", "Open downstream connections", ["listener"], registry=r
+            "smgate_downstream_connections_active",
+            "Open downstream connections",
+            ["listener"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.handshakes = Counter(
             "smgate_handshakes",
@@ -68,6 +79,7 @@ class GatewayStats:
             "1 if the endpoint is healthy and not ejected",
             ["cluster", "endpoint"],
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.circuit_open = Counter(
             "smgate_upstream_overflow", "Requests refused by circuit breakers", ["cluster"], registry=r
@@ -81,8 +93,11 @@ class GatewayStats:
             "Days until a loaded certificate expires",
             ["certificate"],
             registry=r,
+            multiprocess_mode="livemin",
         )
-        self.audit_queue_depth = Gauge("smgate_audit_queue_depth", "Audit events waiting", registry=r)
+        self.audit_queue_depth = Gauge(
+            "smgate_audit_queue_depth", "Audit events waiting", registry=r, multiprocess_mode="livesum"
+        )
 
     def set_audit_depth_source(self, source: Callable[[], int]) -> None:
         self.audit_queue_depth.set_function(lambda: float(source()))
@@ -92,11 +107,16 @@ class GatewayStats:
 
     def as_json(self) -> dict[str, float]:
         """Flat ``name{label=value,...}: value`` view of every sample (for /stats)."""
-        out: dict[str, float] = {}
-        for metric in self.registry.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_created"):
-                    continue
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return out
+        return samples_json(self.registry)
+
+
+def samples_json(registry: CollectorRegistry) -> dict[str, float]:
+    """Flat ``name{label=value,...}: value`` view of every sample of ``registry``."""
+    out: dict[str, float] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out

@@ -26,11 +26,12 @@ from gateway.config import (
     UpstreamTransport,
 )
 from gateway.identity import PeerCertificate, PeerIdentity
+from gateway.session_store import SharedSessionCache, session_cache_for
 from gateway.stream import ByteStream
 from gateway.tls_server import select_certificate_set
 from gateway.upstream import UpstreamConnectError, UpstreamConnector
 from tls.crypto import CryptoError
-from tls.tlcp import CipherSuite, ClientAuth, PeerProfile, SessionCache, TLCPConfiguration, TLCPSession
+from tls.tlcp import CipherSuite, ClientAuth, PeerProfile, TLCPConfiguration, TLCPSession
 from tls.tlcp.aio import TLCPStream, TLCPStreamError, tlcp_accept_socket, tlcp_connect
 
 _CLIENT_AUTH = {
@@ -125,7 +126,7 @@ def build_server_tlcp(tls: DownstreamTls, where: str, handshake_timeout: float) 
         client_auth=_CLIENT_AUTH[tls.client_auth],
         trust_store=trust,
         verify_peer=trust is not None,
-        session_cache=SessionCache(max_size=max(1, tls.session_cache_size)),
+        session_cache=session_cache_for(where, max(1, tls.session_cache_size)),
         profile=_PROFILES[tls.tlcp.profile],
     )
     return TlcpServerPolicy(configuration, handshake_timeout)
@@ -145,12 +146,16 @@ def peer_certificate(cert: Certificate) -> PeerCertificate:
 
 
 def identity_from_tlcp(stream: TLCPStream, peer: tuple[str, int] | None) -> PeerIdentity:
+    """The client's identity: its chain only when the engine validated it against the trust anchors."""
     hs = stream.handshake
     chain = tuple(peer_certificate(c) for c in hs.peer_certificates)
     if hs.peer_sign_cert is not None:
         # Routing and access control look at the signing certificate first (it authenticates the peer).
         sign = peer_certificate(hs.peer_sign_cert)
         chain = (sign, *(c for c in chain if c.der != sign.der))
+    unverified = None
+    if not hs.peer_verified:
+        unverified, chain = (chain[0] if chain else None), ()
     return PeerIdentity(
         protocol="tlcp",
         version="TLCPv1.1",
@@ -158,6 +163,7 @@ def identity_from_tlcp(stream: TLCPStream, peer: tuple[str, int] | None) -> Peer
         sni=hs.server_name,
         alpn=None,
         peer_chain=chain,
+        unverified_peer=unverified,
         resumed=hs.session_resumed,
         remote_address=peer[0] if peer else "",
         remote_port=peer[1] if peer else 0,
@@ -167,6 +173,9 @@ def identity_from_tlcp(stream: TLCPStream, peer: tuple[str, int] | None) -> Peer
 async def tlcp_server_handshake(
     sock: socket.socket, peer: tuple[str, int], policy: TlcpServerPolicy, timeout: float
 ) -> tuple[ByteStream, PeerIdentity]:
+    cache = policy.configuration.session_cache
+    if isinstance(cache, SharedSessionCache):
+        await cache.prefetch(sock)  # a session another worker or host made, into the local cache
     stream = await tlcp_accept_socket(sock, policy.configuration, handshake_timeout=timeout)
     return stream, identity_from_tlcp(stream, peer)
 

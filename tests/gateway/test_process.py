@@ -150,12 +150,8 @@ async def test_workers_share_the_port(pki, tmp_path, upstreams):
     doc["clusters"][0]["endpoints"] = [{"address": "localhost", "port": a.port}]  # a DNS name
     gw = await asyncio.to_thread(serve, write_config(tmp_path / "gw.yaml", doc), "--workers", "2")
     try:
-        assert await asyncio.to_thread(
-            lambda: (
-                gw.wait_for_output(f"listeners: main={port} admin")
-                and gw.wait_for_output(f"listeners: main={port}\n")
-            )
-        ), gw.output()
+        assert await asyncio.to_thread(gw.wait_for_output, "smgate supervisor ready"), gw.output()
+        assert gw.output().count(f"listeners: main={port}\n") == 2, gw.output()
         for _ in range(10):
             client = await HttpClient.open(port)
             assert (await client.request("GET", "/w"))[0] == 200

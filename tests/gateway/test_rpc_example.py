@@ -41,7 +41,7 @@ def rpc_doc(pki, billing_port: int, ledger_port: int) -> dict:
                             {
                                 "name": "refund",
                                 "match": {"path": "/billing/Refund"},
-                                "access": {"allow": [{"authenticated": True}]},
+                                "access": {"deny": [{}]},  # everyone: a plain listener has no identity
                                 "route": {"cluster": "billing"},
                             },
                             {

@@ -21,8 +21,10 @@ def tlcp_listener(
     protocols=("tlcp", "tls1.3", "tls1.2"),
     route_config="main",
     name="main",
-    identity=True,
+    identity=None,
 ) -> dict:
+    if identity is None:  # identity headers need verified client certificates (issue 10)
+        identity = client_auth != "none"
     tls: dict = {
         "protocols": list(protocols),
         "client_auth": client_auth,
@@ -120,7 +122,8 @@ async def echo():
 
 
 async def test_tlcp_and_tls_share_one_port(demo_pki, echo):
-    async with running(gateway_doc(demo_pki, echo.port)) as gw:
+    listener = tlcp_listener(demo_pki, client_auth="optional")  # identity headers need verified clients
+    async with running(gateway_doc(demo_pki, echo.port, listener=listener)) as gw:
         port = gw.listener_port("main")
         hs, status, _, body = await tlcp_get(port, demo_pki, "/tlcp")
         assert status == 200 and hs.cipher_suite == CipherSuite.ECC_SM4_GCM_SM3

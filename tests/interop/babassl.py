@@ -16,6 +16,12 @@ asyncio so a test's event loop keeps serving the smgate end meanwhile.
 
 Payloads are deterministic (`payload_bytes`) so both ends can check every byte without shipping the
 expected data across the process boundary.
+
+``--protocol tls13`` runs TLS 1.3 with the RFC 8998 suites instead of NTLS (``--suite TLS_SM4_GCM_SM3``
+or ``TLS_SM4_CCM_SM3``, groups ``--groups`` (default ``SM2``), signature scheme sm2sig_sm3,
+``SSL_CTX_enable_sm_tls13_strict``); the TLS 1.3 identity is the signing pair of the ``--sign-*``
+files.  ``--alpn``, ``--keylog FILE`` (NSS key log lines) and ``--key-update`` (client: request a
+KeyUpdate half-way through the payload) apply to TLS 1.3.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ SUITE_NAMES: dict[int, str] = {
     0xE051: "ECDHE-SM2-SM4-GCM-SM3",
 }
 
+#: BabaSSL's names of the RFC 8998 TLS 1.3 suites, keyed by code point.
+TLS13_SUITE_NAMES: dict[int, str] = {0x00C6: "TLS_SM4_GCM_SM3", 0x00C7: "TLS_SM4_CCM_SM3"}
+
 # OpenSSL 1.1.1 constants used below (ssl.h / x509_vfy.h).
 _SSL_FILETYPE_PEM = 1
 _SSL_VERIFY_PEER = 0x01
@@ -56,6 +65,27 @@ _TLSEXT_NAMETYPE_HOST_NAME = 0
 _SSL_ERROR_SSL = 1
 _SSL_ERROR_SYSCALL = 5
 _SSL_ERROR_ZERO_RETURN = 6
+_SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_CTRL_SET_SIGALGS_LIST = 98
+_SSL_CTRL_SET_CLIENT_SIGALGS_LIST = 102
+_SSL_CTRL_SET_MIN_PROTO_VERSION = 123
+_SSL_CTRL_SET_MAX_PROTO_VERSION = 124
+_TLS1_3_VERSION = 0x0304
+_SSL_KEY_UPDATE_REQUESTED = 1
+_SSL_TLSEXT_ERR_OK = 0
+_SSL_TLSEXT_ERR_ALERT_FATAL = 2
+_OPENSSL_NPN_NEGOTIATED = 1
+
+_KEYLOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+_ALPN_SELECT_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+    ctypes.POINTER(ctypes.c_ubyte),
+    ctypes.POINTER(ctypes.c_ubyte),
+    ctypes.c_uint,
+    ctypes.c_void_p,
+)
 
 _IO_CHUNK = 16 * 1024
 _IO_TIMEOUT = 30.0
@@ -91,6 +121,8 @@ class BabaSSL:
 
     def __init__(self, path: Path | None = None) -> None:
         self._lib = ctypes.CDLL(str(path or library_path()), mode=ctypes.RTLD_LOCAL)
+        #: ctypes callbacks (and their data) handed to libssl, kept alive as long as the library
+        self._callbacks: list[object] = []
         self._declare()
         self._lib.OPENSSL_init_ssl(0, None)
 
@@ -137,6 +169,32 @@ class BabaSSL:
             "ERR_get_error": (_ulong, []),
             "ERR_error_string_n": (None, [_ulong, _charp, ctypes.c_size_t]),
             "ERR_clear_error": (None, []),
+            "TLS_server_method": (_voidp, []),
+            "TLS_client_method": (_voidp, []),
+            "SSL_CTX_ctrl": (_long, [_voidp, _int, _long, _voidp]),
+            "SSL_CTX_set_ciphersuites": (_int, [_voidp, _charp]),
+            "SSL_CTX_enable_sm_tls13_strict": (None, [_voidp]),
+            "SSL_CTX_use_certificate_chain_file": (_int, [_voidp, _charp]),
+            "SSL_CTX_use_PrivateKey_file": (_int, [_voidp, _charp, _int]),
+            "SSL_CTX_set_keylog_callback": (None, [_voidp, _KEYLOG_CALLBACK]),
+            "SSL_CTX_set_alpn_protos": (_int, [_voidp, ctypes.c_char_p, ctypes.c_uint]),
+            "SSL_CTX_set_alpn_select_cb": (None, [_voidp, _ALPN_SELECT_CALLBACK, _voidp]),
+            "SSL_select_next_proto": (
+                _int,
+                [
+                    ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+                    ctypes.POINTER(ctypes.c_ubyte),
+                    ctypes.c_char_p,
+                    ctypes.c_uint,
+                    ctypes.POINTER(ctypes.c_ubyte),
+                    ctypes.c_uint,
+                ],
+            ),
+            "SSL_get0_alpn_selected": (
+                None,
+                [_voidp, ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)), ctypes.POINTER(ctypes.c_uint)],
+            ),
+            "SSL_key_update": (_int, [_voidp, _int]),
         }
         for name, (restype, argtypes) in signatures.items():
             function = getattr(self._lib, name)
@@ -289,6 +347,75 @@ class BabaSSL:
         finally:
             self._lib.X509_free(cert)
 
+    # -- TLS 1.3 (RFC 8998) --------------------------------------------------------------------------
+
+    def new_tls13_context(self, *, server: bool) -> int:
+        """A TLS-method context pinned to TLS 1.3 with the SM suites in Tongsuo's strict mode."""
+        method = self._lib.TLS_server_method() if server else self._lib.TLS_client_method()
+        ctx = self._lib.SSL_CTX_new(method)
+        if not ctx:
+            raise BabaSSLError(f"SSL_CTX_new failed: {self.error_queue()}")
+        for control in (_SSL_CTRL_SET_MIN_PROTO_VERSION, _SSL_CTRL_SET_MAX_PROTO_VERSION):
+            self._check(int(self._lib.SSL_CTX_ctrl(ctx, control, _TLS1_3_VERSION, None)), "TLS 1.3 only")
+        self._lib.SSL_CTX_enable_sm_tls13_strict(ctx)
+        return int(ctx)
+
+    def set_ciphersuites(self, ctx: int, suites: str) -> None:
+        self._check(self._lib.SSL_CTX_set_ciphersuites(ctx, suites.encode()), f"ciphersuites {suites}")
+
+    def set_groups(self, ctx: int, groups: str) -> None:
+        raw = ctypes.c_char_p(groups.encode())
+        self._check(int(self._lib.SSL_CTX_ctrl(ctx, _SSL_CTRL_SET_GROUPS_LIST, 0, raw)), f"groups {groups}")
+
+    def set_sigalgs(self, ctx: int, sigalgs: str) -> None:
+        for control in (_SSL_CTRL_SET_SIGALGS_LIST, _SSL_CTRL_SET_CLIENT_SIGALGS_LIST):
+            raw = ctypes.c_char_p(sigalgs.encode())
+            self._check(int(self._lib.SSL_CTX_ctrl(ctx, control, 0, raw)), f"sigalgs {sigalgs}")
+
+    def use_certificate(self, ctx: int, cert: Path, key: Path) -> None:
+        self._check(self._lib.SSL_CTX_use_certificate_chain_file(ctx, bytes(cert)), "certificate")
+        self._check(self._lib.SSL_CTX_use_PrivateKey_file(ctx, bytes(key), _SSL_FILETYPE_PEM), "private key")
+
+    def set_keylog_file(self, ctx: int, path: Path) -> None:
+        """Append NSS key log lines for every connection of ``ctx`` to ``path``."""
+        lock = threading.Lock()
+
+        def write_line(_ssl: int | None, line: bytes) -> None:
+            with lock, path.open("ab") as keylog:
+                keylog.write(line + b"\n")
+
+        callback = _KEYLOG_CALLBACK(write_line)
+        self._callbacks.append(callback)
+        self._lib.SSL_CTX_set_keylog_callback(ctx, callback)
+
+    def set_alpn(self, ctx: int, protocols: Sequence[str], *, server: bool) -> None:
+        wire = b"".join(bytes((len(name),)) + name.encode() for name in protocols)
+        if not server:
+            if self._lib.SSL_CTX_set_alpn_protos(ctx, wire, len(wire)) != 0:
+                raise BabaSSLError(f"ALPN protocols failed: {self.error_queue()}")
+            return
+        offered = ctypes.create_string_buffer(wire, len(wire))
+
+        def select(
+            _ssl: int | None, out: Any, outlen: Any, client: Any, client_len: int, _arg: int | None
+        ) -> int:
+            chosen = self._lib.SSL_select_next_proto(out, outlen, offered, len(wire), client, client_len)
+            return _SSL_TLSEXT_ERR_OK if chosen == _OPENSSL_NPN_NEGOTIATED else _SSL_TLSEXT_ERR_ALERT_FATAL
+
+        callback = _ALPN_SELECT_CALLBACK(select)
+        self._callbacks.append((callback, offered))
+        self._lib.SSL_CTX_set_alpn_select_cb(ctx, callback, None)
+
+    def alpn_selected(self, ssl: int) -> str:
+        data = ctypes.POINTER(ctypes.c_ubyte)()
+        length = ctypes.c_uint(0)
+        self._lib.SSL_get0_alpn_selected(ssl, ctypes.byref(data), ctypes.byref(length))
+        return bytes(data[: length.value]).decode(errors="replace") if length.value else ""
+
+    def key_update(self, ssl: int) -> None:
+        """Send a KeyUpdate asking the peer to update too (sent with the next write)."""
+        self._check(self._lib.SSL_key_update(ssl, _SSL_KEY_UPDATE_REQUESTED), "SSL_key_update")
+
 
 # -- shared value types ------------------------------------------------------------------------------
 
@@ -341,6 +468,7 @@ class ConnectionReport:
     verify_result: int = -1
     error: str | None = None
     handshake_seconds: float = 0.0
+    alpn: str = ""
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ConnectionReport:
@@ -371,6 +499,10 @@ class ServerOptions:
     host: str = "127.0.0.1"
     quiet: bool = False
     cpu: int | None = None
+    protocol: str = "ntls"
+    groups: str = "SM2"
+    alpn: str = ""
+    keylog: Path | None = None
 
 
 @dataclass
@@ -388,6 +520,52 @@ class ClientOptions:
     resume: bool = False
     tickets: bool = False
     connections: int = 1
+    protocol: str = "ntls"
+    groups: str = "SM2"
+    alpn: str = ""
+    keylog: Path | None = None
+    key_update: bool = False
+
+
+def _configure_tls13(
+    lib: BabaSSL, ctx: int, suite: str, groups: str, alpn: str, keylog: Path | None, *, server: bool
+) -> None:
+    """TLS 1.3 with the SM suites: ciphersuite, groups, sm2sig_sm3, ALPN and key logging."""
+    lib.set_ciphersuites(ctx, suite)
+    lib.set_groups(ctx, groups)
+    lib.set_sigalgs(ctx, "sm2sig_sm3")
+    if alpn:
+        lib.set_alpn(ctx, alpn.split(","), server=server)
+    if keylog is not None:
+        lib.set_keylog_file(ctx, keylog)
+
+
+def _make_tls13_server_context(lib: BabaSSL, options: ServerOptions) -> int:
+    ctx = lib.new_tls13_context(server=True)
+    if not options.tickets:
+        lib.set_options(ctx, _SSL_OP_NO_TICKET)
+    _configure_tls13(lib, ctx, options.suite, options.groups, options.alpn, options.keylog, server=True)
+    lib.use_certificate(ctx, options.certs.sign_cert, options.certs.sign_key)
+    lib.set_session_id_context(ctx, b"smgate-interop")
+    if options.ca_file is not None:
+        lib.load_verify_locations(ctx, options.ca_file)
+    if options.verify_client:
+        mode = _SSL_VERIFY_PEER
+        if options.require_client_cert:
+            mode |= _SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+        lib.set_verify(ctx, mode)
+    return ctx
+
+
+def _make_tls13_client_context(lib: BabaSSL, options: ClientOptions) -> int:
+    ctx = lib.new_tls13_context(server=False)
+    _configure_tls13(lib, ctx, options.suite, options.groups, options.alpn, options.keylog, server=False)
+    if options.certs is not None:
+        lib.use_certificate(ctx, options.certs.sign_cert, options.certs.sign_key)
+    if options.ca_file is not None:
+        lib.load_verify_locations(ctx, options.ca_file)
+        lib.set_verify(ctx, _SSL_VERIFY_PEER)
+    return ctx
 
 
 def _make_server_context(lib: BabaSSL, options: ServerOptions) -> int:
@@ -422,6 +600,7 @@ def _serve_connection(
         report.reused = lib.session_reused(ssl)
         report.peer_subject = lib.peer_subject(ssl)
         report.verify_result = lib.verify_result(ssl)
+        report.alpn = lib.alpn_selected(ssl)
         if options.mode == "source":
             lib.write_all(ssl, payload_bytes(options.source_bytes))
             report.sent = options.source_bytes
@@ -469,7 +648,11 @@ def run_server(options: ServerOptions) -> int:
     if options.cpu is not None:
         os.sched_setaffinity(0, {options.cpu})
     lib = BabaSSL()
-    ctx = _make_server_context(lib, options)
+    ctx = (
+        _make_tls13_server_context(lib, options)
+        if options.protocol == "tls13"
+        else _make_server_context(lib, options)
+    )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((options.host, options.port))
@@ -516,6 +699,12 @@ def _make_client_context(lib: BabaSSL, options: ClientOptions) -> int:
     return ctx
 
 
+def _make_client_context_for(lib: BabaSSL, options: ClientOptions) -> int:
+    if options.protocol == "tls13":
+        return _make_tls13_client_context(lib, options)
+    return _make_client_context(lib, options)
+
+
 def _client_connection(
     lib: BabaSSL, ctx: int, options: ClientOptions, session: int, payload: bytes
 ) -> tuple[ConnectionReport, int]:
@@ -539,9 +728,12 @@ def _client_connection(
         report.reused = lib.session_reused(ssl)
         report.peer_subject = lib.peer_subject(ssl)
         report.verify_result = lib.verify_result(ssl)
+        report.alpn = lib.alpn_selected(ssl)
         payload_ok = True
         for offset in range(0, len(payload), _IO_CHUNK):
             chunk = payload[offset : offset + _IO_CHUNK]
+            if options.key_update and offset == len(payload) // 2 // _IO_CHUNK * _IO_CHUNK:
+                lib.key_update(ssl)
             lib.write_all(ssl, chunk)
             report.sent += len(chunk)
             if options.echo:
@@ -584,7 +776,7 @@ def _client_connection(
 
 def run_client(options: ClientOptions) -> int:
     lib = BabaSSL()
-    ctx = _make_client_context(lib, options)
+    ctx = _make_client_context_for(lib, options)
     payload = payload_bytes(options.payload_size, options.seed)
     session = 0
     count = max(options.connections, 2 if options.resume else 1)
@@ -623,7 +815,7 @@ def run_load(options: ClientOptions, *, threads: int, duration: float, cpu: int 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     lib = BabaSSL()
-    ctx = _make_client_context(lib, options)
+    ctx = _make_client_context_for(lib, options)
     payload = payload_bytes(options.payload_size, options.seed)
     summary = LoadSummary(per_thread=[0] * threads)
     lock = threading.Lock()
@@ -692,6 +884,16 @@ def server_args(options: ServerOptions) -> list[str]:
         args.append("--quiet")
     if options.cpu is not None:
         args += ["--cpu", str(options.cpu)]
+    args += _tls13_args(options.protocol, options.groups, options.alpn, options.keylog)
+    return args
+
+
+def _tls13_args(protocol: str, groups: str, alpn: str, keylog: Path | None) -> list[str]:
+    args = ["--protocol", protocol, "--groups", groups]
+    if alpn:
+        args += ["--alpn", alpn]
+    if keylog is not None:
+        args += ["--keylog", str(keylog)]
     return args
 
 
@@ -713,6 +915,9 @@ def client_args(options: ClientOptions) -> list[str]:
         args.append("--resume")
     if options.tickets:
         args.append("--tickets")
+    if options.key_update:
+        args.append("--key-update")
+    args += _tls13_args(options.protocol, options.groups, options.alpn, options.keylog)
     return args
 
 
@@ -813,6 +1018,13 @@ def _cert_files(args: argparse.Namespace) -> NTLSCertFiles | None:
     return NTLSCertFiles(*parts)
 
 
+def _add_tls13_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=("ntls", "tls13"), default="ntls")
+    parser.add_argument("--groups", default="SM2", help="TLS 1.3 groups list (e.g. X25519:SM2)")
+    parser.add_argument("--alpn", default="", help="comma-separated ALPN protocols (TLS 1.3)")
+    parser.add_argument("--keylog", type=Path, help="append NSS key log lines here (TLS 1.3)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tests.interop.babassl", description=__doc__.splitlines()[0]
@@ -833,6 +1045,7 @@ def _build_parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=int, default=0)
     server.add_argument("--quiet", action="store_true", help="report failed connections only")
     server.add_argument("--cpu", type=int)
+    _add_tls13_args(server)
 
     for role in ("client", "load"):
         client = roles.add_parser(role)
@@ -849,6 +1062,8 @@ def _build_parser() -> argparse.ArgumentParser:
         client.add_argument("--resume", action="store_true")
         client.add_argument("--tickets", action="store_true")
         client.add_argument("--connections", type=int, default=1)
+        client.add_argument("--key-update", action="store_true")
+        _add_tls13_args(client)
         if role == "load":
             client.add_argument("--threads", type=int, default=8)
             client.add_argument("--duration", type=float, default=5.0)
@@ -876,6 +1091,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.host,
                 quiet=args.quiet,
                 cpu=args.cpu,
+                protocol=args.protocol,
+                groups=args.groups,
+                alpn=args.alpn,
+                keylog=args.keylog,
             )
         )
     options = ClientOptions(
@@ -892,6 +1111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=args.resume,
         tickets=args.tickets,
         connections=args.connections,
+        protocol=args.protocol,
+        groups=args.groups,
+        alpn=args.alpn,
+        keylog=args.keylog,
+        key_update=args.key_update,
     )
     if args.role == "client":
         return run_client(options)

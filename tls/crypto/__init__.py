@@ -4,7 +4,8 @@ Everything else in smgate imports from here.  Modules:
 
 - :mod:`~tls.crypto.errors` — :class:`CryptoError` and its subclasses (the only exceptions raised).
 - :mod:`~tls.crypto.hashes` — SM3 / HMAC-SM3 (``cryptography``).
-- :mod:`~tls.crypto.sm4` — SM4 ECB/CBC/CTR/GCM (``cryptography``; SM4-CCM is not offered by it).
+- :mod:`~tls.crypto.sm4` — SM4 ECB/CBC/CTR/GCM (``cryptography``) and SM4-CCM (``tongsuopy``, optional).
+- :mod:`~tls.crypto.hkdf` — HKDF-Extract/Expand with SM3 (``cryptography``), for the TLS 1.3 key schedule.
 - :mod:`~tls.crypto.curve` — sm2p256v1 constants, Z value, KDF.
 - :mod:`~tls.crypto.keys` — backend-neutral :class:`SM2PrivateKey` / :class:`SM2PublicKey` and loaders.
 - :mod:`~tls.crypto.encoding` — SPKI / PKCS#8 / SEC1 / PBES2 / signature / ciphertext DER.
@@ -25,6 +26,7 @@ Reusable contexts for the record layer (key schedule once per connection directi
 
 - ``SM4GCM(key)``: ``.encrypt(nonce, plaintext, aad) -> ciphertext || tag``,
   ``.decrypt(nonce, data, aad)`` (raises :class:`DecryptionError` on a bad tag).
+- ``SM4CCM(key)``: same interface as ``SM4GCM`` (RFC 8998 TLS_SM4_CCM_SM3); ``sm4_ccm_available()``.
 - ``SM4CBC(key)``: ``.encrypt(iv, data)`` / ``.decrypt(iv, data)``, no padding (len % 16 == 0).
 - ``HMACSM3(key)``: keyed once; ``.compute(*parts) -> 32-byte MAC`` without touching the keyed state,
   ``.verify(expected, *parts) -> bool`` (constant time), and incremental ``update``/``copy``/``digest``.
@@ -53,13 +55,16 @@ from tls.crypto.ciphertext import (
 from tls.crypto.curve import DEFAULT_SM2_ID, SM2_CURVE_OID
 from tls.crypto.errors import CryptoError, DecryptionError, InvalidKey, InvalidSignature, UnsupportedAlgorithm
 from tls.crypto.hashes import HMACSM3, SM3Hash, hmac_sm3, sm3
+from tls.crypto.hkdf import hkdf_sm3_expand, hkdf_sm3_extract
 from tls.crypto.keys import SM2PrivateKey, SM2PublicKey, load_sm2_private_key, load_sm2_public_key
 from tls.crypto.kx import SM2KeyExchangeResult, sm2_key_exchange
 from tls.crypto.sm4 import (
     SM4CBC,
+    SM4CCM,
     SM4GCM,
     sm4_cbc_decrypt,
     sm4_cbc_encrypt,
+    sm4_ccm_available,
     sm4_ctr,
     sm4_ecb_decrypt,
     sm4_ecb_encrypt,
@@ -72,6 +77,7 @@ __all__ = [
     "HMACSM3",
     "SM2_CURVE_OID",
     "SM4CBC",
+    "SM4CCM",
     "SM4GCM",
     "CryptoError",
     "DecryptionError",
@@ -86,6 +92,8 @@ __all__ = [
     "backend_name",
     "current_backend",
     "get_backend",
+    "hkdf_sm3_expand",
+    "hkdf_sm3_extract",
     "hmac_sm3",
     "load_sm2_private_key",
     "load_sm2_public_key",
@@ -98,6 +106,7 @@ __all__ = [
     "sm3",
     "sm4_cbc_decrypt",
     "sm4_cbc_encrypt",
+    "sm4_ccm_available",
     "sm4_ctr",
     "sm4_ecb_decrypt",
     "sm4_ecb_encrypt",

@@ -106,6 +106,8 @@ class ClientHandshake(Handshake):
         self.peer_certificates: tuple[Certificate, ...] = ()
         self.server_sign_cert: Certificate | None = None
         self.server_enc_cert: Certificate | None = None
+        #: the server chain was validated against the configured trust store
+        self.peer_verified = False
         self.server_ephemeral: SM2PublicKey | None = None
         self.certificate_request: CertificateRequest | None = None
 
@@ -180,6 +182,7 @@ class ClientHandshake(Handshake):
             self.peer_certificates = offered.peer_certificates
             self.server_sign_cert = offered.peer_sign_cert
             self.server_enc_cert = offered.peer_enc_cert
+            self.peer_verified = offered.peer_verified
             self.install_pending_keys()
             self.state = ClientState.EXPECT_CHANGE_CIPHER_SPEC
         else:
@@ -198,6 +201,7 @@ class ClientHandshake(Handshake):
             now = config.now()
             verify_chain(sign_cert, chain, config.trust_store, Role.SERVER_SIGN, now, config.server_name)
             verify_chain(enc_cert, chain, config.trust_store, Role.SERVER_ENC, now)
+            self.peer_verified = True
         self.peer_certificates = tuple(certificates)
         self.server_sign_cert = sign_cert
         self.server_enc_cert = enc_cert
@@ -314,6 +318,7 @@ class ClientHandshake(Handshake):
                 peer_sign_cert=self.server_sign_cert,
                 peer_enc_cert=self.server_enc_cert,
                 created_at=self.configuration.now(),
+                peer_verified=self.peer_verified,
             )
         self._complete()
 
@@ -330,6 +335,7 @@ class ClientHandshake(Handshake):
                 peer_enc_cert=self.server_enc_cert,
                 session_id=self.session_id,
                 session_resumed=self.resumed,
+                peer_verified=self.peer_verified,
             )
         )
 

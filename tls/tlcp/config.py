@@ -67,6 +67,8 @@ class TLCPSession:
     peer_sign_cert: Certificate | None
     peer_enc_cert: Certificate | None
     created_at: datetime
+    #: the peer chain was validated against trust anchors when the session was made
+    peer_verified: bool = False
 
 
 class SessionCache:

@@ -31,6 +31,9 @@ class HandshakeComplete(Event):
     peer_enc_cert: Certificate | None
     session_id: bytes
     session_resumed: bool
+    #: the peer chain was validated against the configuration's trust store (for a resumed session:
+    #: when the session was made); an unverified chain is a claim, never an identity
+    peer_verified: bool = False
     version: int = TLCP_VERSION
 
 

@@ -123,6 +123,8 @@ class ServerHandshake(Handshake):
         self.peer_certificates: tuple[Certificate, ...] = ()
         self.client_sign_cert: Certificate | None = None
         self.client_enc_cert: Certificate | None = None
+        #: the client chain was validated against the configured trust store (an identity, not a claim)
+        self.peer_verified = False
         #: which CertificateVerify form the client used ("standard" or "raw"), for diagnostics
         self.certificate_verify_form: str | None = None
 
@@ -199,7 +201,7 @@ class ServerHandshake(Handshake):
             return None
         if session.server_name != self.server_name:
             return None
-        if config.client_auth is ClientAuth.REQUIRED and not session.peer_certificates:
+        if config.client_auth is ClientAuth.REQUIRED and not session.peer_verified:
             return None
         return session
 
@@ -216,6 +218,7 @@ class ServerHandshake(Handshake):
         self.peer_certificates = session.peer_certificates
         self.client_sign_cert = session.peer_sign_cert
         self.client_enc_cert = session.peer_enc_cert
+        self.peer_verified = session.peer_verified
         self.install_pending_keys()
         self.send_change_cipher_spec()
         self.send_finished(SERVER_FINISHED_LABEL)
@@ -283,6 +286,7 @@ class ServerHandshake(Handshake):
             verify_chain(sign_cert, rest, config.trust_store, Role.CLIENT_SIGN, now)
             if enc_cert is not None:
                 verify_chain(enc_cert, rest, config.trust_store, Role.CLIENT_ENC, now)
+            self.peer_verified = True
         self.peer_certificates = tuple(certificates)
         self.client_sign_cert = sign_cert
         self.client_enc_cert = enc_cert
@@ -369,6 +373,7 @@ class ServerHandshake(Handshake):
                     peer_sign_cert=self.client_sign_cert,
                     peer_enc_cert=self.client_enc_cert,
                     created_at=config.now(),
+                    peer_verified=self.peer_verified,
                 )
                 config.session_cache.put(self.session)
         self.state = ServerState.POST_HANDSHAKE
@@ -382,6 +387,7 @@ class ServerHandshake(Handshake):
                 peer_enc_cert=self.client_enc_cert,
                 session_id=self.session_id,
                 session_resumed=self.resumed,
+                peer_verified=self.peer_verified,
             )
         )
 

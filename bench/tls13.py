@@ -1,0 +1,296 @@
+"""TLS 1.3 (RFC 8998) server benchmark: smgate (tls.tls13.aio) beside BabaSSL 8.3.2, under the same BabaSSL load.
+
+Usage: ``.venv/bin/python bench/tls13.py [--duration 4] [--threads 8] [--suites TLS_SM4_GCM_SM3,...]
+[--no-uvloop] [--profile DIR]`` (about a minute per suite).
+
+For each suite and each server in turn (both one process pinned to CPU 0; the load is one BabaSSL
+client process pinned to CPU 1 running ``--threads`` closed-loop connections):
+
+* full handshakes/s (curveSM2 ECDHE, sm2sig_sm3 server signature, no client certificate),
+* resumed handshakes/s (psk_dhe_ke from a session ticket: each load thread re-offers its first ticket;
+  both servers issue stateless tickets),
+* bulk MiB/s (one connection streaming 32 MiB into a server that discards it).
+
+Every rate is printed per wall-clock second and per second of server CPU time (from /proc), and the
+server CPU per operation with the smgate/BabaSSL ratio: on a shared machine the CPU figures are the
+fair comparison.  Nothing here asserts a speed.  ``--profile DIR`` records the smgate server with
+py-spy during each run (collapsed stacks; summarised as in bench/tlcp.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.tlcp import process_cpu_seconds, profiled, summarize_profile  # noqa: E402
+from tests.interop.babassl import TLS13_SUITE_NAMES  # noqa: E402
+from tests.interop.identities import TONGSUO_PKI  # noqa: E402
+from tls.tls13 import CipherSuite, SessionTicketKeys, SM2Credential, TLS13Configuration  # noqa: E402
+from tls.tls13.aio import TLS13Stream, start_tls13_server  # noqa: E402
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+BULK_PAYLOAD = 32 * 1024 * 1024
+MIB = 1024 * 1024
+
+
+async def _serve_smgate(suite: CipherSuite, mode: str) -> None:
+    configuration = TLS13Configuration(
+        is_client=False,
+        cipher_suites=(suite,),
+        credential=SM2Credential.from_certificate_set(TONGSUO_PKI.server_set),
+        trust_store=TONGSUO_PKI.trust_store,
+        ticket_keys=SessionTicketKeys(),
+    )
+
+    async def handle(stream: TLS13Stream) -> None:
+        while data := await stream.read(1 << 20):
+            if mode == "echo":
+                stream.write(data)
+                await stream.drain()
+
+    server = await start_tls13_server("127.0.0.1", 0, lambda: configuration, handle, backlog=512)
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"event": "listening", "port": port, "pid": os.getpid()}), flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    server.close()
+
+
+@contextlib.contextmanager
+def running_server(
+    kind: str, suite: CipherSuite, mode: str, *, use_uvloop: bool
+) -> Iterator[tuple[int, int]]:
+    """Start a server child pinned to SERVER_CPU; yields (port, pid)."""
+    if kind == "smgate":
+        command = [sys.executable, str(Path(__file__).resolve()), "serve-smgate", "--suite", str(int(suite))]
+        command += ["--mode", mode] + (["--uvloop"] if use_uvloop else [])
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "tests.interop.babassl",
+            "server",
+            "--protocol",
+            "tls13",
+            "--tickets",
+        ]
+        command += ["--suite", TLS13_SUITE_NAMES[suite], *TONGSUO_PKI.server_files.as_args()]
+        command += ["--mode", mode, "--quiet", "--cpu", str(SERVER_CPU)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO, text=True)
+    try:
+        os.sched_setaffinity(process.pid, {SERVER_CPU})
+        assert process.stdout is not None
+        record = json.loads(process.stdout.readline())
+        yield int(record["port"]), process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Measurement:
+    units: float
+    seconds: float
+    server_cpu: float
+    client_cpu: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.units / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_unit(self) -> float:
+        return self.server_cpu / self.units if self.units else float("inf")
+
+
+def run_load(
+    port: int,
+    server_pid: int,
+    suite: CipherSuite,
+    *,
+    threads: int,
+    duration: float,
+    resume: bool,
+    payload: int,
+) -> Measurement:
+    command = [
+        sys.executable,
+        "-m",
+        "tests.interop.babassl",
+        "load",
+        "--protocol",
+        "tls13",
+        "--port",
+        str(port),
+    ]
+    command += ["--suite", TLS13_SUITE_NAMES[suite], "--threads", str(threads), "--duration", str(duration)]
+    command += ["--cpu", str(CLIENT_CPU), "--tickets"]
+    if resume:
+        command.append("--resume")
+    if payload:
+        command += ["--payload-size", str(payload), "--no-echo"]
+    server_before = process_cpu_seconds(server_pid)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    output = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=duration + 120)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = process_cpu_seconds(server_pid) - server_before
+    summary = json.loads(output.stdout.strip().splitlines()[-1])
+    if summary.get("errors"):
+        print(
+            f"    ! {summary['errors']} failed connections, first: {summary.get('first_error')}", flush=True
+        )
+    if resume and summary["handshakes"] and summary["resumed"] < 0.9 * summary["handshakes"]:
+        print(f"    ! only {summary['resumed']} of {summary['handshakes']} handshakes resumed", flush=True)
+    key = "bytes_sent" if payload else ("resumed" if resume else "handshakes")
+    client_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    return Measurement(
+        float(summary[key]), float(summary["seconds"]), server_cpu, client_cpu, int(summary["errors"])
+    )
+
+
+def render(
+    metric: str, smgate: Measurement, babassl: Measurement, unit: str, scale: float, target: str
+) -> str:
+    cpu_ratio = smgate.cpu_per_unit / babassl.cpu_per_unit if babassl.units else float("nan")
+    rate_ratio = smgate.rate / babassl.rate if babassl.rate else float("nan")
+    per_cpu = (smgate.units / smgate.server_cpu / scale, babassl.units / babassl.server_cpu / scale)
+    if unit == "hs/s":
+        cost = f"{1e3 * smgate.cpu_per_unit:7.3f} {1e3 * babassl.cpu_per_unit:7.3f} ms"
+    else:
+        cost = f"{1e3 * smgate.cpu_per_unit * MIB:7.2f} {1e3 * babassl.cpu_per_unit * MIB:7.2f} ms/MiB"
+    return (
+        f"{metric:<34} {smgate.rate / scale:9.1f} {babassl.rate / scale:9.1f} {rate_ratio:6.2f} │ "
+        f"{per_cpu[0]:9.1f} {per_cpu[1]:9.1f} │ {cost} {cpu_ratio:6.2f}  {unit}  target {target}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve-smgate", help="internal: the smgate server child")
+    serve.add_argument("--suite", type=lambda text: CipherSuite(int(text, 0)), required=True)
+    serve.add_argument("--mode", choices=("echo", "sink"), default="echo")
+    serve.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
+    parser.add_argument("--threads", type=int, default=8, help="concurrent BabaSSL client connections")
+    parser.add_argument("--suites", default="TLS_SM4_GCM_SM3", help="comma list, or 'all'")
+    parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
+    parser.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=importlib.util.find_spec("uvloop") is not None,
+        help="run the smgate server on uvloop, as `smgate serve` does (default: if installed)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "serve-smgate":
+        os.sched_setaffinity(0, {SERVER_CPU})
+        loop_factory = None
+        if args.uvloop:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve_smgate(args.suite, args.mode))
+        return 0
+    if os.cpu_count() == 1:
+        print("needs two CPUs (server and load pinned apart)", file=sys.stderr)
+        return 2
+    suites = (
+        list(CipherSuite) if args.suites == "all" else [CipherSuite[name] for name in args.suites.split(",")]
+    )
+    rows: list[str] = []
+    profiles: list[tuple[str, Path]] = []
+    for suite in suites:
+        results: dict[str, list[Measurement]] = {}
+        for kind in ("smgate", "babassl"):
+            runs: list[Measurement] = []
+            with running_server(kind, suite, "echo", use_uvloop=args.uvloop) as (port, pid):
+                for phase, resume in (("full", False), ("resumed", True)):
+                    name = f"{phase}-{suite.name}"
+                    with profiled(pid, args.profile if kind == "smgate" else None, name, args.duration):
+                        runs.append(
+                            run_load(
+                                port,
+                                pid,
+                                suite,
+                                threads=args.threads,
+                                duration=args.duration,
+                                resume=resume,
+                                payload=0,
+                            )
+                        )
+                    if kind == "smgate" and args.profile:
+                        profiles.append((f"{suite.name} {phase}", args.profile / f"{name}.txt"))
+            with running_server(kind, suite, "sink", use_uvloop=args.uvloop) as (port, pid):
+                name = f"bulk-{suite.name}"
+                with profiled(pid, args.profile if kind == "smgate" else None, name, args.duration):
+                    runs.append(
+                        run_load(
+                            port,
+                            pid,
+                            suite,
+                            threads=1,
+                            duration=args.duration,
+                            resume=False,
+                            payload=BULK_PAYLOAD,
+                        )
+                    )
+                if kind == "smgate" and args.profile:
+                    profiles.append((f"{suite.name} bulk", args.profile / f"{name}.txt"))
+            results[kind] = runs
+            print(
+                f"  {kind:8} {suite.name}: full {runs[0].rate:.0f}/s, resumed {runs[1].rate:.0f}/s, "
+                f"bulk {runs[2].rate / MIB:.1f} MiB/s",
+                flush=True,
+            )
+        smgate, babassl = results["smgate"], results["babassl"]
+        rows.append(render(f"{suite.name} full handshake", smgate[0], babassl[0], "hs/s", 1.0, "CPU <= 1.0x"))
+        rows.append(
+            render(f"{suite.name} resumed handshake", smgate[1], babassl[1], "hs/s", 1.0, "CPU <= 1.5x")
+        )
+        rows.append(
+            render(f"{suite.name} bulk client->server", smgate[2], babassl[2], "MiB/s", MIB, "rate >= 0.9x")
+        )
+    print()
+    print(
+        f"server pinned to CPU {SERVER_CPU}, BabaSSL load ({args.threads} concurrent, 1 for bulk) on CPU {CLIENT_CPU}, "
+        f"smgate loop: {'uvloop' if args.uvloop else 'asyncio'}, {args.duration:.1f} s per point."
+    )
+    print(
+        f"{'metric':<34} {'smgate':>9} {'BabaSSL':>9} {'ratio':>6} │ {'per CPU-s':>9} {'BabaSSL':>9} │ "
+        f"{'server CPU/op smgate BabaSSL':>26} {'ratio':>6}"
+    )
+    for row in rows:
+        print(row)
+    for title, path in profiles:
+        print(f"\nprofile: {title} ({path})")
+        print("\n".join(summarize_profile(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The asyncio adapter: the entry points a gateway transport uses, errors that name their alert, half-close."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tls.tls13 import CipherSuite, ClientAuth
+from tls.tls13.aio import (
+    TLS13HandshakeError,
+    TLS13Stream,
+    TLS13StreamError,
+    start_tls13_server,
+    tls13_accept,
+    tls13_accept_socket,
+    tls13_connect,
+)
+
+from .conftest import client_config, client_credential, free_port, server_config
+
+
+async def test_accept_after_a_sniffer_read_the_first_bytes() -> None:
+    """tls13_accept takes the bytes a protocol sniffer already consumed (``initial_data``)."""
+    configuration = server_config(alpn_protocols=("h2",))
+    accepted: asyncio.Future[TLS13Stream] = asyncio.get_running_loop().create_future()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(5)  # what a sniffer looks at: the record header
+        accepted.set_result(await tls13_accept(reader, writer, configuration, initial_data=head))
+
+    port = free_port()
+    server = await asyncio.start_server(on_connection, "127.0.0.1", port)
+    try:
+        client = await tls13_connect("127.0.0.1", port, client_config(alpn_protocols=("h2",)))
+        stream = await accepted
+        assert stream.get_extra_info("alpn_protocol") == "h2"
+        assert stream.get_extra_info("cipher_suite") == CipherSuite.TLS_SM4_GCM_SM3
+        client.write(b"hello")
+        await client.drain()
+        assert await stream.readexactly(5) == b"hello"
+        # half-close: the client's close_notify is EOF for the server, which can still answer
+        client.write_eof()
+        assert await stream.read() == b"" and stream.close_notify_received
+        stream.write(b"late answer")
+        await stream.drain()
+        stream.close()
+        assert await client.read() == b"late answer"
+        assert client.close_notify_received
+        await client.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_accept_socket_and_session_resumption() -> None:
+    configuration = server_config()
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        session = None
+        for expect_resumed in (False, True):
+            connecting = asyncio.create_task(tls13_connect("127.0.0.1", port, client_config(session=session)))
+            sock, _ = await loop.sock_accept(listener)
+            stream = await tls13_accept_socket(sock, configuration)
+            client = await connecting
+            assert stream.handshake.session_resumed is expect_resumed
+            session = await client.wait_for_session()
+            assert session is not None
+            await client.aclose()
+            await stream.aclose()
+    finally:
+        listener.close()
+
+
+async def test_handshake_errors_name_the_alert_and_who_sent_it() -> None:
+    configuration = server_config(client_auth=ClientAuth.REQUIRED)
+    port = free_port()
+    server = await start_tls13_server("127.0.0.1", port, lambda: configuration, lambda stream: None)
+    try:
+        client = await tls13_connect("127.0.0.1", port, client_config())
+        # a TLS 1.3 client completes before the server has judged its (missing) certificate
+        with pytest.raises(TLS13StreamError) as verdict:
+            await client.read()
+        assert verdict.value.alert == "certificate_required" and verdict.value.alert_sent is False
+        with pytest.raises(TLS13HandshakeError) as failure:
+            await tls13_connect("127.0.0.1", port, client_config(server_name="elsewhere.example"))
+        assert failure.value.alert == "bad_certificate" and failure.value.alert_sent is True
+        stream = await tls13_connect("127.0.0.1", port, client_config(credential=client_credential()))
+        await stream.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_handshake_timeout() -> None:
+    port = free_port()
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", port)
+    try:
+        with pytest.raises(TLS13HandshakeError, match="timed out"):
+            await tls13_connect("127.0.0.1", port, client_config(), handshake_timeout=0.3)
+    finally:
+        silent.close()
+        await silent.wait_closed()
