@@ -33,8 +33,10 @@ bench: venv
 	$(PY) bench/crypto.py
 	$(PY) bench/tlcp_core.py
 	$(PY) bench/tlcp.py
+	$(PY) bench/tls13.py
 	$(PY) bench/audit.py
 	$(PY) bench/gateway.py
+	$(PY) bench/proxy.py
 
 clean:
 	rm -rf $(VENV) $(STATE) build *.egg-info

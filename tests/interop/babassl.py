@@ -34,6 +34,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import struct
 import sys
 import threading
@@ -808,6 +809,9 @@ class LoadSummary:
     seconds: float = 0.0
     first_error: str | None = None
     per_thread: list[int] = field(default_factory=list)
+    #: Median and 99th percentile of the successful handshakes' durations (SSL_connect), milliseconds.
+    handshake_p50_ms: float = 0.0
+    handshake_p99_ms: float = 0.0
 
 
 def run_load(options: ClientOptions, *, threads: int, duration: float, cpu: int | None) -> LoadSummary:
@@ -818,6 +822,7 @@ def run_load(options: ClientOptions, *, threads: int, duration: float, cpu: int 
     ctx = _make_client_context_for(lib, options)
     payload = payload_bytes(options.payload_size, options.seed)
     summary = LoadSummary(per_thread=[0] * threads)
+    handshake_seconds: list[float] = []
     lock = threading.Lock()
     deadline = time.perf_counter() + duration
 
@@ -831,6 +836,7 @@ def run_load(options: ClientOptions, *, threads: int, duration: float, cpu: int 
                     summary.resumed += int(report.reused)
                     summary.bytes_sent += report.sent
                     summary.per_thread[index] += 1
+                    handshake_seconds.append(report.handshake_seconds)
                 else:
                     summary.errors += 1
                     summary.first_error = summary.first_error or report.error
@@ -848,6 +854,9 @@ def run_load(options: ClientOptions, *, threads: int, duration: float, cpu: int 
     for thread in workers:
         thread.join()
     summary.seconds = time.perf_counter() - started
+    if len(handshake_seconds) > 1:
+        percentiles = statistics.quantiles(handshake_seconds, n=100)
+        summary.handshake_p50_ms, summary.handshake_p99_ms = 1e3 * percentiles[49], 1e3 * percentiles[98]
     lib.free_context(ctx)
     return summary
 
