@@ -600,9 +600,14 @@ def check_references(config: GatewayConfig) -> list[str]:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             errors.append(f"{kind}: duplicate names {dupes}")
-    binds = [(x.address, x.port) for x in config.listeners if x.port]
-    if len(set(binds)) != len(binds):
-        errors.append("listeners: two listeners bind the same address and port")
+    bound: dict[tuple[str, int], int] = {}
+    for i, x in enumerate(config.listeners):
+        first = bound.setdefault((x.address, x.port), i) if x.port else i
+        if first != i:
+            errors.append(
+                f"listeners[{i}].port: {x.address}:{x.port} ({x.name!r}) is already bound by "
+                f"listeners[{first}] ({config.listeners[first].name!r})"
+            )
     for i, listener in enumerate(config.listeners):
         for j, chain in enumerate(listener.filter_chains):
             for k, flt in enumerate(chain.filters):
@@ -772,11 +777,20 @@ def parse_config(document: object, base_dir: Path) -> GatewayConfig:
     return config
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's ``in "<unicode string>"`` (callers name the file)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return str(exc)
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+
+
 def load_config_text(text: str, base_dir: Path) -> GatewayConfig:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(document): invalid YAML: {exc}"]) from None
+        raise ConfigError([f"(document): invalid YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(document, dict):
         raise ConfigError(["(document): expected a mapping at the top level"])
     return parse_config(document, base_dir)
