@@ -35,6 +35,7 @@ bench: venv
 	$(PY) bench/tlcp.py
 	$(PY) bench/audit.py
 	$(PY) bench/gateway.py
+	$(PY) bench/codec.py
 
 clean:
 	rm -rf $(VENV) $(STATE) build *.egg-info

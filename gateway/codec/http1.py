@@ -8,7 +8,7 @@ tests/gateway/test_codec_differential.py checks stream by stream. What it does a
   So ``receive_data`` parses at once, the callbacks queue events, and ``next_event`` hands them out
   in h11's order: a request's events, then :data:`PAUSED` until ``start_next_cycle``. A pipelined
   request is parsed ahead; once :data:`PIPELINE_DEPTH` heads wait, reading stops and the connection
-  closes after they are answered, so parsing ahead is bounded. An error is queued where it occurred:
+  closes after they are answered, so parsing ahead is bounded. A refusal is queued where it arose:
   the requests before it are still answered, as with h11.
 * llhttp has no size limits. Bytes fed without the message moving on (an unfinished head, chunk
   line or trailer section) are counted; past the limit the peer gets 431, as h11 bounds its buffer.
@@ -20,8 +20,10 @@ tests/gateway/test_codec_differential.py checks stream by stream. What it does a
 * httptools cannot tell llhttp that a response answers HEAD, so parsing stops at that response's
   head; where the stream goes on is then unknown, and the upstream connection is not reused.
 
-Writing is the codec's own, following h11's rules for framing (chunked to HTTP/1.1 peers, close-
-delimited to HTTP/1.0 ones), ``Connection: close`` and header order.
+Writing follows h11's rules (:mod:`.http1_writers`).
+
+This is the proxy's hot path: per message the work is llhttp plus one Python call per field, and
+the head is judged from one dict of its fields.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import httptools
 
@@ -52,14 +54,16 @@ from gateway.codec.base import (
 )
 from gateway.codec.http1_fields import (
     CLOSE_FIELD,
+    HOP_BY_HOP_AND_HOST,
     MAX_RESPONSE_HEAD_BYTES,
     SUPPORTED_VERSIONS,
     check_request_head,
     comma_tokens,
-    declared_body_length,
-    forwardable,
+    field_section_size,
+    forwardable_indexed,
     reason_phrase,
 )
+from gateway.codec.http1_writers import BodyWriter, request_head, response_head
 
 #: Request heads the codec holds (parsed, not yet handed out) before it stops reading.
 PIPELINE_DEPTH = 32
@@ -73,8 +77,43 @@ _REFUSAL_STATUS = {
 
 _END = EndOfStream()
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(r"[\x21-\x7e]+")
+_TRAILING_WHITESPACE = (" ", "\t")
+
+#: Lower-cased field names by their bytes on the wire, and methods. Peers choose names, so the
+#: cache is bounded in entries and in name length (a field name is rarely over 40 bytes).
+_FIELD_NAMES: dict[bytes, str] = {}
+_METHODS: dict[bytes, str] = {}
+_MAX_CACHED, _MAX_CACHED_LENGTH = 4096, 64
+
+
+def _field_name(raw: bytes) -> str:
+    name = raw.decode("latin-1").lower()
+    if len(raw) <= _MAX_CACHED_LENGTH and len(_FIELD_NAMES) < _MAX_CACHED:
+        _FIELD_NAMES[raw] = name
+    return name
+
+
+def _method(raw: bytes) -> str:
+    method = _METHODS.get(raw)
+    if method is None:
+        method = _METHODS[raw] = raw.decode("ascii")  # llhttp knows a few dozen methods, no more
+    return method
+
+
+def _lists(headers: Headers, index: dict[str, str], name: str, token: str) -> bool:
+    """Whether the list-valued field ``name`` (present) holds ``token``; quick for one plain value."""
+    value = index[name]
+    if len(index) == len(headers) and "," not in value:
+        return value.lower() == token
+    return token in comma_tokens(headers, name)
+
+
+def _normalise_transfer_coding(headers: Headers) -> Headers:
+    """h11's rule: Transfer-Encoding is one field, exactly ``chunked`` (kept lower case), or 501."""
+    codings = [value for name, value in headers if name == "transfer-encoding"]
+    if len(codings) > 1 or codings[0].lower() != "chunked":
+        raise CodecProtocolError("only Transfer-Encoding: chunked is supported", 501)
+    return tuple((k, "chunked" if k == "transfer-encoding" else v) for k, v in headers)
 
 
 class _State(Enum):
@@ -97,119 +136,6 @@ class _StopReading(Exception):
     """Raised from a callback to make llhttp stop where it is; the codec reads no further."""
 
 
-# -- writing ---------------------------------------------------------------------------------------
-
-_checked_names: set[str] = set()
-
-
-def _check_name(name: str) -> None:
-    if name not in _checked_names:
-        if not _TOKEN.fullmatch(name):
-            raise LocalProtocolError(f"illegal field name {name!r}")
-        if len(_checked_names) < 4096:
-            _checked_names.add(name)
-
-
-def _encode_fields(fields: list[tuple[str, str]]) -> bytes:
-    """``name: value\\r\\n`` lines, Host first (as h11 writes them), refusing what could split a field."""
-    if any(name == "host" for name, _ in fields):
-        fields = [f for f in fields if f[0] == "host"] + [f for f in fields if f[0] != "host"]
-    for name, _ in fields:
-        _check_name(name)
-    try:
-        block = "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("latin-1")
-    except UnicodeEncodeError:
-        raise LocalProtocolError("a field is not Latin-1 text") from None
-    if block.count(b"\n") != len(fields) or block.count(b"\r") != len(fields) or b"\x00" in block:
-        raise LocalProtocolError("a field value contains CR, LF or NUL")
-    return block
-
-
-class _BodyWriter:
-    """Frames an outgoing body: by Content-Length, chunked, or delimited by closing (HTTP/1.0)."""
-
-    __slots__ = ("chunked", "remaining")
-
-    def __init__(self, length: int | None, chunked: bool) -> None:
-        self.remaining = length
-        self.chunked = chunked
-
-    def encode(self, data: bytes) -> bytes:
-        if self.chunked:
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        if self.remaining is not None:
-            self.remaining -= len(data)
-            if self.remaining < 0:
-                raise LocalProtocolError("too much data for the declared Content-Length")
-        return data
-
-    def end(self) -> bytes:
-        if self.chunked:
-            return b"0\r\n\r\n"
-        if self.remaining:
-            raise LocalProtocolError("too little data for the declared Content-Length")
-        return b""
-
-
-def _tokens(fields: list[tuple[str, str]], name: str) -> list[str]:
-    """Lower-cased elements of a list-valued field, whatever the case of its name (h11 title-cases some)."""
-    return [
-        token.strip().lower()
-        for field, value in fields
-        if field.lower() == name
-        for token in value.split(",")
-        if token.strip()
-    ]
-
-
-def _framing(method: str | None, status: int | None, fields: list[tuple[str, str]]) -> tuple[str, int]:
-    """h11's ``_body_framing``: ``("length", n)``, ``("chunked", 0)`` or ``("close", 0)``.
-
-    ``status`` is ``None`` for a request. A response that cannot have a body has length 0; a response
-    with neither Transfer-Encoding nor Content-Length runs until the connection closes.
-    """
-    if status is not None and (
-        status in (204, 304) or method == "HEAD" or (method == "CONNECT" and 200 <= status < 300)
-    ):
-        return "length", 0
-    codings = _tokens(fields, "transfer-encoding")
-    if codings:
-        if codings != ["chunked"]:
-            raise LocalProtocolError("only Transfer-Encoding: chunked is supported")
-        return "chunked", 0
-    for name, value in fields:
-        if name.lower() == "content-length":
-            if not (value.isascii() and value.isdigit()):
-                raise LocalProtocolError(f"bad Content-Length {value!r}")
-            return "length", int(value)
-    return ("length", 0) if status is None else ("close", 0)
-
-
-def _replace_field(fields: list[tuple[str, str]], name: str, values: list[str]) -> list[tuple[str, str]]:
-    """h11's ``set_comma_header``: drop every ``name`` field, append one title-cased line per value."""
-    return [f for f in fields if f[0].lower() != name] + [(name.title(), value) for value in values]
-
-
-# -- reading ---------------------------------------------------------------------------------------
-
-
-def _decode_fields(raw: list[tuple[bytes, bytes]]) -> Headers:
-    # llhttp strips the whitespace before a value but not after it; h11 strips both.
-    return tuple(
-        (name.decode("latin-1").lower(), value.rstrip(b" \t").decode("latin-1")) for name, value in raw
-    )
-
-
-def _normalise_transfer_coding(headers: Headers) -> Headers:
-    """h11's rule: Transfer-Encoding is one field, exactly ``chunked`` (kept lower case), or 501."""
-    codings = [value for name, value in headers if name == "transfer-encoding"]
-    if not codings:
-        return headers
-    if len(codings) > 1 or codings[0].lower() != "chunked":
-        raise CodecProtocolError("only Transfer-Encoding: chunked is supported", 501)
-    return tuple((k, "chunked" if k == "transfer-encoding" else v) for k, v in headers)
-
-
 class _CloseAfterResponse:
     """Queued before a response that ends the connection (HTTP/1.0, ``Connection: close``, HEAD)."""
 
@@ -228,13 +154,14 @@ class _Http1Connection(Generic[Queued]):
 
     _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
 
-    def __init__(self, max_stalled_bytes: int, error_prefix: str, error_status: int | None) -> None:
+    def __init__(self, max_stalled_bytes: int, error_status: int | None) -> None:
         self._events: deque[Queued | CodecProtocolError] = deque()
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._fields: list[tuple[str, str]] = []
         self._max_stalled_bytes = max_stalled_bytes
-        self._error_prefix = error_prefix
         #: ``None``: the status each refusal names (server side); else this one for all (client side).
         self._error_status = error_status
+        self._fed = 0  # bytes fed before the current feed
+        self._feed_length = 0
         self._stalled = 0
         self._progress = False
         self._reading = True
@@ -242,7 +169,7 @@ class _Http1Connection(Generic[Queued]):
         self._peer = IDLE
         self._us = IDLE
         self._keep_alive = True
-        self._writer = _BodyWriter(0, chunked=False)
+        self._writer = BodyWriter(0, chunked=False)
 
     # -- feeding llhttp
 
@@ -250,42 +177,41 @@ class _Http1Connection(Generic[Queued]):
         if not data:
             self._eof = True
         elif self._reading:
+            self._progress = False
+            self._feed_length = len(data)
             self._feed(data)
+            self._fed += self._feed_length
 
     def _feed(self, data: bytes) -> None:
-        self._progress = False
+        try:
+            self._parse(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _StopReading):
+                self._reading = False
+            elif isinstance(cause, CodecProtocolError):
+                self._fail(cause)
+            elif isinstance(cause, httptools.HttpParserError):
+                self._fail(CodecProtocolError(f"malformed HTTP/1.1: {cause}", 400))
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            reason = str(exc)
+            self._fail(CodecProtocolError(f"malformed HTTP/1.1: {reason}", _REFUSAL_STATUS.get(reason, 400)))
+        else:
+            self._after_feed(data)
+
+    def _parse(self, data: bytes) -> None:
         while True:
             try:
                 self._parser.feed_data(data)
+                return
             except httptools.HttpParserUpgrade as upgrade:
                 # llhttp stops after an Upgrade request; the codec never switches protocols (Upgrade
                 # is hop-by-hop), so what follows is the next request, on the same parser.
                 data = data[int(upgrade.args[0]) :]
-                if data:
-                    continue
-            except httptools.HttpParserCallbackError as exc:
-                self._callback_failed(exc)
-                return
-            except httptools.HttpParserError as exc:
-                self._fail(self._refusal(exc))
-                return
-            break
-        self._after_feed(data)
-
-    def _refusal(self, exc: httptools.HttpParserError) -> CodecProtocolError:
-        reason = str(exc)
-        return CodecProtocolError(f"malformed HTTP/1.1: {reason}", _REFUSAL_STATUS.get(reason, 400))
-
-    def _callback_failed(self, exc: httptools.HttpParserCallbackError) -> None:
-        cause = exc.__context__
-        if isinstance(cause, _StopReading):
-            self._reading = False
-        elif isinstance(cause, CodecProtocolError):
-            self._fail(cause)
-        elif isinstance(cause, httptools.HttpParserError):
-            self._fail(CodecProtocolError(f"malformed HTTP/1.1: {cause}", 400))
-        else:
-            raise exc
+                if not data:
+                    return
 
     def _after_feed(self, data: bytes) -> None:
         """Bound what llhttp holds without progress, as h11 bounds its buffer (431 past the limit)."""
@@ -298,7 +224,7 @@ class _Http1Connection(Generic[Queued]):
 
     def _fail(self, error: CodecProtocolError) -> None:
         if self._error_status is not None:
-            error = CodecProtocolError(f"{self._error_prefix}{error}", self._error_status)
+            error = CodecProtocolError(f"upstream: {error}", self._error_status)
         self._events.append(error)
         self._reading = False
 
@@ -308,7 +234,10 @@ class _Http1Connection(Generic[Queued]):
         return error
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append((name, value))
+        text = value.decode("latin-1")
+        if text[-1:] in _TRAILING_WHITESPACE:  # llhttp strips the whitespace before a value, not after
+            text = text.rstrip(" \t")
+        self._fields.append((_FIELD_NAMES.get(name) or _field_name(name), text))
 
     # -- h11's state rules
 
@@ -333,9 +262,11 @@ class _Http1Connection(Generic[Queued]):
         ):
             self._us = MUST_CLOSE
 
-    def _start_body(self, writer: _BodyWriter) -> None:
+    def _start_body(self, writer: BodyWriter, closes: bool) -> None:
         self._writer = writer
         self._us = SEND_BODY
+        if closes:
+            self._disable_keep_alive()
 
     def encode_body(self, data: bytes) -> bytes:
         if not data:
@@ -358,8 +289,7 @@ class _Http1Connection(Generic[Queued]):
         self._us = self._peer = IDLE
 
 
-@dataclass(frozen=True, slots=True)
-class _QueuedRequest:
+class _QueuedRequest(NamedTuple):
     """What the server codec keeps of a queued request beside the :class:`RequestHead` it hands out."""
 
     method: str
@@ -369,7 +299,7 @@ class _QueuedRequest:
 
 
 class _RequestRefused(CodecProtocolError):
-    """A parsed request head the codec refuses; the refusal answers that request."""
+    """A parsed request head the codec refuses; the refusal answers that request (h11's view)."""
 
     def __init__(self, message: str, status: int, request: _QueuedRequest) -> None:
         super().__init__(message, status)
@@ -389,8 +319,10 @@ class _OpenChunk:
 class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], ServerCodec):
     """Downstream side: requests in, responses out."""
 
+    _parser: httptools.HttpRequestParser
+
     def __init__(self, max_header_bytes: int, max_body_bytes: int | None = None) -> None:
-        super().__init__(max_stalled_bytes=max_header_bytes, error_prefix="", error_status=None)
+        super().__init__(max_stalled_bytes=max_header_bytes, error_status=None)
         self._parser = httptools.HttpRequestParser(self)
         self._max_header_bytes = max_header_bytes
         self._max_body_bytes = max_body_bytes
@@ -398,6 +330,7 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         # The message llhttp is in, which is ahead of the caller's when requests are pipelined.
         self._url = b""
         self._begun = 0
+        self._head_start = 0  # bytes fed before the feed in which the current head began
         self._last_keep_alive = True
         self._pipeline_full = False
         self._chunked = False
@@ -420,6 +353,7 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         if not self._last_keep_alive:
             raise CodecProtocolError("data after the last request of the connection", 400)
         self._begun += 1
+        self._head_start = self._fed
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -427,45 +361,60 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
     def on_headers_complete(self) -> None:
         self._progress = True
         parser = self._parser
-        assert isinstance(parser, httptools.HttpRequestParser)
-        headers = _normalise_transfer_coding(_decode_fields(self._fields))
+        headers = tuple(self._fields)
         self._fields = []
+        index = dict(headers)
         target = self._url.decode("latin-1")
         self._url = b""
-        method = parser.get_method().decode("ascii")
+        if "transfer-encoding" in index:
+            headers = _normalise_transfer_coding(headers)
+            index = dict(headers)
         version = parser.get_http_version()
-        _check_host(version, headers)
-        request = _QueuedRequest(
-            method,
-            version,
-            keep_alive=version >= "1.1" and "close" not in comma_tokens(headers, "connection"),
-            expects_continue=version >= "1.1" and "100-continue" in comma_tokens(headers, "expect"),
+        self._check_host(version, headers, index)
+        keep_alive = version >= "1.1" and not (
+            "connection" in index and _lists(headers, index, "connection", "close")
         )
-        content_length = self._check_head(request, target, version, headers, parser.should_upgrade())
-        self._last_keep_alive = request.keep_alive and version == "1.1"
+        expects_continue = (
+            version >= "1.1" and "expect" in index and _lists(headers, index, "expect", "100-continue")
+        )
+        request = _QueuedRequest(_method(parser.get_method()), version, keep_alive, expects_continue)
+        content_length = self._check_head(request, target, headers, index)
+        self._last_keep_alive = keep_alive and version == "1.1"
         self._chunked = content_length is None
         self._body_bytes = 0
         self._chunk_line_start = b""
         self._requests.append(request)
         self._events.append(
-            RequestHead(
-                method=method,
-                authority=next((v for k, v in headers if k == "host"), ""),
-                path=target,
-                headers=headers,
-                content_length=content_length,
-            )
+            RequestHead(request.method, index.get("host", ""), target, headers, content_length)
         )
 
+    @staticmethod
+    def _check_host(version: str, headers: Headers, index: dict[str, str]) -> None:
+        """h11's rule (RFC 9112 §3.2): at most one Host field, and exactly one in an HTTP/1.1 request."""
+        if "host" not in index:
+            if version == "1.1":
+                raise CodecProtocolError("missing mandatory Host: header", 400)
+        elif len(index) < len(headers) and sum(1 for name, _ in headers if name == "host") > 1:
+            raise CodecProtocolError("found multiple Host: headers", 400)
+
     def _check_head(
-        self, request: _QueuedRequest, target: str, version: str, headers: Headers, upgrade: bool
+        self, request: _QueuedRequest, target: str, headers: Headers, index: dict[str, str]
     ) -> int | None:
-        """The shared head checks; a refusal still counts as a request taken in, as in h11 (a HEAD
-        request's refusal has no body, a ``Connection: close`` one's says so)."""
+        """The shared head checks; the declared body length (``None``: chunked).
+
+        A refusal still answers the request it refuses, as in h11 (a HEAD request's refusal has no
+        body, an HTTP/1.0 one's closes).
+        """
+        # The head is within the bytes fed since it began; the exact measure is needed only past that.
+        bound = self._fed + self._feed_length - self._head_start + len(headers)
+        size = bound if bound <= self._max_header_bytes else field_section_size(target, headers)
         try:
-            check_request_head(target, version, headers, self._max_header_bytes)
-            content_length = declared_body_length(headers)
-            if content_length != 0 and upgrade:
+            check_request_head(target, request.version, index, size, self._max_header_bytes)
+            if "transfer-encoding" in index:
+                content_length = None
+            else:
+                content_length = int(index["content-length"]) if "content-length" in index else 0
+            if content_length != 0 and "upgrade" in index and self._parser.should_upgrade():
                 # httptools has llhttp skip the body of an Upgrade request, so its end cannot be found.
                 raise CodecProtocolError("an Upgrade request with a body is not supported", 400)
         except CodecProtocolError as exc:
@@ -498,10 +447,11 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         self._events.append(_END)
 
     def _after_feed(self, data: bytes) -> None:
-        if self._chunked and self._reading:
+        if self._chunked:
             self._check_declared_chunk(data)
-        if self._reading:
-            super()._after_feed(data)
+            if not self._reading:
+                return
+        super()._after_feed(data)
 
     def _check_declared_chunk(self, data: bytes) -> None:
         """Refuse a chunk whose declared size takes the body past the limit, before its data arrives.
@@ -554,15 +504,16 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         if not self._events:
             return self._at_rest()
         event = self._events.popleft()
-        if isinstance(event, Body):
-            self._waiting_for_continue = False
-        elif isinstance(event, RequestHead):
+        if type(event) is RequestHead:
             self._start_request(self._requests.popleft())
-        elif isinstance(event, EndOfStream):
+        elif event is _END:
             self._delivered += 1
             self._waiting_for_continue = False
             self._peer_done()
+        elif type(event) is Body:
+            self._waiting_for_continue = False
         else:
+            assert isinstance(event, CodecProtocolError)
             if isinstance(event, _RequestRefused):
                 self._start_request(event.request)
             raise self._failed(event)
@@ -599,42 +550,26 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         self._closing = True
 
     def encode_response_head(self, head: ResponseHead) -> bytes:
-        fields = forwardable(head.headers)
+        fields, index = forwardable_indexed(head.headers)
         if self._closing or (self._pipeline_full and not self._requests):
-            fields.append(CLOSE_FIELD)
-        return self._response_head(head.status, head.reason, fields)
+            self._close_field(fields, index)
+        return self._response_head(head.status, head.reason, fields, index)
 
-    def _response_head(self, status: int, reason: str, fields: list[tuple[str, str]]) -> bytes:
-        """h11's ``_clean_up_response_headers_for_sending``, then the status line and the fields."""
+    @staticmethod
+    def _close_field(fields: list[tuple[str, str]], index: dict[str, str]) -> None:
+        fields.append(CLOSE_FIELD)
+        index.setdefault(*CLOSE_FIELD)
+
+    def _response_head(
+        self, status: int, reason: str, fields: list[tuple[str, str]], index: dict[str, str]
+    ) -> bytes:
         if self._us is not IDLE and self._us is not SEND_RESPONSE:
             raise LocalProtocolError("a response is already under way")
-        if not 200 <= status < 1000:
-            raise LocalProtocolError(f"status {status} is not a final response")
-        method = self._method
-        # A response to HEAD carries the fields a GET would have had; its body is empty regardless.
-        kind, _ = _framing("GET" if method == "HEAD" else method, status, fields)
-        need_close = False
-        if kind != "length":
-            fields = _replace_field(fields, "content-length", [])
-            if self._their_version is None or self._their_version < "1.1":
-                fields = _replace_field(fields, "transfer-encoding", [])
-                need_close = method != "HEAD"
-            else:
-                fields = _replace_field(fields, "transfer-encoding", ["chunked"])
-        closes = not self._keep_alive or need_close
-        if closes:
-            tokens = set(_tokens(fields, "connection"))
-            tokens.discard("keep-alive")
-            tokens.add("close")
-            fields = _replace_field(fields, "connection", sorted(tokens))
-        else:
-            closes = "close" in _tokens(fields, "connection")
-        head = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1") + _encode_fields(fields) + b"\r\n"
-        kind, length = _framing(method, status, fields)
+        head, writer, closes = response_head(
+            status, reason, fields, index, self._method, self._their_version, self._keep_alive
+        )
         self._waiting_for_continue = False
-        self._start_body(_BodyWriter(length if kind == "length" else None, chunked=kind == "chunked"))
-        if closes:
-            self._disable_keep_alive()
+        self._start_body(writer, closes)
         return head
 
     def encode_body(self, data: bytes) -> bytes:
@@ -648,9 +583,10 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         if self._us is not IDLE and self._us is not SEND_RESPONSE:
             return b""
         fields = [("content-type", content_type), ("content-length", str(len(body))), *headers]
+        index = dict(fields)
         if self._closing or (status >= 400 and self._peer is not DONE):
-            fields.append(CLOSE_FIELD)
-        head = self._response_head(status, reason_phrase(status), fields)
+            self._close_field(fields, index)
+        head = self._response_head(status, reason_phrase(status), fields, index)
         return head + self.encode_body(body) + self.encode_end()
 
     def keep_alive(self) -> bool:
@@ -669,24 +605,15 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         )
 
 
-def _check_host(version: str, headers: Headers) -> None:
-    """h11's rule (RFC 9112 §3.2): at most one Host field, and exactly one in an HTTP/1.1 request."""
-    hosts = sum(1 for name, _ in headers if name == "host")
-    if hosts > 1:
-        raise CodecProtocolError("found multiple Host: headers", 400)
-    if hosts == 0 and version == "1.1":
-        raise CodecProtocolError("missing mandatory Host: header", 400)
-
-
 class Http1ClientCodec(
     _Http1Connection[ResponseHead | Body | EndOfStream | _CloseAfterResponse], ClientCodec
 ):
     """Upstream side: requests out, responses in."""
 
+    _parser: httptools.HttpResponseParser
+
     def __init__(self) -> None:
-        super().__init__(
-            max_stalled_bytes=MAX_RESPONSE_HEAD_BYTES, error_prefix="upstream: ", error_status=502
-        )
+        super().__init__(max_stalled_bytes=MAX_RESPONSE_HEAD_BYTES, error_status=502)
         self._parser = httptools.HttpResponseParser(self)
         self._method: str | None = None
         self._reason = b""
@@ -700,16 +627,13 @@ class Http1ClientCodec(
     def encode_request_head(self, head: RequestHead) -> bytes:
         if self._us is not IDLE:
             raise LocalProtocolError("a request is already under way")
-        if not _TOKEN.fullmatch(head.method) or not _TARGET.fullmatch(head.path):
-            raise LocalProtocolError(f"cannot send {head.method!r} {head.path!r}")
-        fields = [(k, v) for k, v in forwardable(head.headers) if k != "host"]
+        fields, index = forwardable_indexed(head.headers, HOP_BY_HOP_AND_HOST)
         fields.insert(0, ("host", head.authority))
-        kind, length = _framing(head.method, None, fields)
-        writer = _BodyWriter(length if kind == "length" else None, chunked=kind == "chunked")
-        out = f"{head.method} {head.path} HTTP/1.1\r\n".encode("latin-1") + _encode_fields(fields) + b"\r\n"
+        index["host"] = head.authority
+        out, writer = request_head(head.method, head.path, fields, index)
         self._method = head.method
         self._peer = SEND_RESPONSE
-        self._start_body(writer)
+        self._start_body(writer, closes=False)
         return out
 
     # -- llhttp callbacks
@@ -727,8 +651,7 @@ class Http1ClientCodec(
     def on_headers_complete(self) -> None:
         self._progress = True
         parser = self._parser
-        assert isinstance(parser, httptools.HttpResponseParser)
-        headers = _decode_fields(self._fields)
+        headers = tuple(self._fields)
         self._fields = []
         reason, self._reason = self._reason.decode("latin-1"), b""
         status = parser.get_status_code()
@@ -740,11 +663,13 @@ class Http1ClientCodec(
         version = parser.get_http_version()
         if version not in SUPPORTED_VERSIONS:
             raise CodecProtocolError(f"HTTP/{version} is not supported", 502)
-        headers = _normalise_transfer_coding(headers)
-        if version != "1.1" or "close" in comma_tokens(headers, "connection"):
+        index = dict(headers)
+        if "transfer-encoding" in index:
+            headers = _normalise_transfer_coding(headers)
+        if version != "1.1" or ("connection" in index and _lists(headers, index, "connection", "close")):
             self._events.append(_CLOSE_AFTER_RESPONSE)
-        self._until_close = not any(k in ("transfer-encoding", "content-length") for k, _ in headers)
-        self._events.append(ResponseHead(status=status, headers=headers, reason=reason))
+        self._until_close = "transfer-encoding" not in index and "content-length" not in index
+        self._events.append(ResponseHead(status, headers, reason))
         if self._method == "HEAD":
             self._responses += 1
             self._events.append(_CLOSE_AFTER_RESPONSE)
@@ -768,19 +693,21 @@ class Http1ClientCodec(
     # -- events out
 
     def next_event(self) -> ClientEvent:
-        while self._events:
-            event = self._events.popleft()
-            if isinstance(event, Body):
+        events = self._events
+        while events:
+            event = events.popleft()
+            if type(event) is Body:
                 return event
-            if isinstance(event, ResponseHead):
+            if type(event) is ResponseHead:
                 self._peer = SEND_BODY
                 return event
-            if isinstance(event, EndOfStream):
+            if event is _END:
                 self._peer_done()
-                return event
-            if isinstance(event, _CloseAfterResponse):
+                return _END
+            if event is _CLOSE_AFTER_RESPONSE:
                 self._disable_keep_alive()
                 continue
+            assert isinstance(event, CodecProtocolError)
             raise self._failed(event)
         return self._at_rest()
 

@@ -8,6 +8,7 @@ differential test hold the two parsers to the same verdicts.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from http import HTTPStatus
 
 from gateway.codec.base import CodecProtocolError, Headers
@@ -27,6 +28,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+#: What a client codec leaves out of a forwarded request: it writes Host itself, from the authority.
+HOP_BY_HOP_AND_HOST = HOP_BY_HOP | {"host"}
+
 #: The HTTP versions an HTTP/1.1 codec speaks; any other is answered 505 (RFC 9110 §15.6.6).
 SUPPORTED_VERSIONS = frozenset({"1.0", "1.1"})
 
@@ -44,18 +48,29 @@ def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "")
 
 
-def forwardable(headers: Headers) -> list[tuple[str, str]]:
-    """The fields a proxy passes on: no hop-by-hop field, nor any the Connection field names."""
-    if not any(name in HOP_BY_HOP for name, _ in headers):
-        return list(headers)
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name == "connection"
-        for token in value.split(",")
-        if token.strip()
-    }
-    return [(name, value) for name, value in headers if name not in HOP_BY_HOP and name not in named]
+def forwardable(headers: Headers, dropped: frozenset[str] = HOP_BY_HOP) -> list[tuple[str, str]]:
+    """The fields a proxy passes on: none of ``dropped`` (hop-by-hop fields by default), nor any the
+    Connection field names."""
+    return forwardable_indexed(headers, dropped)[0]
+
+
+def forwardable_indexed(
+    headers: Headers, dropped: frozenset[str] = HOP_BY_HOP
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """:func:`forwardable`, and a map from each name it keeps to a value (for writers)."""
+    index = dict(headers)
+    if dropped.isdisjoint(index):
+        return list(headers), index
+    if "connection" in index:
+        value = index["connection"]
+        if len(index) == len(headers) and "," not in value:
+            named = {value.strip().lower()}
+        else:
+            named = set(comma_tokens(headers, "connection"))
+        if not named <= dropped:
+            dropped = dropped | named
+    fields = [field for field in headers if field[0] not in dropped]
+    return fields, dict(fields)
 
 
 def comma_tokens(headers: Headers, name: str) -> list[str]:
@@ -69,25 +84,21 @@ def comma_tokens(headers: Headers, name: str) -> list[str]:
     ]
 
 
-def declared_body_length(headers: Headers) -> int | None:
-    """``RequestHead.content_length``: ``None`` for a chunked body, else Content-Length or 0."""
-    length: int | None = 0
-    for name, value in headers:
-        if name == "transfer-encoding":
-            return None
-        if name == "content-length" and length == 0:
-            length = int(value)
-    return length
+def field_section_size(target: str, headers: Headers) -> int:
+    """The measure of a request head both codecs hold to the limit: target plus ``name: value\r\n``."""
+    return len(target) + sum(len(name) + len(value) + 4 for name, value in headers)
 
 
-def check_request_head(target: str, version: str, headers: Headers, max_header_bytes: int) -> None:
+def check_request_head(
+    target: str, version: str, field_names: Container[str], section_size: int, max_header_bytes: int
+) -> None:
     """Refuse a parsed request head the gateway will not route (raises :class:`CodecProtocolError`).
 
-    Both codecs call this with the same arguments, so their verdicts agree by construction: the
-    size check uses the same measure (target plus ``name: value\\r\\n`` per field), whatever each
-    parser buffered on the way.
+    Both codecs call this with the same facts about the head, so their verdicts agree by
+    construction whatever each parser buffered on the way. ``section_size`` may be an upper bound
+    of :func:`field_section_size` when that bound is within the limit.
     """
-    if len(target) + sum(len(name) + len(value) + 4 for name, value in headers) > max_header_bytes:
+    if section_size > max_header_bytes:
         raise CodecProtocolError("request header section too large", 431)
     if version == "0.9":
         # What llhttp reports for a request line without a version: no HTTP/1.x request at all.
@@ -96,8 +107,7 @@ def check_request_head(target: str, version: str, headers: Headers, max_header_b
         raise CodecProtocolError(f"HTTP/{version} is not supported", 505)
     if not target.startswith("/") and target != "*":
         raise CodecProtocolError("absolute-form and authority-form targets are not proxied", 400)
-    framing = {name for name, _ in headers if name in ("content-length", "transfer-encoding")}
-    if len(framing) == 2:
+    if "content-length" in field_names and "transfer-encoding" in field_names:
         # RFC 9112 §6.1: a message with both may be a smuggling attempt; an intermediary must not
-        # forward it as is, and rejecting it is the safe choice.
+        # forward it as is, and refusing it is the safe choice.
         raise CodecProtocolError("both Content-Length and Transfer-Encoding", 400)

@@ -30,9 +30,10 @@ from gateway.codec.base import (
 )
 from gateway.codec.http1_fields import (
     CLOSE_FIELD,
+    HOP_BY_HOP_AND_HOST,
     SUPPORTED_VERSIONS,
     check_request_head,
-    declared_body_length,
+    field_section_size,
     forwardable,
     reason_phrase,
 )
@@ -45,6 +46,13 @@ def _decode_headers(raw: list[tuple[bytes, bytes]]) -> Headers:
 def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     # Latin-1, not h11's ASCII default: a value received as obs-text goes out byte for byte.
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+def declared_body_length(headers: Headers) -> int | None:
+    """``RequestHead.content_length``: ``None`` for a chunked body, else Content-Length or 0."""
+    if any(name == "transfer-encoding" for name, _ in headers):
+        return None
+    return next((int(value) for name, value in headers if name == "content-length"), 0)
 
 
 def _send(conn: h11.Connection, event: h11.Event) -> bytes:
@@ -106,7 +114,9 @@ class H11ServerCodec(ServerCodec):
         target = event.target.decode("latin-1")
         # h11 has taken the request in, so even a refusal of it is a response to HEAD (no body).
         self._head_request = event.method == b"HEAD"
-        check_request_head(target, event.http_version.decode(), headers, self._max_header_bytes)
+        names = {name for name, _ in headers}
+        size = field_section_size(target, headers)
+        check_request_head(target, event.http_version.decode(), names, size, self._max_header_bytes)
         self._body_received = 0
         return RequestHead(
             method=event.method.decode("ascii"),
@@ -185,7 +195,7 @@ class H11ClientCodec(ClientCodec):
         self._conn = h11.Connection(h11.CLIENT)
 
     def encode_request_head(self, head: RequestHead) -> bytes:
-        headers = [(k, v) for k, v in forwardable(head.headers) if k != "host"]
+        headers = forwardable(head.headers, HOP_BY_HOP_AND_HOST)
         headers.insert(0, ("host", head.authority))
         try:
             request = h11.Request(

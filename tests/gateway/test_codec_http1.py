@@ -165,3 +165,41 @@ async def test_direct_responses_carry_the_reason_phrase(pki, echo) -> None:
             gw.listener_port("main"), b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n", read_timeout=1
         )
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+# -- bounds and selection -----------------------------------------------------------------------------
+
+
+@CODECS
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Drip: ",  # a field value that never ends
+        CHUNKED_HEAD + b"5;ext=",  # a chunk extension that never ends
+        CHUNKED_HEAD + b"0\r\nTrailer: ",  # a trailer that never ends
+    ],
+    ids=["field value", "chunk extension", "trailer"],
+)
+def test_bytes_held_without_progress_are_bounded(factory: CodecFactory, start: bytes) -> None:
+    """llhttp holds no limit of its own; like h11 the codec answers 431 past max_header_bytes."""
+    drip = [start] + [b"a" * 100] * 30
+    log = server_transcript(factory, drip, max_header_bytes=1024)
+    assert ("refused", 431) in log
+
+
+def test_pipelined_upgrade_requests_are_plain_requests() -> None:
+    """llhttp pauses after each Upgrade request; the codec goes on with the next one, as h11 does."""
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    stream = [upgrade * 20]
+    log = server_transcript(LLHTTP, stream)
+    assert log == server_transcript(H11, stream)
+    assert sum(entry[0] == "head" for entry in log) == 20
+
+
+def test_the_default_http1_codec_is_llhttp_and_h11_is_selectable() -> None:
+    from gateway.codec.http1 import Http1CodecFactory
+    from gateway.codec.http1_h11 import H11CodecFactory
+    from gateway.runtime import load_codec_factory
+
+    assert isinstance(load_codec_factory("http1"), Http1CodecFactory)
+    assert isinstance(load_codec_factory("gateway.codec.http1_h11:H11CodecFactory"), H11CodecFactory)
