@@ -69,8 +69,9 @@ def forwardable_indexed(
             named = set(comma_tokens(headers, "connection"))
         if not named <= dropped:
             dropped = dropped | named
-    fields = [field for field in headers if field[0] not in dropped]
-    return fields, dict(fields)
+    for name in index.keys() & dropped:
+        del index[name]
+    return [field for field in headers if field[0] not in dropped], index
 
 
 def comma_tokens(headers: Headers, name: str) -> list[str]:

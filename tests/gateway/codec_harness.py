@@ -69,9 +69,11 @@ class _Exchange:
 
 
 class ServerDriver:
-    def __init__(self, codec: ServerCodec, respond: Respond) -> None:
+    def __init__(self, codec: ServerCodec, respond: Respond, draining: bool = False) -> None:
         self.codec = codec
         self.respond = respond
+        #: The gateway is draining: the first response tells the client the connection closes.
+        self.draining = draining
         self.log: list[Entry] = []
         self.exchange: _Exchange | None = None
         self.finished = False
@@ -115,6 +117,8 @@ class ServerDriver:
         assert self.exchange is None, "a head before the previous exchange finished"
         self.log.append(("head", head.method, head.authority, head.path, head.headers, head.content_length))
         self.exchange = _Exchange(head, bytearray())
+        if self.draining:
+            self.codec.request_close()
         self.log.append(("continue", self.codec.encode_continue()))
         if self.respond is Respond.AT_HEAD:
             self.answer()
@@ -168,8 +172,10 @@ def server_transcript(
     *,
     max_header_bytes: int = 4096,
     max_body_bytes: int | None = 1 << 20,
+    draining: bool = False,
 ) -> list[Entry]:
-    return ServerDriver(factory.server_codec(max_header_bytes, max_body_bytes), respond).run(fragments)
+    codec = factory.server_codec(max_header_bytes, max_body_bytes)
+    return ServerDriver(codec, respond, draining).run(fragments)
 
 
 def client_transcript(factory: CodecFactory, request: RequestHead, fragments: Iterable[bytes]) -> list[Entry]:

@@ -228,6 +228,15 @@ def test_valid_streams_agree_at_every_split(stream: bytes, respond: Respond) -> 
         assert respond is Respond.AT_HEAD or not any(entry[0] == "refused" for entry in h11_log)
 
 
+@pytest.mark.parametrize("respond", list(Respond), ids=lambda r: r.value)
+def test_draining_closes_alike(respond: Respond) -> None:
+    for stream in VALID_REQUESTS:
+        h11_log = server_transcript(H11, [stream], respond, draining=True)
+        assert server_transcript(LLHTTP, [stream], respond, draining=True) == h11_log
+        responses = [entry[1] for entry in h11_log if entry[0] == "response"]
+        assert b"connection: close" in responses[0].lower()  # type: ignore[attr-defined]
+
+
 def test_pipelined_requests_beyond_the_depth_are_answered_after_a_close() -> None:
     """The llhttp codec parses pipelined requests ahead, so it bounds them: with PIPELINE_DEPTH heads
     waiting it stops reading and closes once they are answered (h11 reads lazily, one at a time)."""
