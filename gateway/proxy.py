@@ -52,6 +52,7 @@ class BodyChannel:
         self.aborted = False
         self.consumer_gone = False
         self.too_large = False
+        self.refusal: CodecProtocolError | None = None
 
     async def put(self, data: bytes) -> None:
         self.received += len(data)
@@ -66,6 +67,11 @@ class BodyChannel:
         if not self.consumer_gone:
             await self._queue.put(None)
 
+    def refuse(self, refusal: CodecProtocolError) -> None:
+        """The codec refused the rest of the body (a bad or oversized chunk): the request answers it."""
+        self.refusal = refusal
+        self.abort()
+
     def abort(self) -> None:
         """The downstream went away: whatever is queued is useless; wake the consumer at once."""
         self.aborted = True
@@ -79,6 +85,8 @@ class BodyChannel:
                 raise BodyTooLarge()
             item = await self._queue.get()
             if item is None:
+                if self.refusal is not None:
+                    raise BodyRefused(str(self.refusal), self.refusal.status)
                 if self.aborted:
                     raise ConnectionResetError("downstream closed during the request body")
                 if self.too_large:
@@ -95,6 +103,17 @@ class BodyChannel:
 
 class BodyTooLarge(Exception):
     pass
+
+
+class BodyRefused(Exception):
+    """The downstream codec refused the rest of the request body; ``status`` answers the request.
+
+    Not a CodecProtocolError: inside the exchange that would read as the upstream's fault.
+    """
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class DownstreamGone(Exception):
@@ -200,6 +219,8 @@ async def handle_request(ctx: RequestContext) -> None:
         await _dispatch(ctx)
     except BodyTooLarge:
         await _local_reply(ctx, 413, b"request body too large\n")
+    except BodyRefused as exc:
+        await _local_reply(ctx, exc.status, f"{exc}\n".encode())
     except UpstreamFailure as exc:
         if ctx.response_started:
             ctx.conn.stream.abort()

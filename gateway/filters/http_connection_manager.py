@@ -38,7 +38,9 @@ class HttpConnectionManager(NetworkFilter):
     ) -> None:
         self.config = config
         self.codec_factory = codec_factory
-        self.codec = codec_factory.server_codec(config.max_request_headers_bytes)
+        self.codec = codec_factory.server_codec(
+            config.max_request_headers_bytes, config.max_request_body_bytes
+        )
         self.routes = routes
         self._task: asyncio.Task[None] | None = None
         self._body: BodyChannel | None = None
@@ -116,7 +118,8 @@ class HttpConnectionManager(NetworkFilter):
             error=str(exc)[:200],
         )
         if self._task is not None:
-            self._abort_body()
+            if self._body is not None and not self._body.ended:
+                self._body.refuse(exc)  # the request task answers exc.status
             with contextlib.suppress(Exception):
                 await self._task
         else:
