@@ -19,6 +19,9 @@ class AuditHandle(Protocol):
 class NullAudit:
     """Audit disabled: events are counted (for tests and /stats) and dropped."""
 
+    #: Nobody reads what this handle is given: the data path may skip building per-request records.
+    enabled = False
+
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 

@@ -19,7 +19,7 @@ import h11
 from certs import TrustStore, load_sm2_certificate_set
 from gateway.identity import peer_certificate_from_der
 from gateway.stream import AsyncioByteStream, ByteStream, close_stream
-from gateway.tlcp_support import suite_name
+from gateway.transports.tlcp import suite_name
 from tls.tlcp import (
     DEFAULT_CIPHER_SUITES,
     CipherSuite,

@@ -1,9 +1,13 @@
-"""Clusters of endpoints: load balancing, circuit breaking, outlier detection, connection pooling.
+"""Clusters of endpoints: the cluster owns its hosts and everything about reaching them.
 
 A :class:`Cluster` owns one :class:`Host` per configured endpoint (a DNS name is resolved at connect
-time), the upstream connector, and the idle-connection pool. Active health checking lives in
-:mod:`gateway.health` and flips :attr:`Host.healthy`; passive outlier detection here ejects a host after
-``consecutive_errors`` failures for ``base_ejection_time * times ejected``.
+time), its transport's :class:`~gateway.transports.base.Connector` and, per host, the pool of idle
+keep-alive connections. It chooses hosts (round robin, least request, ring hash), connects (trying the
+hosts in turn when a filter asks for any host), counts active requests and connections (circuit
+breaking), and records outcomes: passive outlier detection ejects a host after ``consecutive_errors``
+failures for ``base_ejection_time * times ejected``, each failure is counted and audited here. Active
+health checking lives in :mod:`gateway.health` and flips :attr:`Host.healthy` through :meth:`set_health`.
+Filters receive their cluster when their chain is built and never touch a host's counters.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from pathlib import Path
 
 from gateway import audit_events as events
 from gateway.auditing import AuditHandle
-from gateway.codec.base import ClientCodec
 from gateway.config import ClusterConfig, Endpoint
 from gateway.stats import GatewayStats
-from gateway.stream import ByteStream, close_stream
-from gateway.upstream import UpstreamConnectError, UpstreamConnector, build_connector
+from gateway.stream import TransportStream
+from gateway.transports import build_connector
+from gateway.transports.base import Connector, UpstreamConnectError
 
 
 class ClusterOverflow(Exception):
@@ -35,21 +39,29 @@ class NoHealthyUpstream(Exception):
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class UpstreamConnection:
-    """An open connection to one host, with the protocol codec bound to it (``None`` for raw TCP)."""
+    """An open connection to one host; protocol-specific subclasses keep their codec state here."""
 
     host: Host
-    stream: ByteStream
-    codec: ClientCodec | None = None
+    stream: TransportStream
     protocol: str = "tcp"
     idle_since: float = 0.0
     reused: bool = False
+
+    def reset_for_reuse(self) -> None:
+        """Called when the connection goes back to the pool (an HTTP codec starts its next cycle)."""
+
+
+#: Builds the protocol's connection object around a freshly connected stream.
+ConnectionFactory = Callable[["Host", TransportStream], UpstreamConnection]
 
 
 @dataclass(eq=False)
 class Host:
     endpoint: Endpoint
+    #: ``address:port``, as metrics and audit records name the endpoint.
+    name: str = ""
     healthy: bool = True
     ejected_until: float = 0.0
     times_ejected: int = 0
@@ -58,9 +70,8 @@ class Host:
     open_connections: int = 0
     idle: list[UpstreamConnection] = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        return f"{self.endpoint.address}:{self.endpoint.port}"
+    def __post_init__(self) -> None:
+        self.name = f"{self.endpoint.address}:{self.endpoint.port}"
 
     def available(self, now: float) -> bool:
         return self.healthy and self.ejected_until <= now
@@ -80,7 +91,7 @@ class Cluster:
         self.audit = audit
         self.clock = clock
         self.hosts = [Host(e) for e in config.endpoints]
-        self.connector: UpstreamConnector = build_connector(config.transport_socket)
+        self.connector: Connector = build_connector(config.transport_socket)
         self._rr = itertools.count()
         self._weighted = [h for h in self.hosts for _ in range(h.endpoint.weight)]
         self._ring = self._build_ring() if config.lb_policy == "ring_hash" else []
@@ -90,6 +101,8 @@ class Cluster:
         self.pending = 0
         self._released = asyncio.Event()
         self.closed = False
+        #: ``smgate_upstream_requests`` labels by status class (``response_labels[2]``: ``2xx``).
+        self.response_labels = tuple((self.name, f"{i}xx") for i in range(10))
         for host in self.hosts:
             self._publish(host)
 
@@ -107,6 +120,12 @@ class Cluster:
     def choose_host(self, hash_key: str | None = None, exclude: frozenset[int] = frozenset()) -> Host:
         """Pick an available host; ``exclude`` holds ``id()`` of hosts already tried by this request."""
         now = self.clock()
+        if not exclude and self.config.lb_policy == "round_robin":
+            # The common case first: the next host in turn, if it may be used.
+            weighted = self._weighted
+            host = weighted[next(self._rr) % len(weighted)]
+            if host.healthy and host.ejected_until <= now:
+                return host
         candidates = [h for h in self.hosts if h.available(now) and id(h) not in exclude]
         if not candidates:
             # Envoy's panic mode: with nothing healthy, spread over every not-yet-tried host.
@@ -125,15 +144,18 @@ class Cluster:
                 host = self._ring[(start + offset) % len(self._ring)][1]
                 if id(host) in allowed:
                     return host
-        weighted = [h for h in self._weighted if h in candidates] or candidates
+        if len(candidates) == len(self.hosts):
+            weighted = self._weighted
+        else:
+            weighted = [h for h in self._weighted if h in candidates] or candidates
         return weighted[next(self._rr) % len(weighted)]
 
-    # -- circuit breaking and connections -------------------------------------------------------
+    # -- circuit breaking -----------------------------------------------------------------------
 
     def begin_request(self, retry: bool = False) -> None:
         cb = self.config.circuit_breakers
         if self.active_requests >= cb.max_requests:
-            self.stats.circuit_open.labels(self.name).inc()
+            self.stats.circuit_open.inc((self.name,))
             raise ClusterOverflow(f"cluster {self.name}: max_requests reached")
         self.active_requests += 1
         if retry:
@@ -152,40 +174,37 @@ class Cluster:
     def open_connections(self) -> int:
         return sum(h.open_connections for h in self.hosts)
 
+    # -- connections ----------------------------------------------------------------------------
+
+    def idle_connection(self, host: Host, protocol: str) -> UpstreamConnection | None:
+        """A pooled keep-alive connection for ``protocol`` that is still open, now in use (no await)."""
+        now = self.clock()
+        idle = host.idle
+        while idle:
+            conn = idle.pop()
+            if (
+                conn.protocol == protocol
+                and not conn.stream.is_closing()
+                and now - conn.idle_since < self.config.idle_connection_timeout
+            ):
+                conn.reused = True
+                host.active_requests += 1
+                return conn
+            self._discard(conn)
+        return None
+
     async def acquire(
         self,
         host: Host,
         protocol: str,
-        codec_factory: Callable[[], ClientCodec] | None,
+        factory: ConnectionFactory | None = None,
         timeout: float | None = None,
     ) -> UpstreamConnection:
         """A pooled idle connection for ``protocol`` if one is alive, else a new one (circuit-broken)."""
-        while host.idle:
-            conn = host.idle.pop()
-            if (
-                conn.protocol == protocol
-                and not conn.stream.is_closing()
-                and self.clock() - conn.idle_since < self.config.idle_connection_timeout
-            ):
-                conn.reused = True
-                return conn
-            await self._discard(conn)
-        cb = self.config.circuit_breakers
-        if self.open_connections >= cb.max_connections:
-            if self.pending >= cb.max_pending_requests:
-                self.stats.circuit_open.labels(self.name).inc()
-                raise ClusterOverflow(f"cluster {self.name}: max_pending_requests reached")
-            self.pending += 1
-            try:
-                async with asyncio.timeout(timeout or self.config.connect_timeout):
-                    while self.open_connections >= cb.max_connections:
-                        self._released.clear()
-                        await self._released.wait()
-            except TimeoutError:
-                self.stats.circuit_open.labels(self.name).inc()
-                raise ClusterOverflow(f"cluster {self.name}: max_connections reached") from None
-            finally:
-                self.pending -= 1
+        pooled = self.idle_connection(host, protocol)
+        if pooled is not None:
+            return pooled
+        await self._wait_for_connection_slot(timeout)
         host.open_connections += 1
         try:
             stream = await self.connector.connect(
@@ -194,41 +213,90 @@ class Cluster:
         except UpstreamConnectError:
             host.open_connections -= 1
             self._released.set()
-            self.stats.upstream_connections.labels(self.name, "failure").inc()
+            self.stats.upstream_connections.inc((self.name, "failure"))
             raise
-        self.stats.upstream_connections.labels(self.name, "success").inc()
-        return UpstreamConnection(
-            host=host, stream=stream, codec=codec_factory() if codec_factory else None, protocol=protocol
-        )
+        self.stats.upstream_connections.inc((self.name, "success"))
+        host.active_requests += 1
+        if factory is None:
+            return UpstreamConnection(host=host, stream=stream, protocol=protocol)
+        return factory(host, stream)
 
-    async def release(self, conn: UpstreamConnection, reusable: bool) -> None:
-        """Return a connection to the pool (if reusable and room) or close it."""
+    async def _wait_for_connection_slot(self, timeout: float | None) -> None:
+        cb = self.config.circuit_breakers
+        if self.open_connections < cb.max_connections:
+            return
+        if self.pending >= cb.max_pending_requests:
+            self.stats.circuit_open.inc((self.name,))
+            raise ClusterOverflow(f"cluster {self.name}: max_pending_requests reached")
+        self.pending += 1
+        try:
+            async with asyncio.timeout(timeout or self.config.connect_timeout):
+                while self.open_connections >= cb.max_connections:
+                    self._released.clear()
+                    await self._released.wait()
+        except TimeoutError:
+            self.stats.circuit_open.inc((self.name,))
+            raise ClusterOverflow(f"cluster {self.name}: max_connections reached") from None
+        finally:
+            self.pending -= 1
+
+    async def connect_any(self, hash_key: str | None, conn_id: int) -> UpstreamConnection | None:
+        """A raw connection to any host: each host tried at most once, in balancing order; every
+        failure reported and audited. ``None`` when none connected."""
+        tried: set[int] = set()
+        for _ in range(len(self.hosts)):
+            try:
+                host = self.choose_host(hash_key, frozenset(tried))
+            except NoHealthyUpstream as exc:
+                events.upstream_fail(self.audit, conn_id, self.name, None, str(exc))
+                return None
+            try:
+                upstream = await self.acquire(host, "tcp")
+            except UpstreamConnectError as exc:
+                tried.add(id(host))
+                self.fail(host, conn_id, f"connect_failure: {exc}")
+                continue
+            except ClusterOverflow as exc:
+                events.upstream_fail(self.audit, conn_id, self.name, None, str(exc))
+                return None
+            self.report(host, True)
+            return upstream
+        return None
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """The request is over: the connection goes back to the pool (if reusable and room) or closes."""
+        host = conn.host
+        host.active_requests -= 1
         if (
             reusable
             and not self.closed
             and not conn.stream.is_closing()
-            and len(conn.host.idle) < self.config.max_idle_connections
+            and len(host.idle) < self.config.max_idle_connections
         ):
-            if conn.codec is not None:
-                conn.codec.start_next_cycle()
+            conn.reset_for_reuse()
             conn.idle_since = self.clock()
-            conn.host.idle.append(conn)
+            host.idle.append(conn)
             return
-        await self._discard(conn)
+        self._discard(conn)
 
-    async def _discard(self, conn: UpstreamConnection) -> None:
+    def _discard(self, conn: UpstreamConnection) -> None:
         conn.host.open_connections -= 1
         self._released.set()
-        await close_stream(conn.stream, 1.0)
+        conn.stream.close()
 
-    # -- outlier detection ----------------------------------------------------------------------
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def fail(self, host: Host, conn_id: int | str, reason: str) -> None:
+        """A request or connection to ``host`` failed: outlier detection and the audit record."""
+        self.report(host, False)
+        events.upstream_fail(self.audit, conn_id, self.name, host.name, reason)
 
     def report(self, host: Host, success: bool) -> None:
         """Passive health: count consecutive connect failures / 5xx, eject past the threshold."""
-        od = self.config.outlier_detection
         if success:
             host.consecutive_errors = 0
             return
+        od = self.config.outlier_detection
         host.consecutive_errors += 1
         if od is None or host.consecutive_errors < od.consecutive_errors:
             return
@@ -257,9 +325,7 @@ class Cluster:
         self._publish(host)
 
     def _publish(self, host: Host) -> None:
-        self.stats.upstream_healthy.labels(self.name, host.name).set(
-            1.0 if host.available(self.clock()) else 0.0
-        )
+        self.stats.upstream_healthy.set((self.name, host.name), 1.0 if host.available(self.clock()) else 0.0)
 
     def describe(self) -> dict[str, object]:
         now = self.clock()
@@ -286,7 +352,7 @@ class Cluster:
         for host in self.hosts:
             idle, host.idle = host.idle, []
             for conn in idle:
-                await self._discard(conn)
+                self._discard(conn)
 
 
 class ClusterManager:

@@ -23,8 +23,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -33,6 +36,8 @@ from audit.config import AuditConfig
 from gateway.fleet_config import SessionStoreConfig, SupervisorConfig
 from gateway.logs.setup import LoggingConfig
 from gateway.proxy_protocol_io import ProxyProtocolConfig
+from tls.tlcp import CipherSuite, ClientAuth, PeerProfile
+from tls.tlcp.suites import SUITE_PARAMETERS, KeyExchange
 
 
 class ConfigError(Exception):
@@ -70,46 +75,46 @@ class Protocol(StrEnum):
     PLAIN = "plain"
 
 
-class ClientAuthMode(StrEnum):
-    NONE = "none"
-    OPTIONAL = "optional"
-    REQUIRED = "required"
+def _tlcp_suite(value: object) -> CipherSuite:
+    """A TLCP cipher suite by the engine's name for it (``ECDHE_SM4_GCM_SM3``)."""
+    if isinstance(value, CipherSuite):
+        return value
+    if isinstance(value, str) and value in CipherSuite.__members__:
+        return CipherSuite[value]
+    raise ValueError(
+        f"unknown TLCP cipher suite {value!r}; the engine has {', '.join(CipherSuite.__members__)}"
+    )
 
 
-class TlcpCipherSuite(StrEnum):
-    ECC_SM4_CBC_SM3 = "ECC_SM4_CBC_SM3"
-    ECC_SM4_GCM_SM3 = "ECC_SM4_GCM_SM3"
-    ECDHE_SM4_CBC_SM3 = "ECDHE_SM4_CBC_SM3"
-    ECDHE_SM4_GCM_SM3 = "ECDHE_SM4_GCM_SM3"
-
+#: A ``tls.tlcp.CipherSuite``, written by name in the document.
+TlcpSuite = Annotated[
+    CipherSuite,
+    PlainValidator(_tlcp_suite),
+    PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema({"enum": list(CipherSuite.__members__), "title": "CipherSuite", "type": "string"}),
+]
 
 #: TLCP suites whose key exchange needs the client's SM2 encryption pair (GB/T 38636-2020 6.4.5.3).
-ECDHE_SUITES = frozenset({TlcpCipherSuite.ECDHE_SM4_CBC_SM3, TlcpCipherSuite.ECDHE_SM4_GCM_SM3})
+ECDHE_SUITES = frozenset(s for s, p in SUITE_PARAMETERS.items() if p.key_exchange is KeyExchange.ECDHE)
 
 
-class TlcpPeerProfile(StrEnum):
-    """Sender forms where TLCP implementations differ (``tls.tlcp.PeerProfile``).
-
-    ``gmssl``: GmSSL servers that request client certificates (CertificateVerify over the raw
-    handshake, sign certificate only); ``tongsuo``: Tongsuo/BabaSSL (bare ECDHE ClientKeyExchange,
-    renegotiation SCSV; as a server, CertificateRequest lists rsa_sign and ecdsa_sign); ``auto``
-    (upstream only, the default there): recognise the server's dialect, retry once if it refuses ours.
-    """
-
-    STANDARD = "standard"
-    GMSSL = "gmssl"
-    TONGSUO = "tongsuo"
-    AUTO = "auto"
+#: A listener's TLCP suites unless configured: ECDHE first, GCM first.
+_DEFAULT_TLCP_SUITES = (
+    CipherSuite.ECDHE_SM4_GCM_SM3,
+    CipherSuite.ECC_SM4_GCM_SM3,
+    CipherSuite.ECDHE_SM4_CBC_SM3,
+    CipherSuite.ECC_SM4_CBC_SM3,
+)
 
 
-def _no_duplicates(values: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
-    dupes = sorted({v.value for v in values if values.count(v) > 1})
+def _no_duplicates(values: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
+    dupes = sorted({v.name for v in values if values.count(v) > 1})
     if dupes:
         raise ValueError(f"duplicate cipher suites {dupes}")
     return values
 
 
-TlcpSuiteList = Annotated[tuple[TlcpCipherSuite, ...], AfterValidator(_no_duplicates)]
+TlcpSuiteList = Annotated[tuple[TlcpSuite, ...], AfterValidator(_no_duplicates)]
 
 
 class TlsCertificate(_Model):
@@ -147,18 +152,16 @@ class CertificateSet(_Model):
 
 
 class CipherSuites(_Model):
-    tlcp: TlcpSuiteList = (
-        TlcpCipherSuite.ECDHE_SM4_GCM_SM3,
-        TlcpCipherSuite.ECC_SM4_GCM_SM3,
-        TlcpCipherSuite.ECDHE_SM4_CBC_SM3,
-        TlcpCipherSuite.ECC_SM4_CBC_SM3,
+    tlcp: TlcpSuiteList = Field(
+        default=_DEFAULT_TLCP_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLCP_SUITES]},
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
     @field_validator("tlcp")
     @classmethod
-    def _some(cls, value: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
+    def _some(cls, value: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
         if not value:
             raise ValueError("at least one TLCP cipher suite is needed")
         return value
@@ -169,12 +172,12 @@ class DownstreamTlcp(_Model):
 
     #: ``tongsuo`` sends Tongsuo's CertificateRequest types (rsa_sign, ecdsa_sign). ``gmssl`` only
     #: changes client-side forms, so a server has no use for it.
-    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
+    profile: PeerProfile = PeerProfile.STANDARD
 
     @field_validator("profile")
     @classmethod
-    def _server_profile(cls, value: TlcpPeerProfile) -> TlcpPeerProfile:
-        if value in (TlcpPeerProfile.GMSSL, TlcpPeerProfile.AUTO):
+    def _server_profile(cls, value: PeerProfile) -> PeerProfile:
+        if value in (PeerProfile.GMSSL, PeerProfile.AUTO):
             raise ValueError(
                 f"{value.value} only changes what a client sends; a listener takes standard or tongsuo"
             )
@@ -186,7 +189,7 @@ class DownstreamTls(_Model):
 
     protocols: tuple[Protocol, ...] = (Protocol.TLCP, Protocol.TLS13, Protocol.TLS12)
     certificates: tuple[CertificateSet, ...] = ()
-    client_auth: ClientAuthMode = ClientAuthMode.NONE
+    client_auth: ClientAuth = ClientAuth.NONE
     #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP).
     trust_anchors: FilePath | None = None
     sm2_trust_anchors: FilePath | None = None
@@ -207,7 +210,7 @@ class DownstreamTls(_Model):
         wants_tls = Protocol.TLS13 in self.protocols or Protocol.TLS12 in self.protocols
         if wants_tls and not any(c.tls_certificates for c in self.certificates):
             raise ValueError("tls1.2/tls1.3 need a certificate set with tls_certificates")
-        if self.client_auth is not ClientAuthMode.NONE:
+        if self.client_auth is not ClientAuth.NONE:
             if wants_tls and self.trust_anchors is None:
                 raise ValueError("client_auth with tls needs trust_anchors")
             if Protocol.TLCP in self.protocols and self.sm2_trust_anchors is None:
@@ -285,7 +288,10 @@ class HttpConnectionManagerFilter(_Model):
     max_request_headers_bytes: int = Field(default=65536, ge=1024)
     max_request_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     idle_timeout: Seconds = 60.0
+    #: From the first byte of a request head to its end (a total, not per read).
     request_headers_timeout: Seconds = 15.0
+    #: From the first byte of a request head to the end of its body (a total; ``null``: none).
+    request_timeout: Seconds | None = 300.0
     identity_headers: IdentityHeaders = IdentityHeaders()
 
 
@@ -317,6 +323,10 @@ class ListenerConfig(_Model):
     port: Port
     handshake_timeout: Seconds = 10.0
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
+    #: Connections in their handshake at once (sniffing, PROXY header, TLS/TLCP handshake); beyond it the
+    #: listener stops accepting until one finishes (new clients wait in the kernel's accept queue). With
+    #: ``handshake_timeout`` it bounds what slow or silent clients can hold (about 50 KB each for TLS).
+    max_pending_handshakes: int = Field(default=4096, ge=1)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
     filter_chains: tuple[FilterChain, ...]
     #: Expect a PROXY protocol v1/v2 header (from an L4 load balancer) before the first record.
@@ -475,7 +485,7 @@ class UpstreamTransport(_Model):
     cipher_suites: TlcpSuiteList = ()
     #: TLCP only: the upstream implementation's forms; ``auto`` recognises them per endpoint (fixed:
     #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
-    profile: TlcpPeerProfile = TlcpPeerProfile.AUTO
+    profile: PeerProfile = PeerProfile.AUTO
     session_resumption: bool = True
 
     @model_validator(mode="after")
@@ -492,7 +502,7 @@ class UpstreamTransport(_Model):
                 name
                 for name, value in (
                     ("cipher_suites", self.cipher_suites),
-                    ("profile", self.profile is not TlcpPeerProfile.AUTO),
+                    ("profile", self.profile is not PeerProfile.AUTO),
                     ("sign_cert", self.sign_cert),
                     ("chain", self.chain),
                 )
@@ -656,7 +666,7 @@ def verifies_client_certificates(tls: DownstreamTls) -> bool:
     ``client_auth: none`` never makes an identity: TLS asks for no certificate, and TLCP ECDHE asks for
     one only because the SM2 key exchange needs the client's encryption key.
     """
-    if tls.client_auth is ClientAuthMode.NONE:
+    if tls.client_auth is ClientAuth.NONE:
         return False
     wants_tls = Protocol.TLS13 in tls.protocols or Protocol.TLS12 in tls.protocols
     if wants_tls and tls.trust_anchors is None:
@@ -709,7 +719,7 @@ def check_client_identity(config: GatewayConfig) -> list[str]:
             continue
         why = (
             "client_auth: none"
-            if listener.tls.client_auth is ClientAuthMode.NONE
+            if listener.tls.client_auth is ClientAuth.NONE
             else "no trust anchors for one of its protocols"
         )
         errors += [

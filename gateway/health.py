@@ -15,7 +15,8 @@ import h11
 from gateway.cluster import Cluster, Host
 from gateway.config import HealthCheck
 from gateway.stream import ByteStream, close_stream
-from gateway.upstream import PlainConnector, UpstreamConnectError
+from gateway.transports.base import UpstreamConnectError
+from gateway.transports.plain import PlainConnector
 
 
 class HealthChecker:

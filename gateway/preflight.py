@@ -353,7 +353,7 @@ def _check_ecdhe_anchors(config: GatewayConfig) -> list[Finding]:
         tls = listener.tls
         if Protocol.TLCP not in tls.protocols or tls.sm2_trust_anchors is not None:
             continue
-        ecdhe = [suite.value for suite in tls.cipher_suites.tlcp if suite in ECDHE_SUITES]
+        ecdhe = [suite.name for suite in tls.cipher_suites.tlcp if suite in ECDHE_SUITES]
         if ecdhe:
             findings.append(
                 Finding(
