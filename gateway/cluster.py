@@ -216,6 +216,9 @@ class Cluster:
             self.stats.upstream_connections.inc((self.name, "failure"))
             raise
         self.stats.upstream_connections.inc((self.name, "success"))
+        dialect = getattr(stream, "dialect", None)
+        if dialect is not None:
+            self.stats.upstream_tlcp_dialects.inc((self.name, dialect.dialect.value, dialect.source.value))
         host.active_requests += 1
         if factory is None:
             return UpstreamConnection(host=host, stream=stream, protocol=protocol)

@@ -43,6 +43,7 @@ from gateway.logs.access_log import AccessRecord, log_request
 from gateway.router import IDEMPOTENT, RouteEntry
 from gateway.stream import TransportStream
 from gateway.transports.base import UpstreamConnectError
+from tls.tlcp.dialect import DialectChoice
 
 if TYPE_CHECKING:
     from gateway.filters.http_connection_manager import HttpConnectionManager
@@ -86,6 +87,8 @@ class Exchange:
     host: Host | None = None
     endpoint: str | None = None
     upstream: HttpUpstream | None = None
+    #: The TLCP dialect the upstream connection's handshake spoke (profile auto), for the audit record.
+    upstream_dialect: DialectChoice | None = None
     attempts = 0
     _tried: frozenset[int] = frozenset()
     _hash_key: str | None = None
@@ -246,6 +249,7 @@ class Exchange:
 
     def _send_request(self, upstream: HttpUpstream) -> None:
         self.upstream = upstream
+        self.upstream_dialect = getattr(upstream.stream, "dialect", None)
         upstream.serve(self)
         forward = self.route.forward if self.route else None
         assert forward is not None
@@ -683,6 +687,9 @@ class Exchange:
         }
         if self.error is not None:
             record["error"] = self.error[:200]
+        dialect = self.upstream_dialect
+        if dialect is not None:  # TLCP upstreams: the dialect the handshake spoke and how it was chosen
+            record["upstream_tlcp_dialect"] = f"{dialect.dialect.value}/{dialect.source.value}"
         return record
 
 

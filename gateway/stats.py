@@ -236,6 +236,11 @@ class GatewayStats:
         self.upstream_connections = Counter(
             "smgate_upstream_connections", "Upstream connections opened", ("cluster", "result")
         )
+        self.upstream_tlcp_dialects = Counter(
+            "smgate_upstream_tlcp_dialect",
+            "TLCP upstream connections by the dialect spoken and how it was chosen (profile auto)",
+            ("cluster", "dialect", "source"),
+        )
         self.upstream_healthy = Gauge(
             "smgate_upstream_endpoint_healthy",
             "1 if the endpoint is healthy and not ejected",
