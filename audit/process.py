@@ -2,9 +2,11 @@
 
 The gateway process keeps only the cheap part: ``emit`` appends ``(emit time, event type, fields)`` to
 a bounded local buffer. Once per ``batch_linger`` the buffer goes to the child over a pipe as one
-pickled batch. The child (``spawn`` context) runs the ordinary :class:`AuditLog` pipeline on its main
-thread (:meth:`AuditLog.handle_batch`): it owns the directory lock, recovery, chain, checkpoints, file
-sink and follower sinks, so the chain work never competes with the gateway's event loop for the GIL.
+pickled batch. The child (``spawn`` context) delivers them to its :class:`audit.pipeline.AuditPipeline`
+on its main thread: the pipeline owns the directory lock, recovery, chain, checkpoints, file sink and
+follower sinks, so the chain work never competes with the gateway's event loop for the GIL. The parent
+holds no pipeline state at all: it learns the pipeline's counters and write health from the child's
+replies (``metrics``, ``health``, ``flushed``, ``closed``).
 
 Who ships the batches: when the log is started from a running event loop (the gateway), the loop
 itself does, from a ``call_later`` timer, writing to a non-blocking pipe (``add_writer`` when it is
@@ -38,14 +40,14 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from audit.checkpoint import CheckpointSigner
 from audit.config import AuditConfig
-from audit.events import INTERNAL_EVENTS, EventType
-from audit.log import AuditLog, AuditMetrics, note_undelivered
+from audit.events import INTERNAL_EVENTS
+from audit.keys import load_pipeline_keys
+from audit.log import AuditLog, AuditMetrics
+from audit.pipeline import AuditPipeline, Drops, Event, PipelineMetrics, note_undelivered
 from audit.processors import PLAIN_TYPES
 
 _START_TIMEOUT = 60.0
@@ -62,15 +64,8 @@ _F_SETPIPE_SZ = 1031  # Linux fcntl: grow the pipe so a burst does not wait for 
 class ProcessAuditLog(AuditLog):
     """Same surface as :class:`AuditLog`; the pipeline runs in a child process."""
 
-    def __init__(
-        self,
-        config: AuditConfig,
-        *,
-        audit_key: bytes,
-        signer: CheckpointSigner | None,
-        instance_id: str | None = None,
-    ) -> None:
-        super().__init__(config, audit_key=audit_key, signer=signer, instance_id=instance_id)
+    def __init__(self, config: AuditConfig, *, instance_id: str | None = None) -> None:
+        super().__init__(config, instance_id=instance_id)
         #: appended by ``emit`` and ``flush``, emptied by whoever ships: deque operations are atomic
         self._buffer: deque[Any] = deque()
         self._linger = config.batch_linger or 0.001
@@ -79,7 +74,12 @@ class ProcessAuditLog(AuditLog):
         #: flushes the child acknowledged (a waiter woken by close alone is not in here)
         self._acked: set[int] = set()
         self._ack_ids = itertools.count(1)
-        self._snapshot: AuditMetrics | None = None
+        #: the pipeline's counters as the child last reported them
+        self._snapshot = PipelineMetrics()
+        #: the child's pipeline can write (its ``health`` replies) / the child is there (reply pipe open);
+        #: plain flags, as ``accepting_allowed`` reads them per accepted connection
+        self._child_writable = True
+        self._child_running = False
         self._process: Any = None
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
@@ -111,11 +111,11 @@ class ProcessAuditLog(AuditLog):
                 self._rejected_internal += 1
                 return
             if len(self._buffer) + self._unsent >= self._max_queue:
-                self._count_drop(now, event_type)
+                self._drops.count(now, event_type)
                 return
             self._buffer.append((now, event_type, fields))
         except Exception:  # the data path must never see an audit failure
-            self._count_drop(now, str(event_type))
+            self._drops.count(now, str(event_type))
             return
         loop = self._ship_loop
         if loop is not None and (not self._armed or loop.is_closed()):
@@ -169,7 +169,7 @@ class ProcessAuditLog(AuditLog):
         cannot be serialised (or would exceed the 2 GiB frame), its events are counted as dropped, so
         the next ``audit.gap`` declares them."""
         items = self._take_buffer()
-        drops = self._take_parent_drops()
+        drops = self._drops.take()
         if not items and drops is None:
             return None
         try:
@@ -180,10 +180,10 @@ class ProcessAuditLog(AuditLog):
             print(
                 f"smgate audit: batch not shipped ({type(exc).__name__}); counted as dropped", file=sys.stderr
             )
-            self._restore_drops(drops)
+            self._drops.restore(drops)
             for item in items:
                 if item[0] != "flush":
-                    self._count_drop(item[0], str(item[1]))
+                    self._drops.count(item[0], str(item[1]))
             return None
         return data, len(items)
 
@@ -266,15 +266,20 @@ class ProcessAuditLog(AuditLog):
             self._ship_loop = asyncio.get_running_loop()
             self._ship_thread = threading.get_ident()
         try:
-            await super().start()
+            await asyncio.to_thread(self.start_sync)
         finally:
             if self._feeder is None and self._to_child is None:
                 self._ship_loop = None  # did not start: emit must not arm a timer
         if self._ship_loop is not None and self._buffer and not self._armed:
             self._arm()  # emitted while the child was starting
 
-    def _start(self, *, thread: bool = True) -> None:
-        self.file.close()  # the child owns the directory; this handle never opened it
+    def start_sync(self) -> None:
+        if self._started or self._closed:
+            return  # idempotent: the gateway and its callers may both start it
+        self._start_child()
+        self._started = True
+
+    def _start_child(self) -> None:
         context = multiprocessing.get_context("spawn")
         child_in, to_child = context.Pipe(duplex=False)
         from_child, child_out = context.Pipe(duplex=False)
@@ -304,6 +309,7 @@ class ProcessAuditLog(AuditLog):
         # published only now: until the child has started, ``_ship`` leaves events in the buffer
         self._process, self._to_child, self._from_child = process, to_child, from_child
         self._snapshot = reply[1]
+        self._child_running = True
         self._reader = threading.Thread(target=self._read_replies, name="audit-replies", daemon=True)
         self._reader.start()
         if self._ship_loop is None:
@@ -319,7 +325,7 @@ class ProcessAuditLog(AuditLog):
     async def aclose(self) -> None:
         loop = self._ship_loop
         if loop is None or self._closed or asyncio.get_running_loop() is not loop:
-            await super().aclose()
+            await asyncio.to_thread(self.close_sync)
             return
         self._closed = True
         atexit.unregister(self._at_exit)
@@ -397,7 +403,7 @@ class ProcessAuditLog(AuditLog):
         the pipe are counted as dropped and reported (the child's log ends with its own gap record)."""
         undelivered = self._unsent + self._buffered_events()
         if undelivered:
-            self._dropped_total += undelivered
+            self._drops.count_undeclared(undelivered)
             print(
                 f"smgate audit: {undelivered} events not handed to the pipeline process before shutdown",
                 file=sys.stderr,
@@ -467,23 +473,11 @@ class ProcessAuditLog(AuditLog):
         return None if process is None else process.pid
 
     def metrics(self) -> AuditMetrics:
-        snapshot = self._snapshot
-        alive = (
-            self._process is not None
-            and self._process.is_alive()
-            and not self._closed
-            and self._fatal is None
-        )
-        base = snapshot if snapshot is not None else super().metrics()
-        return replace(
-            base,
-            queue_depth=self.queue_depth(),
-            dropped=self._dropped_total,
-            dropped_after_close=self._dropped_after_close + (snapshot.dropped_after_close if snapshot else 0),
-            rejected_internal=self._rejected_internal,
-            pipeline_alive=alive and snapshot is not None and snapshot.pipeline_alive,
-            pipeline_error=self._fatal or (snapshot.pipeline_error if snapshot else None),
-        )
+        alive = self._child_running and not self._closed and self._fatal is None
+        return self._metrics(self._snapshot, alive=alive)
+
+    def _pipeline_can_write(self) -> bool:
+        return self._child_running and self._child_writable and not self._closed and self._fatal is None
 
     # -- feeder and reply threads --------------------------------------------------------------
 
@@ -509,39 +503,29 @@ class ProcessAuditLog(AuditLog):
             self._fatal = f"pipeline process unreachable: {type(exc).__name__}"
             print(f"smgate audit: {self._fatal}", file=sys.stderr)
 
-    def _restore_drops(self, drops: dict[str, Any] | None) -> None:
-        """Put counted drops back (their message was not shipped): the next message carries them."""
-        if drops is not None:
-            _add_drops(self, drops)
-
-    def _take_parent_drops(self) -> dict[str, Any] | None:
-        with self._drops_lock:
-            drops = self._drops
-            if not drops.count:
-                return None
-            self._drops = type(drops)()
-        return {
-            "count": drops.count,
-            "first_ns": drops.first_ns,
-            "last_ns": drops.last_ns,
-            "by_event": dict(drops.by_event),
-        }
-
     def _read_replies(self) -> None:
+        """Reply thread: the child's counters, its write health, flush acknowledgements, its end."""
         assert self._from_child is not None
         try:
             while True:
                 reply = self._from_child.recv()
                 kind = reply[0]
-                if kind in ("flushed", "metrics", "closed"):
+                if kind == "health":
+                    self._child_writable = reply[1]
+                elif kind in ("flushed", "metrics", "closed"):
                     self._snapshot = reply[-1]
+                    self._child_writable = self._snapshot.writable
                 if kind == "flushed":
                     self._acked.add(reply[1])
                     ack = self._acks.get(reply[1])
                     if ack is not None:
                         ack.set()
+                elif kind == "closed" and reply[1] is not None and self._fatal is None:
+                    self._fatal = reply[1]
         except (EOFError, OSError):
             return
+        finally:
+            self._child_running = False
 
 
 def _kill_child(process: Any, *connections: Connection) -> None:
@@ -554,7 +538,7 @@ def _kill_child(process: Any, *connections: Connection) -> None:
         process.join()
 
 
-def _batch_message(drops: dict[str, Any] | None, items: list[Any]) -> bytes:
+def _batch_message(drops: Drops | None, items: list[Any]) -> bytes:
     """One pickle for the whole batch. Events whose fields are not all plain scalars get their fields
     pickled on their own (:func:`_pack`), so one odd value never costs the batch."""
     wire = [
@@ -587,7 +571,7 @@ def _pack(item: tuple[Any, ...]) -> tuple[Any, ...]:
         return emit_ns, event_type, pickle.dumps(lenient, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _unpack(item: tuple[Any, ...]) -> tuple[int, str, dict[str, object]]:
+def _unpack(item: tuple[Any, ...]) -> Event:
     emit_ns, event_type, data = item
     if type(data) is not bytes:
         return emit_ns, event_type, data
@@ -614,34 +598,43 @@ def _child_main(
         except (OSError, ValueError):
             pass  # the gateway process is gone: keep writing what was received
 
-    log = AuditLog.from_config(config.model_copy(update={"pipeline": "thread"}), instance_id=instance)
-    log._pid = parent_pid
     try:
-        log.start_sync(thread=False)
+        keys = load_pipeline_keys(config)
+        pipeline = AuditPipeline(
+            config,
+            audit_key=keys.audit_key,
+            signer=keys.signer,
+            instance=instance,
+            pid=parent_pid,  # records name the gateway worker, not this helper
+            on_health=lambda writable, reason: send(("health", writable, reason)),
+        )
+        pipeline.start()
     except Exception as exc:
-        try:
-            pickle.dumps(exc)
-            send(("failed_start", exc))
-        except Exception:
-            send(
-                (
-                    "failed_start",
-                    RuntimeError(f"audit pipeline process failed to start: {type(exc).__name__}"),
-                )
-            )
+        _report_failed_start(send, exc)
         return
-    send(("started", log.metrics()))
+    send(("started", pipeline.metrics()))
     gc.freeze()  # what start-up loaded stays: keep the collector from re-scanning it for every batch
+    fatal = None
     try:
-        if not _serve(log, inbox, send):
-            _declare_gateway_exit(log)
+        if not _serve(pipeline, inbox, send):
+            pipeline.declare_gateway_exit()
+        pipeline.close(time.monotonic() + config.shutdown_timeout)
     except Exception as exc:  # reported (stderr, metrics); what was written stays verifiable
-        log._fatal = f"{type(exc).__name__}: {exc}"
-        print(f"smgate audit: pipeline failed: {log._fatal}", file=sys.stderr)
+        fatal = f"{type(exc).__name__}: {exc}"
+        print(f"smgate audit: pipeline failed: {fatal}", file=sys.stderr)
+        pipeline.abandon(time.monotonic() + config.shutdown_timeout)
     finally:
-        log.close_sync()
-        send(("closed", log.metrics()))
+        send(("closed", fatal, pipeline.metrics()))
         outbox.close()
+
+
+def _report_failed_start(send: Any, exc: Exception) -> None:
+    """Hand the start-up error to the parent (which raises it), as itself if it pickles."""
+    try:
+        pickle.dumps(exc)
+        send(("failed_start", exc))
+    except Exception:
+        send(("failed_start", RuntimeError(f"audit pipeline process failed to start: {type(exc).__name__}")))
 
 
 class _Inbox:
@@ -678,33 +671,18 @@ class _Inbox:
         return messages
 
 
-def _declare_gateway_exit(log: AuditLog) -> None:
-    """End of file without ``stop``: the gateway process ended without closing its audit log, so events
-    it had not shipped yet (at most ``batch_linger`` of them) may be missing. Say so in the log."""
-    gap = {
-        "event": EventType.AUDIT_GAP.value,
-        "reason": "gateway_exited",
-        "cause": "pipe closed without stop",
-        "after_seq": log.file.written_seq,
-        "lost_count": None,
-    }
-    log.handle_batch([])  # anything pending first
-    log._write([log._process_internal(gap)])
+def _serve(pipeline: AuditPipeline, inbox: Connection, send: Any) -> bool:
+    """Deliver batches to ``pipeline`` until ``stop`` (True) or end of file (False).
 
-
-def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
-    """Receive batches and run them through ``log`` until ``stop`` (True) or end of file (False).
-
-    All messages waiting in the pipe form one batch, so a busy gateway costs one pipeline pass per
-    pipe read, not per message. With nothing to read for ``_IDLE_POLL`` seconds the periodic work (time
-    checkpoints, fsync) runs on an empty batch.
+    All messages waiting in the pipe form one batch, so a busy gateway costs one pipeline pass per pipe
+    read, not per message. With nothing to read for ``_IDLE_POLL`` seconds the periodic work (time
+    checkpoints, rotation, fsync) runs anyway.
     """
     reader = _Inbox(inbox)
     last_report = time.monotonic()
     orderly = False
     while True:
-        items: list[Any] = []
-        markers: list[threading.Event] = []
+        events: list[Event] = []
         acks: list[int] = []
         stopping = reader.eof
         for data in reader.read(_IDLE_POLL):
@@ -712,42 +690,27 @@ def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
             if message[0] == "stop":
                 stopping = orderly = True
                 break
-            _, dropped, wire = message
+            _, drops, wire = message
             for item in wire:
                 if item[0] == "flush":
-                    markers.append(threading.Event())
                     acks.append(item[1])
                 else:
-                    items.append(_unpack(item))
-            if dropped is not None:  # lost after this message's events: the gap goes right after them
-                log.handle_batch(items)
-                items = []
-                _merge_drops(log, dropped)
+                    events.append(_unpack(item))
+            if drops is not None:  # lost after this message's events: the gap goes right after them
+                pipeline.process(events)
+                events = []
+                pipeline.declare_drops(drops)
         stopping = stopping or reader.eof
-        # gap (if any) first, then the events; flush markers last, so an acknowledged flush covers both
-        log.handle_batch(items + markers)
-        for ack_id in acks:
-            send(("flushed", ack_id, log.metrics()))
+        pipeline.process(events)
         if stopping:
-            return orderly
+            return orderly  # the caller closes the pipeline (shutdown checkpoint, sync)
+        pipeline.tick()
+        if acks:  # after the batch: an acknowledged flush covers the events and any gap before it
+            pipeline.sync()
+            metrics = pipeline.metrics()
+            for ack_id in acks:
+                send(("flushed", ack_id, metrics))
         now = time.monotonic()
         if now - last_report >= _REPORT_INTERVAL:  # counters for the gateway's /metrics
             last_report = now
-            send(("metrics", log.metrics()))
-
-
-def _merge_drops(log: AuditLog, drops: dict[str, Any]) -> None:
-    """Events the gateway process could not buffer: reported by the child's next ``audit.gap``."""
-    _add_drops(log, drops)
-    log._dropped_total += drops["count"]
-
-
-def _add_drops(log: AuditLog, drops: dict[str, Any]) -> None:
-    """Add a drop count (as :meth:`ProcessAuditLog._take_parent_drops` makes it) to ``log``'s pending one."""
-    with log._drops_lock:
-        pending = log._drops
-        if not pending.count or drops["first_ns"] < pending.first_ns:
-            pending.first_ns = drops["first_ns"]
-        pending.count += drops["count"]
-        pending.last_ns = max(pending.last_ns, drops["last_ns"])
-        pending.by_event.update(drops["by_event"])
+            send(("metrics", pipeline.metrics()))

@@ -72,6 +72,10 @@ async def peek_first_bytes(sock: socket.socket) -> bytes:
         await asyncio.sleep(0.01)
 
 
+#: how often a listener paused by audit (``on_failure: stop_accepting``) checks whether it may accept again
+AUDIT_RECHECK_SECONDS = 0.05
+
+
 class Listener:
     """A bound socket and its accept loop; the generation (config, contexts) is swapped on reload."""
 
@@ -119,6 +123,9 @@ class Listener:
         loop = asyncio.get_running_loop()
         assert self.sock is not None
         while True:
+            if not self.generation.audit.accepting_allowed():  # audit on_failure: stop_accepting
+                await asyncio.sleep(AUDIT_RECHECK_SECONDS)
+                continue
             try:
                 client, peer = await loop.sock_accept(self.sock)
             except OSError:

@@ -21,6 +21,7 @@ import yaml
 
 from gateway import audit_events as events
 from gateway.admin import AdminServer
+from gateway.audit_setup import LoadedCertificates
 from gateway.auditing import AuditHandle, NullAudit
 from gateway.certinfo import fingerprint_files, inventory, watched_files
 from gateway.cluster import Cluster, ClusterManager
@@ -62,6 +63,7 @@ class Gateway:
         self._stopped = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._file_state: dict[Path, tuple[int, int]] = {}
+        self._loaded_certificates = LoadedCertificates()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -231,13 +233,17 @@ class Gateway:
                     print(f"smgate: certificate reload rejected: {error}", flush=True)
 
     def _report_certificates(self, config: GatewayConfig, generation: int) -> None:
-        """``cert.loaded`` for every certificate the generation uses, then the expiry report
+        """``cert.loaded`` for every certificate the generation uses that the previous one did not, then
+        the expiry report
         (``cert.expiring`` inside ``cert_expiry_warning_days``, ``cert.expired`` past ``not_after``)."""
         warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
         now = dt.datetime.now(dt.UTC)
         warned: set[tuple[str, str]] = set()
-        for info in inventory(config):
-            events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
+        certificates = inventory(config)
+        changed = self._loaded_certificates.changed(certificates)
+        for info in certificates:
+            if info in changed:
+                events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
             days = info.days_left(now)
             self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
             if days < warn_days:
@@ -323,7 +329,7 @@ class Gateway:
     # -- AdminBackend --------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return self._started and not self._draining
+        return self._started and not self._draining and self.audit.accepting_allowed()
 
     def stats_json(self) -> dict[str, Any]:
         assert self.generation is not None

@@ -88,6 +88,24 @@ def test_schema_rejects_records_missing_required_fields() -> None:
     assert not validator.is_valid({k: v for k, v in base.items() if k != "bytes_sent"})
     assert not validator.is_valid({**base, "ts": "2026-01-01T00:00:00Z"})
     assert not validator.is_valid({**base, "event": "conn.teleport"})
+    assert validator.is_valid({**base, "format": 2}) and not validator.is_valid({**base, "format": 3})
+    checkpoint = {
+        **{key: base[key] for key in ("ts", "id", "instance", "pid", "seq", "prev", "mac")},
+        "event": "audit.checkpoint",
+        "format": 2,
+        "reason": "count",
+        "from_seq": 1,
+        "to_seq": 1,
+        "count": 1,
+        "records_sm3": "00" * 32,
+        "head_mac": "00" * 32,
+        "prev_checkpoint_seq": None,
+        "sig_alg": None,
+        "signer": None,
+    }
+    assert validator.is_valid(checkpoint)  # unsigned: no signature member
+    signed = {**checkpoint, "sig_alg": "SM2-SM3", "signer": "ab" * 32}
+    assert not validator.is_valid(signed) and validator.is_valid({**signed, "signature": "MEUCIQ=="})
 
 
 async def test_checkpoints_every_n_records_and_rotation_seals_segments(
@@ -192,22 +210,21 @@ async def test_queue_overflow_while_disk_full_is_declared_exactly(
 
     def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
         if disk_full:
-            self.write_errors += 1
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, lines, last_seq)
 
     monkeypatch.setattr(FileSink, "write", failing_write)
     log.emit("conn.open", conn_id="first", listener="l", client_addr="192.0.2.1:1")
-    for _ in range(500):
-        if log.file.write_errors:
-            break
-        await asyncio.sleep(0.01)
-    assert log.file.write_errors, "the pipeline never hit the failing disk"
+    assert await _wait_for(lambda: log.metrics().write_errors > 0), "the pipeline never hit the failing disk"
+    metrics = log.metrics()
+    assert not metrics.writable and metrics.write_error == "No space left on device"
+    assert metrics.accepting  # on_failure: continue
     for index in range(99):
         log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
     dropped = log.metrics().dropped
     assert dropped > 0
     disk_full = False
+    assert await _wait_for(lambda: log.metrics().writable)
     await log.aclose()
     records = read_records(log_dir)
     opens = [record for record in records if record["event"] == "conn.open"]
