@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import socket
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -199,6 +200,20 @@ class AuditLog(abc.ABC):
     @abc.abstractmethod
     def _pipeline_can_write(self) -> bool:
         """Started, not closed, the pipeline alive and its last write (if any) succeeded."""
+
+    def _write_health_changed(self, writable: bool, reason: str | None) -> None:
+        """Tell the operator what ``on_failure: stop_accepting`` does about it (the pipeline reports
+        the write failure itself)."""
+        if not self._stop_accepting:
+            return
+        if writable:
+            print("smgate audit: the trail is writable again: listeners accept connections", file=sys.stderr)
+        else:
+            print(
+                f"smgate audit: the trail cannot be written ({reason}); on_failure: stop_accepting:"
+                " listeners accept no new connections and /ready fails until it can",
+                file=sys.stderr,
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -512,6 +512,7 @@ class ProcessAuditLog(AuditLog):
                 kind = reply[0]
                 if kind == "health":
                     self._child_writable = reply[1]
+                    self._write_health_changed(reply[1], reply[2])
                 elif kind in ("flushed", "metrics", "closed"):
                     self._snapshot = reply[-1]
                     self._child_writable = self._snapshot.writable

@@ -87,6 +87,7 @@ class ThreadAuditLog(AuditLog):
             signer=self._keys.signer,
             instance=self.instance,
             pid=os.getpid(),  # the worker that runs it, even if this log was built before a fork
+            on_health=self._write_health_changed,
         )
         pipeline.start()  # raises (directory busy, unreadable): not started, a retry may follow
         self._pipeline, self._started, self._running = pipeline, True, True

@@ -72,8 +72,19 @@ async def peek_first_bytes(sock: socket.socket) -> bytes:
         await asyncio.sleep(0.01)
 
 
-#: how often a listener paused by audit (``on_failure: stop_accepting``) checks whether it may accept again
+#: how often a listener paused by audit (``on_failure: stop_accepting``) checks whether it may go on
 AUDIT_RECHECK_SECONDS = 0.05
+
+
+async def _hold_until_audit_writes(generation: Generation, client: socket.socket) -> None:
+    """Audit ``on_failure: stop_accepting`` and the trail cannot be written: keep this connection
+    unserved (and the next ones in the backlog) until it can; closed if the listener stops meanwhile."""
+    try:
+        while not generation.audit.accepting_allowed():
+            await asyncio.sleep(AUDIT_RECHECK_SECONDS)
+    except asyncio.CancelledError:
+        client.close()
+        raise
 
 
 class Listener:
@@ -123,14 +134,13 @@ class Listener:
         loop = asyncio.get_running_loop()
         assert self.sock is not None
         while True:
-            if not self.generation.audit.accepting_allowed():  # audit on_failure: stop_accepting
-                await asyncio.sleep(AUDIT_RECHECK_SECONDS)
-                continue
             try:
                 client, peer = await loop.sock_accept(self.sock)
             except OSError:
                 await asyncio.sleep(0.05)  # EMFILE and friends: back off rather than spin
                 continue
+            if not self.generation.audit.accepting_allowed():
+                await _hold_until_audit_writes(self.generation, client)
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = asyncio.create_task(self._serve(client, peer))

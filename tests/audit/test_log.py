@@ -496,3 +496,40 @@ async def test_pipeline_process_metrics_and_flush(make_config: ConfigFactory, lo
     await log.aclose()
     metrics = log.metrics()
     assert not metrics.pipeline_alive and metrics.checkpoints == 1 and metrics.head_seq == 31
+
+
+@pytest.mark.parametrize("on_failure", ["continue", "stop_accepting"])
+async def test_accepting_follows_write_health_with_stop_accepting(
+    make_config: ConfigFactory,
+    log_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    on_failure: str,
+) -> None:
+    # pipeline: thread, as the failing disk is patched into this process (a real unwritable directory
+    # under both pipelines: tests/audit/test_on_failure.py)
+    log = AuditLog.from_config(make_config(pipeline="thread", on_failure=on_failure))
+    assert log.accepting_allowed() is (on_failure == "continue")  # not started: nothing can be written
+    await log.start()
+    assert log.accepting_allowed()
+    real_write = FileSink.write
+    disk_full = True
+
+    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
+        if disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, lines, last_seq)
+
+    monkeypatch.setattr(FileSink, "write", failing_write)
+    log.emit("conn.open", conn_id="c", listener="l", client_addr="192.0.2.1:1")
+    assert await _wait_for(lambda: not log.metrics().writable)
+    assert log.accepting_allowed() is (on_failure == "continue")
+    assert log.metrics().accepting is log.accepting_allowed()
+    disk_full = False
+    assert await _wait_for(lambda: log.metrics().writable)
+    assert log.accepting_allowed()
+    await log.aclose()
+    assert log.accepting_allowed() is (on_failure == "continue")  # closed
+    stopped = "listeners accept no new connections" in capsys.readouterr().err
+    assert stopped is (on_failure == "stop_accepting")
+    assert [record["event"] for record in read_records(log_dir)] == ["conn.open", "audit.checkpoint"]
