@@ -617,7 +617,7 @@ def _child_main(
     gc.freeze()  # what start-up loaded stays: keep the collector from re-scanning it for every batch
     fatal = None
     try:
-        if not _serve(pipeline, inbox, send):
+        if not _serve(pipeline, inbox, send, config.shutdown_timeout):
             pipeline.declare_gateway_exit()
         pipeline.close(time.monotonic() + config.shutdown_timeout)
     except Exception as exc:  # reported (stderr, metrics); what was written stays verifiable
@@ -672,7 +672,7 @@ class _Inbox:
         return messages
 
 
-def _serve(pipeline: AuditPipeline, inbox: Connection, send: Any) -> bool:
+def _serve(pipeline: AuditPipeline, inbox: Connection, send: Any, shutdown_timeout: float) -> bool:
     """Deliver batches to ``pipeline`` until ``stop`` (True) or end of file (False).
 
     All messages waiting in the pipe form one batch, so a busy gateway costs one pipeline pass per pipe
@@ -702,6 +702,8 @@ def _serve(pipeline: AuditPipeline, inbox: Connection, send: Any) -> bool:
                 events = []
                 pipeline.declare_drops(drops)
         stopping = stopping or reader.eof
+        if stopping:  # the gateway is closing (or gone): a failing disk may hold the end up this long
+            pipeline.give_up_writes_at(time.monotonic() + shutdown_timeout)
         pipeline.process(events)
         if stopping:
             return orderly  # the caller closes the pipeline (shutdown checkpoint, sync)
