@@ -152,12 +152,16 @@ class AuditPipeline:
         """Take the directory, continue the chain from disk, declare what the previous run left
         unexplained (an unclean end, undelivered events), and start the follower sinks.
 
-        On failure the directory is released again, so a corrected start can be retried."""
+        A directory that cannot be written fails the start (after ``shutdown_timeout`` of retries)
+        rather than hanging it; on failure the directory is released, so a corrected start can retry."""
+        self._give_up_at = time.monotonic() + self.config.shutdown_timeout
         try:
             self._recover()
         except BaseException:
             self._file.close()
             raise
+        finally:
+            self._give_up_at = None
         self._open = True
         for follower in self._followers:
             follower.start(self._file.written_seq)
@@ -248,25 +252,53 @@ class AuditPipeline:
 
     def process(self, events: Sequence[Event]) -> None:
         """Turn ``events`` into records and write them, in order; checkpoint and rotation boundaries
-        fall exactly where they are due, not at the end of the batch."""
-        every_records = self.config.checkpoint.every_records
-        rotate_bytes = self.config.file_sink.rotate_bytes
+        fall exactly where they are due, not at the end of the batch.
+
+        The loop runs once per event, so it keeps what it needs in locals: the room left before the
+        next ``count`` checkpoint and before rotation, counted down as records accumulate."""
+        processors = self._processors
         pending: list[EventDict] = []
         pending_bytes = 0
-        for item in events:
-            record = self._record(item)
+        records_left, bytes_left = self._room()
+        for emit_ns, event_type, fields in events:
+            # ``fields`` is the dict ``emit(**fields)`` built for this call: the pipeline's own to change.
+            fields["event"] = event_type
+            fields[EMIT_NS] = emit_ns
+            try:
+                record = run_processors(processors, fields)
+            except Exception as exc:  # keep the fact that something happened
+                record = self._fallback_record(emit_ns, event_type, exc)
             pending.append(record)
             pending_bytes += len(record[LINE]) + 1
-            if self._checkpointer.count + len(pending) >= every_records:
+            if len(pending) >= records_left:
                 self._write(pending)
                 self._write_checkpoint("count")
-                pending, pending_bytes = [], 0
-            elif self._file.size + pending_bytes >= rotate_bytes:
+            elif pending_bytes >= bytes_left:
                 self._write(pending)
                 self._rotate()
-                pending, pending_bytes = [], 0
+            else:
+                continue
+            pending, pending_bytes = [], 0
+            records_left, bytes_left = self._room()
+        self._processed += len(events)
         if pending:
             self._write(pending)
+
+    def _room(self) -> tuple[int, int]:
+        """Records until the next ``count`` checkpoint is due, bytes until the segment rotates."""
+        return (
+            self.config.checkpoint.every_records - self._checkpointer.count,
+            self.config.file_sink.rotate_bytes - self._file.size,
+        )
+
+    def _fallback_record(self, emit_ns: int, event_type: str, exc: Exception) -> EventDict:
+        """What is kept of an event the processors failed on: that it happened, and why it is bare."""
+        fallback: EventDict = {
+            "event": event_type,
+            EMIT_NS: emit_ns,
+            "audit_error": f"processing failed: {type(exc).__name__}",
+        }
+        return run_processors(self._processors, fallback)
 
     def declare_drops(self, drops: Drops) -> None:
         """An ``audit.gap`` (``queue_overflow``) for events lost before they reached the pipeline; its
@@ -316,23 +348,6 @@ class AuditPipeline:
         self._sync()
 
     # -- inside --------------------------------------------------------------------------------
-
-    def _record(self, item: Event) -> EventDict:
-        emit_ns, event_type, fields = item
-        self._processed += 1
-        # ``fields`` is the dict ``emit(**fields)`` built for this call: the pipeline's own to change.
-        event_dict: EventDict = fields
-        event_dict["event"] = event_type
-        event_dict[EMIT_NS] = emit_ns
-        try:
-            return run_processors(self._processors, event_dict)
-        except Exception as exc:  # keep the fact that something happened
-            fallback: EventDict = {
-                "event": event_type,
-                EMIT_NS: emit_ns,
-                "audit_error": f"processing failed: {type(exc).__name__}",
-            }
-            return run_processors(self._processors, fallback)
 
     def _write_internal(self, body: dict[str, Any]) -> None:
         if body["event"] == _GAP:

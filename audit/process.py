@@ -573,9 +573,8 @@ def _pack(item: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _unpack(item: tuple[Any, ...]) -> Event:
+    """An event :func:`_pack` shipped with its fields pickled on their own."""
     emit_ns, event_type, data = item
-    if type(data) is not bytes:
-        return emit_ns, event_type, data
     try:
         fields = pickle.loads(data)  # noqa: S301 - pickled by our own parent, over a private pipe
     except Exception as exc:
@@ -695,8 +694,10 @@ def _serve(pipeline: AuditPipeline, inbox: Connection, send: Any, shutdown_timeo
             for item in wire:
                 if item[0] == "flush":
                     acks.append(item[1])
-                else:
+                elif type(item[2]) is bytes:  # fields pickled on their own (_pack)
                     events.append(_unpack(item))
+                else:
+                    events.append(item)
             if drops is not None:  # lost after this message's events: the gap goes right after them
                 pipeline.process(events)
                 events = []

@@ -26,6 +26,8 @@ from audit.format import FORMAT_FIELD, FORMAT_VERSION, GENESIS, MAC_MEMBER, PREV
 from audit.ids import uuid7_text
 from tls.crypto import HMACSM3
 
+assert (FORMAT_FIELD, FORMAT_VERSION) == ("format", 2)  # ContextAdder writes them as literals
+
 #: Field names never written whatever the configuration says (keys and secrets stay out of the log).
 ALWAYS_DROPPED = frozenset(
     {
@@ -169,8 +171,9 @@ class Redactor:
                     del event_dict[name]
                 elif value is not None:
                     event_dict[name] = self.hash_value(value)
-        if "path" in event_dict:
-            self.redact_query(event_dict)
+        target = event_dict.get("path")  # redact_query(), inlined: most events have no query string
+        if type(target) is str and "?" in target and event_dict.get("event") in REQUEST_TARGET_EVENTS:
+            event_dict["path"] = self._query.redact(target, self.hash_value)
         if PLAIN_TYPES.issuperset(map(type, event_dict.values())):
             return event_dict  # the common case: flat fields, nothing else to look at
         for name, value in list(event_dict.items()):
@@ -253,9 +256,7 @@ class ContextAdder:
             emit_ns = time.time_ns()
             event_dict[EMIT_NS] = emit_ns
         if "prev" in event_dict or "signature" in event_dict or "mac" in event_dict:
-            for (
-                chain_member
-            ) in CHAIN_MEMBERS:  # the chain step writes these; a caller value would be ambiguous
+            for chain_member in CHAIN_MEMBERS:  # the chain step writes these: a caller value is ambiguous
                 event_dict.pop(chain_member, None)
         start, text = self._second  # timestamp(), inlined
         offset = emit_ns - start
@@ -267,7 +268,7 @@ class ContextAdder:
         event_dict["instance"] = self.instance
         event_dict["pid"] = self.pid
         event_dict["seq"] = self.next_seq
-        event_dict[FORMAT_FIELD] = FORMAT_VERSION
+        event_dict["format"] = 2  # FORMAT_FIELD: FORMAT_VERSION, as literals (per event: no global lookups)
         self.next_seq += 1
         return event_dict
 
@@ -356,27 +357,36 @@ class HmacChain:
         self._prev = value
         self._prev_hex = value.hex()
         self._prev_member = PREV_MEMBER + self._prev_hex.encode() + b'"'
+        #: what follows the body in an unsigned line, up to the MAC's hex digits
+        self._prev_tail = self._prev_member + MAC_MEMBER
 
     def __repr__(self) -> str:
         return f"HmacChain(prev={self._prev_hex})"
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         body = event_dict[CANONICAL]
-        if body[:1] != b"{" or body[-1:] != b"}" or len(body) < 3:
+        if len(body) < 3 or body[-1] != 0x7D:  # canonicalise writes objects; a record is never empty
             raise ValueError("a record body is a non-empty JSON object")
-        signed = body[:-1] + self._prev_member
+        head = body[:-1]
         if self.signer is not None and event_dict.get("event") == _CHECKPOINT:
+            signed = head + self._prev_member
             signature = base64.b64encode(self.signer.sign(signed))
-            signed = b"".join((signed, SIGNATURE_MEMBER, signature, b'"'))
+            head = b"".join((signed, SIGNATURE_MEMBER, signature, b'"'))
             event_dict["signature"] = signature.decode()
-        mac = self._mac.compute(signed)
-        mac_ascii = mac.hex().encode()
-        event_dict[LINE] = b"".join((signed, MAC_MEMBER, mac_ascii, b'"}'))
+            mac = self._mac.compute(head)
+            tail = MAC_MEMBER
+        else:  # the MAC input is head + prev member, hashed in two parts rather than joined
+            mac = self._mac.compute(head, self._prev_member)
+            tail = self._prev_tail
+        mac_hex = mac.hex()
+        mac_ascii = mac_hex.encode()
+        event_dict[LINE] = b"".join((head, tail, mac_ascii, b'"}'))
         event_dict["prev"] = self._prev_hex
-        event_dict["mac"] = mac_hex = mac_ascii.decode()
+        event_dict["mac"] = mac_hex
         self._prev = mac
         self._prev_hex = mac_hex
-        self._prev_member = PREV_MEMBER + mac_ascii + b'"'
+        self._prev_member = b"".join((PREV_MEMBER, mac_ascii, b'"'))
+        self._prev_tail = self._prev_member + MAC_MEMBER
         return event_dict
 
 
