@@ -2,7 +2,7 @@
 
 The gateway process keeps only the cheap part: ``emit`` appends ``(emit time, event type, fields)`` to
 a bounded local buffer. Once per ``batch_linger`` the buffer goes to the child over a pipe as one
-pickled batch. The child (``spawn`` context) delivers them to its :class:`audit.pipeline.AuditPipeline`
+pickled batch (:mod:`audit.wire`). The child (``spawn`` context, :mod:`audit.pipeline_process`) delivers them to its :class:`audit.pipeline.AuditPipeline`
 on its main thread: the pipeline owns the directory lock, recovery, chain, checkpoints, file sink and
 follower sinks, so the chain work never competes with the gateway's event loop for the GIL. The parent
 holds no pipeline state at all: it learns the pipeline's counters and write health from the child's
@@ -28,14 +28,10 @@ import asyncio
 import atexit
 import contextlib
 import fcntl
-import gc
 import itertools
 import multiprocessing
 import os
-import pickle
 import select
-import signal
-import struct
 import sys
 import threading
 import time
@@ -45,19 +41,15 @@ from typing import Any
 
 from audit.config import AuditConfig
 from audit.events import INTERNAL_EVENTS
-from audit.keys import load_pipeline_keys
 from audit.log import AuditLog, AuditMetrics
-from audit.pipeline import AuditPipeline, Drops, Event, PipelineMetrics, note_undelivered
-from audit.processors import PLAIN_TYPES
+from audit.pipeline import PipelineMetrics, note_undelivered
+from audit.pipeline_process import child_main
+from audit.wire import MAX_FRAME, PIPE_BYTES, STOP_MESSAGE, batch_message, frame
 
 _START_TIMEOUT = 60.0
-_REPORT_INTERVAL = 0.5
-_IDLE_POLL = 0.2
-_PIPE_BYTES = 1 << 20
 #: seconds (at most; never more than ``shutdown_timeout``) a closing pipeline process gets, after the
 #: shutdown deadline, to write what it received
 _CHILD_GRACE = 5.0
-_MAX_FRAME = 0x7FFFFFFF
 _F_SETPIPE_SZ = 1031  # Linux fcntl: grow the pipe so a burst does not wait for the child
 
 
@@ -173,8 +165,8 @@ class ProcessAuditLog(AuditLog):
         if not items and drops is None:
             return None
         try:
-            data = _batch_message(drops, items)
-            if len(data) > _MAX_FRAME:
+            data = batch_message(drops, items)
+            if len(data) > MAX_FRAME:
                 raise OverflowError("batch larger than one pipe frame")
         except Exception as exc:
             print(
@@ -192,9 +184,9 @@ class ProcessAuditLog(AuditLog):
         return [buffer.popleft() for _ in range(len(buffer))]
 
     def _enqueue(self, data: bytes, events: int) -> None:
-        frame = struct.pack("!i", len(data)) + data  # ``Connection.recv_bytes`` framing (< 2 GiB)
-        self._out += frame
-        self._out_messages.append([len(frame), events])
+        framed = frame(data)
+        self._out += framed
+        self._out_messages.append([len(framed), events])
         self._unsent += events
 
     def _write_out(self) -> None:
@@ -285,10 +277,10 @@ class ProcessAuditLog(AuditLog):
         from_child, child_out = context.Pipe(duplex=False)
         if self._ship_loop is not None:  # the loop writes: never block it, not even during start-up
             with contextlib.suppress(OSError):
-                fcntl.fcntl(to_child.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+                fcntl.fcntl(to_child.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
             os.set_blocking(to_child.fileno(), False)
         process = context.Process(
-            target=_child_main,
+            target=child_main,
             args=(self.config, self.instance, os.getpid(), child_in, child_out),
             name="smgate-audit",
             daemon=False,
@@ -333,7 +325,7 @@ class ProcessAuditLog(AuditLog):
         if not self._stopping:
             self._enqueue_buffer()
             self._stopping = True
-            self._enqueue(pickle.dumps(("stop",)), 0)
+            self._enqueue(STOP_MESSAGE, 0)
             self._drained = asyncio.Event()
             self._write_out()
             if self._out:
@@ -379,7 +371,7 @@ class ProcessAuditLog(AuditLog):
         self._unregister_writer()
         self._stopping = True
         self._enqueue_buffer()
-        self._enqueue(pickle.dumps(("stop",)), 0)
+        self._enqueue(STOP_MESSAGE, 0)
         os.set_blocking(fd, False)
         while self._out_start < len(self._out):
             left = deadline - time.monotonic()
@@ -496,7 +488,7 @@ class ProcessAuditLog(AuditLog):
                 if message is not None:
                     connection.send_bytes(message[0])
                 if stopping:
-                    connection.send_bytes(pickle.dumps(("stop",)))
+                    connection.send_bytes(STOP_MESSAGE)
                     return
                 time.sleep(self._linger)
         except (OSError, ValueError) as exc:  # child gone: nothing more can be written
@@ -537,184 +529,3 @@ def _kill_child(process: Any, *connections: Connection) -> None:
     if process.is_alive():
         process.kill()
         process.join()
-
-
-def _batch_message(drops: Drops | None, items: list[Any]) -> bytes:
-    """One pickle for the whole batch. Events whose fields are not all plain scalars get their fields
-    pickled on their own (:func:`_pack`), so one odd value never costs the batch."""
-    wire = [
-        item if item[0] == "flush" or PLAIN_TYPES.issuperset(map(type, item[2].values())) else _pack(item)
-        for item in items
-    ]
-    return pickle.dumps(("batch", drops, wire), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _pack(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An event with its fields pickled on their own.
-
-    A value that cannot be pickled is sent as its ``repr`` and named in ``audit_error`` (as the
-    canonicaliser does for a value it cannot serialise).
-    """
-    emit_ns, event_type, fields = item
-    try:
-        return emit_ns, event_type, pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        lenient: dict[str, object] = {}
-        problems = []
-        for name, value in fields.items():
-            try:
-                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-                lenient[name] = value
-            except Exception:
-                lenient[name] = repr(value)
-                problems.append(f"{name} ({type(value).__name__})")
-        lenient["audit_error"] = f"unserialisable field: {', '.join(problems) or 'fields'}"
-        return emit_ns, event_type, pickle.dumps(lenient, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack(item: tuple[Any, ...]) -> Event:
-    """An event :func:`_pack` shipped with its fields pickled on their own."""
-    emit_ns, event_type, data = item
-    try:
-        fields = pickle.loads(data)  # noqa: S301 - pickled by our own parent, over a private pipe
-    except Exception as exc:
-        fields = {"audit_error": f"processing failed: {type(exc).__name__}"}
-    return emit_ns, event_type, fields
-
-
-# -- child process -------------------------------------------------------------------------------
-
-
-def _child_main(
-    config: AuditConfig, instance: str, parent_pid: int, inbox: Connection, outbox: Connection
-) -> None:
-    """Run the pipeline on this process's main thread until ``stop`` or end of file (gateway gone)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when audit stops
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def send(message: tuple[Any, ...]) -> None:
-        try:
-            outbox.send(message)
-        except (OSError, ValueError):
-            pass  # the gateway process is gone: keep writing what was received
-
-    try:
-        keys = load_pipeline_keys(config)
-        pipeline = AuditPipeline(
-            config,
-            audit_key=keys.audit_key,
-            signer=keys.signer,
-            instance=instance,
-            pid=parent_pid,  # records name the gateway worker, not this helper
-            on_health=lambda writable, reason: send(("health", writable, reason)),
-        )
-        pipeline.start()
-    except Exception as exc:
-        _report_failed_start(send, exc)
-        return
-    send(("started", pipeline.metrics()))
-    gc.freeze()  # what start-up loaded stays: keep the collector from re-scanning it for every batch
-    fatal = None
-    try:
-        if not _serve(pipeline, inbox, send, config.shutdown_timeout):
-            pipeline.declare_gateway_exit()
-        pipeline.close(time.monotonic() + config.shutdown_timeout)
-    except Exception as exc:  # reported (stderr, metrics); what was written stays verifiable
-        fatal = f"{type(exc).__name__}: {exc}"
-        print(f"smgate audit: pipeline failed: {fatal}", file=sys.stderr)
-        pipeline.abandon(time.monotonic() + config.shutdown_timeout)
-    finally:
-        send(("closed", fatal, pipeline.metrics()))
-        outbox.close()
-
-
-def _report_failed_start(send: Any, exc: Exception) -> None:
-    """Hand the start-up error to the parent (which raises it), as itself if it pickles."""
-    try:
-        pickle.dumps(exc)
-        send(("failed_start", exc))
-    except Exception:
-        send(("failed_start", RuntimeError(f"audit pipeline process failed to start: {type(exc).__name__}")))
-
-
-class _Inbox:
-    """The child's end of the batch pipe: frames in ``Connection.send_bytes`` format, read in as large
-    chunks as are waiting (one ``poll`` and one ``read`` per wake-up, not per message)."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._fd = connection.fileno()
-        self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
-        self._data = bytearray()
-        self.eof = False
-
-    def read(self, timeout: float) -> list[bytes]:
-        """The complete messages that arrive within ``timeout`` seconds (all that are waiting)."""
-        if not self.eof and self._poller.poll(int(timeout * 1000)):
-            chunk = os.read(self._fd, _PIPE_BYTES)
-            if chunk:
-                self._data += chunk
-            else:
-                self.eof = True
-        messages = []
-        data, start = self._data, 0
-        while len(data) - start >= 4:
-            (size,) = struct.unpack_from("!i", data, start)
-            if size < 0:
-                raise ValueError("corrupt frame on the audit pipe")
-            if len(data) - start - 4 < size:
-                break
-            messages.append(bytes(data[start + 4 : start + 4 + size]))
-            start += 4 + size
-        del data[:start]
-        return messages
-
-
-def _serve(pipeline: AuditPipeline, inbox: Connection, send: Any, shutdown_timeout: float) -> bool:
-    """Deliver batches to ``pipeline`` until ``stop`` (True) or end of file (False).
-
-    All messages waiting in the pipe form one batch, so a busy gateway costs one pipeline pass per pipe
-    read, not per message. With nothing to read for ``_IDLE_POLL`` seconds the periodic work (time
-    checkpoints, rotation, fsync) runs anyway.
-    """
-    reader = _Inbox(inbox)
-    last_report = time.monotonic()
-    orderly = False
-    while True:
-        events: list[Event] = []
-        acks: list[int] = []
-        stopping = reader.eof
-        for data in reader.read(_IDLE_POLL):
-            message = pickle.loads(data)  # noqa: S301 - our own parent, over a private pipe
-            if message[0] == "stop":
-                stopping = orderly = True
-                break
-            _, drops, wire = message
-            for item in wire:
-                if item[0] == "flush":
-                    acks.append(item[1])
-                elif type(item[2]) is bytes:  # fields pickled on their own (_pack)
-                    events.append(_unpack(item))
-                else:
-                    events.append(item)
-            if drops is not None:  # lost after this message's events: the gap goes right after them
-                pipeline.process(events)
-                events = []
-                pipeline.declare_drops(drops)
-        stopping = stopping or reader.eof
-        if stopping:  # the gateway is closing (or gone): a failing disk may hold the end up this long
-            pipeline.give_up_writes_at(time.monotonic() + shutdown_timeout)
-        pipeline.process(events)
-        if stopping:
-            return orderly  # the caller closes the pipeline (shutdown checkpoint, sync)
-        pipeline.tick()
-        if acks:  # after the batch: an acknowledged flush covers the events and any gap before it
-            pipeline.sync()
-            metrics = pipeline.metrics()
-            for ack_id in acks:
-                send(("flushed", ack_id, metrics))
-        now = time.monotonic()
-        if now - last_report >= _REPORT_INTERVAL:  # counters for the gateway's /metrics
-            last_report = now
-            send(("metrics", pipeline.metrics()))

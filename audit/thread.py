@@ -176,16 +176,12 @@ class ThreadAuditLog(AuditLog):
     def _handle(self, pipeline: AuditPipeline, items: list[Any]) -> bool:
         """Deliver one batch: the drops counted so far (declared first), the events, the periodic work;
         flush markers are set once the batch is synced. True after ``_STOP`` (the pipeline is closed)."""
-        events: list[Event] = []
+        events: list[Event] = [item for item in items if type(item) is tuple]
         markers: list[_FlushMarker] = []
         stopping = False
-        for item in items:
-            if item is _STOP:
-                stopping = True
-            elif isinstance(item, _FlushMarker):
-                markers.append(item)
-            else:
-                events.append(item)
+        if len(events) != len(items):  # rare: a flush marker or the stop
+            markers = [item for item in items if isinstance(item, _FlushMarker)]
+            stopping = any(item is _STOP for item in items)
         drops = self._drops.take()
         if drops is not None:
             pipeline.declare_drops(drops)
