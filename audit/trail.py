@@ -3,7 +3,7 @@
 ``smgate serve --workers N`` gives each worker its own chain (``<directory>/worker-<i>/``); a single
 process writes its chain into the directory itself; a directory may hold both after the worker count
 changed. :func:`discover` finds every chain (segment files grouped by directory and prefix) and lists
-every other file; :func:`verify_trail` verifies each chain (:func:`audit.verify.verify_chain`) and
+every other file; :func:`verify_trail` verifies each chain (:func:`audit.verify.verify_logs`) and
 accounts for the rest: torn-write evidence must be declared by its chain's recovery gap, notes of
 undelivered events are reported as pending gaps, and any other file is reported as not verified, so the
 verdict is never OK while a file was left out.
@@ -21,7 +21,7 @@ from typing import Any
 
 from audit.pipeline import UNDELIVERED_PREFIX
 from audit.sinks.file import SEGMENT_RE
-from audit.verify import RecordCallback, VerifyReport, verify_chain
+from audit.verify import RecordCallback, VerifyReport, verify_logs
 from tls.crypto import SM2PublicKey
 
 _TORN_RE = re.compile(r"^(?P<prefix>[A-Za-z0-9_.-]+)-(?P<seq>[0-9]{12})\.jsonl\.torn$")
@@ -226,7 +226,7 @@ def verify_trail(
         )
     for chain in found.chains:
         callback = on_record(chain) if on_record is not None else None
-        report = verify_chain(
+        report = verify_logs(
             chain.files, key=key, public_key=public_key, live=live, partial=partial, on_record=callback
         )
         trail.chains.append(ChainReport(chain, report))

@@ -509,8 +509,9 @@ def verify_logs(
     partial: bool = False,
     on_record: RecordCallback | None = None,
 ) -> VerifyReport:
-    """Verify ONE chain: its files, or its directory (``*.jsonl`` directly in it); see the module
-    docstring. For an instance directory with worker chains use :func:`verify_trail`.
+    """Verify ONE chain: its segment files (in any order), or its directory (``*.jsonl`` directly in
+    it); see the module docstring. For an instance directory with worker chains use
+    :func:`audit.trail.verify_trail`.
 
     ``live``: the log is still being written, so its end need not be sealed by a shutdown checkpoint.
     ``partial``: the files are a subset (e.g. one rotated segment): it may start after seq 1 and end open.
@@ -520,20 +521,5 @@ def verify_logs(
         report = VerifyReport()
         report.problem = Problem(Path("-"), 0, None, "no audit files given")
         return report
-    return verify_chain(
-        files, key=key, public_key=public_key, live=live, partial=partial, on_record=on_record
-    )
-
-
-def verify_chain(
-    files: Sequence[Path],
-    *,
-    key: bytes | None = None,
-    public_key: SM2PublicKey | None = None,
-    live: bool = False,
-    partial: bool = False,
-    on_record: RecordCallback | None = None,
-) -> VerifyReport:
-    """Verify the segment files of one chain (given in any order)."""
     verifier = _Verifier(key=key, public_key=public_key, live=live, partial=partial, on_record=on_record)
-    return verifier.run(list(files))
+    return verifier.run(files)

@@ -24,6 +24,26 @@ from tests.audit.events import SAMPLE_EVENTS
 from tests.conftest import REPO
 
 
+class FailingDisk:
+    """``FileSink.write`` fails with ENOSPC while ``full`` (patched into this process: pipeline thread)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        real_write = FileSink.write
+
+        def write(sink: FileSink, lines: list[bytes], last_seq: int) -> bytes:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(sink, lines, last_seq)
+
+        monkeypatch.setattr(FileSink, "write", write)
+
+
+@pytest.fixture
+def failing_disk(monkeypatch: pytest.MonkeyPatch) -> FailingDisk:
+    return FailingDisk(monkeypatch)
+
+
 def _assert_schema_valid(records: list[dict[str, object]]) -> None:
     validator = _validator()
     for record in records:
@@ -199,21 +219,12 @@ async def test_crash_recovery_declares_the_unclean_end(
 
 
 async def test_queue_overflow_while_disk_full_is_declared_exactly(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys, monkeypatch: pytest.MonkeyPatch
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys, failing_disk: FailingDisk
 ) -> None:
     # pipeline: thread, as the failing disk is patched into this process (process pipeline overflow:
     # test_pipeline_process_overflow_while_the_child_is_stopped_is_declared_exactly)
     log = AuditLog.from_config(make_config(queue_size=16, batch_size=4, pipeline="thread"))
     await log.start()
-    real_write = FileSink.write
-    disk_full = True
-
-    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
-        if disk_full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, lines, last_seq)
-
-    monkeypatch.setattr(FileSink, "write", failing_write)
     log.emit("conn.open", conn_id="first", listener="l", client_addr="192.0.2.1:1")
     assert await _wait_for(lambda: log.metrics().write_errors > 0), "the pipeline never hit the failing disk"
     metrics = log.metrics()
@@ -223,7 +234,7 @@ async def test_queue_overflow_while_disk_full_is_declared_exactly(
         log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
     dropped = log.metrics().dropped
     assert dropped > 0
-    disk_full = False
+    failing_disk.full = False
     assert await _wait_for(lambda: log.metrics().writable)
     await log.aclose()
     records = read_records(log_dir)
@@ -502,7 +513,7 @@ async def test_pipeline_process_metrics_and_flush(make_config: ConfigFactory, lo
 async def test_accepting_follows_write_health_with_stop_accepting(
     make_config: ConfigFactory,
     log_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    failing_disk: FailingDisk,
     capsys: pytest.CaptureFixture[str],
     on_failure: str,
 ) -> None:
@@ -512,20 +523,11 @@ async def test_accepting_follows_write_health_with_stop_accepting(
     assert log.accepting_allowed() is (on_failure == "continue")  # not started: nothing can be written
     await log.start()
     assert log.accepting_allowed()
-    real_write = FileSink.write
-    disk_full = True
-
-    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
-        if disk_full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, lines, last_seq)
-
-    monkeypatch.setattr(FileSink, "write", failing_write)
     log.emit("conn.open", conn_id="c", listener="l", client_addr="192.0.2.1:1")
     assert await _wait_for(lambda: not log.metrics().writable)
     assert log.accepting_allowed() is (on_failure == "continue")
     assert log.metrics().accepting is log.accepting_allowed()
-    disk_full = False
+    failing_disk.full = False
     assert await _wait_for(lambda: log.metrics().writable)
     assert log.accepting_allowed()
     await log.aclose()
