@@ -51,6 +51,21 @@ class _Established:
     started: float
 
 
+#: how often a listener paused by audit (``on_failure: stop_accepting``) checks whether it may go on
+AUDIT_RECHECK_SECONDS = 0.05
+
+
+async def _hold_until_audit_writes(generation: Generation, client: socket.socket) -> None:
+    """Audit ``on_failure: stop_accepting`` and the trail cannot be written: keep this connection
+    unserved (and the next ones in the backlog) until it can; closed if the listener stops meanwhile."""
+    try:
+        while not generation.audit.accepting_allowed():
+            await asyncio.sleep(AUDIT_RECHECK_SECONDS)
+    except asyncio.CancelledError:
+        client.close()
+        raise
+
+
 class Listener:
     """A bound socket and its accept loop; the generation (config, transports) is swapped on reload."""
 
@@ -115,6 +130,8 @@ class Listener:
             except OSError:
                 await asyncio.sleep(0.05)  # EMFILE and friends: back off rather than spin
                 continue
+            if not self.generation.audit.accepting_allowed():
+                await _hold_until_audit_writes(self.generation, client)
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pending_handshakes += 1

@@ -22,6 +22,7 @@ import yaml
 from gateway import audit_events as events
 from gateway import loop_errors
 from gateway.admin import AdminServer
+from gateway.audit_setup import LoadedCertificates
 from gateway.auditing import AuditHandle, NullAudit
 from gateway.certinfo import fingerprint_files, inventory, watched_files
 from gateway.cluster import Cluster, ClusterManager
@@ -71,6 +72,7 @@ class Gateway:
         self._watch_task: asyncio.Task[None] | None = None
         self._publish_task: asyncio.Task[None] | None = None
         self._file_state: dict[Path, tuple[int, int]] = {}
+        self._loaded_certificates = LoadedCertificates()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -283,13 +285,17 @@ class Gateway:
             await asyncio.sleep(METRICS_PUBLISH_INTERVAL)
 
     def _report_certificates(self, config: GatewayConfig, generation: int) -> None:
-        """``cert.loaded`` for every certificate the generation uses, then the expiry report
+        """``cert.loaded`` for every certificate the generation uses that the previous one did not, then
+        the expiry report
         (``cert.expiring`` inside ``cert_expiry_warning_days``, ``cert.expired`` past ``not_after``)."""
         warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
         now = dt.datetime.now(dt.UTC)
         warned: set[tuple[str, str]] = set()
-        for info in inventory(config):
-            events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
+        certificates = inventory(config)
+        changed = self._loaded_certificates.changed(certificates)
+        for info in certificates:
+            if info in changed:
+                events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
             days = info.days_left(now)
             self.stats.cert_expiry_days.set((f"{info.role}:{info.subject}",), days)
             if days < warn_days:
@@ -387,7 +393,7 @@ class Gateway:
     # -- AdminBackend --------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return self._started and not self._draining
+        return self._started and not self._draining and self.audit.accepting_allowed()
 
     def stats_json(self) -> dict[str, Any]:
         assert self.generation is not None

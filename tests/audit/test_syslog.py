@@ -163,7 +163,10 @@ async def test_tcp_receiver_killed_and_restarted_loses_nothing(
     with receiver_process(port, out) as first:
         await log.start()
         await burst(0, 1000)
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # killed mid-burst: after the sink delivered some, before it delivered all
+            if out.exists() and out.read_text():
+                break
+            await asyncio.sleep(0.01)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
     await burst(1000, 2000)  # receiver down: the sink backs off and falls behind
