@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,36 @@ async def test_accept_socket_and_session_resumption() -> None:
             assert stream.handshake.session_resumed is expect_resumed
             session = await client.wait_for_session()
             assert session is not None
+            await client.aclose()
+            await stream.aclose()
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("server_verifies", [True, False])
+async def test_peer_verified_reaches_the_stream_in_full_and_resumed_handshakes(server_verifies: bool) -> None:
+    settings: dict[str, Any] = {} if server_verifies else {"verify_peer": False, "trust_store": None}
+    configuration = server_config(client_auth=ClientAuth.OPTIONAL, **settings)
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        session = None
+        for expect_resumed in (False, True):
+            connecting = asyncio.create_task(
+                tls13_connect(
+                    "127.0.0.1", port, client_config(session=session, credential=client_credential())
+                )
+            )
+            sock, _ = await loop.sock_accept(listener)
+            stream = await tls13_accept_socket(sock, configuration)
+            client = await connecting
+            assert stream.get_extra_info("session_resumed") is expect_resumed
+            assert stream.get_extra_info("peer_certificate") is not None
+            assert stream.get_extra_info("peer_verified") is server_verifies
+            assert client.get_extra_info("peer_verified") is True
+            session = await client.wait_for_session()
             await client.aclose()
             await stream.aclose()
     finally:

@@ -4,7 +4,8 @@ The shape is `tls.tlcp.aio`'s, so a gateway transport wraps it the same way: `tl
 (after a MSG_PEEK sniff) or `tls13_accept` (after a StreamReader sniff, with ``initial_data``) on the
 listener side, `tls13_connect` towards an upstream; each returns a `TLS13Stream` once the handshake is
 done, whose API mirrors `asyncio.StreamReader`/`StreamWriter` plus `get_extra_info` with the TLS 1.3
-details (``cipher_suite``, ``alpn_protocol``, ``peer_certificates``, ``session_resumed``...).
+details (``cipher_suite``, ``alpn_protocol``, ``peer_certificates``, ``peer_verified``,
+``session_resumed``...).
 Failures raise `TLS13HandshakeError`/`TLS13StreamError`, which name the alert and who sent it.
 
 Flow control, both ways: decrypted data collects in a buffer and above `read_high_water` bytes the
@@ -331,7 +332,8 @@ class TLS13Stream:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Transport info (``peername``, ``socket``...) plus ``handshake``, ``cipher_suite``, ``version``,
         ``server_name``, ``alpn_protocol``, ``peer_certificates``, ``peer_certificate``,
-        ``session_resumed``, ``group``, ``signature_scheme``, ``session``, ``tls13_connection``."""
+        ``session_resumed``, ``group``, ``signature_scheme``, ``peer_verified`` (the peer chain was
+        validated against trust anchors: only then is it an identity), ``session``, ``tls13_connection``."""
         handshake = self._handshake
         info: dict[str, Any] = {
             "handshake": handshake,
@@ -344,6 +346,7 @@ class TLS13Stream:
             "session_resumed": handshake.session_resumed,
             "group": handshake.group,
             "signature_scheme": handshake.signature_scheme,
+            "peer_verified": handshake.peer_verified,
             "session": self.session,
             "tls13_connection": self._protocol.connection,
         }

@@ -29,6 +29,7 @@ from .alerts import (
     LocalProtocolError,
     MissingExtension,
     ProtocolVersion,
+    TLS13Alert,
     UnexpectedMessage,
     UnsupportedExtension,
 )
@@ -143,6 +144,8 @@ class ClientHandshake(Handshake):
         self.alpn_protocol: str | None = None
         self.certificate_request: CertificateRequest | None = None
         self.peer_certificates: tuple[Certificate, ...] = ()
+        #: the server chain was validated against the configured trust anchors
+        self.peer_verified = False
         self.peer_sm2_signature_id: bytes | None = None
         self.client_handshake_secret = b""
         self.server_handshake_secret = b""
@@ -155,20 +158,40 @@ class ClientHandshake(Handshake):
         config = self.configuration
         self.client_random = config.random(32)
         self.session_id = config.random(32) if config.middlebox_compatibility else b""
-        session = config.session
-        if (
-            session is not None
-            and session.cipher_suite in config.cipher_suites
-            and session.server_name == config.server_name
-            and session.usable_at(config.now())
-        ):
-            self.offered_session = session
+        if config.session is not None and self._session_resumable(config.session):
+            self.offered_session = config.session
         if config.offer_key_share:
             self.ephemeral_key = generate_ephemeral_key(config.random)
         self.writer.record_version = INITIAL_RECORD_VERSION.to_bytes(2, "big")
         self._send_client_hello()
         self.writer.record_version = LEGACY_VERSION.to_bytes(2, "big")
         self.state = ClientState.EXPECT_SERVER_HELLO
+
+    def _session_resumable(self, session: TLS13Session) -> bool:
+        """Offer `session` only where a full handshake would accept the same server.
+
+        With ``verify_peer`` the session's chain must have been verified and must still validate
+        against the trust anchors and server name configured now.
+        """
+        config = self.configuration
+        if (
+            session.cipher_suite not in config.cipher_suites
+            or session.server_name != config.server_name
+            or not session.usable_at(config.now())
+        ):
+            return False
+        if not config.verify_peer:
+            return True
+        if not session.peer_verified or not session.peer_certificates:
+            return False
+        assert config.trust_store is not None
+        try:
+            verify_chain(
+                session.peer_certificates, config.trust_store, Role.SERVER_SIGN, config, config.server_name
+            )
+        except TLS13Alert:
+            return False
+        return True
 
     def _send_client_hello(self) -> None:
         config = self.configuration
@@ -277,6 +300,7 @@ class ClientHandshake(Handshake):
             raise IllegalParameter("server selected a PSK we did not offer")
         self.resumed = True
         self.peer_certificates = self.offered_session.peer_certificates
+        self.peer_verified = self.offered_session.peer_verified
         self.alpn_protocol = self.offered_session.alpn_protocol
 
     def _handle_hello_retry_request(self, hello: ServerHello, raw: bytes) -> None:
@@ -348,6 +372,7 @@ class ClientHandshake(Handshake):
         if config.verify_peer:
             assert config.trust_store is not None
             verify_chain(chain, config.trust_store, Role.SERVER_SIGN, config, config.server_name)
+            self.peer_verified = True
         self.peer_certificates = chain
         self.state = ClientState.EXPECT_CERTIFICATE_VERIFY
 
@@ -392,6 +417,7 @@ class ClientHandshake(Handshake):
                 group=NamedGroup.curveSM2,
                 signature_scheme=None if self.resumed else SignatureScheme.sm2sig_sm3,
                 peer_sm2_signature_id=self.peer_sm2_signature_id,
+                peer_verified=self.peer_verified,
             )
         )
 

@@ -103,6 +103,8 @@ class TLS13Session:
     server_name: str | None
     alpn_protocol: str | None
     peer_certificates: tuple[Certificate, ...]
+    #: the server chain was validated against the client's trust anchors in the original handshake
+    peer_verified: bool = False
 
     def usable_at(self, now: datetime) -> bool:
         return self.received_at <= now < self.received_at + timedelta(seconds=self.ticket_lifetime)

@@ -301,6 +301,7 @@ class TLS13Connection:
             server_name=handshake.server_name,
             alpn_protocol=handshake.alpn_protocol,
             peer_certificates=handshake.peer_certificates,
+            peer_verified=handshake.peer_verified,
         )
         events.append(SessionTicketReceived(self.session))
 
@@ -314,9 +315,7 @@ class TLS13Connection:
         now: datetime = config.now()
         chain_digest = b""
         if event.peer_certificates:
-            chain_digest = keys.remember_client_chain(
-                [certificate.der for certificate in event.peer_certificates]
-            )
+            chain_digest = keys.remember_client_chain(event.peer_certificates)
         for index in range(config.new_session_tickets):
             nonce = index.to_bytes(1, "big")
             age_add = int.from_bytes(config.random(4), "big")
@@ -329,6 +328,7 @@ class TLS13Connection:
                 server_name=event.server_name,
                 alpn_protocol=event.alpn_protocol,
                 client_chain_digest=chain_digest,
+                peer_verified=event.peer_verified,
             )
             ticket = NewSessionTicket(
                 keys.lifetime_seconds, age_add, nonce, keys.seal(state, now, config.random)

@@ -20,7 +20,7 @@ import hmac
 from enum import Enum, auto
 from typing import Any, ClassVar
 
-from certs import Role
+from certs import Certificate, Role
 from tls.tlcp.buffer import Buffer
 from tls.tlcp.handshake import generate_ephemeral_key
 
@@ -33,6 +33,7 @@ from .alerts import (
     MissingExtension,
     NoApplicationProtocol,
     ProtocolVersion,
+    TLS13Alert,
     UnrecognizedName,
 )
 from .config import ClientAuth, SM2Credential, TLS13Configuration
@@ -124,7 +125,9 @@ class ServerHandshake(Handshake):
         self.client_application_secret = b""
         self._server_application_secret = b""
         self._exporter_secret = b""
-        self.peer_certificates: tuple[Any, ...] = ()
+        self.peer_certificates: tuple[Certificate, ...] = ()
+        #: the client chain was validated against the configured trust anchors (an identity, not a claim)
+        self.peer_verified = False
         self.peer_sm2_signature_id: bytes | None = None
         self.client_signed = False
 
@@ -245,7 +248,10 @@ class ServerHandshake(Handshake):
     # resumption
 
     def _find_resumption_psk(self, hello: ClientHello, raw: bytes) -> bytes | None:
-        """The PSK of the client's first identity when it resumes a ticket of ours (4.2.11)."""
+        """The PSK of the client's first identity when it resumes a ticket of ours (4.2.11).
+
+        Resuming also restores the client identity of the original handshake (`_resumed_client`).
+        """
         psk_data = hello.extension(ExtensionType.PRE_SHARED_KEY)
         if psk_data is None:
             return None
@@ -259,22 +265,50 @@ class ServerHandshake(Handshake):
         if config.ticket_keys is None:
             return None
         state = config.ticket_keys.open(offered.identities[0].identity, config.now())
-        if state is None or not self._ticket_usable(state):
+        if (
+            state is None
+            or state.server_name != self.server_name
+            or state.alpn_protocol != self.alpn_protocol
+        ):
+            return None
+        client = self._resumed_client(state)
+        if client is None:
             return None
         self._check_binder(offered, raw, state.resumption_psk)
         self.resumed_state = state
+        self.peer_certificates, self.peer_verified = client
         return state.resumption_psk
 
-    def _ticket_usable(self, state: TicketState) -> bool:
-        keys = self.configuration.ticket_keys
-        assert keys is not None
-        if state.client_chain_digest and keys.client_chain(state.client_chain_digest) is None:
-            return False  # the chain is no longer remembered: a full handshake re-authenticates
-        return (
-            state.server_name == self.server_name
-            and state.alpn_protocol == self.alpn_protocol
-            and not (self.configuration.client_auth is ClientAuth.REQUIRED and not state.client_chain_digest)
-        )
+    def _resumed_client(self, state: TicketState) -> tuple[tuple[Certificate, ...], bool] | None:
+        """(client chain, verified) a ticket resumes, or None when a full handshake must re-authenticate.
+
+        The ticket says whether the chain was verified when it was issued; it still counts as verified
+        only if it validates against the trust anchors configured now (a reload may have dropped its
+        anchor, or it may have expired).  A server that requires client certificates resumes only a
+        verified client.
+        """
+        chain: tuple[Certificate, ...] = ()
+        if state.client_chain_digest:
+            keys = self.configuration.ticket_keys
+            assert keys is not None
+            remembered = keys.client_chain(state.client_chain_digest)
+            if remembered is None:
+                return None  # the chain is no longer remembered
+            chain = remembered
+        verified = state.peer_verified and self._still_verifies(chain)
+        if self.configuration.client_auth is ClientAuth.REQUIRED and not verified:
+            return None
+        return chain, verified
+
+    def _still_verifies(self, chain: tuple[Certificate, ...]) -> bool:
+        config = self.configuration
+        if not chain or not config.verify_peer or config.trust_store is None:
+            return False
+        try:
+            verify_chain(chain, config.trust_store, Role.CLIENT_SIGN, config, None)
+        except TLS13Alert:
+            return False
+        return True
 
     def _check_binder(self, offered: OfferedPsks, raw: bytes, psk: bytes) -> None:
         binder = offered.binders[0]
@@ -385,7 +419,6 @@ class ServerHandshake(Handshake):
                 else ServerState.EXPECT_CLIENT_FINISHED
             )
         else:
-            self.peer_certificates = self._resumed_client_certificates()
             self.state = ServerState.EXPECT_CLIENT_FINISHED
         self.send_finished(self._server_handshake_secret)
         assert self.key_schedule is not None
@@ -412,14 +445,6 @@ class ServerHandshake(Handshake):
             )
         return tuple(extensions)
 
-    def _resumed_client_certificates(self) -> tuple[Any, ...]:
-        assert self.resumed_state is not None and self.configuration.ticket_keys is not None
-        if not self.resumed_state.client_chain_digest:
-            return ()
-        chain = self.configuration.ticket_keys.client_chain(self.resumed_state.client_chain_digest)
-        assert chain is not None  # checked by _ticket_usable
-        return parse_certificate_chain(chain)
-
     # client flight
 
     def _handle_certificate(self, raw: bytes) -> None:
@@ -435,6 +460,7 @@ class ServerHandshake(Handshake):
         chain = parse_certificate_chain([entry.cert_data for entry in message.certificate_list])
         if config.verify_peer and config.trust_store is not None:
             verify_chain(chain, config.trust_store, Role.CLIENT_SIGN, config, None)
+            self.peer_verified = True
         self.peer_certificates = chain
         self.state = ServerState.EXPECT_CLIENT_CERTIFICATE_VERIFY
 
@@ -474,6 +500,7 @@ class ServerHandshake(Handshake):
                 group=NamedGroup.curveSM2,
                 signature_scheme=SignatureScheme.sm2sig_sm3 if self.client_signed else None,
                 peer_sm2_signature_id=self.peer_sm2_signature_id,
+                peer_verified=self.peer_verified,
             )
         )
 

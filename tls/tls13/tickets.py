@@ -1,9 +1,9 @@
 """Server session tickets: resumption state sealed with rotated SM4-GCM keys (RFC 8446 4.6.1, RFC 5077 4).
 
 A ticket is ``key_name(16) || nonce(12) || SM4-GCM(key, nonce, state, aad=key_name)``.  Everything
-needed to resume (suite, resumption PSK, SNI, ALPN, issue time) is inside the sealed `TicketState`,
-except the client's certificate chain: the ticket carries only its SM3 digest, and the chains live in a
-bounded table beside the keys.  Tickets stay small (about 150 bytes) because GmSSL 3's client copies a
+needed to resume (suite, resumption PSK, SNI, ALPN, issue time, whether the client chain was verified
+against trust anchors) is inside the sealed `TicketState`, except the client's certificate chain: the
+ticket carries only its SM3 digest, and the chains (parsed) live in a bounded table beside the keys.  Tickets stay small (about 150 bytes) because GmSSL 3's client copies a
 ticket into a 512-byte stack buffer and crashes on a larger one; a chain that has left the table (or
 a ticket from another process) only costs a full handshake.
 
@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from certs import Certificate
 from tls.crypto import SM4GCM, DecryptionError, sm3
 from tls.tlcp.buffer import Buffer, BufferReadError, pull_opaque, push_opaque
 
@@ -28,7 +29,8 @@ from .suites import CipherSuite
 
 KEY_NAME_LENGTH = 16
 _NONCE_LENGTH = 12
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_FLAG_PEER_VERIFIED = 0x01
 #: RFC 8446 4.6.1: lifetimes above seven days are not allowed.
 MAX_TICKET_LIFETIME = timedelta(days=7)
 #: Largest ticket we try to open (a state with a client chain of a few certificates fits).
@@ -47,6 +49,8 @@ class TicketState:
     server_name: str | None
     alpn_protocol: str | None
     client_chain_digest: bytes = b""
+    #: the client chain was validated against the server's trust anchors in the original handshake
+    peer_verified: bool = False
 
     def encode(self) -> bytes:
         buf = Buffer()
@@ -59,6 +63,7 @@ class TicketState:
         push_opaque(buf, 2, (self.server_name or "").encode("ascii"))
         push_opaque(buf, 1, (self.alpn_protocol or "").encode("latin-1"))
         push_opaque(buf, 1, self.client_chain_digest)
+        buf.push_uint8(_FLAG_PEER_VERIFIED if self.peer_verified else 0)
         return buf.data
 
     @classmethod
@@ -76,12 +81,23 @@ class TicketState:
             server_name = pull_opaque(buf, 2).decode("ascii")
             alpn = pull_opaque(buf, 1).decode("latin-1")
             chain_digest = pull_opaque(buf, 1)
-            if not buf.eof():
+            flags = buf.pull_uint8()
+            if flags & ~_FLAG_PEER_VERIFIED or not buf.eof():
                 return None
             issued_at = datetime.fromtimestamp(issued_ms / 1000, tz=UTC)
         except (BufferReadError, ValueError, OverflowError, OSError):
             return None
-        return cls(suite, psk, issued_at, lifetime, age_add, server_name or None, alpn or None, chain_digest)
+        return cls(
+            suite,
+            psk,
+            issued_at,
+            lifetime,
+            age_add,
+            server_name or None,
+            alpn or None,
+            chain_digest,
+            peer_verified=bool(flags & _FLAG_PEER_VERIFIED),
+        )
 
 
 @dataclass
@@ -113,19 +129,19 @@ class SessionTicketKeys:
         self.rotation_interval = rotation_interval
         self.ticket_lifetime = ticket_lifetime
         self._keys: list[_TicketKey] = []
-        self._client_chains: OrderedDict[bytes, tuple[bytes, ...]] = OrderedDict()
+        self._client_chains: OrderedDict[bytes, tuple[Certificate, ...]] = OrderedDict()
         self.max_client_chains = max_client_chains
 
-    def remember_client_chain(self, ders: Sequence[bytes]) -> bytes:
+    def remember_client_chain(self, chain: Sequence[Certificate]) -> bytes:
         """Keep a client's chain for resumption; returns the digest a ticket carries instead."""
-        digest = sm3(b"".join(len(der).to_bytes(3, "big") + der for der in ders))
-        self._client_chains[digest] = tuple(ders)
+        digest = sm3(b"".join(len(c.der).to_bytes(3, "big") + c.der for c in chain))
+        self._client_chains[digest] = tuple(chain)
         self._client_chains.move_to_end(digest)
         while len(self._client_chains) > self.max_client_chains:
             self._client_chains.popitem(last=False)
         return digest
 
-    def client_chain(self, digest: bytes) -> tuple[bytes, ...] | None:
+    def client_chain(self, digest: bytes) -> tuple[Certificate, ...] | None:
         chain = self._client_chains.get(digest)
         if chain is not None:
             self._client_chains.move_to_end(digest)
