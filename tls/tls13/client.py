@@ -41,7 +41,6 @@ from .handshake import (
     Handler,
     Handshake,
     TrafficSecrets,
-    decode_key_share,
     ecdhe_shared_secret,
     parse_certificate_chain,
     sign_certificate_verify,
@@ -267,7 +266,7 @@ class ClientHandshake(Handshake):
         share = pull_server_key_share(share_data)
         if share.group != NamedGroup.curveSM2 or self.ephemeral_key is None:
             raise IllegalParameter("ServerHello key share is not for the curveSM2 share we sent")
-        shared_secret = ecdhe_shared_secret(self.ephemeral_key, decode_key_share(share.key_exchange))
+        shared_secret = ecdhe_shared_secret(self.ephemeral_key, share.key_exchange)
         if self.key_schedule is None or not self.resumed:
             self.key_schedule = KeySchedule()
         client_secret, server_secret = self.key_schedule.handshake_traffic_secrets(

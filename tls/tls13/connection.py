@@ -62,10 +62,10 @@ from .messages import (
     KeyUpdate,
     KeyUpdateRequest,
     NewSessionTicket,
+    encode_new_session_ticket,
     pull_key_update,
     pull_new_session_ticket,
     push_key_update,
-    push_new_session_ticket,
 )
 from .record import KEY_UPDATE_AFTER_RECORDS, ContentType, RecordProtection, RecordReader, RecordWriter
 from .server import ServerHandshake
@@ -290,6 +290,7 @@ class TLS13Connection:
         if self._tickets_received > MAX_TICKETS_KEPT or message.ticket_lifetime == 0:
             return
         assert self._secrets is not None and self.handshake_event is not None
+        assert self._secrets.resumption_master is not None  # a client always derives it
         handshake = self.handshake_event
         self.session = TLS13Session(
             ticket=message.ticket,
@@ -311,6 +312,8 @@ class TLS13Connection:
         if keys is None or not config.new_session_tickets:
             return
         assert self._secrets is not None and self.handshake_event is not None
+        resumption_master = self._secrets.resumption_master
+        assert resumption_master is not None  # derived because this server issues tickets
         event = self.handshake_event
         now: datetime = config.now()
         chain_digest = b""
@@ -321,7 +324,7 @@ class TLS13Connection:
             age_add = int.from_bytes(config.random(4), "big")
             state = TicketState(
                 cipher_suite=self._secrets.cipher_suite,
-                resumption_psk=resumption_psk(self._secrets.resumption_master, nonce),
+                resumption_psk=resumption_psk(resumption_master, nonce),
                 issued_at=now,
                 lifetime=keys.lifetime_seconds,
                 age_add=age_add,
@@ -333,9 +336,7 @@ class TLS13Connection:
             ticket = NewSessionTicket(
                 keys.lifetime_seconds, age_add, nonce, keys.seal(state, now, config.random)
             )
-            buf = Buffer()
-            push_new_session_ticket(buf, ticket)
-            self._writer.write(ContentType.HANDSHAKE, buf.data)
+            self._writer.write(ContentType.HANDSHAKE, encode_new_session_ticket(ticket))
 
     # alerts
 

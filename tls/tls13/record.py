@@ -23,7 +23,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Protocol
 
-from tls.crypto import SM4CCM, SM4GCM, DecryptionError
+from tls.crypto import SM4CCM, DecryptionError, keyed_sm4_gcm
 
 from .alerts import BadRecordMac, InternalError, ProtocolVersion, RecordOverflow, UnexpectedMessage
 from .keyschedule import traffic_keys
@@ -59,9 +59,10 @@ class AEAD(Protocol):
 
 
 def make_aead(suite: CipherSuite, key: bytes) -> AEAD:
+    """The AEAD of one traffic key, keyed once and reused for every record under it."""
     if SUITE_PARAMETERS[suite].aead == "ccm":
         return SM4CCM(key)
-    return SM4GCM(key)
+    return keyed_sm4_gcm(key)
 
 
 class RecordProtection:

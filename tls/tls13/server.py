@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 from enum import Enum, auto
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from certs import Certificate, Role
@@ -44,7 +45,6 @@ from .handshake import (
     Handler,
     Handshake,
     TrafficSecrets,
-    decode_key_share,
     ecdhe_shared_secret,
     parse_certificate_chain,
     sign_certificate_verify,
@@ -62,8 +62,9 @@ from .messages import (
     KeyShareEntry,
     OfferedPsks,
     ServerHello,
-    encode_certificate,
     encode_certificate_request,
+    encode_certificate_verify,
+    encode_server_hello,
     pull_alpn,
     pull_certificate,
     pull_certificate_verify,
@@ -76,7 +77,6 @@ from .messages import (
     pull_uint16_list,
     push_alpn,
     push_certificate_authorities,
-    push_certificate_verify,
     push_encrypted_extensions,
     push_server_hello,
     push_server_key_share,
@@ -316,9 +316,11 @@ class ServerHandshake(Handshake):
             raise DecryptError("PSK binder has the wrong length")
         truncated = self.hash_before.copy()
         truncated.update(raw[: len(raw) - offered.binders_length])
-        expected = finished_verify_data(KeySchedule(psk).binder_key(), truncated.digest())
+        key_schedule = KeySchedule(psk)
+        expected = finished_verify_data(key_schedule.binder_key(), truncated.digest())
         if not hmac.compare_digest(expected, binder):
             raise DecryptError("PSK binder does not verify")
+        self.key_schedule = key_schedule  # the early secret of this PSK goes on into the handshake
 
     # server flight
 
@@ -354,7 +356,7 @@ class ServerHandshake(Handshake):
         assert self.cipher_suite is not None
         config = self.configuration
         ephemeral = generate_ephemeral_key(config.random)
-        shared_secret = ecdhe_shared_secret(ephemeral, decode_key_share(client_share.key_exchange))
+        shared_secret = ecdhe_shared_secret(ephemeral, client_share.key_exchange)
         extensions = [
             (int(ExtensionType.SUPPORTED_VERSIONS), push_uint16_value(TLS13_VERSION)),
             (
@@ -364,20 +366,23 @@ class ServerHandshake(Handshake):
         ]
         if psk is not None:
             extensions.append((int(ExtensionType.PRE_SHARED_KEY), push_uint16_value(0)))
-        self.send_message(
-            push_server_hello,
-            ServerHello(
-                legacy_version=LEGACY_VERSION,
-                random=config.random(32),
-                legacy_session_id_echo=hello.legacy_session_id,
-                cipher_suite=int(self.cipher_suite),
-                legacy_compression_method=0,
-                extensions=extensions,
-            ),
+        self.send_encoded(
+            encode_server_hello(
+                ServerHello(
+                    legacy_version=LEGACY_VERSION,
+                    random=config.random(32),
+                    legacy_session_id_echo=hello.legacy_session_id,
+                    cipher_suite=int(self.cipher_suite),
+                    legacy_compression_method=0,
+                    extensions=extensions,
+                )
+            )
         )
         if hello.legacy_session_id and self.first_hello is None:
             self.writer.write_change_cipher_spec()  # middlebox compatibility (D.4), once
-        self.key_schedule = KeySchedule(psk)
+        if psk is None:
+            self.key_schedule = KeySchedule()
+        assert self.key_schedule is not None  # with a PSK: made by _check_binder
         client_secret, server_secret = self.key_schedule.handshake_traffic_secrets(
             shared_secret, self.transcript.digest()
         )
@@ -390,28 +395,22 @@ class ServerHandshake(Handshake):
 
     def _send_server_flight(self) -> None:
         config = self.configuration
-        extensions: list[tuple[int, bytes]] = []
-        if self.server_name is not None and self.resumed_state is None:
-            extensions.append((int(ExtensionType.SERVER_NAME), b""))
-        if self.alpn_protocol is not None:
-            extensions.append(
-                (int(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION), push_alpn([self.alpn_protocol]))
-            )
-        self.send_message(push_encrypted_extensions, EncryptedExtensions(extensions))
+        acknowledge_server_name = self.server_name is not None and self.resumed_state is None
+        self.send_encoded(_encrypted_extensions(acknowledge_server_name, self.alpn_protocol))
         if self.resumed_state is None:
             assert self.credential is not None
             requests_certificate = config.client_auth is not ClientAuth.NONE
             if requests_certificate:
-                self.send_encoded(encode_certificate_request(self._certificate_request_extensions()))
-            self.send_encoded(encode_certificate(self.credential.certificate_ders))
+                self.send_encoded(self._certificate_request())
+            self.send_encoded(self.credential.certificate_message)
             signature = sign_certificate_verify(
                 self.credential.private_key,
                 SERVER_CERTIFICATE_VERIFY_CONTEXT,
                 self.transcript.digest(),
                 config.sm2_signature_id,
             )
-            self.send_message(
-                push_certificate_verify, CertificateVerify(SignatureScheme.sm2sig_sm3, signature)
+            self.send_encoded(
+                encode_certificate_verify(CertificateVerify(SignatureScheme.sm2sig_sm3, signature))
             )
             self.state = (
                 ServerState.EXPECT_CLIENT_CERTIFICATE
@@ -431,19 +430,9 @@ class ServerHandshake(Handshake):
         self._exporter_secret = exporter
         self.install_write_keys(server_app)
 
-    def _certificate_request_extensions(self) -> tuple[tuple[int, bytes], ...]:
-        extensions = [
-            (int(ExtensionType.SIGNATURE_ALGORITHMS), push_uint16_list([SignatureScheme.sm2sig_sm3], 2))
-        ]
+    def _certificate_request(self) -> bytes:
         trust_store = self.configuration.trust_store
-        if trust_store is not None and trust_store.anchors:
-            extensions.append(
-                (
-                    int(ExtensionType.CERTIFICATE_AUTHORITIES),
-                    push_certificate_authorities(trust_store.ca_names_der()),
-                )
-            )
-        return tuple(extensions)
+        return _certificate_request(tuple(trust_store.anchors) if trust_store is not None else ())
 
     # client flight
 
@@ -481,12 +470,18 @@ class ServerHandshake(Handshake):
         assert self.cipher_suite is not None and self.key_schedule is not None
         self.check_finished(pull_finished(Buffer(raw), HASH_LENGTH), self.client_handshake_secret)
         self.install_read_keys(self.client_application_secret)
+        config = self.configuration
+        issues_tickets = config.ticket_keys is not None and config.new_session_tickets > 0
         self.secrets = TrafficSecrets(
             cipher_suite=self.cipher_suite,
             client_application=self.client_application_secret,
             server_application=self._server_application_secret,
             exporter=self._exporter_secret,
-            resumption_master=self.key_schedule.resumption_master_secret(self.transcript.digest()),
+            resumption_master=(
+                self.key_schedule.resumption_master_secret(self.transcript.digest())
+                if issues_tickets
+                else None
+            ),
         )
         self.state = ServerState.POST_HANDSHAKE
         self.complete = True
@@ -515,3 +510,33 @@ class ServerHandshake(Handshake):
         ): _handle_certificate_verify,
         (ServerState.EXPECT_CLIENT_FINISHED, HandshakeType.FINISHED): _handle_finished,
     }
+
+
+@lru_cache(maxsize=64)
+def _encrypted_extensions(acknowledge_server_name: bool, alpn_protocol: str | None) -> bytes:
+    """The whole EncryptedExtensions message: it only varies with these two (the ALPN names are ours)."""
+    extensions: list[tuple[int, bytes]] = []
+    if acknowledge_server_name:
+        extensions.append((int(ExtensionType.SERVER_NAME), b""))
+    if alpn_protocol is not None:
+        extensions.append(
+            (int(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION), push_alpn([alpn_protocol]))
+        )
+    buf = Buffer()
+    push_encrypted_extensions(buf, EncryptedExtensions(extensions))
+    return buf.data
+
+
+@lru_cache(maxsize=16)
+def _certificate_request(anchors: tuple[Certificate, ...]) -> bytes:
+    """The whole CertificateRequest: sm2sig_sm3, and the trust anchors' names when there are any."""
+    extensions = [
+        (int(ExtensionType.SIGNATURE_ALGORITHMS), push_uint16_list([SignatureScheme.sm2sig_sm3], 2))
+    ]
+    names: list[bytes] = []
+    for anchor in anchors:
+        if anchor.subject_der not in names:
+            names.append(anchor.subject_der)
+    if names:
+        extensions.append((int(ExtensionType.CERTIFICATE_AUTHORITIES), push_certificate_authorities(names)))
+    return encode_certificate_request(tuple(extensions))
