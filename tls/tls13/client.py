@@ -47,7 +47,7 @@ from .handshake import (
     verify_certificate_verify,
     verify_chain,
 )
-from .keyschedule import KeySchedule, finished_verify_data
+from .keyschedule import KeySchedule, Secret, finished_verify_data
 from .messages import (
     Certificate as CertificateMessage,
 )
@@ -146,8 +146,8 @@ class ClientHandshake(Handshake):
         #: the server chain was validated against the configured trust anchors
         self.peer_verified = False
         self.peer_sm2_signature_id: bytes | None = None
-        self.client_handshake_secret = b""
-        self.server_handshake_secret = b""
+        self.client_handshake_secret: Secret | None = None
+        self.server_handshake_secret: Secret | None = None
 
     # ClientHello
 
@@ -272,10 +272,10 @@ class ClientHandshake(Handshake):
         client_secret, server_secret = self.key_schedule.handshake_traffic_secrets(
             shared_secret, self.transcript.digest()
         )
-        self.client_handshake_secret = client_secret
-        self.server_handshake_secret = server_secret
         self.log_handshake_secrets(client_secret, server_secret)
-        self.install_read_keys(server_secret)
+        self.client_handshake_secret = Secret(client_secret)
+        self.server_handshake_secret = Secret(server_secret)
+        self.install_read_keys(self.server_handshake_secret)
         self.state = ClientState.EXPECT_ENCRYPTED_EXTENSIONS
 
     def _check_server_hello_common(self, hello: ServerHello) -> None:
@@ -389,18 +389,20 @@ class ClientHandshake(Handshake):
 
     def _handle_finished(self, raw: bytes) -> None:
         assert self.cipher_suite is not None and self.key_schedule is not None
+        assert self.server_handshake_secret is not None
         self.check_finished(pull_finished(Buffer(raw), HASH_LENGTH), self.server_handshake_secret)
         client_app, server_app, exporter = self.key_schedule.application_traffic_secrets(
             self.transcript.digest()
         )
         self.log_application_secrets(client_app, server_app, exporter)
         self._send_client_flight()
-        self.install_read_keys(server_app)
-        self.install_write_keys(client_app)
+        client_application, server_application = Secret(client_app), Secret(server_app)
+        self.install_read_keys(server_application)
+        self.install_write_keys(client_application)
         self.secrets = TrafficSecrets(
             cipher_suite=self.cipher_suite,
-            client_application=client_app,
-            server_application=server_app,
+            client_application=client_application,
+            server_application=server_application,
             exporter=exporter,
             resumption_master=self.key_schedule.resumption_master_secret(self.transcript.digest()),
         )
@@ -424,6 +426,7 @@ class ClientHandshake(Handshake):
         config = self.configuration
         if config.middlebox_compatibility and self.retry_suite is None:
             self.writer.write_change_cipher_spec()
+        assert self.client_handshake_secret is not None
         self.install_write_keys(self.client_handshake_secret)
         request = self.certificate_request
         if request is not None:

@@ -54,7 +54,7 @@ from .events import (
     SessionTicketReceived,
 )
 from .handshake import Handshake, TrafficSecrets
-from .keyschedule import next_traffic_secret, resumption_psk
+from .keyschedule import Secret, next_traffic_secret, resumption_psk
 from .messages import (
     HANDSHAKE_HEADER_LENGTH,
     MAX_HANDSHAKE_MESSAGE_LENGTH,
@@ -88,8 +88,8 @@ class TLS13Connection:
         self._close_sent = False
         self._started = not configuration.is_client
         self._secrets: TrafficSecrets | None = None
-        self._read_secret = b""
-        self._write_secret = b""
+        self._read_secret: Secret | None = None
+        self._write_secret: Secret | None = None
         self._tickets_received = 0
         #: True once the handshake finished; application data may flow.
         self.handshake_complete = False
@@ -267,7 +267,8 @@ class TLS13Connection:
     def _handle_key_update(self, raw: bytes, events: list[Event]) -> None:
         message = pull_key_update(Buffer(raw))
         assert self._secrets is not None
-        self._read_secret = next_traffic_secret(self._read_secret)
+        assert self._read_secret is not None
+        self._read_secret = Secret(next_traffic_secret(self._read_secret))
         self._reader.set_protection(RecordProtection(self._secrets.cipher_suite, self._read_secret))
         requested = message.request_update is KeyUpdateRequest.update_requested
         events.append(KeyUpdated(requested))
@@ -279,7 +280,8 @@ class TLS13Connection:
         buf = Buffer()
         push_key_update(buf, KeyUpdate(request))
         self._writer.write(ContentType.HANDSHAKE, buf.data)
-        self._write_secret = next_traffic_secret(self._write_secret)
+        assert self._write_secret is not None
+        self._write_secret = Secret(next_traffic_secret(self._write_secret))
         self._writer.set_protection(RecordProtection(self._secrets.cipher_suite, self._write_secret))
 
     def _handle_new_session_ticket(self, raw: bytes, events: list[Event]) -> None:

@@ -159,8 +159,8 @@ class TrafficSecrets:
     """What outlives the handshake: application secrets per direction and, for tickets, the resumption one."""
 
     cipher_suite: CipherSuite
-    client_application: bytes = field(repr=False)
-    server_application: bytes = field(repr=False)
+    client_application: Secret = field(repr=False)
+    server_application: Secret = field(repr=False)
     exporter: bytes = field(repr=False)
     #: None on a server that issues no tickets (nothing would use it)
     resumption_master: Secret | None = field(repr=False)
@@ -214,10 +214,10 @@ class Handshake:
         self.transcript.add(data)
         self.writer.write(ContentType.HANDSHAKE, data)
 
-    def send_finished(self, base_key: bytes) -> None:
+    def send_finished(self, base_key: Secret) -> None:
         self.send_encoded(encode_finished(Finished(finished_verify_data(base_key, self.transcript.digest()))))
 
-    def check_finished(self, received: Finished, base_key: bytes) -> None:
+    def check_finished(self, received: Finished, base_key: Secret) -> None:
         expected = finished_verify_data(base_key, self.hash_before.digest())
         if not hmac.compare_digest(expected, received.verify_data):
             raise DecryptError("Finished verify_data mismatch")
@@ -239,11 +239,11 @@ class Handshake:
         self.log_secret("SERVER_TRAFFIC_SECRET_0", server_secret)
         self.log_secret("EXPORTER_SECRET", exporter)
 
-    def install_read_keys(self, traffic_secret: bytes) -> None:
+    def install_read_keys(self, traffic_secret: Secret) -> None:
         assert self.cipher_suite is not None
         self.reader.set_protection(RecordProtection(self.cipher_suite, traffic_secret))
         self.read_key_changed = True
 
-    def install_write_keys(self, traffic_secret: bytes) -> None:
+    def install_write_keys(self, traffic_secret: Secret) -> None:
         assert self.cipher_suite is not None
         self.writer.set_protection(RecordProtection(self.cipher_suite, traffic_secret))

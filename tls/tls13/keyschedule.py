@@ -37,6 +37,11 @@ EMPTY_TRANSCRIPT_HASH = sm3(b"")
 Secret = HKDFSM3Key
 
 
+def keyed(secret: bytes | Secret) -> Secret:
+    """`secret` as a `Secret` (a traffic secret is expanded for its keys and, in the handshake, for Finished)."""
+    return secret if isinstance(secret, Secret) else Secret(secret)
+
+
 @lru_cache(maxsize=512)
 def _hkdf_label_prefix(label: bytes, length: int, context_length: int) -> bytes:
     """HkdfLabel up to the context: length || opaque label<7..255> (with "tls13 ") || context length.
@@ -57,26 +62,26 @@ def derive_secret(secret: Secret, label: bytes, transcript_hash: bytes) -> bytes
     return hkdf_expand_label(secret, label, transcript_hash, HASH_LENGTH)
 
 
-def traffic_keys(traffic_secret: bytes) -> tuple[bytes, bytes]:
+def traffic_keys(traffic_secret: bytes | Secret) -> tuple[bytes, bytes]:
     """[sender]_write_key and [sender]_write_iv of one traffic secret (RFC 8446 7.3)."""
-    secret = Secret(traffic_secret)
+    secret = keyed(traffic_secret)
     return (
         hkdf_expand_label(secret, b"key", b"", KEY_LENGTH),
         hkdf_expand_label(secret, b"iv", b"", IV_LENGTH),
     )
 
 
-def next_traffic_secret(traffic_secret: bytes) -> bytes:
+def next_traffic_secret(traffic_secret: bytes | Secret) -> bytes:
     """application_traffic_secret_N+1 after a KeyUpdate (RFC 8446 7.2)."""
-    return hkdf_expand_label(Secret(traffic_secret), b"traffic upd", b"", HASH_LENGTH)
+    return hkdf_expand_label(keyed(traffic_secret), b"traffic upd", b"", HASH_LENGTH)
 
 
-def finished_key(base_key: bytes) -> bytes:
+def finished_key(base_key: bytes | Secret) -> bytes:
     """finished_key = HKDF-Expand-Label(BaseKey, "finished", "", Hash.length) (RFC 8446 4.4.4)."""
-    return hkdf_expand_label(Secret(base_key), b"finished", b"", HASH_LENGTH)
+    return hkdf_expand_label(keyed(base_key), b"finished", b"", HASH_LENGTH)
 
 
-def finished_verify_data(base_key: bytes, transcript_hash: bytes) -> bytes:
+def finished_verify_data(base_key: bytes | Secret, transcript_hash: bytes) -> bytes:
     """Finished.verify_data = HMAC(finished_key, Transcript-Hash) (RFC 8446 4.4.4)."""
     return hmac_sm3(finished_key(base_key), transcript_hash)
 

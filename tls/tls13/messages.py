@@ -104,17 +104,25 @@ def encode_handshake(message_type: HandshakeType, body: bytes) -> bytes:
 
 def pull_extensions(buf: Buffer, minimum: int = 0) -> list[Extension]:
     """`Extension extensions<minimum..2^16-1>`; a repeated type is illegal_parameter (RFC 8446 4.2)."""
-    extensions: list[Extension] = []
-    seen: set[int] = set()
     with pull_block(buf, 2) as length:
         if length < minimum:
             raise DecodeError("extensions block too short")
-        while not buf.eof():
-            extension_type = buf.pull_uint16()
-            if extension_type in seen:
-                raise IllegalParameter(f"duplicate extension {extension_type}")
-            seen.add(extension_type)
-            extensions.append((extension_type, pull_opaque(buf, 2)))
+        block = buf.pull_bytes(length)
+    extensions: list[Extension] = []
+    seen: set[int] = set()
+    position, end = 0, len(block)
+    while position < end:
+        if end - position < 4:
+            raise BufferReadError("read out of bounds")
+        extension_type = (block[position] << 8) | block[position + 1]
+        data_end = position + 4 + ((block[position + 2] << 8) | block[position + 3])
+        if data_end > end:
+            raise BufferReadError("vector longer than its container")
+        if extension_type in seen:
+            raise IllegalParameter(f"duplicate extension {extension_type}")
+        seen.add(extension_type)
+        extensions.append((extension_type, block[position + 4 : data_end]))
+        position = data_end
     return extensions
 
 
@@ -253,9 +261,8 @@ def pull_server_key_share(data: bytes) -> KeyShareEntry:
 
 
 def push_server_key_share(entry: KeyShareEntry) -> bytes:
-    buf = Buffer()
-    _push_key_share_entry(buf, entry)
-    return buf.data
+    """KeyShareServerHello: one KeyShareEntry."""
+    return _uint(entry.group, 2) + _uint(len(entry.key_exchange), 2) + entry.key_exchange
 
 
 def pull_alpn(data: bytes) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Protocol
 from tls.crypto import SM4CCM, DecryptionError, keyed_sm4_gcm
 
 from .alerts import BadRecordMac, InternalError, ProtocolVersion, RecordOverflow, UnexpectedMessage
-from .keyschedule import traffic_keys
+from .keyschedule import Secret, traffic_keys
 from .suites import LEGACY_VERSION, SUITE_PARAMETERS, TAG_LENGTH, CipherSuite
 
 RECORD_HEADER_LENGTH = 5
@@ -70,7 +70,7 @@ class RecordProtection:
 
     __slots__ = ("_aead", "_iv", "sequence")
 
-    def __init__(self, suite: CipherSuite, traffic_secret: bytes) -> None:
+    def __init__(self, suite: CipherSuite, traffic_secret: bytes | Secret) -> None:
         key, iv = traffic_keys(traffic_secret)
         self._aead = make_aead(suite, key)
         self._iv = int.from_bytes(iv, "big")

@@ -51,7 +51,7 @@ from .handshake import (
     verify_certificate_verify,
     verify_chain,
 )
-from .keyschedule import KeySchedule, finished_verify_data
+from .keyschedule import KeySchedule, Secret, finished_verify_data
 from .messages import (
     HELLO_RETRY_REQUEST_RANDOM,
     CertificateVerify,
@@ -120,10 +120,10 @@ class ServerHandshake(Handshake):
         self.alpn_protocol: str | None = None
         self.resumed_state: TicketState | None = None
         self.key_schedule: KeySchedule | None = None
-        self.client_handshake_secret = b""
-        self._server_handshake_secret = b""
-        self.client_application_secret = b""
-        self._server_application_secret = b""
+        self.client_handshake_secret: Secret | None = None
+        self._server_handshake_secret: Secret | None = None
+        self.client_application_secret: Secret | None = None
+        self._server_application_secret: Secret | None = None
         self._exporter_secret = b""
         self.peer_certificates: tuple[Certificate, ...] = ()
         #: the client chain was validated against the configured trust anchors (an identity, not a claim)
@@ -386,12 +386,12 @@ class ServerHandshake(Handshake):
         client_secret, server_secret = self.key_schedule.handshake_traffic_secrets(
             shared_secret, self.transcript.digest()
         )
-        self.client_handshake_secret = client_secret
         self.log_handshake_secrets(client_secret, server_secret)
-        self.install_write_keys(server_secret)
-        self.install_read_keys(client_secret)
+        self.client_handshake_secret = Secret(client_secret)
+        self._server_handshake_secret = Secret(server_secret)
+        self.install_write_keys(self._server_handshake_secret)
+        self.install_read_keys(self.client_handshake_secret)
         self.reader.allow_plain_alerts = True
-        self._server_handshake_secret = server_secret
 
     def _send_server_flight(self) -> None:
         config = self.configuration
@@ -419,16 +419,17 @@ class ServerHandshake(Handshake):
             )
         else:
             self.state = ServerState.EXPECT_CLIENT_FINISHED
+        assert self._server_handshake_secret is not None
         self.send_finished(self._server_handshake_secret)
         assert self.key_schedule is not None
         client_app, server_app, exporter = self.key_schedule.application_traffic_secrets(
             self.transcript.digest()
         )
         self.log_application_secrets(client_app, server_app, exporter)
-        self.client_application_secret = client_app
-        self._server_application_secret = server_app
+        self.client_application_secret = Secret(client_app)
+        self._server_application_secret = Secret(server_app)
         self._exporter_secret = exporter
-        self.install_write_keys(server_app)
+        self.install_write_keys(self._server_application_secret)
 
     def _certificate_request(self) -> bytes:
         trust_store = self.configuration.trust_store
@@ -468,6 +469,8 @@ class ServerHandshake(Handshake):
 
     def _handle_finished(self, raw: bytes) -> None:
         assert self.cipher_suite is not None and self.key_schedule is not None
+        assert self.client_handshake_secret is not None and self.client_application_secret is not None
+        assert self._server_application_secret is not None
         self.check_finished(pull_finished(Buffer(raw), HASH_LENGTH), self.client_handshake_secret)
         self.install_read_keys(self.client_application_secret)
         config = self.configuration
