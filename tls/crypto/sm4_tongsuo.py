@@ -48,12 +48,16 @@ class _Library:
 
 
 _LIBRARY: _Library | None = None
+#: the loaded library's lib and ffi, for the per-message paths (set with _LIBRARY)
+_LIBRARY_LIB: Any = None
+_LIBRARY_FFI: Any = None
 
 
 def _library() -> _Library:
-    global _LIBRARY
+    global _LIBRARY, _LIBRARY_LIB, _LIBRARY_FFI
     if _LIBRARY is None:
-        _LIBRARY = _Library()
+        library = _Library()
+        _LIBRARY, _LIBRARY_LIB, _LIBRARY_FFI = library, library.lib, library.ffi
     return _LIBRARY
 
 
@@ -62,19 +66,20 @@ class _TongsuoAEAD:
 
     _cipher_name: ClassVar[bytes]
     _label: ClassVar[str]
+    _nonce_lengths: ClassVar[range]
     #: CCM: the message length goes in before the AAD, and the tag length is fixed when the key is set
     _announces_length: ClassVar[bool] = False
 
-    __slots__ = ("_cipher", "_contexts", "_key", "_library", "_lock", "_out_length")
+    __slots__ = ("_cipher", "_contexts", "_key", "_lock", "_out_length")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != SM4_KEY_SIZE:
             raise InvalidKey(f"SM4 key must be {SM4_KEY_SIZE} bytes, got {len(key)}")
         library = _library()
-        self._library = library
         self._cipher = library.cipher(self._cipher_name)
         self._key = bytes(key)
-        self._contexts: dict[int, tuple[Any, int]] = {}
+        #: (encrypt, nonce length) -> keyed context
+        self._contexts: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
         self._out_length = library.ffi.new("int *")
 
@@ -82,14 +87,15 @@ class _TongsuoAEAD:
         return f"{type(self).__name__}()"
 
     def _check_nonce(self, nonce: bytes) -> None:
-        raise NotImplementedError
+        if len(nonce) not in self._nonce_lengths:
+            raise CryptoError(
+                f"{self._label} nonce must be {self._nonce_lengths.start}..{self._nonce_lengths.stop - 1} "
+                f"bytes, got {len(nonce)}"
+            )
 
-    def _context(self, encrypt: int, nonce_length: int) -> Any:
-        """The keyed context of one direction; re-made if the nonce length changes (never in TLS)."""
-        context = self._contexts.get(encrypt)
-        if context is not None and context[1] == nonce_length:
-            return context[0]
-        lib, ffi = self._library.lib, self._library.ffi
+    def _new_context(self, encrypt: int, nonce_length: int) -> Any:
+        """A context keyed for one direction and nonce length (one per direction in TLS)."""
+        lib, ffi = _library().lib, _library().ffi
         ctx = lib.EVP_CIPHER_CTX_new()
         if ctx == ffi.NULL:
             raise MemoryError("EVP_CIPHER_CTX_new")
@@ -106,16 +112,16 @@ class _TongsuoAEAD:
         if not ok:
             lib.ERR_clear_error()
             raise CryptoError(f"{self._label} context setup failed")
-        self._contexts[encrypt] = (ctx, nonce_length)
+        self._contexts[(encrypt, nonce_length)] = ctx
         return ctx
 
     def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         self._check_nonce(nonce)
-        lib, ffi = self._library.lib, self._library.ffi
+        lib, ffi = _LIBRARY_LIB, _LIBRARY_FFI
         size = len(plaintext)
         out = ffi.new("unsigned char[]", size + TAG_SIZE)
         with self._lock:
-            ctx = self._context(1, len(nonce))
+            ctx = self._contexts.get((1, len(nonce))) or self._new_context(1, len(nonce))
             out_length = self._out_length
             ok = (
                 lib.EVP_CipherInit_ex(ctx, ffi.NULL, ffi.NULL, ffi.NULL, nonce, 1) == 1
@@ -130,7 +136,7 @@ class _TongsuoAEAD:
             )
             if not ok:
                 lib.ERR_clear_error()
-                del self._contexts[1]
+                del self._contexts[(1, len(nonce))]
                 raise CryptoError(f"{self._label} encryption failed")
         return ffi.buffer(out)[:]
 
@@ -138,12 +144,12 @@ class _TongsuoAEAD:
         self._check_nonce(nonce)
         if len(data) < TAG_SIZE:
             raise DecryptionError(f"{self._label} input shorter than the tag")
-        lib, ffi = self._library.lib, self._library.ffi
+        lib, ffi = _LIBRARY_LIB, _LIBRARY_FFI
         size = len(data) - TAG_SIZE
         sealed = ffi.from_buffer(data)
         out = ffi.new("unsigned char[]", size or 1)
         with self._lock:
-            ctx = self._context(0, len(nonce))
+            ctx = self._contexts.get((0, len(nonce))) or self._new_context(0, len(nonce))
             out_length = self._out_length
             ok = (
                 lib.EVP_CipherInit_ex(ctx, ffi.NULL, ffi.NULL, ffi.NULL, nonce, 0) == 1
@@ -168,11 +174,8 @@ class TongsuoSM4GCM(_TongsuoAEAD):
 
     _cipher_name = b"sm4-gcm"
     _label = "SM4-GCM"
+    _nonce_lengths = range(8, 129)
     __slots__ = ()
-
-    def _check_nonce(self, nonce: bytes) -> None:
-        if not 8 <= len(nonce) <= 128:
-            raise CryptoError(f"SM4-GCM nonce must be 8..128 bytes, got {len(nonce)}")
 
 
 class SM4CCM(_TongsuoAEAD):
@@ -180,9 +183,6 @@ class SM4CCM(_TongsuoAEAD):
 
     _cipher_name = b"sm4-ccm"
     _label = "SM4-CCM"
+    _nonce_lengths = range(7, 14)
     _announces_length = True
     __slots__ = ()
-
-    def _check_nonce(self, nonce: bytes) -> None:
-        if not 7 <= len(nonce) <= 13:
-            raise CryptoError(f"SM4-CCM nonce must be 7..13 bytes, got {len(nonce)}")

@@ -311,11 +311,10 @@ class TLS13Connection:
     def _send_session_tickets(self) -> None:
         config = self.configuration
         keys = config.ticket_keys
-        if keys is None or not config.new_session_tickets:
-            return
         assert self._secrets is not None and self.handshake_event is not None
         resumption_master = self._secrets.resumption_master
-        assert resumption_master is not None  # derived because this server issues tickets
+        if keys is None or resumption_master is None:
+            return  # derived only when tickets go out: ticket keys, new_session_tickets, client's psk_dhe_ke
         event = self.handshake_event
         now: datetime = config.now()
         chain_digest = b""

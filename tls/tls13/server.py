@@ -130,6 +130,8 @@ class ServerHandshake(Handshake):
         self.peer_verified = False
         self.peer_sm2_signature_id: bytes | None = None
         self.client_signed = False
+        #: the client offered psk_dhe_ke, so a ticket could resume (RFC 8446 4.2.9: otherwise send none)
+        self.client_resumes_with_dhe = False
 
     # ClientHello
 
@@ -153,6 +155,7 @@ class ServerHandshake(Handshake):
             self._send_hello_retry_request(hello, raw)
             return
         self.alpn_protocol = self._choose_alpn(hello)
+        self.client_resumes_with_dhe = self._offers_psk_dhe_ke(hello)
         psk = self._find_resumption_psk(hello, raw)
         if psk is None:
             self._require_signature_algorithms(hello)
@@ -255,11 +258,10 @@ class ServerHandshake(Handshake):
         psk_data = hello.extension(ExtensionType.PRE_SHARED_KEY)
         if psk_data is None:
             return None
-        modes_data = hello.extension(ExtensionType.PSK_KEY_EXCHANGE_MODES)
-        if modes_data is None:
+        if hello.extension(ExtensionType.PSK_KEY_EXCHANGE_MODES) is None:
             raise MissingExtension("pre_shared_key without psk_key_exchange_modes")
         offered = pull_offered_psks(psk_data)
-        if PskKeyExchangeMode.psk_dhe_ke not in pull_psk_key_exchange_modes(modes_data):
+        if not self.client_resumes_with_dhe:
             return None
         config = self.configuration
         if config.ticket_keys is None:
@@ -278,6 +280,13 @@ class ServerHandshake(Handshake):
         self.resumed_state = state
         self.peer_certificates, self.peer_verified = client
         return state.resumption_psk
+
+    @staticmethod
+    def _offers_psk_dhe_ke(hello: ClientHello) -> bool:
+        modes_data = hello.extension(ExtensionType.PSK_KEY_EXCHANGE_MODES)
+        return modes_data is not None and PskKeyExchangeMode.psk_dhe_ke in pull_psk_key_exchange_modes(
+            modes_data
+        )
 
     def _resumed_client(self, state: TicketState) -> tuple[tuple[Certificate, ...], bool] | None:
         """(client chain, verified) a ticket resumes, or None when a full handshake must re-authenticate.
@@ -474,7 +483,9 @@ class ServerHandshake(Handshake):
         self.check_finished(pull_finished(Buffer(raw), HASH_LENGTH), self.client_handshake_secret)
         self.install_read_keys(self.client_application_secret)
         config = self.configuration
-        issues_tickets = config.ticket_keys is not None and config.new_session_tickets > 0
+        issues_tickets = (
+            config.ticket_keys is not None and config.new_session_tickets > 0 and self.client_resumes_with_dhe
+        )
         self.secrets = TrafficSecrets(
             cipher_suite=self.cipher_suite,
             client_application=self.client_application_secret,
