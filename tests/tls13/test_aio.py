@@ -55,6 +55,39 @@ async def test_accept_after_a_sniffer_read_the_first_bytes() -> None:
         await server.wait_closed()
 
 
+async def test_server_answers_each_client_flight_with_one_write() -> None:
+    """ServerHello..Finished leave in one transport write, the tickets in one more, close_notify in one."""
+    writes: list[bytes] = []
+    accepted: asyncio.Future[TLS13Stream] = asyncio.get_running_loop().create_future()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = writer.transport
+        real_write = transport.write
+
+        def counting_write(data: Any) -> None:
+            writes.append(bytes(data))
+            real_write(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+        accepted.set_result(await tls13_accept(reader, writer, server_config()))
+
+    port = free_port()
+    server = await asyncio.start_server(on_connection, "127.0.0.1", port)
+    try:
+        client = await tls13_connect("127.0.0.1", port, client_config())
+        stream = await accepted
+        assert await client.wait_for_session() is not None
+        assert len(writes) == 2  # the server flight, then the ticket after the client's Finished
+        assert writes[0][0] == 0x16 and writes[1][0] == 0x17  # a plaintext ServerHello, then a record
+        stream.close()
+        assert await client.read() == b""
+        assert len(writes) == 3
+        await client.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_accept_socket_and_session_resumption() -> None:
     configuration = server_config()
     port = free_port()
