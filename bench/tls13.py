@@ -14,7 +14,8 @@ client process pinned to CPU 1 running ``--threads`` closed-loop connections):
 Every rate is printed per wall-clock second and per second of server CPU time (from /proc), and the
 server CPU per operation with the smgate/BabaSSL ratio: on a shared machine the CPU figures are the
 fair comparison.  Nothing here asserts a speed.  ``--profile DIR`` records the smgate server with
-py-spy during each run (collapsed stacks; summarised as in bench/tlcp.py).
+py-spy during the first round (collapsed stacks), splits its time into SM2 scalar operations, the
+engine, the asyncio adapter and the event loop/kernel, and summarises the functions as bench/tlcp.py.
 """
 
 from __future__ import annotations
@@ -175,6 +176,46 @@ def run_load(
 
 PHASES = ("full", "resumed", "bulk")
 
+#: Where the smgate server's time goes, by the innermost matching frame of each py-spy sample.
+SPLIT_BUCKETS = (
+    (
+        "SM2 scalar operations (libcrypto via cffi)",
+        ("OpenSSLBackend.point_mul", "OpenSSLBackend.sign", "OpenSSLBackend.verify"),
+    ),
+    ("TLS 1.3 engine (tls/tls13 core: Python, SM3/SM4/HKDF calls)", ("tls/tls13/",)),
+    ("asyncio adapter (tls/tls13/aio.py, incl. its socket writes)", ("tls/tls13/aio.py",)),
+)
+
+
+def split_profile(path: Path, cpu_per_operation: float) -> list[str]:
+    """Share of the server's samples per bucket, and the CPU per operation that share stands for."""
+    if not path.exists():
+        return [f"  (no profile at {path})"]
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(count_text)
+        bucket = "event loop, sockets, kernel (uvloop) and the rest"
+        for name, markers in SPLIT_BUCKETS:
+            if any(
+                marker in frame and (marker != "tls/tls13/" or "aio.py" not in frame)
+                for frame in frames
+                for marker in markers
+            ):
+                bucket = name
+                break
+        counts[bucket] = counts.get(bucket, 0) + int(count_text)
+    if not total:
+        return ["  (no samples)"]
+    return [
+        f"  {100 * count / total:5.1f}%  ~{1e3 * cpu_per_operation * count / total:6.3f} ms/op  {bucket}"
+        for bucket, count in sorted(counts.items(), key=lambda item: -item[1])
+    ]
+
 
 def measure_server(
     kind: str, suite: CipherSuite, *, threads: int, duration: float, use_uvloop: bool, profile: Path | None
@@ -303,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         for suite in suites:
             for phase in PHASES:
                 path = args.profile / f"{phase}-{suite.name}.txt"
-                print(f"\nprofile: {suite.name} {phase}, round 1 ({path})")
+                cpu = samples[(suite, "smgate")][0][phase].cpu_per_unit * (MIB if phase == "bulk" else 1)
+                unit = "MiB" if phase == "bulk" else "handshake"
+                print(f"\nprofile: {suite.name} {phase}, round 1 ({path}); per {unit}:")
+                print("\n".join(split_profile(path, cpu)))
                 print("\n".join(summarize_profile(path)))
     return 0
 

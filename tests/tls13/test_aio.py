@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from typing import Any
 
@@ -83,6 +84,41 @@ async def test_server_answers_each_client_flight_with_one_write() -> None:
         assert await client.read() == b""
         assert len(writes) == 3
         await client.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_reads_of_any_size_across_record_and_write_boundaries() -> None:
+    """The read buffer keeps records as they arrive; reads of any size cut across them exactly."""
+    rng = random.Random(14)
+    payload = rng.randbytes(300_000)
+    sizes = [1, 7, 16383, 16384, 16385, 40_000, 3, 100_000]
+    accepted: asyncio.Future[TLS13Stream] = asyncio.get_running_loop().create_future()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result(await tls13_accept(reader, writer, server_config()))
+
+    port = free_port()
+    server = await asyncio.start_server(on_connection, "127.0.0.1", port)
+    try:
+        client = await tls13_connect("127.0.0.1", port, client_config())
+        stream = await accepted
+        offset = 0
+        for size in (5, 70_000, 1, 16384, 200_000):
+            stream.write(payload[offset : offset + size])
+            offset += size
+        await stream.drain()
+        stream.write_eof()
+        received = b""
+        for size in sizes:
+            received += await client.readexactly(size)
+        partial = await client.read(10)
+        assert 1 <= len(partial) <= 10
+        received += partial + await client.read()
+        assert received == payload[:offset] and client.at_eof()
+        await client.aclose()
+        await stream.aclose()
     finally:
         server.close()
         await server.wait_closed()

@@ -57,6 +57,7 @@ def test_every_sm4_gcm_computes_the_rfc8998_vector(implementation: Any) -> None:
     aead = implementation(KEY)
     assert aead.encrypt(IV, PLAINTEXT, AAD) == GCM_CIPHERTEXT + GCM_TAG
     assert aead.decrypt(IV, GCM_CIPHERTEXT + GCM_TAG, AAD) == PLAINTEXT
+    assert aead.decrypt(IV, bytearray(GCM_CIPHERTEXT + GCM_TAG), AAD) == PLAINTEXT  # as the record layer
 
 
 def test_reusable_sm4_gcm_equals_cryptography_across_messages_and_failures() -> None:

@@ -115,11 +115,11 @@ class SM4GCM:
         ciphertext = enc.update(plaintext) + enc.finalize()
         return ciphertext + enc.tag
 
-    def decrypt(self, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    def decrypt(self, nonce: bytes, data: bytes | bytearray, aad: bytes = b"") -> bytes:
         _check_gcm_nonce(nonce)
         if len(data) < GCM_TAG_SIZE:
             raise DecryptionError("SM4-GCM input shorter than the tag")
-        body, tag = data[:-GCM_TAG_SIZE], data[-GCM_TAG_SIZE:]
+        body, tag = data[:-GCM_TAG_SIZE], bytes(data[-GCM_TAG_SIZE:])
         dec = Cipher(self._algorithm, modes.GCM(nonce, tag)).decryptor()
         if aad:
             dec.authenticate_additional_data(aad)

@@ -34,6 +34,8 @@ class _Library:
         binding = Binding()
         self.lib: Any = binding.lib
         self.ffi: Any = binding.ffi
+        #: output buffers are written in full (or dropped on failure), so they need no zeroing first
+        self.new_uncleared: Any = binding.ffi.new_allocator(should_clear_after_alloc=False)
         self._ciphers: dict[bytes, Any] = {}
 
     def cipher(self, name: bytes) -> Any:
@@ -48,16 +50,18 @@ class _Library:
 
 
 _LIBRARY: _Library | None = None
-#: the loaded library's lib and ffi, for the per-message paths (set with _LIBRARY)
+#: the loaded library's lib, ffi and output allocator, for the per-message paths (set with _LIBRARY)
 _LIBRARY_LIB: Any = None
 _LIBRARY_FFI: Any = None
+_NEW_OUTPUT: Any = None
 
 
 def _library() -> _Library:
-    global _LIBRARY, _LIBRARY_LIB, _LIBRARY_FFI
+    global _LIBRARY, _LIBRARY_LIB, _LIBRARY_FFI, _NEW_OUTPUT
     if _LIBRARY is None:
         library = _Library()
         _LIBRARY, _LIBRARY_LIB, _LIBRARY_FFI = library, library.lib, library.ffi
+        _NEW_OUTPUT = library.new_uncleared
     return _LIBRARY
 
 
@@ -119,7 +123,7 @@ class _TongsuoAEAD:
         self._check_nonce(nonce)
         lib, ffi = _LIBRARY_LIB, _LIBRARY_FFI
         size = len(plaintext)
-        out = ffi.new("unsigned char[]", size + TAG_SIZE)
+        out = _NEW_OUTPUT("unsigned char[]", size + TAG_SIZE)
         with self._lock:
             ctx = self._contexts.get((1, len(nonce))) or self._new_context(1, len(nonce))
             out_length = self._out_length
@@ -140,14 +144,14 @@ class _TongsuoAEAD:
                 raise CryptoError(f"{self._label} encryption failed")
         return ffi.buffer(out)[:]
 
-    def decrypt(self, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    def decrypt(self, nonce: bytes, data: bytes | bytearray, aad: bytes = b"") -> bytes:
         self._check_nonce(nonce)
         if len(data) < TAG_SIZE:
             raise DecryptionError(f"{self._label} input shorter than the tag")
         lib, ffi = _LIBRARY_LIB, _LIBRARY_FFI
         size = len(data) - TAG_SIZE
         sealed = ffi.from_buffer(data)
-        out = ffi.new("unsigned char[]", size or 1)
+        out = _NEW_OUTPUT("unsigned char[]", size or 1)
         with self._lock:
             ctx = self._contexts.get((0, len(nonce))) or self._new_context(0, len(nonce))
             out_length = self._out_length

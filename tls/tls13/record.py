@@ -55,7 +55,7 @@ _INNER_TYPES = frozenset((ContentType.ALERT, ContentType.HANDSHAKE, ContentType.
 class AEAD(Protocol):
     def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes: ...
 
-    def decrypt(self, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes: ...
+    def decrypt(self, nonce: bytes, data: bytes | bytearray, aad: bytes = b"") -> bytes: ...
 
 
 def make_aead(suite: CipherSuite, key: bytes) -> AEAD:
@@ -92,7 +92,7 @@ class RecordProtection:
         header = bytes((ContentType.APPLICATION_DATA,)) + _LEGACY_VERSION_BYTES + length.to_bytes(2, "big")
         return header + self._aead.encrypt(self._next_nonce(), content + bytes((content_type,)), header)
 
-    def open(self, header: bytes, ciphertext: bytes) -> tuple[int, bytes]:
+    def open(self, header: bytes, ciphertext: bytes | bytearray) -> tuple[int, bytes]:
         """(inner content type, content) of a protected record; bad_record_mac if it does not verify."""
         if len(ciphertext) < TAG_LENGTH + 1:
             raise BadRecordMac("bad record")
@@ -159,7 +159,8 @@ class RecordReader:
             if len(buffer) < end:
                 return None
             header = bytes(buffer[start : start + RECORD_HEADER_LENGTH])
-            fragment = bytes(buffer[start + RECORD_HEADER_LENGTH : end])
+            # one copy out of the buffer (bytes(buffer[a:b]) would copy twice); opened as it is
+            fragment = buffer[start + RECORD_HEADER_LENGTH : end]
             if end == len(buffer):
                 buffer.clear()
                 self._offset = 0
@@ -173,9 +174,9 @@ class RecordReader:
                 self.skip_budget -= length  # 0-RTT data after a HelloRetryRequest (RFC 8446 4.2.10)
                 continue
             if self.protection is None or content_type == ContentType.CHANGE_CIPHER_SPEC:
-                return content_type, fragment
+                return content_type, bytes(fragment)
             if content_type == ContentType.ALERT and self.allow_plain_alerts:
-                return content_type, fragment
+                return content_type, bytes(fragment)
             if not protected:
                 raise UnexpectedMessage("unprotected record after the keys changed")
             if self.skip_budget > 0:
