@@ -99,7 +99,8 @@ class _TongsuoAEAD:
 
     def _new_context(self, encrypt: int, nonce_length: int) -> Any:
         """A context keyed for one direction and nonce length (one per direction in TLS)."""
-        lib, ffi = _library().lib, _library().ffi
+        library = _library()
+        lib, ffi = library.lib, library.ffi
         ctx = lib.EVP_CIPHER_CTX_new()
         if ctx == ffi.NULL:
             raise MemoryError("EVP_CIPHER_CTX_new")
