@@ -184,7 +184,10 @@ class _Http1Connection(Generic[Queued]):
 
     def _feed(self, data: bytes) -> None:
         try:
-            self._parse(data)
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                self._parse_after_upgrade(data[int(upgrade.args[0]) :])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _StopReading):
@@ -201,17 +204,15 @@ class _Http1Connection(Generic[Queued]):
         else:
             self._after_feed(data)
 
-    def _parse(self, data: bytes) -> None:
-        while True:
+    def _parse_after_upgrade(self, data: bytes) -> None:
+        """llhttp stops after an Upgrade request; the codec never switches protocols (Upgrade is
+        hop-by-hop), so what follows is the next request, on the same parser."""
+        while data:
             try:
                 self._parser.feed_data(data)
                 return
             except httptools.HttpParserUpgrade as upgrade:
-                # llhttp stops after an Upgrade request; the codec never switches protocols (Upgrade
-                # is hop-by-hop), so what follows is the next request, on the same parser.
                 data = data[int(upgrade.args[0]) :]
-                if not data:
-                    return
 
     def _after_feed(self, data: bytes) -> None:
         """Bound what llhttp holds without progress, as h11 bounds its buffer (431 past the limit)."""

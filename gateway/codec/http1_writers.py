@@ -68,13 +68,17 @@ class BodyWriter:
 def encode_fields(fields: Fields, index: dict[str, str]) -> bytes:
     """``name: value`` lines, Host first; ``index`` maps each lower-case name in ``fields`` to a value."""
     _check_tokens(index)
+    if not fields:
+        return b""
     if "host" in index and fields[0][0] != "host":
         fields = [f for f in fields if f[0] == "host"] + [f for f in fields if f[0] != "host"]
-    block = "".join([f"{name}: {value}\r\n" for name, value in fields])
-    if block.count("\n") != len(fields) or block.count("\r") != len(fields) or "\x00" in block:
+    # One pass joins the lines; names are tokens, so a CR or LF beyond the separators is in a value.
+    block = "\r\n".join(map(": ".join, fields))
+    separators = len(fields) - 1
+    if block.count("\n") != separators or block.count("\r") != separators or "\x00" in block:
         raise LocalProtocolError("a field value contains CR, LF or NUL")
     try:
-        return block.encode("latin-1")
+        return block.encode("latin-1") + b"\r\n"
     except UnicodeEncodeError:
         raise LocalProtocolError("a field is not Latin-1 text") from None
 
@@ -96,12 +100,34 @@ def body_framing(
             raise LocalProtocolError("only Transfer-Encoding: chunked is supported")
         return CHUNKED, 0
     if "content-length" in index:
-        lengths = {value for name, value in fields if name == "content-length"}
-        length = lengths.pop()
+        if len(index) == len(fields):  # no name repeats: the index holds the only value
+            length, lengths = index["content-length"], None
+        else:
+            lengths = {value for name, value in fields if name == "content-length"}
+            length = lengths.pop()
         if lengths or not (length.isascii() and length.isdigit()):
             raise LocalProtocolError(f"bad Content-Length {length!r}")
         return LENGTH, int(length)
     return (LENGTH, 0) if status is None else (UNTIL_CLOSE, 0)
+
+
+#: Status lines already written, by status and reason; bounded (the reason may come from an upstream).
+_STATUS_LINES: dict[tuple[int, str], bytes] = {}
+_MAX_STATUS_LINES = 512
+
+
+def _status_line(status: int, reason: str) -> bytes:
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        if "\r" in reason or "\n" in reason:
+            raise LocalProtocolError("the reason phrase contains CR or LF")
+        try:
+            line = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            raise LocalProtocolError("the reason phrase is not Latin-1 text") from None
+        if len(_STATUS_LINES) < _MAX_STATUS_LINES:
+            _STATUS_LINES[(status, reason)] = line
+    return line
 
 
 def response_head(
@@ -123,8 +149,7 @@ def response_head(
     """
     if not 200 <= status < 1000:
         raise LocalProtocolError(f"status {status} is not a final response")
-    if "\r" in reason or "\n" in reason:
-        raise LocalProtocolError("the reason phrase contains CR or LF")
+    status_line = _status_line(status, reason)
     kind, length = body_framing("GET" if method == "HEAD" else method, status, fields, index)
     peer_needs_close = False
     if kind != LENGTH:
@@ -141,10 +166,6 @@ def response_head(
         fields = [f for f in fields if f[0] != "connection"] + [("Connection", t) for t in sorted(tokens)]
     elif "connection" in index:
         closes = "close" in comma_tokens(tuple(fields), "connection")
-    try:
-        status_line = f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
-    except UnicodeEncodeError:
-        raise LocalProtocolError("the reason phrase is not Latin-1 text") from None
     head = status_line + encode_fields(fields, index) + b"\r\n"
     if method == "HEAD" or status == 204 or status == 304 or (method == "CONNECT" and status < 300):
         writer = BodyWriter(0, chunked=False)
@@ -158,7 +179,8 @@ def response_head(
 def request_head(method: str, target: str, fields: Fields, index: dict[str, str]) -> tuple[bytes, BodyWriter]:
     """The request line and fields of a request (Host first) and its body writer; ``index`` maps
     each name in ``fields`` to a value."""
-    _check_tokens({method})
+    if method not in _known_tokens:
+        _check_tokens({method})
     if not (target and target.isascii() and target.isprintable() and " " not in target):
         raise LocalProtocolError(f"cannot send the target {target!r}")
     kind, length = body_framing(method, None, fields, index)
