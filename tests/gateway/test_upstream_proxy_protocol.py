@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, parse_config
+from gateway.echo import EchoService
 from gateway.proxy_protocol import NeedData, ProxyHeader, encode_v1, parse_header
 from tests.gateway.helpers import HttpClient, base_doc, running
+from tests.gateway.test_tlcp import gateway_doc, tlcp_listener
 from tests.ports import free_port
 
 
@@ -198,3 +200,40 @@ def test_cluster_proxy_protocol_is_validated(pki, value):
     doc = base_doc(pki, 20000, cluster_extra={"proxy_protocol": value})
     with pytest.raises(ConfigError, match="proxy_protocol"):
         parse_config(doc, Path.cwd())
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_health_checks_send_a_header_without_addresses(pki, upstreams, version):
+    upstream = upstreams()
+    health = {"type": "http", "path": "/who", "interval": 0.1, "timeout": 2.0}
+    async with running(_doc(pki, upstream, version, health_checks=health)):
+        for _ in range(50):
+            if upstream.headers:
+                break
+            await asyncio.sleep(0.1)
+    [header, *_] = upstream.headers
+    assert (header.version, header.source, header.destination) == (version, None, None)
+
+
+async def test_tlcp_hop_to_a_proxy_protocol_listener(demo_pki):
+    """client --PROXY v1 + HTTP--> gateway A --PROXY v2, then TLCP--> gateway B (PROXY listener) --> echo:
+    B reads A's header before the TLCP handshake and sees the client A was told about."""
+    echo = await EchoService(name="echo").start()
+    inner = tlcp_listener(demo_pki, protocols=("tlcp",))
+    inner["proxy_protocol"] = {"versions": [2]}
+    async with running(gateway_doc(demo_pki, echo.port, listener=inner)) as b:
+        outer = tlcp_listener(demo_pki, protocols=("tls1.3", "plain"))
+        outer["proxy_protocol"] = {"versions": [1]}
+        transport = {"type": "tlcp", "server_name": "localhost", "trust_anchors": str(demo_pki.sm2.ca_bundle)}
+        doc = gateway_doc(demo_pki, b.listener_port("main"), listener=outer, transport=transport)
+        doc["clusters"][0]["proxy_protocol"] = {"version": 2}
+        async with running(doc) as a:
+            reader, writer = await asyncio.open_connection("127.0.0.1", a.listener_port("main"))
+            writer.write(encode_v1(("198.51.100.7", 51234), ("192.0.2.1", 443)))
+            client = HttpClient(reader, writer)
+            status, _, body = await client.request("GET", "/who")
+            await client.close()
+    await echo.close()
+    assert status == 200
+    seen_by_b = json.loads(body)["headers"]["x-forwarded-for"].split(",")[-1].strip()
+    assert seen_by_b == "198.51.100.7"
