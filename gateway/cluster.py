@@ -8,6 +8,10 @@ breaking), and records outcomes: passive outlier detection ejects a host after `
 failures for ``base_ejection_time * times ejected``, each failure is counted and audited here. Active
 health checking lives in :mod:`gateway.health` and flips :attr:`Host.healthy` through :meth:`set_health`.
 Filters receive their cluster when their chain is built and never touch a host's counters.
+
+With ``proxy_protocol`` set, every new connection starts with a PROXY header naming its downstream
+client (:meth:`Cluster.proxy_header`); such a connection belongs to that client, so the pool hands it
+back only to a request carrying the same header (Envoy keys its pools the same way).
 """
 
 from __future__ import annotations
@@ -21,14 +25,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
 from gateway.auditing import AuditHandle
 from gateway.config import ClusterConfig, Endpoint
+from gateway.proxy_protocol import encode_v1, encode_v2
 from gateway.stats import GatewayStats
 from gateway.stream import TransportStream
 from gateway.transports import build_connector
 from gateway.transports.base import Connector, UpstreamConnectError
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
 
 
 class ClusterOverflow(Exception):
@@ -48,6 +57,8 @@ class UpstreamConnection:
     protocol: str = "tcp"
     idle_since: float = 0.0
     reused: bool = False
+    #: The PROXY header it was opened with: only a request with the same header may reuse it.
+    proxy_header: bytes = b""
 
     def reset_for_reuse(self) -> None:
         """Called when the connection goes back to the pool (an HTTP codec starts its next cycle)."""
@@ -176,8 +187,30 @@ class Cluster:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def idle_connection(self, host: Host, protocol: str) -> UpstreamConnection | None:
-        """A pooled keep-alive connection for ``protocol`` that is still open, now in use (no await)."""
+    def proxy_header(self, downstream: Connection | None) -> bytes:
+        """The PROXY header for connections opened on behalf of ``downstream``: its client (as a
+        PROXY-protocol listener rewrote it) and the local address it reached; for the gateway's own
+        connections (``None``: health checks) one without addresses (v1 UNKNOWN, v2 LOCAL). Empty when
+        the cluster has no ``proxy_protocol``."""
+        if self.config.proxy_protocol is None:
+            return b""
+        source = destination = None
+        if downstream is not None:
+            identity = downstream.identity
+            if identity.remote_address:
+                source = (identity.remote_address, identity.remote_port)
+            sockname = downstream.stream.get_extra_info("sockname")
+            destination = (sockname[0], sockname[1]) if isinstance(sockname, tuple) else None
+        encode = encode_v1 if self.config.proxy_protocol.version == 1 else encode_v2
+        return encode(source, destination)
+
+    def idle_connection(
+        self, host: Host, protocol: str, proxy_header: bytes = b""
+    ) -> UpstreamConnection | None:
+        """A pooled keep-alive connection for ``protocol`` that is still open, now in use (no await).
+        With a ``proxy_header``, only one opened with that header; other clients' stay pooled."""
+        if proxy_header:
+            return self._idle_connection_for(host, protocol, proxy_header)
         now = self.clock()
         idle = host.idle
         while idle:
@@ -193,22 +226,47 @@ class Cluster:
             self._discard(conn)
         return None
 
+    def _idle_connection_for(
+        self, host: Host, protocol: str, proxy_header: bytes
+    ) -> UpstreamConnection | None:
+        """:meth:`idle_connection` for one downstream client; closed or expired connections of any
+        client are discarded on the way."""
+        now = self.clock()
+        timeout = self.config.idle_connection_timeout
+        found: UpstreamConnection | None = None
+        keep: list[UpstreamConnection] = []
+        for conn in reversed(host.idle):
+            if conn.stream.is_closing() or now - conn.idle_since >= timeout:
+                self._discard(conn)
+            elif found is None and conn.proxy_header == proxy_header and conn.protocol == protocol:
+                found = conn
+            else:
+                keep.append(conn)
+        keep.reverse()
+        host.idle = keep
+        if found is not None:
+            found.reused = True
+            host.active_requests += 1
+        return found
+
     async def acquire(
         self,
         host: Host,
         protocol: str,
         factory: ConnectionFactory | None = None,
         timeout: float | None = None,
+        proxy_header: bytes = b"",
     ) -> UpstreamConnection:
-        """A pooled idle connection for ``protocol`` if one is alive, else a new one (circuit-broken)."""
-        pooled = self.idle_connection(host, protocol)
+        """A pooled idle connection for ``protocol`` if one is alive, else a new one (circuit-broken);
+        a new one starts with ``proxy_header`` (see :meth:`proxy_header`)."""
+        pooled = self.idle_connection(host, protocol, proxy_header)
         if pooled is not None:
             return pooled
         await self._wait_for_connection_slot(timeout)
         host.open_connections += 1
         try:
             stream = await self.connector.connect(
-                host.endpoint.address, host.endpoint.port, self.config.connect_timeout
+                host.endpoint.address, host.endpoint.port, self.config.connect_timeout, preamble=proxy_header
             )
         except UpstreamConnectError:
             host.open_connections -= 1
@@ -220,9 +278,9 @@ class Cluster:
         if dialect is not None:
             self.stats.upstream_tlcp_dialects.inc((self.name, dialect.dialect.value, dialect.source.value))
         host.active_requests += 1
-        if factory is None:
-            return UpstreamConnection(host=host, stream=stream, protocol=protocol)
-        return factory(host, stream)
+        conn = UpstreamConnection(host, stream, protocol) if factory is None else factory(host, stream)
+        conn.proxy_header = proxy_header
+        return conn
 
     async def _wait_for_connection_slot(self, timeout: float | None) -> None:
         cb = self.config.circuit_breakers
@@ -243,7 +301,9 @@ class Cluster:
         finally:
             self.pending -= 1
 
-    async def connect_any(self, hash_key: str | None, conn_id: int) -> UpstreamConnection | None:
+    async def connect_any(
+        self, hash_key: str | None, conn_id: int, proxy_header: bytes = b""
+    ) -> UpstreamConnection | None:
         """A raw connection to any host: each host tried at most once, in balancing order; every
         failure reported and audited. ``None`` when none connected."""
         tried: set[int] = set()
@@ -254,7 +314,7 @@ class Cluster:
                 events.upstream_fail(self.audit, conn_id, self.name, None, str(exc))
                 return None
             try:
-                upstream = await self.acquire(host, "tcp")
+                upstream = await self.acquire(host, "tcp", proxy_header=proxy_header)
             except UpstreamConnectError as exc:
                 tried.add(id(host))
                 self.fail(host, conn_id, f"connect_failure: {exc}")

@@ -519,6 +519,13 @@ class UpstreamTransport(_Model):
         return self
 
 
+class UpstreamProxyProtocol(_Model):
+    """``clusters[].proxy_protocol``: start every upstream connection with a PROXY header (HAProxy's
+    v1 text line or v2 binary block) naming the downstream client and the address it connected to."""
+
+    version: Literal[1, 2]
+
+
 class ClusterConfig(_Model):
     name: str
     endpoints: tuple[Endpoint, ...]
@@ -531,6 +538,8 @@ class ClusterConfig(_Model):
     transport_socket: UpstreamTransport = UpstreamTransport()
     max_idle_connections: int = Field(default=32, ge=0)
     idle_connection_timeout: Seconds = 30.0
+    #: Upstream connections then carry one downstream client each (the pool is keyed by the header).
+    proxy_protocol: UpstreamProxyProtocol | None = None
 
     @model_validator(mode="after")
     def _hash(self) -> ClusterConfig:

@@ -62,7 +62,8 @@ class HealthChecker:
     async def probe(self, host: Host) -> bool:
         address, port = host.endpoint.address, host.endpoint.port
         connector = PlainConnector() if self.config.type == "tcp" else self.cluster.connector
-        stream = await connector.connect(address, port, self.config.timeout)
+        preamble = self.cluster.proxy_header(None)
+        stream = await connector.connect(address, port, self.config.timeout, preamble=preamble)
         try:
             if self.config.type == "http":
                 return await self._http_probe(stream, host)

@@ -203,13 +203,14 @@ class Exchange:
             self._attempt_failed(503, str(exc), "connect-failure")
             return
         self.host, self.endpoint = host, host.name
-        pooled = cluster.idle_connection(host, self.hcm.protocol)
+        proxy_header = cluster.proxy_header(self.conn) if cluster.config.proxy_protocol else b""
+        pooled = cluster.idle_connection(host, self.hcm.protocol, proxy_header)
         if pooled is not None:
             assert isinstance(pooled, HttpUpstream)
             self._send_request(pooled)
             return
         self._connecting = self.hcm.loop.create_task(
-            cluster.acquire(host, self.hcm.protocol, self._new_upstream)
+            cluster.acquire(host, self.hcm.protocol, self._new_upstream, proxy_header=proxy_header)
         )
         self._connecting.add_done_callback(self._connected)
 

@@ -66,7 +66,8 @@ class TcpProxy(NetworkFilter):
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         self.conn = conn
         peer = conn.identity.peer
-        self.upstream = await self.cluster.connect_any(peer.fingerprint_sha256 if peer else None, conn.id)
+        hash_key = peer.fingerprint_sha256 if peer else None
+        self.upstream = await self.cluster.connect_any(hash_key, conn.id, self.cluster.proxy_header(conn))
         events.route_decision(
             conn.generation.audit,
             conn.id,

@@ -103,17 +103,58 @@ class Connector(ABC):
     kind: ClassVar[str]
 
     @abstractmethod
-    async def connect(self, address: str, port: int, timeout: float) -> TransportStream:
-        """A connected stream; raises :class:`UpstreamConnectError`."""
+    async def connect(
+        self, address: str, port: int, timeout: float, *, preamble: bytes = b""
+    ) -> TransportStream:
+        """A connected stream, ``preamble`` (a PROXY header) sent first on the raw TCP connection;
+        raises :class:`UpstreamConnectError`."""
 
 
-async def connect_stream(stream: TransportStream, kind: str, address: str, port: int, timeout: float) -> None:
-    """Connect ``stream`` (the protocol) to ``address:port`` and, for a session, finish its handshake,
-    all within ``timeout``; any failure is an :class:`UpstreamConnectError`."""
+async def open_connection(stream: asyncio.Protocol, address: str, port: int, preamble: bytes = b"") -> None:
+    """``loop.create_connection`` for ``stream``; a ``preamble`` is sent on the raw TCP connection
+    before the stream sees it, so it precedes every byte the stream writes (a ClientHello)."""
     loop = asyncio.get_running_loop()
+    if not preamble:
+        await loop.create_connection(lambda: stream, address, port)
+        return
+    sock = await _connected_socket(address, port)
+    try:
+        await loop.sock_sendall(sock, preamble)
+        await loop.create_connection(lambda: stream, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _connected_socket(address: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket connected to the first of ``address``'s resolved addresses that answers."""
+    loop = asyncio.get_running_loop()
+    failures: list[OSError] = []
+    for family, kind, proto, _, sockaddr in await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            failures.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise failures[0] if failures else OSError(f"{address} resolves to no address")
+
+
+async def connect_stream(
+    stream: TransportStream, kind: str, address: str, port: int, timeout: float, preamble: bytes = b""
+) -> None:
+    """Connect ``stream`` (the protocol) to ``address:port`` (``preamble`` first, see
+    :func:`open_connection`) and, for a session, finish its handshake, all within ``timeout``; any
+    failure is an :class:`UpstreamConnectError`."""
     try:
         async with asyncio.timeout(timeout):
-            await loop.create_connection(lambda: stream, address, port)
+            await open_connection(stream, address, port, preamble)
             if isinstance(stream, SessionStream):
                 await stream.handshake()
     except (OSError, TimeoutError, HandshakeRefused) as exc:

@@ -21,7 +21,9 @@ class PlainTransport(ServerTransport):
 class PlainConnector(Connector):
     kind = "plain"
 
-    async def connect(self, address: str, port: int, timeout: float) -> TransportStream:
+    async def connect(
+        self, address: str, port: int, timeout: float, *, preamble: bytes = b""
+    ) -> TransportStream:
         stream = TransportStream()
-        await connect_stream(stream, self.kind, address, port, timeout)
+        await connect_stream(stream, self.kind, address, port, timeout, preamble)
         return stream

@@ -33,6 +33,7 @@ from gateway.transports.base import (
     ServerTransport,
     SessionStream,
     UpstreamConnectError,
+    open_connection,
 )
 from gateway.transports.sni import select_certificate_set
 from tls.crypto import CryptoError
@@ -336,12 +337,14 @@ class TlcpConnector(Connector):
         """The client configuration every connection starts from (profile, suites, client pair)."""
         return self._base
 
-    async def connect(self, address: str, port: int, timeout: float) -> TransportStream:
+    async def connect(
+        self, address: str, port: int, timeout: float, *, preamble: bytes = b""
+    ) -> TransportStream:
         session = self._sessions.get((address, port)) if self._cfg.session_resumption else None
         configuration = replace(self._base, session=session, server_name=self._server_name(address))
 
         async def handshake(configuration: TLCPConfiguration) -> TlcpStream:
-            return await self._handshake(configuration, address, port, timeout)
+            return await self._handshake(configuration, address, port, timeout, preamble)
 
         try:
             if configuration.profile is PeerProfile.AUTO:
@@ -363,14 +366,13 @@ class TlcpConnector(Connector):
         return stream
 
     async def _handshake(
-        self, configuration: TLCPConfiguration, address: str, port: int, timeout: float
+        self, configuration: TLCPConfiguration, address: str, port: int, timeout: float, preamble: bytes
     ) -> TlcpStream:
         """One connection and client handshake; a failure says what our flight sent (dialect retry)."""
         stream = TlcpStream(configuration)
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: stream, address, port)
+                await open_connection(stream, address, port, preamble)
                 await stream.handshake()
         except TimeoutError:
             stream.abort()

@@ -309,7 +309,9 @@ class TlsConnector(Connector):
         self._server_name = cfg.server_name
         self._context = upstream_context(cfg)
 
-    async def connect(self, address: str, port: int, timeout: float) -> TransportStream:
+    async def connect(
+        self, address: str, port: int, timeout: float, *, preamble: bytes = b""
+    ) -> TransportStream:
         stream = TlsStream(self._context, server_side=False, server_hostname=self._server_name or address)
-        await connect_stream(stream, self.kind, address, port, timeout)
+        await connect_stream(stream, self.kind, address, port, timeout, preamble)
         return stream
