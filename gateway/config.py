@@ -237,7 +237,7 @@ class DownstreamTls(_Model):
     protocols: tuple[Protocol, ...] = (Protocol.TLCP, Protocol.TLS13, Protocol.TLS12)
     certificates: tuple[CertificateSet, ...] = ()
     client_auth: ClientAuth = ClientAuth.NONE
-    #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP).
+    #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP, TLS 1.3-SM).
     trust_anchors: FilePath | None = None
     sm2_trust_anchors: FilePath | None = None
     cipher_suites: CipherSuites = CipherSuites()

@@ -254,6 +254,64 @@ async def test_standard_tls_client_still_reaches_openssl_under_prefer_sm(demo_pk
     assert status == 200 and not cipher.startswith("TLS_SM4")
 
 
+@pytest.mark.parametrize("selection", list(Tls13SmSelection))
+async def test_selection_policy_on_a_babassl_hello_offering_both(demo_pki, babassl_ca, selection) -> None:
+    """BabaSSL offering a standard suite and X25519 first, RFC 8998 second: prefer_sm takes it to the
+    SM engine (a HelloRetryRequest asks for curveSM2); standard_first leaves it to OpenSSL, whose RSA
+    certificate cannot sign with the only scheme this client accepts (sm2sig_sm3), so it fails there."""
+    audit = RecordingAudit()
+    async with running(_doc(demo_pki, tls13_sm={"selection": selection.value}), audit=audit) as gw:
+        [report] = await run_babassl_client(
+            ClientOptions(
+                port=gw.listener_port("edge"),
+                protocol="tls13",
+                suite="TLS_AES_128_GCM_SHA256:TLS_SM4_GCM_SM3",
+                groups="X25519:SM2",
+                ca_file=babassl_ca,
+                server_name="localhost",
+                request=REQUEST,
+            )
+        )
+    if selection is Tls13SmSelection.PREFER_SM:
+        assert report.error is None, report.error
+        assert report.cipher == "TLS_SM4_GCM_SM3" and report.response.endswith("hello")
+        [handshake] = audit.of("handshake.ok")
+        assert handshake["group"] == "curveSM2"
+    else:
+        assert report.error is not None
+        assert not audit.of("handshake.ok")
+        [failure] = audit.of("handshake.fail")
+        assert failure["error"].startswith("tls: ")
+
+
+async def test_filter_chain_matches_the_tls13_sm_transport(demo_pki) -> None:
+    doc = _doc(demo_pki)
+    listener = doc["listeners"][0]
+    sm_chain = {
+        "name": "sm-only",
+        "filter_chain_match": {"transport_protocols": ["tls13_sm"]},
+        "filters": [{"name": "http_connection_manager", "route_config": "sm"}],
+    }
+    listener["filter_chains"].insert(0, sm_chain)
+    doc["route_configs"].append(
+        {
+            "name": "sm",
+            "virtual_hosts": [
+                {"name": "all", "routes": [{"name": "sm", "direct_response": {"status": 200, "body": "sm"}}]}
+            ],
+        }
+    )
+    async with running(doc) as gw:
+        port = gw.listener_port("edge")
+        status, body, _ = await _sm_get(port, _sm_client(demo_pki), "/hello")
+        context = ssl.create_default_context(cafile=str(demo_pki.rsa.ca_bundle))
+        tls = await HttpClient.open(port, context, server_hostname="localhost")
+        tls_status, _, tls_body = await tls.request("GET", "/hello")
+        await tls.close()
+    assert (status, body) == (200, b"sm")
+    assert (tls_status, tls_body) == (200, b"hello")
+
+
 # -- client identity (issue 10) ---------------------------------------------------------------------
 
 
