@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import h11
 import pytest
 
 from certs.pki import certificates_pem, create_sm2_root_ca, issue_tlcp_pair, save_issued
@@ -31,7 +32,7 @@ from tls.tlcp import CipherSuite as TlcpSuite
 from tls.tlcp import TLCPConfiguration
 from tls.tlcp.aio import tlcp_connect
 from tls.tls13 import CipherSuite, SM2Credential, TLS13Configuration, TLS13Connection, TLS13Session
-from tls.tls13.aio import TLS13Stream, TLS13StreamError, tls13_connect
+from tls.tls13.aio import TLS13Stream, TLS13StreamError, start_tls13_server, tls13_connect
 
 REQUEST = "GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -134,14 +135,20 @@ def babassl_ca(demo_pki, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> SM2Credential:
-    """A client signing certificate under a self-made SM2 root (nobody configured it as an anchor)."""
+def rogue_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-made SM2 root (``ca.pem``) and a client signing certificate it issued (``sign.crt``)."""
     directory = tmp_path_factory.mktemp("rogue13")
     ca = create_sm2_root_ca(Subject("rogue root"))
     pair = issue_tlcp_pair(Subject("demo client"), ca, role="client")
     save_issued(pair.sign, directory / "sign.crt", directory / "sign.key")
     (directory / "ca.pem").write_bytes(certificates_pem([ca.certificate]))
-    return SM2Credential.load(directory / "sign.crt", directory / "sign.key")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def rogue(rogue_dir: Path) -> SM2Credential:
+    """The rogue client's credential (nobody configured its root as an anchor)."""
+    return SM2Credential.load(rogue_dir / "sign.crt", rogue_dir / "sign.key")
 
 
 # -- one port: TLS 1.3-SM, TLCP and standard TLS -----------------------------------------------------
@@ -373,6 +380,23 @@ def test_identity_rules_need_sm2_anchors_on_a_tls13_sm_listener(demo_pki) -> Non
     ]
 
 
+async def test_reload_removing_the_anchor_refuses_full_and_resumed_handshakes(demo_pki, rogue_dir) -> None:
+    """A reload starts new ticket keys: a ticket issued under the old anchors cannot resume."""
+    doc = _doc(demo_pki, client_auth="required")
+    async with running(doc) as gw:
+        port = gw.listener_port("edge")
+        configuration = _sm_client(demo_pki, _demo_client_credential(demo_pki))
+        status, _, first = await _sm_get(port, configuration, "/secret")
+        assert status == 200 and first.session is not None
+        reduced = _doc(demo_pki, client_auth="required")
+        reduced["listeners"][0]["port"] = port
+        reduced["listeners"][0]["tls"]["sm2_trust_anchors"] = str(rogue_dir / "ca.pem")
+        assert await gw.reload(parse_config(reduced, Path.cwd())) == []
+        for attempt in (configuration, replace(configuration, session=first.session)):
+            with pytest.raises((TLS13StreamError, ConnectionError)):
+                await _sm_get(port, attempt, "/secret")
+
+
 # -- resumption -------------------------------------------------------------------------------------
 
 
@@ -464,6 +488,69 @@ async def test_gateway_originates_rfc8998_to_babassl_with_client_certificate_and
     assert [(r.version, r.cipher) for r in reports] == [("TLSv1.3", "TLS_SM4_GCM_SM3")] * 2
     assert [r.reused for r in reports] == [False, True] and resumed == 1
     assert all(r.peer_subject and "CN=" in r.peer_subject for r in reports)  # our client certificate
+
+
+class Tls13HttpUpstream:
+    """An HTTP/1.1 server on the RFC 8998 engine (keep-alive, h11): answers with its connection count."""
+
+    def __init__(self, demo) -> None:
+        self.configuration = TLS13Configuration(
+            is_client=False,
+            credential=SM2Credential.load(
+                demo.sm2.server_sign.cert, demo.sm2.server_sign.key, demo.sm2.chain
+            ),
+            verify_peer=False,
+        )
+        self.connections = 0
+        self.requests = 0
+
+    async def serve(self, stream: TLS13Stream) -> None:
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.read(65536)
+                if not data:
+                    return
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                self.requests += 1
+            elif isinstance(event, h11.EndOfMessage):
+                body = f"tls13-sm upstream, connection {self.connections}".encode()
+                headers = [("content-length", str(len(body)))]
+                stream.write(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
+                stream.write((conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b""))
+                await stream.drain()
+                conn.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+
+
+async def test_http_route_forwards_over_tls13_sm_and_reuses_the_connection(demo_pki) -> None:
+    upstream = Tls13HttpUpstream(demo_pki)
+    upstream_port = free_port()
+    server = await start_tls13_server(
+        "127.0.0.1", upstream_port, lambda: upstream.configuration, upstream.serve
+    )
+    doc = _doc(demo_pki, echo_port=upstream_port)
+    doc["route_configs"][0]["virtual_hosts"][0]["routes"] = [
+        {"name": "up", "match": {"prefix": "/"}, "route": {"cluster": "echo"}}
+    ]
+    doc["clusters"][0]["transport_socket"] = {
+        "type": "tls13_sm",
+        "server_name": "localhost",
+        "trust_anchors": str(demo_pki.sm2.ca_bundle),
+    }
+    try:
+        async with running(doc) as gw:
+            port = gw.listener_port("edge")
+            answers = [await _sm_get(port, _sm_client(demo_pki), "/a") for _ in range(3)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(status, body) for status, body, _ in answers] == [(200, b"tls13-sm upstream, connection 1")] * 3
+    assert (upstream.connections, upstream.requests) == (1, 3)
 
 
 def test_upstream_tls13_sm_config_is_checked(demo_pki) -> None:
