@@ -583,7 +583,26 @@ def test_upstream_tls13_sm_config_is_checked(demo_pki) -> None:
 # -- smgate client against smgate serve --------------------------------------------------------------
 
 
-def test_smgate_client_tls13_sm_against_smgate_serve(demo_pki, tmp_path: Path) -> None:
+def _smgate_client(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "client",
+        "127.0.0.1",
+        str(port),
+        "--servername",
+        "localhost",
+    ]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)
+
+
+async def test_smgate_serve_one_port_babassl_and_smgate_client_tls13_sm(
+    demo_pki, babassl_ca, tmp_path
+) -> None:
+    """The issue's "done when": under ``smgate serve``, a client offering only TLS_SM4_GCM_SM3 gets its
+    HTTP answer on the port where TLCP and standard TLS keep working; ``smgate client --protocol
+    tls13-sm`` authenticates with an SM2 certificate and resumes with a ticket."""
     doc = _doc(demo_pki)
     config = write_config(tmp_path / "gateway.yaml", doc)
     check = subprocess.run(
@@ -593,43 +612,52 @@ def test_smgate_client_tls13_sm_against_smgate_serve(demo_pki, tmp_path: Path) -
         timeout=60,
     )
     assert check.returncode == 0, check.stderr
-    process = serve(config, "--no-uvloop")
+    port = doc["listeners"][0]["port"]
+    sm2 = demo_pki.sm2
+    process = await asyncio.to_thread(serve, config)  # the default loop: uvloop where installed
     try:
-        port = doc["listeners"][0]["port"]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "client",
-                "127.0.0.1",
-                str(port),
+        [babassl] = await run_babassl_client(
+            ClientOptions(
+                port=port,
+                protocol="tls13",
+                suite="TLS_SM4_GCM_SM3",
+                ca_file=babassl_ca,
+                server_name="localhost",
+                request=REQUEST,
+            )
+        )
+        sm, tlcp, tls = await asyncio.gather(
+            asyncio.to_thread(
+                _smgate_client,
+                port,
+                *("--protocol", "tls13-sm", "--cafile", str(sm2.ca_bundle), "--get", "/secret"),
+                *("--cert", str(sm2.client_sign.cert), "--key", str(sm2.client_sign.key)),
+                *("--chain", str(sm2.chain), "--resume", "1"),
+            ),
+            asyncio.to_thread(
+                _smgate_client, port, "--protocol", "tlcp", "--cafile", str(sm2.ca_bundle), "--get", "/"
+            ),
+            asyncio.to_thread(
+                _smgate_client,
+                port,
                 "--protocol",
-                "tls13-sm",
-                "--servername",
-                "localhost",
+                "tls",
                 "--cafile",
-                str(demo_pki.sm2.ca_bundle),
-                "--cert",
-                str(demo_pki.sm2.client_sign.cert),
-                "--key",
-                str(demo_pki.sm2.client_sign.key),
-                "--chain",
-                str(demo_pki.sm2.chain),
+                str(demo_pki.rsa.ca_bundle),
                 "--get",
-                "/secret",
-                "--resume",
-                "1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+                "/",
+            ),
         )
     finally:
-        process.stop()
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+        await asyncio.to_thread(process.stop)
+    assert babassl.error is None, babassl.error
+    assert babassl.cipher == "TLS_SM4_GCM_SM3" and babassl.response.endswith("hello")
+    assert sm.returncode == 0, sm.stderr
+    lines = sm.stdout.splitlines()
     assert "protocol: TLSv1.3" in lines and "cipher: TLS_SM4_GCM_SM3" in lines
     assert "group: curveSM2, signature: sm2sig_sm3, full handshake" in lines
     assert "status: 200" in lines and lines[-1] == "SECRET DATA"
     assert "resume 1/1: resumed (session ticket)" in lines
+    assert tlcp.returncode == 0 and "protocol: TLCPv1.1" in tlcp.stdout and tlcp.stdout.endswith("hello")
+    assert tls.returncode == 0 and "protocol: TLSv1.3" in tls.stdout and tls.stdout.endswith("hello")
+    assert "cipher: TLS_SM4" not in tls.stdout
