@@ -661,3 +661,47 @@ async def test_smgate_serve_one_port_babassl_and_smgate_client_tls13_sm(
     assert tlcp.returncode == 0 and "protocol: TLCPv1.1" in tlcp.stdout and tlcp.stdout.endswith("hello")
     assert tls.returncode == 0 and "protocol: TLSv1.3" in tls.stdout and tls.stdout.endswith("hello")
     assert "cipher: TLS_SM4" not in tls.stdout
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+def test_listener_tls13_sm_options_are_checked(demo_pki) -> None:
+    doc = _doc(demo_pki)
+    tls = doc["listeners"][0]["tls"]
+    tls["protocols"] = ["tls1.3"]
+    tls["tls13_sm"] = {"selection": "standard_first"}
+    with pytest.raises(ConfigError) as refused:
+        parse_config(doc, Path.cwd())
+    assert refused.value.errors == ["listeners[0].tls: tls13_sm options need the tls1.3-sm protocol"]
+    doc = _doc(demo_pki)
+    tls = doc["listeners"][0]["tls"]
+    tls["protocols"] = ["tls1.3-sm"]
+    for key in ("sign_cert", "sign_key", "enc_cert", "enc_key", "chain"):
+        del tls["certificates"][0][key]
+    with pytest.raises(ConfigError) as refused:
+        parse_config(doc, Path.cwd())
+    assert refused.value.errors == [
+        "listeners[0].tls: tls1.3-sm needs a certificate set with an SM2 pair (its sign certificate)"
+    ]
+    doc = _doc(demo_pki)
+    doc["listeners"][0]["tls"]["cipher_suites"] = {"tls13_sm": ["TLS_SM4_GCM_SM3", "TLS_SM4_GCM_SM3"]}
+    with pytest.raises(ConfigError) as refused:
+        parse_config(doc, Path.cwd())
+    assert refused.value.errors[0].startswith("listeners[0].tls.cipher_suites.tls13_sm: ")
+
+
+async def test_sm_only_listener_hands_every_tls_hello_to_the_engine(demo_pki) -> None:
+    """Without OpenSSL on the listener, a standard TLS client meets the RFC 8998 engine's refusal."""
+    doc = _doc(demo_pki)
+    doc["listeners"][0]["tls"]["protocols"] = ["tls1.3-sm"]
+    audit = RecordingAudit()
+    async with running(doc, audit=audit) as gw:
+        port = gw.listener_port("edge")
+        context = ssl.create_default_context(cafile=str(demo_pki.rsa.ca_bundle))
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await HttpClient.open(port, context, server_hostname="localhost")
+        status, body, _ = await _sm_get(port, _sm_client(demo_pki), "/hello")
+    assert (status, body) == (200, b"hello")
+    [failure] = audit.of("handshake.fail")
+    assert failure["error"].startswith("tls13_sm: ") and failure["alert"] == "handshake_failure"
