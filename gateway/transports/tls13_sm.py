@@ -79,6 +79,8 @@ _WRITE_SLICE = 256 * 1024
 SIGNATURE_SCHEME = SignatureScheme.sm2sig_sm3
 #: The protocol name of this transport in ``PeerIdentity``, metrics and listener configs.
 PROTOCOL = Protocol.TLS13_SM.value
+#: close_notify (reported as ConnectionClosed) and user_canceled are the alerts that are not fatal.
+_NOT_FATAL = frozenset((AlertDescription.close_notify, AlertDescription.user_canceled))
 
 
 class Tls13SmStream(SessionStream):
@@ -178,10 +180,6 @@ class Tls13SmStream(SessionStream):
         if isinstance(flag, bool):
             return flag
         return self.configuration.verify_peer and self.configuration.trust_store is not None
-
-
-#: close_notify (reported as ConnectionClosed) and user_canceled are the alerts that are not fatal.
-_NOT_FATAL = frozenset((AlertDescription.close_notify, AlertDescription.user_canceled))
 
 
 def identity_from_tls13(hs: HandshakeComplete, verified: bool, peer: tuple[str, int] | None) -> PeerIdentity:

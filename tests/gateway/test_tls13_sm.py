@@ -705,3 +705,30 @@ async def test_sm_only_listener_hands_every_tls_hello_to_the_engine(demo_pki) ->
     assert (status, body) == (200, b"hello")
     [failure] = audit.of("handshake.fail")
     assert failure["error"].startswith("tls13_sm: ") and failure["alert"] == "handshake_failure"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(
+            bytes.fromhex("1603010008") + bytes.fromhex("0100000403030000"), id="hello-body-too-short"
+        ),
+        pytest.param(
+            bytes.fromhex("1603010006") + bytes.fromhex("0200000203030000"), id="server-hello-first"
+        ),
+        pytest.param(bytes.fromhex("1603010004") + bytes.fromhex("01ffffff"), id="oversized-length"),
+    ],
+)
+async def test_bad_first_flight_gets_an_alert_from_the_engine(demo_pki, record: bytes) -> None:
+    doc = _doc(demo_pki)
+    doc["listeners"][0]["tls"]["protocols"] = ["tls1.3-sm"]
+    audit = RecordingAudit()
+    async with running(doc, audit=audit) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("edge"))
+        writer.write(record)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    assert answer[:1] == b"\x15" and answer[5:6] == b"\x02"  # one fatal alert record, then the close
+    [failure] = audit.of("handshake.fail")
+    assert failure["error"].startswith("tls13_sm: ") and failure["alert_direction"] == "sent"
