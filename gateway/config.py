@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -90,14 +91,28 @@ def _tlcp_suite(value: object) -> CipherSuite:
 
 #: A ``tls.tlcp.CipherSuite``, written by name in the document.
 TlcpSuite = Annotated[
-    CipherSuite, PlainValidator(_tlcp_suite), PlainSerializer(lambda suite: suite.name, return_type=str)
+    CipherSuite,
+    PlainValidator(_tlcp_suite),
+    PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema({"enum": list(CipherSuite.__members__), "title": "CipherSuite", "type": "string"}),
 ]
 
 #: TLCP suites whose key exchange needs the client's SM2 encryption pair (GB/T 38636-2020 6.4.5.3).
 ECDHE_SUITES = frozenset(s for s, p in SUITE_PARAMETERS.items() if p.key_exchange is KeyExchange.ECDHE)
 
 
-def _no_duplicates(values: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
+SuiteT = TypeVar("SuiteT", CipherSuite, Tls13CipherSuite)
+
+#: A listener's TLCP suites unless configured: ECDHE first, GCM first.
+_DEFAULT_TLCP_SUITES = (
+    CipherSuite.ECDHE_SM4_GCM_SM3,
+    CipherSuite.ECC_SM4_GCM_SM3,
+    CipherSuite.ECDHE_SM4_CBC_SM3,
+    CipherSuite.ECC_SM4_CBC_SM3,
+)
+
+
+def _no_duplicates(values: tuple[SuiteT, ...]) -> tuple[SuiteT, ...]:
     dupes = sorted({v.name for v in values if values.count(v) > 1})
     if dupes:
         raise ValueError(f"duplicate cipher suites {dupes}")
@@ -123,8 +138,13 @@ Tls13SmSuite = Annotated[
     Tls13CipherSuite,
     PlainValidator(_tls13_sm_suite),
     PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema(
+        {"enum": list(Tls13CipherSuite.__members__), "title": "Tls13SmCipherSuite", "type": "string"}
+    ),
 ]
 Tls13SmSuiteList = Annotated[tuple[Tls13SmSuite, ...], AfterValidator(_no_duplicates)]
+#: A ``tls1.3-sm`` listener's suites unless configured: GCM first, as Tongsuo, BabaSSL and GmSSL order them.
+_DEFAULT_TLS13_SM_SUITES = (Tls13CipherSuite.TLS_SM4_GCM_SM3, Tls13CipherSuite.TLS_SM4_CCM_SM3)
 
 
 class TlsCertificate(_Model):
@@ -162,16 +182,17 @@ class CertificateSet(_Model):
 
 
 class CipherSuites(_Model):
-    tlcp: TlcpSuiteList = (
-        CipherSuite.ECDHE_SM4_GCM_SM3,
-        CipherSuite.ECC_SM4_GCM_SM3,
-        CipherSuite.ECDHE_SM4_CBC_SM3,
-        CipherSuite.ECC_SM4_CBC_SM3,
+    tlcp: TlcpSuiteList = Field(
+        default=_DEFAULT_TLCP_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLCP_SUITES]},
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
     #: RFC 8998 suites of ``tls1.3-sm``, our preference first (CCM only where the crypto provider has it).
-    tls13_sm: Tls13SmSuiteList = (Tls13CipherSuite.TLS_SM4_GCM_SM3, Tls13CipherSuite.TLS_SM4_CCM_SM3)
+    tls13_sm: Tls13SmSuiteList = Field(
+        default=_DEFAULT_TLS13_SM_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLS13_SM_SUITES]},
+    )
 
     @field_validator("tlcp")
     @classmethod
@@ -693,9 +714,14 @@ def check_references(config: GatewayConfig) -> list[str]:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             errors.append(f"{kind}: duplicate names {dupes}")
-    binds = [(x.address, x.port) for x in config.listeners if x.port]
-    if len(set(binds)) != len(binds):
-        errors.append("listeners: two listeners bind the same address and port")
+    bound: dict[tuple[str, int], int] = {}
+    for i, x in enumerate(config.listeners):
+        first = bound.setdefault((x.address, x.port), i) if x.port else i
+        if first != i:
+            errors.append(
+                f"listeners[{i}].port: {x.address}:{x.port} ({x.name!r}) is already bound by "
+                f"listeners[{first}] ({config.listeners[first].name!r})"
+            )
     for i, listener in enumerate(config.listeners):
         for j, chain in enumerate(listener.filter_chains):
             for k, flt in enumerate(chain.filters):
@@ -866,11 +892,20 @@ def parse_config(document: object, base_dir: Path) -> GatewayConfig:
     return config
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's ``in "<unicode string>"`` (callers name the file)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return str(exc)
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+
+
 def load_config_text(text: str, base_dir: Path) -> GatewayConfig:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(document): invalid YAML: {exc}"]) from None
+        raise ConfigError([f"(document): invalid YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(document, dict):
         raise ConfigError(["(document): expected a mapping at the top level"])
     return parse_config(document, base_dir)

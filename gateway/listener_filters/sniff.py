@@ -86,7 +86,8 @@ def _grease(value: int) -> bool:
 class ClientHelloInfo:
     """What the sniffer needs from a TLS ClientHello (RFC 8446 4.1.2); ``server_name`` raw, if sent."""
 
-    cipher_suites: tuple[int, ...]
+    #: The offered cipher suites as on the wire (two bytes each), decoded only when asked.
+    cipher_suites_raw: bytes
     server_name: bytes | None
     supported_groups: tuple[int, ...] = ()
     supported_versions: tuple[int, ...] = ()
@@ -112,6 +113,14 @@ class ClientHelloInfo:
         if not self.offers_rfc8998:
             return False
         return selection is Tls13SmSelection.PREFER_SM or not self.offers_standard_suite
+
+    @property
+    def cipher_suites(self) -> tuple[int, ...]:
+        raw = self.cipher_suites_raw
+        return tuple(int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw) - 1, 2))
+
+    def offers(self, suite: int) -> bool:
+        return suite in self.cipher_suites
 
 
 class _Truncated(Exception):
@@ -141,9 +150,9 @@ class _Cursor:
         return self.pos >= len(self.data)
 
 
-def parse_client_hello(record_payload: bytes) -> ClientHelloInfo | None:
+def parse_client_hello(record_payload: bytes, *, sm_fields: bool = True) -> ClientHelloInfo | None:
     """The cipher suites, SNI, groups and versions of a ClientHello that fits in the first record, else
-    ``None``.
+    ``None``. Without ``sm_fields`` (no RFC 8998 transport to choose) it stops reading at the SNI.
 
     ``None`` leaves every judgement to the engine (a malformed hello gets OpenSSL's alert; one split
     over several records is served with the default certificate set).
@@ -155,14 +164,14 @@ def parse_client_hello(record_payload: bytes) -> ClientHelloInfo | None:
         body = _Cursor(message.take(message.uint(3)))
         body.take(2 + 32)  # legacy_version, random
         body.vector(1)  # legacy_session_id
-        cipher_suites = _uint16s(body.vector(2))
+        cipher_suites = body.vector(2).data
         body.vector(1)  # legacy_compression_methods
         server_name = None
         groups: tuple[int, ...] = ()
         versions: tuple[int, ...] = ()
         if not body.done:
             extensions = body.vector(2)
-            while not extensions.done:
+            while not extensions.done and (server_name is None or (sm_fields and not (groups and versions))):
                 kind, data = extensions.uint(2), extensions.vector(2)
                 if kind == EXTENSION_SERVER_NAME:
                     names = data.vector(2)
@@ -170,6 +179,7 @@ def parse_client_hello(record_payload: bytes) -> ClientHelloInfo | None:
                         name_type, host = names.uint(1), names.vector(2)
                         if name_type == 0:
                             server_name = host.data
+                            break
                 elif kind == EXTENSION_SUPPORTED_GROUPS:
                     groups = _uint16s(data.vector(2))
                 elif kind == EXTENSION_SUPPORTED_VERSIONS:
@@ -230,6 +240,8 @@ class Sniff(ListenerFilter):
     def __init__(self, transports: Mapping[str, ServerTransport], *, max_first_record: int) -> None:
         self.transports = transports
         self.max_first_record = max_first_record
+        sm = transports.get("tls13_sm")
+        self.tls13_sm = sm if isinstance(sm, Tls13SmTransport) else None
 
     async def on_accept(self, accepted: AcceptedSocket) -> None:
         plain = self.transports.get("plain")
@@ -264,11 +276,6 @@ class Sniff(ListenerFilter):
             return FirstRecord.PLAIN  # binary plaintext protocols (length-prefixed RPC) are not garbage
         return kind
 
-    @property
-    def tls13_sm(self) -> Tls13SmTransport | None:
-        transport = self.transports.get("tls13_sm")
-        return transport if isinstance(transport, Tls13SmTransport) else None
-
     async def _tls_transport(self, accepted: AcceptedSocket, header: bytes) -> ServerTransport:
         """OpenSSL, or the RFC 8998 engine for a hello its selection policy gives it."""
         hello = await self._read_client_hello(accepted, header)
@@ -285,7 +292,7 @@ class Sniff(ListenerFilter):
     async def _read_client_hello(self, accepted: AcceptedSocket, header: bytes) -> ClientHelloInfo | None:
         length = int.from_bytes(header[3:5], "big")
         record = await peek(accepted.sock, RECORD_HEADER_LEN + length)
-        hello = parse_client_hello(record[RECORD_HEADER_LEN:])
+        hello = parse_client_hello(record[RECORD_HEADER_LEN:], sm_fields=self.tls13_sm is not None)
         if hello is None or hello.server_name is None:
             return hello
         name = host_name(hello.server_name)

@@ -245,7 +245,7 @@ def test_sniffer_reads_suites_groups_and_versions_of_an_rfc8998_hello() -> None:
     ],
 )
 def test_selection_policy(suites, groups, versions, prefer_sm, standard_first) -> None:
-    hello = ClientHelloInfo(suites, None, groups, versions)
+    hello = ClientHelloInfo(b"".join(suite.to_bytes(2, "big") for suite in suites), None, groups, versions)
     assert hello.selects_tls13_sm(Tls13SmSelection.PREFER_SM) is prefer_sm
     assert hello.selects_tls13_sm(Tls13SmSelection.STANDARD_FIRST) is standard_first
 
