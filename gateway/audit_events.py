@@ -20,7 +20,10 @@ from gateway.auditing import AuditHandle
 from gateway.identity import PeerCertificate, PeerIdentity
 from gateway.transports.base import Alert
 
-_SCHEMA_PROTOCOL = {"tlcp": "TLCP", "tls1.3": "TLSv1.3", "tls1.2": "TLSv1.2"}
+_SCHEMA_PROTOCOL = {"tlcp": "TLCP", "tls1.3": "TLSv1.3", "tls1.3-sm": "TLSv1.3", "tls1.2": "TLSv1.2"}
+#: Handshake details a transport adds to ``PeerIdentity.extras`` that the audit records (RFC 8998's
+#: key-exchange group and signature schemes).
+_AUDITED_EXTRAS = ("group", "signature_scheme", "client_signature_scheme")
 
 
 def timestamp(value: dt.datetime) -> str:
@@ -64,8 +67,13 @@ def handshake_ok(audit: AuditHandle, conn_id: int, identity: PeerIdentity, hands
         resumed=identity.resumed,
         client_cert=cert_fields(identity.peer) if identity.peer else None,
         duration_ms=round(handshake_ms, 3),
+        **_handshake_details(identity),
         **_unverified_client_cert(identity),
     )
+
+
+def _handshake_details(identity: PeerIdentity) -> dict[str, str]:
+    return {key: identity.extras[key] for key in _AUDITED_EXTRAS if key in identity.extras}
 
 
 def _unverified_client_cert(identity: PeerIdentity) -> dict[str, object]:
@@ -155,6 +163,7 @@ def connection_fields(conn_id: int, listener: str, identity: PeerIdentity) -> di
         "sni": identity.sni,
         "client_cert": cert_fields(identity.peer) if identity.peer else None,
     }
+    fields.update(_handshake_details(identity))
     fields.update(_unverified_client_cert(identity))
     return fields
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -38,6 +38,7 @@ from gateway.logs.setup import LoggingConfig
 from gateway.proxy_protocol_io import ProxyProtocolConfig
 from tls.tlcp import CipherSuite, ClientAuth, PeerProfile
 from tls.tlcp.suites import SUITE_PARAMETERS, KeyExchange
+from tls.tls13 import CipherSuite as Tls13CipherSuite
 
 
 class ConfigError(Exception):
@@ -72,6 +73,8 @@ class Protocol(StrEnum):
     TLCP = "tlcp"
     TLS13 = "tls1.3"
     TLS12 = "tls1.2"
+    #: TLS 1.3 with the ShangMi suites of RFC 8998, on the project's engine (``tls.tls13``).
+    TLS13_SM = "tls1.3-sm"
     PLAIN = "plain"
 
 
@@ -98,6 +101,8 @@ TlcpSuite = Annotated[
 ECDHE_SUITES = frozenset(s for s, p in SUITE_PARAMETERS.items() if p.key_exchange is KeyExchange.ECDHE)
 
 
+SuiteT = TypeVar("SuiteT", CipherSuite, Tls13CipherSuite)
+
 #: A listener's TLCP suites unless configured: ECDHE first, GCM first.
 _DEFAULT_TLCP_SUITES = (
     CipherSuite.ECDHE_SM4_GCM_SM3,
@@ -107,7 +112,7 @@ _DEFAULT_TLCP_SUITES = (
 )
 
 
-def _no_duplicates(values: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
+def _no_duplicates(values: tuple[SuiteT, ...]) -> tuple[SuiteT, ...]:
     dupes = sorted({v.name for v in values if values.count(v) > 1})
     if dupes:
         raise ValueError(f"duplicate cipher suites {dupes}")
@@ -115,6 +120,31 @@ def _no_duplicates(values: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
 
 
 TlcpSuiteList = Annotated[tuple[TlcpSuite, ...], AfterValidator(_no_duplicates)]
+
+
+def _tls13_sm_suite(value: object) -> Tls13CipherSuite:
+    """An RFC 8998 cipher suite by its IANA name (``TLS_SM4_GCM_SM3``)."""
+    if isinstance(value, Tls13CipherSuite):
+        return value
+    if isinstance(value, str) and value in Tls13CipherSuite.__members__:
+        return Tls13CipherSuite[value]
+    raise ValueError(
+        f"unknown RFC 8998 cipher suite {value!r}; the engine has {', '.join(Tls13CipherSuite.__members__)}"
+    )
+
+
+#: A ``tls.tls13.CipherSuite``, written by name in the document.
+Tls13SmSuite = Annotated[
+    Tls13CipherSuite,
+    PlainValidator(_tls13_sm_suite),
+    PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema(
+        {"enum": list(Tls13CipherSuite.__members__), "title": "Tls13SmCipherSuite", "type": "string"}
+    ),
+]
+Tls13SmSuiteList = Annotated[tuple[Tls13SmSuite, ...], AfterValidator(_no_duplicates)]
+#: A ``tls1.3-sm`` listener's suites unless configured: GCM first, as Tongsuo, BabaSSL and GmSSL order them.
+_DEFAULT_TLS13_SM_SUITES = (Tls13CipherSuite.TLS_SM4_GCM_SM3, Tls13CipherSuite.TLS_SM4_CCM_SM3)
 
 
 class TlsCertificate(_Model):
@@ -158,12 +188,24 @@ class CipherSuites(_Model):
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
+    #: RFC 8998 suites of ``tls1.3-sm``, our preference first (CCM only where the crypto provider has it).
+    tls13_sm: Tls13SmSuiteList = Field(
+        default=_DEFAULT_TLS13_SM_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLS13_SM_SUITES]},
+    )
 
     @field_validator("tlcp")
     @classmethod
     def _some(cls, value: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
         if not value:
             raise ValueError("at least one TLCP cipher suite is needed")
+        return value
+
+    @field_validator("tls13_sm")
+    @classmethod
+    def _some_sm(cls, value: tuple[Tls13CipherSuite, ...]) -> tuple[Tls13CipherSuite, ...]:
+        if not value:
+            raise ValueError("at least one RFC 8998 cipher suite is needed")
         return value
 
 
@@ -184,17 +226,44 @@ class DownstreamTlcp(_Model):
         return value
 
 
+class Tls13SmSelection(StrEnum):
+    """Which TLS 1.3 ClientHellos the sniffer sends to the RFC 8998 engine rather than to OpenSSL.
+
+    Either way the hello must offer TLS 1.3, an RFC 8998 suite and the curveSM2 group.
+    ``prefer_sm``: every such hello, even one that also offers standard suites (a national-crypto first
+    deployment). ``standard_first``: only a hello offering no standard suite, so a client able to do
+    both keeps getting standard TLS from OpenSSL.
+    """
+
+    PREFER_SM = "prefer_sm"
+    STANDARD_FIRST = "standard_first"
+
+
+class DownstreamTls13Sm(_Model):
+    """RFC 8998 server options of a listener (suites are ``cipher_suites.tls13_sm``; client authentication
+    uses ``client_auth`` with ``sm2_trust_anchors``; the certificate is each set's SM2 sign certificate)."""
+
+    selection: Tls13SmSelection = Tls13SmSelection.PREFER_SM
+    #: Issue session tickets (RFC 8446 4.6.1) sealed with the listener's rotated SM4-GCM keys.
+    session_tickets: bool = True
+    #: How long one ticket key seals new tickets before a fresh one takes over.
+    ticket_key_rotation: Seconds = 3600.0
+    #: The lifetime announced in each ticket (RFC 8446: at most seven days).
+    ticket_lifetime: Annotated[float, Field(gt=0, le=7 * 86400)] = 7200.0
+
+
 class DownstreamTls(_Model):
     """Per-listener transport policy: which protocols, which certificates, client authentication."""
 
     protocols: tuple[Protocol, ...] = (Protocol.TLCP, Protocol.TLS13, Protocol.TLS12)
     certificates: tuple[CertificateSet, ...] = ()
     client_auth: ClientAuth = ClientAuth.NONE
-    #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP).
+    #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP, TLS 1.3-SM).
     trust_anchors: FilePath | None = None
     sm2_trust_anchors: FilePath | None = None
     cipher_suites: CipherSuites = CipherSuites()
     tlcp: DownstreamTlcp = DownstreamTlcp()
+    tls13_sm: DownstreamTls13Sm = DownstreamTls13Sm()
     alpn: tuple[Literal["http/1.1"], ...] = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
@@ -207,14 +276,19 @@ class DownstreamTls(_Model):
             raise ValueError("tlcp needs a certificate set with an SM2 sign/enc pair")
         if Protocol.TLCP not in self.protocols and self.tlcp != DownstreamTlcp():
             raise ValueError("tlcp options need the tlcp protocol")
+        if Protocol.TLS13_SM in self.protocols and not any(c.has_sm2 for c in self.certificates):
+            raise ValueError("tls1.3-sm needs a certificate set with an SM2 pair (its sign certificate)")
+        if Protocol.TLS13_SM not in self.protocols and self.tls13_sm != DownstreamTls13Sm():
+            raise ValueError("tls13_sm options need the tls1.3-sm protocol")
         wants_tls = Protocol.TLS13 in self.protocols or Protocol.TLS12 in self.protocols
         if wants_tls and not any(c.tls_certificates for c in self.certificates):
             raise ValueError("tls1.2/tls1.3 need a certificate set with tls_certificates")
         if self.client_auth is not ClientAuth.NONE:
             if wants_tls and self.trust_anchors is None:
                 raise ValueError("client_auth with tls needs trust_anchors")
-            if Protocol.TLCP in self.protocols and self.sm2_trust_anchors is None:
-                raise ValueError("client_auth with tlcp needs sm2_trust_anchors")
+            for sm in (Protocol.TLCP, Protocol.TLS13_SM):
+                if sm in self.protocols and self.sm2_trust_anchors is None:
+                    raise ValueError(f"client_auth with {sm.value} needs sm2_trust_anchors")
         defaults = [c.name for c in self.certificates if not c.server_names]
         if len(defaults) > 1:
             raise ValueError(f"more than one default certificate set (no server_names): {defaults}")
@@ -225,7 +299,7 @@ class FilterChainMatch(_Model):
     """Selects a filter chain by SNI and transport; empty fields match anything."""
 
     server_names: tuple[str, ...] = ()
-    transport_protocols: tuple[Literal["tlcp", "tls", "plain"], ...] = ()
+    transport_protocols: tuple[Literal["tlcp", "tls", "tls13_sm", "plain"], ...] = ()
 
 
 class PrincipalMatch(_Model):
@@ -434,7 +508,7 @@ class Endpoint(_Model):
 
 
 class HealthCheck(_Model):
-    type: Literal["tcp", "http", "tls", "tlcp"] = "tcp"
+    type: Literal["tcp", "http", "tls", "tlcp", "tls13_sm"] = "tcp"
     interval: Seconds = 5.0
     timeout: Seconds = 1.0
     unhealthy_threshold: int = Field(default=2, ge=1)
@@ -467,9 +541,10 @@ class HashPolicy(_Model):
 
 
 class UpstreamTransport(_Model):
-    """How the gateway talks to a cluster's endpoints: plain TCP, TLS (optionally mutual) or TLCP."""
+    """How the gateway talks to a cluster's endpoints: plain TCP, TLS (optionally mutual), TLCP, or TLS 1.3
+    with the RFC 8998 suites (``tls13_sm``, whose client certificate is an SM2 ``sign_cert``/``sign_key``)."""
 
-    type: Literal["plain", "tls", "tlcp"] = "plain"
+    type: Literal["plain", "tls", "tlcp", "tls13_sm"] = "plain"
     server_name: str | None = None
     verify: bool = True
     trust_anchors: FilePath | None = None
@@ -479,10 +554,12 @@ class UpstreamTransport(_Model):
     sign_key: FilePath | None = None
     enc_cert: FilePath | None = None
     enc_key: FilePath | None = None
-    #: Intermediate certificates sent with the SM2 client pair.
+    #: Intermediate certificates sent with the SM2 client pair (or the tls13_sm client certificate).
     chain: FilePath | None = None
     #: TLCP only: our preference order (default: ECC then ECDHE, GCM first; ECDHE needs the pair).
     cipher_suites: TlcpSuiteList = ()
+    #: tls13_sm only: the RFC 8998 suites offered, our preference first (default GCM, then CCM).
+    tls13_sm_cipher_suites: Tls13SmSuiteList = ()
     #: TLCP only: the upstream implementation's forms; ``auto`` recognises them per endpoint (fixed:
     #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
     profile: PeerProfile = PeerProfile.AUTO
@@ -494,9 +571,14 @@ class UpstreamTransport(_Model):
             raise ValueError("verify needs trust_anchors (or set verify: false)")
         if (self.client_cert_chain is None) != (self.client_private_key is None):
             raise ValueError("client_cert_chain and client_private_key go together")
+        if self.type == "tls13_sm":
+            self._check_tls13_sm()
+            return self
         sm2 = (self.sign_cert, self.sign_key, self.enc_cert, self.enc_key)
         if any(v is not None for v in sm2) and not all(v is not None for v in sm2):
             raise ValueError("an SM2 client pair needs all of sign_cert, sign_key, enc_cert, enc_key")
+        if self.tls13_sm_cipher_suites:
+            raise ValueError("tls13_sm_cipher_suites: only for type tls13_sm")
         if self.type != "tlcp":
             tlcp_only = [
                 name
@@ -517,6 +599,28 @@ class UpstreamTransport(_Model):
         ):
             raise ValueError("ECDHE cipher suites need an SM2 client pair (sign_cert, enc_cert, ...)")
         return self
+
+    def _check_tls13_sm(self) -> None:
+        if (self.sign_cert is None) != (self.sign_key is None):
+            raise ValueError("a tls13_sm client certificate needs sign_cert and sign_key")
+        wrong = [
+            name
+            for name, value in (
+                ("cipher_suites", self.cipher_suites),
+                ("profile", self.profile is not PeerProfile.AUTO),
+                ("enc_cert", self.enc_cert),
+                ("enc_key", self.enc_key),
+                ("client_cert_chain", self.client_cert_chain),
+            )
+            if value
+        ]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)}: not for type tls13_sm (suites are tls13_sm_cipher_suites; "
+                "the client certificate is sign_cert/sign_key)"
+            )
+        if self.chain is not None and self.sign_cert is None:
+            raise ValueError("chain goes with a client certificate (sign_cert, sign_key)")
 
 
 class UpstreamProxyProtocol(_Model):
@@ -680,7 +784,8 @@ def verifies_client_certificates(tls: DownstreamTls) -> bool:
     wants_tls = Protocol.TLS13 in tls.protocols or Protocol.TLS12 in tls.protocols
     if wants_tls and tls.trust_anchors is None:
         return False
-    return Protocol.TLCP not in tls.protocols or tls.sm2_trust_anchors is not None
+    wants_sm2 = Protocol.TLCP in tls.protocols or Protocol.TLS13_SM in tls.protocols
+    return not wants_sm2 or tls.sm2_trust_anchors is not None
 
 
 def _identity_uses(config: GatewayConfig, listener: ListenerConfig, i: int) -> list[str]:

@@ -58,7 +58,7 @@ class Generation:
     audit: AuditHandle
     clusters: dict[str, Cluster]
     route_tables: dict[str, RouteTable]
-    #: Per listener, the transports it accepts by name (``plain``, ``tls``, ``tlcp``).
+    #: Per listener, the transports it accepts by name (``plain``, ``tls``, ``tlcp``, ``tls13_sm``).
     listener_transports: dict[str, dict[str, ServerTransport]] = field(default_factory=dict)
     codecs: dict[str, CodecFactory] = field(default_factory=dict)
 

@@ -1,15 +1,15 @@
 """Transports, one module each (Envoy's transport sockets), used by listeners and clusters alike.
 
-``plain`` (raw TCP), ``tls`` (TLS 1.2/1.3 on OpenSSL) and ``tlcp`` (GB/T 38636 on the project's engine);
-the RFC 8998 TLS 1.3-SM engine becomes ``tls13_sm`` beside them: a module with a server policy, a
-:class:`~gateway.transports.base.ServerTransport` and a :class:`~gateway.transports.base.Connector`,
-added to the two builders below and to the sniffer's choice.
+``plain`` (raw TCP), ``tls`` (TLS 1.2/1.3 on OpenSSL), ``tlcp`` (GB/T 38636 on the project's engine) and
+``tls13_sm`` (TLS 1.3 with the RFC 8998 suites, on the project's engine): each a module with a server
+policy, a :class:`~gateway.transports.base.ServerTransport` and a :class:`~gateway.transports.base.Connector`,
+built by the two builders below; the sniffer chooses among a listener's transports.
 """
 
 from __future__ import annotations
 
 from gateway.config import ConfigError, ListenerConfig, Protocol, UpstreamTransport
-from gateway.transports import plain, tlcp, tls
+from gateway.transports import plain, tlcp, tls, tls13_sm
 from gateway.transports.base import Connector, ServerTransport
 
 
@@ -29,6 +29,12 @@ def build_server_transports(listener: ListenerConfig, where: str) -> dict[str, S
             transports["tlcp"] = tlcp.TlcpTransport(tlcp_policy)
     except ConfigError as exc:
         errors.extend(exc.errors)
+    try:
+        sm_policy = tls13_sm.build_server_policy(listener.tls, where)
+        if sm_policy is not None:
+            transports["tls13_sm"] = tls13_sm.Tls13SmTransport(sm_policy)
+    except ConfigError as exc:
+        errors.extend(exc.errors)
     if errors:
         raise ConfigError(errors)
     if Protocol.PLAIN in listener.tls.protocols:
@@ -42,4 +48,6 @@ def build_connector(cfg: UpstreamTransport, where: str = "transport_socket") -> 
         return tls.TlsConnector(cfg)
     if cfg.type == "tlcp":
         return tlcp.TlcpConnector(cfg, where)
+    if cfg.type == "tls13_sm":
+        return tls13_sm.Tls13SmConnector(cfg, where)
     return plain.PlainConnector()

@@ -1,6 +1,6 @@
 """What every transport offers the listener and the clusters (Envoy's transport sockets).
 
-A transport module (``plain``, ``tls``, ``tlcp``; ``tls13_sm`` when the RFC 8998 engine lands) owns:
+A transport module (``plain``, ``tls``, ``tlcp``, ``tls13_sm``) owns:
 
 * its server policy, built once per config generation (certificates by SNI, suites, client auth);
 * :meth:`ServerTransport.accept`: an :class:`AcceptedSocket` in, a :class:`~gateway.stream.TransportStream`

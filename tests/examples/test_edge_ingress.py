@@ -1,4 +1,4 @@
-"""examples/edge-ingress.yaml: TLCP and TLS on one port in front of an HTTP cluster, audited."""
+"""examples/edge-ingress.yaml: TLCP, TLS and TLS 1.3-SM on one port in front of an HTTP cluster, audited."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def test_edge_ingress_serves_tls_and_tlcp_and_audits(example_pki, http_echo, tmp
         assert tlcp.returncode == 0, tlcp.stdout + tlcp.stderr
         assert "protocol: TLCPv1.1" in tlcp.stdout and "status: 200" in tlcp.stdout
         assert response_json(tlcp.stdout)["path"] == "/hello?via=tlcp"
+        sm = run(
+            "smgate", "client", "127.0.0.1", port, "--protocol", "tls13-sm", "--servername", "localhost",
+            "--cafile", example_pki / "sm2_root.pem", "--get", "/hello?via=tls13-sm",
+        )  # fmt: skip
+        assert sm.returncode == 0, sm.stdout + sm.stderr
+        assert "cipher: TLS_SM4_GCM_SM3" in sm.stdout and "status: 200" in sm.stdout
+        assert response_json(sm.stdout)["path"] == "/hello?via=tls13-sm"
     finally:
         assert gateway.stop() == 0, gateway.output()
     verified = run(
