@@ -184,7 +184,8 @@ class DownstreamTls(_Model):
     sm2_trust_anchors: FilePath | None = None
     cipher_suites: CipherSuites = CipherSuites()
     tlcp: DownstreamTlcp = DownstreamTlcp()
-    alpn: tuple[Literal["http/1.1"], ...] = ("http/1.1",)
+    #: ALPN protocols offered in preference order; ``h2`` makes HTTP connection managers speak HTTP/2.
+    alpn: tuple[Literal["h2", "http/1.1"], ...] = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
     @model_validator(mode="after")
@@ -269,6 +270,21 @@ class IdentityHeaders(_Model):
     include_cert: bool = False
 
 
+class Http2ProtocolOptions(_Model):
+    """HTTP/2 SETTINGS this side advertises and enforces (Envoy's ``http2_protocol_options``)."""
+
+    max_concurrent_streams: int = Field(default=100, ge=1, le=2**31 - 1)
+    max_header_list_size: int = Field(default=65536, ge=1024, le=2**24)
+    max_frame_size: int = Field(default=16384, ge=16384, le=2**24 - 1)
+    initial_stream_window_size: int = Field(default=1 << 20, ge=65535, le=2**31 - 1)
+    initial_connection_window_size: int = Field(default=4 << 20, ge=65535, le=2**31 - 1)
+    #: Stream resets a client may cause per 10 s before GOAWAY (rapid reset, CVE-2023-44487).
+    max_stream_resets_per_10s: int = Field(default=200, ge=1)
+    #: PING / SETTINGS frames a client may send per 10 s before GOAWAY.
+    max_pings_per_10s: int = Field(default=100, ge=1)
+    max_settings_per_10s: int = Field(default=100, ge=1)
+
+
 class HttpConnectionManagerFilter(_Model):
     name: Literal["http_connection_manager"]
     route_config: str
@@ -282,6 +298,10 @@ class HttpConnectionManagerFilter(_Model):
     #: From the first byte of a request head to the end of its body (a total; ``null``: none).
     request_timeout: Seconds | None = 300.0
     identity_headers: IdentityHeaders = IdentityHeaders()
+    #: Limits of downstream HTTP/2 (ALPN ``h2``, or h2c with prior knowledge).
+    http2_protocol_options: Http2ProtocolOptions = Http2ProtocolOptions()
+    #: Plain connections that open with the HTTP/2 preface speak h2c (RFC 9113 3.3); off by default.
+    h2c_prior_knowledge: bool = False
 
 
 NetworkFilterConfig = Annotated[
@@ -520,6 +540,8 @@ class ClusterConfig(_Model):
     transport_socket: UpstreamTransport = UpstreamTransport()
     max_idle_connections: int = Field(default=32, ge=0)
     idle_connection_timeout: Seconds = 30.0
+    #: Set: requests go to the hosts over HTTP/2 (one multiplexed connection per host), ALPN ``h2`` on TLS.
+    http2_protocol_options: Http2ProtocolOptions | None = None
 
     @model_validator(mode="after")
     def _hash(self) -> ClusterConfig:

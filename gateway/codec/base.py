@@ -69,6 +69,13 @@ class Body:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseTrailers:
+    """Trailer fields after a response body (gRPC's ``grpc-status``); an :class:`EndOfStream` follows."""
+
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream:
     pass
 
@@ -83,7 +90,7 @@ NEED_DATA = Signal.NEED_DATA
 PAUSED = Signal.PAUSED
 
 ServerEvent = RequestHead | Body | EndOfStream | Signal
-ClientEvent = ResponseHead | Body | EndOfStream | Signal
+ClientEvent = ResponseHead | Body | ResponseTrailers | EndOfStream | Signal
 
 
 class CodecProtocolError(Exception):
@@ -112,6 +119,15 @@ class ServerCodec(ABC):
 
     @abstractmethod
     def encode_end(self) -> bytes: ...
+
+    def encode_trailers(self, headers: Headers) -> bytes:
+        """Response trailers, sent with the end of the response; a protocol without trailers drops them."""
+        return b""
+
+    def encode_held(self) -> bytes:
+        """What an ``encode_*`` call held back to see what follows (HTTP/2 holds a response head to send
+        it with END_STREAM when the end comes next); called once the upstream has nothing more now."""
+        return b""
 
     @abstractmethod
     def local_reply(

@@ -40,6 +40,9 @@ from gateway.proxy import Exchange
 from gateway.router import RouteTable
 from gateway.timers import Deadline
 
+#: RFC 9113 3.4: the client connection preface.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
 if TYPE_CHECKING:
     from gateway.connection import Connection
 
@@ -84,6 +87,9 @@ class HttpConnectionManager(NetworkFilter):
         self.deadline = Deadline(self._on_deadline, self.loop)
         self.upstream_deadline = Deadline(self._on_upstream_deadline, self.loop)
         self.deadline.after(self.config.idle_timeout)
+        #: h2c with prior knowledge: plain connections whose first bytes are the HTTP/2 preface.
+        self._h2c_candidate = self.config.h2c_prior_knowledge and not conn.identity.secure
+        self._h2c_preface = b""
         return FilterStatus.CONTINUE
 
     def identity_headers(self) -> Headers:
@@ -95,6 +101,15 @@ class HttpConnectionManager(NetworkFilter):
     # -- bytes in --------------------------------------------------------------------------------
 
     def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        if self._h2c_candidate:
+            data = self._h2c_preface + data
+            if H2_PREFACE.startswith(data[: len(H2_PREFACE)]):
+                if len(data) < len(H2_PREFACE) and not end_stream:
+                    self._h2c_preface = data  # the preface so far: wait for the rest
+                    return FilterStatus.STOP_ITERATION
+                if data.startswith(H2_PREFACE):
+                    return self._hand_over_to_h2(conn, data, end_stream)
+            self._h2c_candidate = False
         if data and self.exchange is None and self._head_started is None:
             self._head_started = self.loop.time()  # the first byte of a request head: deadlines start
         if end_stream:
@@ -106,6 +121,17 @@ class HttpConnectionManager(NetworkFilter):
             return FilterStatus.STOP_ITERATION
         self._process()
         return FilterStatus.STOP_ITERATION
+
+    def _hand_over_to_h2(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        """h2c with prior knowledge (RFC 9113 3.3): the HTTP/2 manager takes the connection."""
+        from gateway.filters.http2_connection_manager import Http2ConnectionManager
+
+        self.deadline.cancel()
+        self.upstream_deadline.cancel()
+        h2 = Http2ConnectionManager(self.config, self.codec_factory, self.routes)
+        conn.hand_over(self, h2)
+        h2.start(conn)
+        return h2.on_data(conn, data, end_stream)
 
     def _arm_request_deadline(self) -> None:
         """After a read: a request still arriving has its deadline armed (one that arrived whole in one
@@ -275,11 +301,10 @@ class HttpConnectionManager(NetworkFilter):
     def on_write_ready(self, conn: Connection, ready: bool) -> None:
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
-            stream = exchange.upstream.stream
             if ready:
-                stream.resume_reading()
+                exchange.upstream.resume_reading()
             else:
-                stream.pause_reading()
+                exchange.upstream.pause_reading()
 
     async def on_close(self, conn: Connection) -> None:
         self.deadline.cancel()

@@ -174,7 +174,14 @@ class _H2Endpoint:
     def _translate(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
         if isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None and event.data is not None
-            return [BodyReceived(event.stream_id, event.data, event.stream_ended is not None)]
+            return [
+                BodyReceived(
+                    event.stream_id,
+                    event.data,
+                    event.stream_ended is not None,
+                    event.flow_controlled_length or len(event.data),
+                )
+            ]
         if isinstance(event, h2.events.TrailersReceived):
             assert event.stream_id is not None and event.headers is not None
             return [TrailersReceived(event.stream_id, _regular(_decode(event.headers)))]

@@ -1,0 +1,208 @@
+"""Downstream HTTP/2 through a running gateway: curl (ALPN h2 over TLS, h2c with prior knowledge), h2load
+for concurrency and flow control, and the flood defences against raw sockets sending crafted frames."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import h2.config
+import h2.connection
+import pytest
+from h2.errors import ErrorCodes
+from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, SettingsFrame
+
+from gateway.echo import EchoService
+from gateway.http2.flood import PREFACE
+from tests.gateway.helpers import RecordingAudit, base_doc, running
+from tests.gateway.ports import free_port
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("h2load")), reason="curl and h2load (nghttp2-client) needed"
+)
+
+
+@pytest.fixture
+async def echo():
+    service = await EchoService(name="a").start()
+    yield service
+    await service.close()
+
+
+def h2_doc(pki, upstream_port: int, **hcm: object) -> dict:
+    doc = base_doc(pki, upstream_port, listener_port=free_port())
+    doc["listeners"][0]["tls"]["alpn"] = ["h2", "http/1.1"]
+    doc["listeners"][0]["filter_chains"][0]["filters"][0].update({"h2c_prior_knowledge": True, **hcm})
+    return doc
+
+
+async def run_tool(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def curl(*args: str) -> tuple[str, int, bytes]:
+    """(HTTP version, status, body) of one curl request."""
+    code, out = await run_tool("curl", "-sS", "-w", "\n%{http_version} %{http_code}", *args)
+    assert code == 0, out
+    body, _, summary = out.rpartition("\n")
+    version, status = summary.split()
+    return version, int(status), body.encode()
+
+
+async def test_curl_over_tls_negotiates_h2_and_is_routed(pki, echo):
+    audit = RecordingAudit()
+    async with running(h2_doc(pki, echo.port), audit=audit) as gw:
+        url = f"https://localhost:{gw.listener_port('main')}"
+        version, status, body = await curl("--http2", "--cacert", str(pki.ca), f"{url}/items?q=1")
+        assert (version, status) == ("2", 200)
+        seen = json.loads(body)
+        assert seen["path"] == "/items?q=1" and seen["headers"]["x-forwarded-proto"] == "https"
+        assert seen["headers"]["host"] == f"localhost:{gw.listener_port('main')}"
+        version, status, body = await curl("--http2", "--cacert", str(pki.ca), "-d", "hello", f"{url}/post")
+        assert (version, status, json.loads(body)["body_bytes"]) == ("2", 200, 5)
+        version, status, _ = await curl("--http1.1", "--cacert", str(pki.ca), f"{url}/h1")
+        assert (version, status) == ("1.1", 200)
+    records = audit.of("http.request")
+    h2_records = [r for r in records if r.get("http_version") == "HTTP/2"]
+    assert [r["path"] for r in h2_records] == ["/items?q=1", "/post"]
+    assert all(r["stream_id"] == 1 and r["protocol"] == "TLSv1.3" and r["status"] == 200 for r in h2_records)
+    assert [r["path"] for r in records if "stream_id" not in r] == ["/h1"]
+
+
+async def test_h2c_prior_knowledge_beside_http1_on_a_plain_port(pki, echo):
+    async with running(h2_doc(pki, echo.port)) as gw:
+        url = f"http://127.0.0.1:{gw.listener_port('main')}"
+        version, status, body = await curl("--http2-prior-knowledge", f"{url}/p")
+        assert (version, status) == ("2", 200) and json.loads(body)["headers"]["x-forwarded-proto"] == "http"
+        assert (await curl(f"{url}/h1"))[:2] == ("1.1", 200)
+        assert (await curl("--http2-prior-knowledge", f"{url}/nothing-here/../status/503"))[1] == 503
+
+
+async def test_h2c_is_off_unless_configured(pki, echo):
+    doc = h2_doc(pki, echo.port, h2c_prior_knowledge=False)
+    async with running(doc) as gw:
+        code, _ = await run_tool(
+            "curl", "-sS", "--http2-prior-knowledge", f"http://127.0.0.1:{gw.listener_port('main')}/"
+        )
+        assert code != 0  # the preface is a malformed HTTP/1.1 request: 400 and close
+
+
+async def test_local_replies_over_h2(pki, echo):
+    routes = [
+        {"name": "direct", "match": {"prefix": "/direct"}, "direct_response": {"status": 201, "body": "d\n"}},
+        {"name": "all", "match": {"prefix": "/api"}, "route": {"cluster": "echo"}},
+    ]
+    doc = h2_doc(pki, echo.port)
+    doc["route_configs"][0]["virtual_hosts"][0]["routes"] = routes
+    async with running(doc) as gw:
+        url = f"http://127.0.0.1:{gw.listener_port('main')}"
+        assert await curl("--http2-prior-knowledge", f"{url}/direct") == ("2", 201, b"d\n")
+        assert await curl("--http2-prior-knowledge", f"{url}/none") == ("2", 404, b"no route\n")
+
+
+async def test_h2load_many_streams_on_few_connections(pki, echo):
+    async with running(h2_doc(pki, echo.port)) as gw:
+        port = gw.listener_port("main")
+        code, out = await run_tool("h2load", "-n", "400", "-c", "4", "-m", "16", f"http://127.0.0.1:{port}/")
+        assert code == 0 and "400 succeeded, 0 failed, 0 errored" in out, out
+        code, out = await run_tool(
+            "h2load", "-n", "40", "-c", "2", "-m", "8", "-d", "/etc/services", f"http://127.0.0.1:{port}/post"
+        )
+        assert code == 0 and "40 succeeded" in out, out
+
+
+async def test_flow_control_with_a_small_client_window(pki, echo):
+    """A 1 MB response through 16 KB windows: the gateway queues per stream and sends as windows open."""
+    async with running(h2_doc(pki, echo.port)) as gw:
+        url = f"http://127.0.0.1:{gw.listener_port('main')}/bytes/1000000"
+        code, out = await run_tool("h2load", "-n", "8", "-c", "2", "-m", "4", "-w", "14", "-W", "14", url)
+        assert code == 0 and "8 succeeded" in out, out
+        assert "8000000" in out.replace(",", "")  # every byte of every body arrived
+
+
+# -- flood defences against a running gateway -------------------------------------------------------
+
+
+def _client() -> h2.connection.H2Connection:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    return conn
+
+
+REQUEST = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
+
+
+def rapid_reset() -> bytes:
+    attacker = _client()
+    for i in range(300):
+        attacker.send_headers(1 + 2 * i, REQUEST, end_stream=True)
+        attacker.reset_stream(1 + 2 * i)
+    return attacker.data_to_send()
+
+
+def continuation_flood() -> bytes:
+    data = PREFACE + SettingsFrame(0).serialize()
+    headers = HeadersFrame(1)
+    headers.data = b"\x00"
+    data += headers.serialize()
+    for _ in range(200):
+        continuation = ContinuationFrame(1)
+        continuation.data = b"\x00"
+        data += continuation.serialize()
+    return data
+
+
+def ping_flood() -> bytes:
+    return PREFACE + SettingsFrame(0).serialize() + PingFrame(0).serialize() * 500
+
+
+def settings_flood() -> bytes:
+    return PREFACE + SettingsFrame(0).serialize() * 500
+
+
+async def goaway_of(port: int, attack: bytes) -> int | None:
+    """Send ``attack`` on a fresh connection; the GOAWAY error code the gateway answers with."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(attack)
+    received = bytearray()
+    try:
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                received += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    writer.close()
+    view = bytes(received)
+    while len(view) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(view[:9]))
+        if frame.type == 0x7:
+            return int.from_bytes(view[9 + 4 : 9 + 8], "big")
+        view = view[9 + length :]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        (rapid_reset, "rapid_reset"),
+        (continuation_flood, "continuation_flood"),
+        (ping_flood, "ping_flood"),
+        (settings_flood, "settings_flood"),
+    ],
+)
+async def test_floods_get_goaway_and_other_connections_keep_working(pki, echo, attack, reason):
+    async with running(h2_doc(pki, echo.port)) as gw:
+        port = gw.listener_port("main")
+        url = f"http://127.0.0.1:{port}/"
+        bystander = asyncio.create_task(run_tool("h2load", "-n", "200", "-c", "2", "-m", "4", url))
+        assert await goaway_of(port, attack()) == ErrorCodes.ENHANCE_YOUR_CALM
+        code, out = await bystander
+        assert code == 0 and "200 succeeded, 0 failed" in out, out
+        assert gw.generation.stats.http2_connection_errors.value(("main", reason)) == 1
+        assert (await curl("--http2-prior-knowledge", url))[:2] == ("2", 200)
