@@ -443,13 +443,16 @@ class Endpoint(_Model):
 
 
 class HealthCheck(_Model):
-    type: Literal["tcp", "http", "tls", "tlcp"] = "tcp"
+    #: ``grpc``: grpc.health.v1 ``Check`` over HTTP/2 (the cluster needs ``http2_protocol_options``).
+    type: Literal["tcp", "http", "tls", "tlcp", "grpc"] = "tcp"
     interval: Seconds = 5.0
     timeout: Seconds = 1.0
     unhealthy_threshold: int = Field(default=2, ge=1)
     healthy_threshold: int = Field(default=1, ge=1)
     path: str = "/healthz"
     expected_statuses: tuple[int, ...] = (200,)
+    #: ``grpc``: the service asked about (``""``: the server as a whole).
+    service_name: str = Field(default="", max_length=127)
 
 
 class OutlierDetection(_Model):
@@ -547,6 +550,9 @@ class ClusterConfig(_Model):
     def _hash(self) -> ClusterConfig:
         if self.lb_policy == "ring_hash" and self.hash_policy is None:
             raise ValueError("ring_hash needs a hash_policy")
+        hc = self.health_checks
+        if hc is not None and hc.type == "grpc" and self.http2_protocol_options is None:
+            raise ValueError("a grpc health check needs http2_protocol_options (gRPC runs over HTTP/2)")
         return self
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 import h11
 
 from gateway.codec.base import (
@@ -45,6 +47,16 @@ def _forwardable(headers: Headers) -> list[tuple[str, str]]:
         t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",") if t.strip()
     }
     return [(k, v) for k, v in headers if k not in HOP_BY_HOP and k not in conn_tokens]
+
+
+def _reason(status: int, given: str) -> bytes:
+    """The reason phrase to send: the upstream's, or the standard one (HTTP/2 responses carry none)."""
+    if given:
+        return given.encode("latin-1")
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -118,7 +130,9 @@ class H1ServerCodec(ServerCodec):
             headers.append(("connection", "close"))
         return (
             self._conn.send(
-                h11.Response(status_code=head.status, headers=headers, reason=head.reason.encode("latin-1"))
+                h11.Response(
+                    status_code=head.status, headers=headers, reason=_reason(head.status, head.reason)
+                )
             )
             or b""
         )

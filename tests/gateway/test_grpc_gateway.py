@@ -206,3 +206,44 @@ async def test_tls_with_client_certificate_access_control(pki, grpc_upstream, ec
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await _method(channel, "unary_unary", "Guarded")(b"")
             assert failed.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_grpc_health_check_follows_the_serving_status(pki, echo):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1._async import HealthServicer
+
+    server = grpc.aio.server()
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await health.set("test.Echo", health_pb2.HealthCheckResponse.SERVING)
+    doc = grpc_doc(pki, port, echo.port)
+    doc["clusters"][1]["health_checks"] = {
+        "type": "grpc",
+        "service_name": "test.Echo",
+        "interval": 0.1,
+        "timeout": 0.5,
+        "unhealthy_threshold": 1,
+        "healthy_threshold": 1,
+    }
+    try:
+        async with running(doc) as gw:
+            (host,) = gw.generation.clusters["grpc"].hosts
+
+            async def settles(healthy: bool) -> None:
+                async with asyncio.timeout(5):
+                    while host.healthy is not healthy:
+                        await asyncio.sleep(0.05)
+
+            await asyncio.sleep(0.3)
+            assert host.healthy
+            await health.set("test.Echo", health_pb2.HealthCheckResponse.NOT_SERVING)
+            await settles(False)
+            await health.set("test.Echo", health_pb2.HealthCheckResponse.SERVING)
+            await settles(True)
+            await server.stop(None)
+            await settles(False)
+    finally:
+        await server.stop(None)

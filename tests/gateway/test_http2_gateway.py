@@ -206,3 +206,39 @@ async def test_floods_get_goaway_and_other_connections_keep_working(pki, echo, a
         assert code == 0 and "200 succeeded, 0 failed" in out, out
         assert gw.generation.stats.http2_connection_errors.value(("main", reason)) == 1
         assert (await curl("--http2-prior-knowledge", url))[:2] == ("2", 200)
+
+
+# -- upstream HTTP/2: a second gateway (h2 listener, HTTP/1.1 echo behind it) as the HTTP/2 host ---------
+
+
+@pytest.mark.parametrize("upstream_transport", ["plain", "tls"])
+async def test_http1_and_h2_clients_through_an_http2_cluster(pki, echo, upstream_transport):
+    async with running(h2_doc(pki, echo.port)) as inner:
+        doc = h2_doc(pki, echo.port)
+        cluster = doc["clusters"][0]
+        cluster["endpoints"][0]["port"] = inner.listener_port("main")
+        cluster["http2_protocol_options"] = {"max_concurrent_streams": 50}
+        if upstream_transport == "tls":
+            cluster["transport_socket"] = {
+                "type": "tls",
+                "trust_anchors": str(pki.ca),
+                "server_name": "localhost",
+            }
+        async with running(doc) as outer:
+            url = f"http://127.0.0.1:{outer.listener_port('main')}"
+            version, status, body = await curl("--http1.1", "-d", "abc", f"{url}/h1-in")
+            seen = json.loads(body)
+            assert (version, status, seen["body_bytes"], seen["path"]) == ("1.1", 200, 3, "/h1-in")
+            # The inner gateway saw HTTP/2 from the outer one: its forwarded-proto is the outer hop's.
+            expected_proto = "https" if upstream_transport == "tls" else "http"
+            assert seen["headers"]["x-forwarded-proto"] == expected_proto
+            assert seen["headers"]["x-forwarded-for"] == "127.0.0.1, 127.0.0.1"
+            version, status, body = await curl("--http2-prior-knowledge", f"{url}/bytes/300000", "-o", "-")
+            assert (version, status, len(body)) == ("2", 200, 300000)
+            code, out = await run_tool("h2load", "-n", "300", "-c", "3", "-m", "20", f"{url}/")
+            assert code == 0 and "300 succeeded, 0 failed" in out, out
+            code, out = await run_tool("h2load", "--h1", "-n", "100", "-c", "4", f"{url}/")
+            assert code == 0 and "100 succeeded, 0 failed" in out, out
+            hosts = outer.generation.clusters["echo"].hosts
+            # Streams shared connections: far fewer upstream connections than requests.
+            assert 1 <= len(hosts[0].shared) <= 8 and hosts[0].active_requests == 0
