@@ -302,6 +302,8 @@ class HttpConnectionManagerFilter(_Model):
     http2_protocol_options: Http2ProtocolOptions = Http2ProtocolOptions()
     #: Plain connections that open with the HTTP/2 preface speak h2c (RFC 9113 3.3); off by default.
     h2c_prior_knowledge: bool = False
+    #: An upgraded connection (WebSocket) closes after this long without a byte in either direction.
+    upgrade_idle_timeout: Seconds = 300.0
 
 
 NetworkFilterConfig = Annotated[

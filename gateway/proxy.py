@@ -47,6 +47,7 @@ from gateway.logs.access_log import AccessRecord, log_request
 from gateway.router import IDEMPOTENT, RouteEntry
 from gateway.stream import TransportStream
 from gateway.transports.base import UpstreamConnectError
+from gateway.upgrade import UpgradeRefused, UpgradeTunnel, is_upgrade
 
 if TYPE_CHECKING:
     from gateway.codec.base import CodecFactory
@@ -80,6 +81,7 @@ class DownstreamConnection(Protocol):
     def stream(self) -> TransportStream: ...
     def write(self, data: bytes) -> None: ...
     def abort(self) -> None: ...
+    def close(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
 
@@ -118,6 +120,7 @@ class ExchangeOwner(Protocol):
 
     def identity_headers(self) -> Headers: ...
     def exchange_finished(self, exchange: Exchange) -> None: ...
+    def tunnel_started(self, tunnel: UpgradeTunnel) -> None: ...
 
 
 #: Envoy's response flags: by the exchange's decision reason, then by what failed upstream.
@@ -166,8 +169,10 @@ class Exchange:
     _attempt_is_retry = False
     _stale_retry_used = False
     _connecting: asyncio.Task[UpstreamConnection] | None = None
+    _upgrading: asyncio.Task[ResponseHead] | None = None
     #: The connect task is a shared one (HTTP/2): never cancelled by one of the requests awaiting it.
     _connecting_shared = False
+    _tunnel: UpgradeTunnel | None = None
     _upstream_head: RequestHead | None = None
     _head_sent = False
     _pending: list[bytes] | None = None
@@ -231,6 +236,9 @@ class Exchange:
                 return
             timeout = grpc.effective_timeout(timeout, self.head)
         self._hash_key = self._hash(forward.cluster)
+        if hcm.protocol == "http1" and is_upgrade(self.head):
+            self._start_upgrade(forward.cluster)
+            return
         self._route_deadline = hcm.loop.time() + timeout
         hcm.upstream_deadline.set(self._route_deadline)
         self._attempt()
@@ -255,6 +263,69 @@ class Exchange:
             return peer.fingerprint_sha256 if peer else self.conn.identity.remote_address
         assert hp.header is not None
         return self.head.header(hp.header)
+
+    # -- upgrades (WebSocket) ---------------------------------------------------------------------
+
+    def _start_upgrade(self, cluster: Cluster) -> None:
+        """HTTP/1.1 Upgrade: its own upstream connection, then a byte tunnel (:mod:`gateway.upgrade`)."""
+        self.reason = "upgrade"
+        try:
+            host = cluster.choose_host(self._hash_key)
+        except NoHealthyUpstream as exc:
+            self.reason = "no_healthy_upstream"
+            self._give_up(503, str(exc))
+            return
+        self.host, self.endpoint, self.attempts = host, host.name, 1
+        tunnel = UpgradeTunnel(self, cluster, host, self.hcm.config.upgrade_idle_timeout)
+        self._tunnel = tunnel
+        self._upgrading = self.hcm.loop.create_task(tunnel.open(self._build_upstream_head()))
+        self._upgrading.add_done_callback(self._upgrade_answered)
+
+    def _upgrade_answered(self, task: asyncio.Task[ResponseHead]) -> None:
+        self._upgrading = None
+        tunnel, cluster, host = self._tunnel, self.cluster, self.host
+        assert tunnel is not None and cluster is not None and host is not None
+        if task.cancelled() or self.finished:
+            tunnel.shutdown()
+            return
+        exc = task.exception()
+        if exc is not None:
+            tunnel.shutdown()
+            self._upgrade_failed(exc, cluster, host)
+            return
+        cluster.report(host, True)
+        try:
+            switched, client_early = self.codec.switch_protocols(task.result())
+        except CodecProtocolError as refused:
+            tunnel.shutdown()
+            self.error = str(refused)
+            self.local_reply(refused.status, GENERIC_BODIES[502])
+            return
+        self.status = 101
+        self.response_started = True
+        if self._write_downstream([switched]):
+            self.hcm.tunnel_started(tunnel)
+            tunnel.start(client_early)
+
+    def _upgrade_failed(self, exc: BaseException, cluster: Cluster, host: Host) -> None:
+        if isinstance(exc, UpgradeRefused):
+            cluster.report(host, exc.status < 500)
+            self.error = str(exc)
+            self.local_reply(exc.status, b"upgrade refused by the upstream\n")
+        elif isinstance(exc, UpstreamConnectError):
+            cluster.fail(host, self.conn.id, f"connect_failure: {exc}")
+            self._give_up(503, f"upstream connect error: {exc}")
+        elif isinstance(exc, ClusterOverflow):
+            self.reason = "overflow"
+            self._give_up(503, f"overflow: {exc}")
+        else:
+            self._give_up(502, f"upstream reset: {type(exc).__name__}: {exc}")
+
+    def tunnel_closed(self, reason: str) -> None:
+        """The upgraded connection ended on one side: close the other, then the exchange is over."""
+        self.conn.close_reason = reason
+        self.conn.close()
+        self._finish()
 
     # -- attempts --------------------------------------------------------------------------------
 
@@ -679,6 +750,11 @@ class Exchange:
 
     def _drop_upstream(self) -> None:
         """Forget the attempt's connection (closed, never pooled) or the connect still under way."""
+        if self._upgrading is not None:
+            self._upgrading.cancel()  # its callback closes the tunnel's connection
+            self._upgrading = None
+        elif self._tunnel is not None:
+            self._tunnel.shutdown()
         if self._connecting is not None:
             if self._connecting_shared:
                 self._connecting.remove_done_callback(self._connected)
@@ -747,7 +823,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.upstream is not None or self._connecting is not None:
+        if self.upstream is not None or self._connecting is not None or self._tunnel is not None:
             self._drop_upstream()
         self._end_attempt()
         if self._reading_paused:

@@ -124,6 +124,11 @@ class ServerCodec(ABC):
         """Response trailers, sent with the end of the response; a protocol without trailers drops them."""
         return b""
 
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        """HTTP/1.1 Upgrade accepted: the ``101`` response's bytes, and the bytes the client sent after its
+        request (the first bytes of the new protocol)."""
+        raise CodecProtocolError("this protocol cannot switch protocols", 501)
+
     def encode_held(self) -> bytes:
         """What an ``encode_*`` call held back to see what follows (HTTP/2 holds a response head to send
         it with END_STREAM when the end comes next); called once the upstream has nothing more now."""

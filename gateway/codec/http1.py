@@ -137,6 +137,17 @@ class H1ServerCodec(ServerCodec):
             or b""
         )
 
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        try:
+            data = self._conn.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=list(head.headers), reason=_reason(101, head.reason)
+                )
+            )
+        except h11.LocalProtocolError as exc:
+            raise CodecProtocolError(f"cannot switch protocols: {exc}", 502) from None
+        return data or b"", self._conn.trailing_data[0]
+
     def encode_body(self, data: bytes) -> bytes:
         if not data or self._head_request:
             return b""

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from gateway.identity import PeerIdentity
     from gateway.runtime import Generation
     from gateway.stream import TransportStream
+    from gateway.upgrade import UpgradeTunnel
 
 #: Response bytes queued for one stream beyond the client's window before its upstream pauses.
 OUTBOUND_HIGH_WATER = 256 * 1024
@@ -122,6 +123,10 @@ class StreamConnection:
 
     def abort(self) -> None:
         self._stream.reset(ErrorCodes.INTERNAL_ERROR)
+
+    def close(self) -> None:
+        """Closing "the connection" of one stream ends that stream, not its neighbours."""
+        self._stream.reset(ErrorCodes.NO_ERROR)
 
     def pause_reading(self) -> None:
         self._stream.paused = True
@@ -238,6 +243,12 @@ class H2Stream:
 
     def _on_upstream_deadline(self) -> None:
         self.exchange.on_deadline()
+
+    def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
+        """HTTP/2 has no HTTP/1.1 Upgrade (``h2`` refuses the connection-specific fields that ask for
+        one, RFC 9113 8.2.2); an exchange that got here anyway loses its stream."""
+        tunnel.shutdown()
+        self.reset(ErrorCodes.PROTOCOL_ERROR)
 
 
 class Http2ConnectionManager(NetworkFilter):

@@ -39,6 +39,7 @@ from gateway.identity import PeerIdentity
 from gateway.proxy import Exchange
 from gateway.router import RouteTable
 from gateway.timers import Deadline
+from gateway.upgrade import UpgradeTunnel
 
 #: RFC 9113 3.4: the client connection preface.
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -59,6 +60,8 @@ class HttpConnectionManager(NetworkFilter):
         self.identity_prefixes = ("x-client-cert-", "x-ssl-", config.identity_headers.prefix.lower())
         self.protocol = codec_factory.protocol
         self.exchange: Exchange | None = None
+        #: An upgraded (WebSocket) connection: bytes go through the tunnel, no longer to the codec.
+        self.tunnel: UpgradeTunnel | None = None
         self.requests = 0
         self._head_started: float | None = None
         self._eof = False
@@ -101,6 +104,9 @@ class HttpConnectionManager(NetworkFilter):
     # -- bytes in --------------------------------------------------------------------------------
 
     def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        if self.tunnel is not None:
+            self.tunnel.downstream_data(data, end_stream)
+            return FilterStatus.STOP_ITERATION
         if self._h2c_candidate:
             data = self._h2c_preface + data
             if H2_PREFACE.startswith(data[: len(H2_PREFACE)]):
@@ -298,7 +304,17 @@ class HttpConnectionManager(NetworkFilter):
 
     # -- flow control and closing ----------------------------------------------------------------
 
+    def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
+        """The exchange switched protocols: from now on the connection's bytes are the tunnel's."""
+        self.tunnel = tunnel
+        if self._pipelined:  # reading paused at the upgrade request (h11: the client might switch)
+            self._pipelined = False
+            self.conn.resume_reading()
+
     def on_write_ready(self, conn: Connection, ready: bool) -> None:
+        if self.tunnel is not None:
+            self.tunnel.downstream_write_ready(ready)
+            return
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
             if ready:
