@@ -640,6 +640,14 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(f"{where}.cluster: unknown cluster {flt.cluster!r}")
                 if isinstance(flt, HttpConnectionManagerFilter) and flt.route_config not in routes:
                     errors.append(f"{where}.route_config: unknown route_config {flt.route_config!r}")
+                speaks_h2 = "h2" in listener.tls.alpn or (
+                    isinstance(flt, HttpConnectionManagerFilter) and flt.h2c_prior_knowledge
+                )
+                if isinstance(flt, HttpConnectionManagerFilter) and speaks_h2 and flt.codec != "http1":
+                    errors.append(
+                        f"{where}.codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec, "
+                        f"not {flt.codec!r}"
+                    )
     listener_names = {x.name for x in config.listeners}
     for i, access_log in enumerate(config.logging.access_logs):
         errors += [

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
 
-from gateway import audit_events as events
 from gateway import grpc
 from gateway.codec.base import CodecFactory, Headers
 from gateway.codec.http2 import H2StreamServerCodec
 from gateway.config import HttpConnectionManagerFilter
 from gateway.filters.base import FilterStatus, NetworkFilter
-from gateway.filters.http_connection_manager import identity_headers
+from gateway.filters.http_connection_manager import ConnectionContext, identity_headers
 from gateway.http2.connection import H2ConnectionError, H2ServerConnection, Http2Limits
 from gateway.http2.events import (
     BodyReceived,
@@ -274,19 +273,12 @@ class Http2ConnectionManager(NetworkFilter):
         """Set up on a connection (at its start, or handed over by the HTTP/1.1 manager for h2c)."""
         self.conn = conn
         self.loop = asyncio.get_running_loop()
-        self.forwarded_proto = "https" if conn.identity.secure else "http"
-        generation = conn.generation
-        self.unrouted_stats = generation.stats.route("-")
-        self.records = getattr(generation.audit, "enabled", True)
-        self.access_logged = any(
-            not log.listeners or conn.listener in log.listeners
-            for log in generation.config.logging.access_logs
-        )
-        self.audit_fields: dict[str, Any] = {
-            **events.connection_fields(conn.id, conn.listener, conn.identity),
-            "codec": "h2",
-            "http_version": "HTTP/2",
-        }
+        context = ConnectionContext.of(conn, "h2")
+        self.forwarded_proto = context.forwarded_proto
+        self.unrouted_stats = context.unrouted_stats
+        self.records = context.records
+        self.access_logged = context.access_logged
+        self.audit_fields: dict[str, Any] = {**context.audit_fields, "http_version": "HTTP/2"}
         self.h2 = H2ServerConnection(http2_limits(self.config))
         self.idle = Deadline(self._on_idle, self.loop)
         self.idle.after(self.config.idle_timeout)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gateway import audit_events as events
 from gateway.codec.base import (
@@ -46,6 +47,34 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
+    from gateway.stats import RouteStats
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionContext:
+    """What every request of a connection shares, computed once when the connection starts."""
+
+    forwarded_proto: str
+    unrouted_stats: RouteStats
+    #: Whether anyone reads the per-request audit record (not the null handle of "audit off").
+    records: bool
+    #: Whether an access log covers this listener (then each request also makes an AccessRecord).
+    access_logged: bool
+    audit_fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, conn: Connection, codec: str) -> ConnectionContext:
+        generation = conn.generation
+        return cls(
+            forwarded_proto="https" if conn.identity.secure else "http",
+            unrouted_stats=generation.stats.route("-"),
+            records=getattr(generation.audit, "enabled", True),
+            access_logged=any(
+                not log.listeners or conn.listener in log.listeners
+                for log in generation.config.logging.access_logs
+            ),
+            audit_fields={**events.connection_fields(conn.id, conn.listener, conn.identity), "codec": codec},
+        )
 
 
 class HttpConnectionManager(NetworkFilter):
@@ -73,20 +102,14 @@ class HttpConnectionManager(NetworkFilter):
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         self.conn = conn
         self.loop = asyncio.get_running_loop()
-        self.forwarded_proto = "https" if conn.identity.secure else "http"
-        generation = conn.generation
-        self.unrouted_stats = generation.stats.route("-")
-        #: Whether anyone reads the per-request audit record (not the null handle of "audit off").
-        self.records = getattr(generation.audit, "enabled", True)
-        #: Whether an access log covers this listener (then each request also makes an AccessRecord).
-        self.access_logged = any(
-            not log.listeners or conn.listener in log.listeners
-            for log in generation.config.logging.access_logs
-        )
-        self.audit_fields = {
-            **events.connection_fields(conn.id, conn.listener, conn.identity),
-            "codec": self.codec_factory.protocol,
-        }
+        context = ConnectionContext.of(conn, self.codec_factory.protocol)
+        self.forwarded_proto = context.forwarded_proto
+        self.unrouted_stats = context.unrouted_stats
+        self.records = context.records
+        self.access_logged = context.access_logged
+        self.audit_fields = context.audit_fields
+        if self.codec_factory.protocol == "http1":
+            self.audit_fields["http_version"] = "HTTP/1.1"
         self.deadline = Deadline(self._on_deadline, self.loop)
         self.upstream_deadline = Deadline(self._on_upstream_deadline, self.loop)
         self.deadline.after(self.config.idle_timeout)

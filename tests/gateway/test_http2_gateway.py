@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -72,7 +73,8 @@ async def test_curl_over_tls_negotiates_h2_and_is_routed(pki, echo):
     h2_records = [r for r in records if r.get("http_version") == "HTTP/2"]
     assert [r["path"] for r in h2_records] == ["/items?q=1", "/post"]
     assert all(r["stream_id"] == 1 and r["protocol"] == "TLSv1.3" and r["status"] == 200 for r in h2_records)
-    assert [r["path"] for r in records if "stream_id" not in r] == ["/h1"]
+    assert [r["path"] for r in records if r["http_version"] == "HTTP/1.1"] == ["/h1"]
+    assert all(("stream_id" in r) is (r["http_version"] == "HTTP/2") for r in records)
 
 
 async def test_h2c_prior_knowledge_beside_http1_on_a_plain_port(pki, echo):
@@ -242,3 +244,14 @@ async def test_http1_and_h2_clients_through_an_http2_cluster(pki, echo, upstream
             hosts = outer.generation.clusters["echo"].hosts
             # Streams shared connections: far fewer upstream connections than requests.
             assert 1 <= len(hosts[0].shared) <= 8 and hosts[0].active_requests == 0
+
+
+def test_config_refuses_http2_with_a_custom_codec(pki):
+    from gateway.config import ConfigError, parse_config
+
+    doc = h2_doc(pki, 1, codec="examples.rpc_codec:RpcCodecFactory")
+    with pytest.raises(ConfigError) as refused:
+        parse_config(doc, Path.cwd())
+    assert "filters[0].codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec" in str(
+        refused.value
+    )
