@@ -247,3 +247,88 @@ async def test_grpc_health_check_follows_the_serving_status(pki, echo):
             await settles(False)
     finally:
         await server.stop(None)
+
+
+async def test_one_served_listener_for_grpc_curl_h2load_and_websocket(pki, grpc_upstream, echo, tmp_path):
+    """The issue's "done when", over TLS: a real `smgate serve` process with the audit trail on; a grpcio
+    client with a client certificate (unary and streaming), curl --http2, h2load and a WebSocket client
+    on the same listener; one audit record per call."""
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve as ws_serve
+
+    from audit.keys import write_audit_key
+    from tests.gateway.conftest import write_config
+    from tests.gateway.helpers import client_context
+    from tests.gateway.process import serve
+
+    async def ws_echo(ws) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    ws_port = free_port()
+    async with ws_serve(ws_echo, "127.0.0.1", ws_port):
+        doc = grpc_doc(pki, grpc_upstream, echo.port)
+        routes = doc["route_configs"][0]["virtual_hosts"][0]["routes"]
+        routes.insert(0, {"name": "ws", "match": {"prefix": "/chat"}, "route": {"cluster": "ws"}})
+        doc["clusters"].append({"name": "ws", "endpoints": [{"address": "127.0.0.1", "port": ws_port}]})
+        doc["listeners"][0]["tls"]["protocols"] = ["tls1.3", "tls1.2"]
+        write_audit_key(tmp_path / "chain.key")
+        doc["audit"] = {
+            "key_file": str(tmp_path / "chain.key"),
+            "pipeline": "thread",
+            "sinks": [{"type": "file", "directory": str(tmp_path / "log")}],
+        }
+        gw = await asyncio.to_thread(serve, write_config(tmp_path / "gw.yaml", doc))
+        try:
+            port = gw.port("main")
+            target = f"127.0.0.1:{port}"
+            options = (("grpc.ssl_target_name_override", "localhost"),)
+            creds = grpc.ssl_channel_credentials(
+                pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client.read_bytes()
+            )
+            async with grpc.aio.secure_channel(target, creds, options) as channel:
+                await _exercise(channel)
+                assert await _method(channel, "unary_unary", "Guarded")(b"") == b"secret"
+            code, out = await asyncio.to_thread(
+                _run,
+                "curl",
+                "-sS",
+                "--http2",
+                "--cacert",
+                str(pki.ca),
+                "-w",
+                "\n%{http_version}",
+                f"https://localhost:{port}/test.H1/curl",
+            )
+            assert code == 0 and out.endswith("\n2"), out
+            code, out = await asyncio.to_thread(
+                _run, "h2load", "-n", "100", "-c", "2", "-m", "10", f"https://127.0.0.1:{port}/test.H1/x"
+            )
+            assert "100 succeeded" in out and "Application protocol: h2" in out, out
+            async with connect(f"wss://localhost:{port}/chat", ssl=client_context(pki)) as ws:
+                await ws.send("through smgate serve")
+                assert await ws.recv() == "through smgate serve"
+        finally:
+            assert gw.stop() == 0
+    records = [
+        json.loads(line)
+        for path in sorted((tmp_path / "log").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    calls = [r for r in records if r["event"] == "http.request" and r["path"].startswith(f"/{SERVICE}/")]
+    assert len(calls) == 6, calls
+    assert all(
+        r["http_version"] == "HTTP/2" and r["client_cert"]["subject"].startswith("CN=client.test")
+        for r in calls
+    )
+    (ws_record,) = [r for r in records if r["event"] == "http.request" and r["path"] == "/chat"]
+    assert ws_record["status"] == 101 and ws_record["http_version"] == "HTTP/1.1"
+
+
+def _run(*args: str) -> tuple[int, str]:
+    import subprocess
+
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout + done.stderr
