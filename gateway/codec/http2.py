@@ -14,8 +14,10 @@ gRPC: a reply the gateway makes itself to a gRPC request is a Trailers-Only resp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
+import h2.exceptions
 from h2.errors import ErrorCodes
 
 from gateway import grpc
@@ -46,9 +48,11 @@ class H2StreamServerCodec(ServerCodec):
         grpc_request: bool,
         head_request: bool,
         sent: Callable[[], None],
+        gone: Callable[[], None],
     ) -> None:
         self.connection = connection
         self.stream_id = stream_id
+        self._gone = gone
         self.grpc_request = grpc_request
         self.head_request = head_request
         self._sent = sent
@@ -68,8 +72,19 @@ class H2StreamServerCodec(ServerCodec):
         return b""
 
     def encode_held(self) -> bytes:
-        self._send_held_head()
+        with self._unless_gone():
+            self._send_held_head()
         return self.connection.data_to_send()
+
+    @contextlib.contextmanager
+    def _unless_gone(self) -> Iterator[None]:
+        """The client may have reset the stream or closed the connection (GOAWAY) while the response was
+        on its way: what is left of the response is dropped and the exchange told, never an exception
+        into the upstream's callbacks."""
+        try:
+            yield
+        except h2.exceptions.ProtocolError:
+            self._gone()
 
     def _send_held_head(self, end_stream: bool = False) -> bool:
         head, self._held_head = self._held_head, None
@@ -80,9 +95,10 @@ class H2StreamServerCodec(ServerCodec):
     def encode_body(self, data: bytes) -> bytes:
         if not data or self.head_request:
             return b""
-        self._send_held_head()
-        self.connection.send_data(self.stream_id, data)
-        self._sent()
+        with self._unless_gone():
+            self._send_held_head()
+            self.connection.send_data(self.stream_id, data)
+            self._sent()
         return self.connection.data_to_send()
 
     def encode_trailers(self, headers: Headers) -> bytes:
@@ -90,28 +106,33 @@ class H2StreamServerCodec(ServerCodec):
         return b""
 
     def encode_end(self) -> bytes:
-        if self._trailers is not None:
-            self._send_held_head()
-            self.connection.send_trailers(self.stream_id, self._trailers)
-        elif not self._send_held_head(end_stream=True):
-            self.connection.send_data(self.stream_id, b"", end_stream=True)
+        with self._unless_gone():
+            if self._trailers is not None:
+                self._send_held_head()
+                self.connection.send_trailers(self.stream_id, self._trailers)
+            elif not self._send_held_head(end_stream=True):
+                self.connection.send_data(self.stream_id, b"", end_stream=True)
         return self.connection.data_to_send()
 
     def local_reply(
         self, status: int, body: bytes, content_type: str = "text/plain", headers: Headers = ()
     ) -> bytes:
+        with self._unless_gone():
+            self._local_reply(status, body, content_type, headers)
+        return self.connection.data_to_send()
+
+    def _local_reply(self, status: int, body: bytes, content_type: str, headers: Headers) -> None:
         connection, stream_id = self.connection, self.stream_id
         if self.grpc_request:
             message = body.decode("utf-8", "replace").strip()
             trailers = grpc.trailers_only(grpc.status_for(status), message)
             connection.send_response(stream_id, ResponseHead(200, trailers), end_stream=True)
-            return connection.data_to_send()
+            return
         head_headers = (("content-type", content_type), ("content-length", str(len(body))), *headers)
         empty = not body or self.head_request
         connection.send_response(stream_id, ResponseHead(status, head_headers), end_stream=empty)
         if not empty:
             connection.send_data(stream_id, body, end_stream=True)
-        return connection.data_to_send()
 
     def keep_alive(self) -> bool:
         return False  # a stream carries one exchange

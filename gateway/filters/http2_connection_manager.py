@@ -148,6 +148,7 @@ class H2Stream:
             grpc_request=grpc.is_grpc(head),
             head_request=head.method == "HEAD",
             sent=self._response_queued,
+            gone=self._client_gone,
         )
         self.codec_factory = manager.codec_factory
         self.config = manager.config
@@ -192,6 +193,11 @@ class H2Stream:
 
     def reset_by_peer(self, error_code: int) -> None:
         self.exchange.downstream_gone(f"downstream_reset:{error_code}")
+
+    def _client_gone(self) -> None:
+        """The stream or connection closed under a response being relayed: end the exchange, after the
+        upstream callback that found out has returned."""
+        self.loop.call_soon(self.exchange.downstream_gone, "downstream_gone_mid_response")
 
     # -- flow control -----------------------------------------------------------------------------
 

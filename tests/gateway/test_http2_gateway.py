@@ -255,3 +255,20 @@ def test_config_refuses_http2_with_a_custom_codec(pki):
     assert "filters[0].codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec" in str(
         refused.value
     )
+
+
+async def test_clients_dropping_streams_in_flight_are_not_upstream_failures(pki, echo):
+    """h2load -D stops with streams in flight: their responses find the client gone. That ends those
+    exchanges; it is no fault of the upstream (no upstream.fail, no ejection)."""
+    audit = RecordingAudit()
+    doc = h2_doc(pki, echo.port)
+    doc["clusters"][0].update({"max_idle_connections": 512, "connect_timeout": 5})
+    async with running(doc, audit=audit) as gw:
+        url = f"http://127.0.0.1:{gw.listener_port('main')}/"
+        for _ in range(2):
+            code, out = await run_tool("h2load", "-c", "8", "-m", "10", "-D", "1", url)
+            assert code == 0 and " 0 failed" in out, out
+        await asyncio.sleep(0.3)
+        (host,) = gw.generation.clusters["echo"].hosts
+        assert host.available(0.0) and host.active_requests == 0
+    assert audit.of("upstream.fail") == []
