@@ -265,12 +265,18 @@ class Cluster:
     def stream_released(self, host: Host) -> None:
         host.active_requests -= 1
 
-    def unshare(self, conn: UpstreamConnection) -> None:
-        """A multiplexed connection ended (closed, GOAWAY, protocol error): no new streams, closed."""
+    def retire(self, conn: UpstreamConnection) -> None:
+        """A multiplexed connection takes no new streams (GOAWAY, protocol error, closing); the streams
+        it carries may still finish."""
         shared = conn.host.shared
         if conn in shared:
             shared.remove(conn)
-            self._discard(conn)
+
+    def shared_closed(self, conn: UpstreamConnection) -> None:
+        """A multiplexed connection is closed: its slot is free (called once per connection)."""
+        self.retire(conn)
+        conn.host.open_connections -= 1
+        self._released.set()
 
     async def _wait_for_connection_slot(self, timeout: float | None) -> None:
         cb = self.config.circuit_breakers
@@ -401,7 +407,8 @@ class Cluster:
     async def close(self) -> None:
         for host in self.hosts:
             for conn in list(host.shared):
-                self.unshare(conn)
+                self.retire(conn)
+                conn.stream.close()
         self.closed = True
         for host in self.hosts:
             idle, host.idle = host.idle, []

@@ -72,8 +72,11 @@ class H2Upstream(UpstreamConnection):
     scheme: str = "http"
     #: Told when the connection can take no more streams for good (closed, GOAWAY, protocol error).
     on_ended: Callable[[H2Upstream], None] | None = None
+    #: Told once, when the connection has closed.
+    on_closed: Callable[[H2Upstream], None] | None = None
     streams: dict[int, H2UpstreamStream] = field(default_factory=dict)
     ended: bool = False
+    closed: bool = False
 
     def __post_init__(self) -> None:
         self.h2 = H2ClientConnection(self.limits)
@@ -142,6 +145,10 @@ class H2Upstream(UpstreamConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(exc)
+        if not self.closed:
+            self.closed = True
+            if self.on_closed is not None:
+                self.on_closed(self)
 
     def pause_writing(self) -> None:
         for stream in list(self.streams.values()):

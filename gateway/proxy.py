@@ -384,7 +384,13 @@ class Exchange:
         if options is not None:
             scheme = "http" if cluster.config.transport_socket.type == "plain" else "https"
             return H2Upstream(
-                host, stream, "h2", limits=upstream_limits(options), scheme=scheme, on_ended=cluster.unshare
+                host,
+                stream,
+                "h2",
+                limits=upstream_limits(options),
+                scheme=scheme,
+                on_ended=cluster.retire,
+                on_closed=cluster.shared_closed,
             )
         factory = self.hcm.codec_factory
         return HttpUpstream(host, stream, factory.protocol, codec=factory.client_codec())

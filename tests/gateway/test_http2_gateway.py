@@ -12,7 +12,14 @@ import h2.config
 import h2.connection
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    SettingsFrame,
+)
 
 from gateway.echo import EchoService
 from gateway.http2.flood import PREFACE
@@ -33,6 +40,8 @@ async def echo():
 
 def h2_doc(pki, upstream_port: int, **hcm: object) -> dict:
     doc = base_doc(pki, upstream_port, listener_port=free_port())
+    # Streams in flight become HTTP/1.1 connections to the in-process echo (backlog 100): room for them.
+    doc["clusters"][0].update({"max_idle_connections": 512, "connect_timeout": 5})
     doc["listeners"][0]["tls"]["alpn"] = ["h2", "http/1.1"]
     doc["listeners"][0]["filter_chains"][0]["filters"][0].update({"h2c_prior_knowledge": True, **hcm})
     return doc
@@ -237,7 +246,7 @@ async def test_http1_and_h2_clients_through_an_http2_cluster(pki, echo, upstream
             assert seen["headers"]["x-forwarded-for"] == "127.0.0.1, 127.0.0.1"
             version, status, body = await curl("--http2-prior-knowledge", f"{url}/bytes/300000", "-o", "-")
             assert (version, status, len(body)) == ("2", 200, 300000)
-            code, out = await run_tool("h2load", "-n", "300", "-c", "3", "-m", "20", f"{url}/")
+            code, out = await run_tool("h2load", "-n", "300", "-c", "3", "-m", "10", f"{url}/")
             assert code == 0 and "300 succeeded, 0 failed" in out, out
             code, out = await run_tool("h2load", "--h1", "-n", "100", "-c", "4", f"{url}/")
             assert code == 0 and "100 succeeded, 0 failed" in out, out
@@ -261,9 +270,7 @@ async def test_clients_dropping_streams_in_flight_are_not_upstream_failures(pki,
     """h2load -D stops with streams in flight: their responses find the client gone. That ends those
     exchanges; it is no fault of the upstream (no upstream.fail, no ejection)."""
     audit = RecordingAudit()
-    doc = h2_doc(pki, echo.port)
-    doc["clusters"][0].update({"max_idle_connections": 512, "connect_timeout": 5})
-    async with running(doc, audit=audit) as gw:
+    async with running(h2_doc(pki, echo.port), audit=audit) as gw:
         url = f"http://127.0.0.1:{gw.listener_port('main')}/"
         for _ in range(2):
             code, out = await run_tool("h2load", "-c", "8", "-m", "10", "-D", "1", url)
@@ -272,3 +279,44 @@ async def test_clients_dropping_streams_in_flight_are_not_upstream_failures(pki,
         (host,) = gw.generation.clusters["echo"].hosts
         assert host.available(0.0) and host.active_requests == 0
     assert audit.of("upstream.fail") == []
+
+
+async def test_upstream_goaway_lets_open_streams_finish_and_moves_new_ones(pki):
+    """An HTTP/2 host says GOAWAY while answering: the stream it had accepted still completes, the
+    connection takes no new stream, and the next request opens a new connection."""
+    import h2.events
+
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        connections.append(len(connections) + 1)
+        while data := await reader.read(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.StreamEnded):
+                    writer.write(conn.data_to_send())
+                    goaway = GoAwayFrame(0)  # before the answer (written by hand: h2 would close)
+                    goaway.last_stream_id = event.stream_id
+                    writer.write(goaway.serialize())
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                    headers = [(":status", "200"), ("content-length", "4")]
+                    conn.send_headers(event.stream_id, headers)
+                    conn.send_data(event.stream_id, b"done", end_stream=True)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        doc = h2_doc(pki, port)
+        doc["clusters"][0]["http2_protocol_options"] = {}
+        async with running(doc) as gw:
+            url = f"http://127.0.0.1:{gw.listener_port('main')}/"
+            assert await curl("--http2-prior-knowledge", url) == ("2", 200, b"done")
+            assert await curl("--http1.1", url) == ("1.1", 200, b"done")
+            assert connections == [1, 2]
+    finally:
+        server.close()
