@@ -27,6 +27,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -87,11 +88,23 @@ def _tlcp_suite(value: object) -> CipherSuite:
 
 #: A ``tls.tlcp.CipherSuite``, written by name in the document.
 TlcpSuite = Annotated[
-    CipherSuite, PlainValidator(_tlcp_suite), PlainSerializer(lambda suite: suite.name, return_type=str)
+    CipherSuite,
+    PlainValidator(_tlcp_suite),
+    PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema({"enum": list(CipherSuite.__members__), "title": "CipherSuite", "type": "string"}),
 ]
 
 #: TLCP suites whose key exchange needs the client's SM2 encryption pair (GB/T 38636-2020 6.4.5.3).
 ECDHE_SUITES = frozenset(s for s, p in SUITE_PARAMETERS.items() if p.key_exchange is KeyExchange.ECDHE)
+
+
+#: A listener's TLCP suites unless configured: ECDHE first, GCM first.
+_DEFAULT_TLCP_SUITES = (
+    CipherSuite.ECDHE_SM4_GCM_SM3,
+    CipherSuite.ECC_SM4_GCM_SM3,
+    CipherSuite.ECDHE_SM4_CBC_SM3,
+    CipherSuite.ECC_SM4_CBC_SM3,
+)
 
 
 def _no_duplicates(values: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
@@ -139,11 +152,9 @@ class CertificateSet(_Model):
 
 
 class CipherSuites(_Model):
-    tlcp: TlcpSuiteList = (
-        CipherSuite.ECDHE_SM4_GCM_SM3,
-        CipherSuite.ECC_SM4_GCM_SM3,
-        CipherSuite.ECDHE_SM4_CBC_SM3,
-        CipherSuite.ECC_SM4_CBC_SM3,
+    tlcp: TlcpSuiteList = Field(
+        default=_DEFAULT_TLCP_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLCP_SUITES]},
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -629,9 +640,14 @@ def check_references(config: GatewayConfig) -> list[str]:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             errors.append(f"{kind}: duplicate names {dupes}")
-    binds = [(x.address, x.port) for x in config.listeners if x.port]
-    if len(set(binds)) != len(binds):
-        errors.append("listeners: two listeners bind the same address and port")
+    bound: dict[tuple[str, int], int] = {}
+    for i, x in enumerate(config.listeners):
+        first = bound.setdefault((x.address, x.port), i) if x.port else i
+        if first != i:
+            errors.append(
+                f"listeners[{i}].port: {x.address}:{x.port} ({x.name!r}) is already bound by "
+                f"listeners[{first}] ({config.listeners[first].name!r})"
+            )
     for i, listener in enumerate(config.listeners):
         for j, chain in enumerate(listener.filter_chains):
             for k, flt in enumerate(chain.filters):
@@ -809,11 +825,20 @@ def parse_config(document: object, base_dir: Path) -> GatewayConfig:
     return config
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's ``in "<unicode string>"`` (callers name the file)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return str(exc)
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+
+
 def load_config_text(text: str, base_dir: Path) -> GatewayConfig:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(document): invalid YAML: {exc}"]) from None
+        raise ConfigError([f"(document): invalid YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(document, dict):
         raise ConfigError(["(document): expected a mapping at the top level"])
     return parse_config(document, base_dir)

@@ -59,6 +59,8 @@ class Connection:
         self.write_ready = True
         self.filters: list[NetworkFilter] = []
         self._readers: list[NetworkFilter] = []
+        #: The one filter that reads bytes, when there is only one (the common case): called directly.
+        self._reader: NetworkFilter | None = None
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -67,6 +69,7 @@ class Connection:
         self.filters = filters
         # Only filters that look at bytes are offered them (RBAC decides once, in on_new_connection).
         self._readers = [f for f in filters if type(f).on_data is not NetworkFilter.on_data]
+        self._reader = self._readers[0] if len(self._readers) == 1 else None
         bytes_counter = self.generation.stats.bytes
         bytes_counter.track(self)
         try:
@@ -90,6 +93,8 @@ class Connection:
         HTTP/1.1 connection manager gives the connection to the HTTP/2 one)."""
         self.filters = [new if f is old else f for f in self.filters]
         self._readers = [new if f is old else f for f in self._readers]
+        if self._reader is old:
+            self._reader = new
 
     def counts(self) -> list[tuple[tuple[str, ...], float]]:
         """``smgate_bytes`` of this connection so far (added to the counter when it is collected)."""
@@ -121,6 +126,9 @@ class Connection:
 
     def _offer(self, data: bytes, end_stream: bool) -> None:
         try:
+            if self._reader is not None:
+                self._reader.on_data(self, data, end_stream)
+                return
             for flt in self._readers:
                 if flt.on_data(self, data, end_stream) is FilterStatus.STOP_ITERATION:
                     break

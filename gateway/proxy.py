@@ -335,7 +335,7 @@ class Exchange:
         self.attempts += 1
         retry = self.attempts > 1
         try:
-            cluster.begin_request(retry=retry)
+            cluster.begin_request(retry)
         except ClusterOverflow as exc:
             self.reason = "overflow"
             events.upstream_fail(
@@ -647,7 +647,7 @@ class Exchange:
         self.upstream = None
         upstream.release(cluster, upstream.codec.reusable())
         self._attempt_open = False
-        cluster.end_request(retry=self._attempt_is_retry)
+        cluster.end_request(self._attempt_is_retry)
         self._finish()
 
     def _upstream_protocol_error(self, exc: CodecProtocolError) -> None:

@@ -8,6 +8,10 @@ the same route configuration for every protocol), :class:`Body` and :class:`EndO
 A new protocol plugs in by implementing :class:`CodecFactory` (one :class:`ServerCodec` per downstream
 connection, one :class:`ClientCodec` per upstream connection) and naming it in the listener's
 ``http_connection_manager.codec`` as ``module:Class``; ``examples/rpc_codec.py`` is a worked example.
+
+Errors carry a direction, as h11's do: :class:`CodecProtocolError` is the peer's fault (the server
+answers its ``status``), :class:`LocalProtocolError` is ours (we asked a codec to send something its
+protocol cannot carry).
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ class CodecProtocolError(Exception):
         self.status = status
 
 
+class LocalProtocolError(Exception):
+    """We asked the codec to send what the protocol cannot carry (a field with CR/LF, a wrong body length)."""
+
+
 class ServerCodec(ABC):
     """Downstream side: decodes requests, encodes responses."""
 
@@ -191,7 +199,12 @@ class CodecFactory(ABC):
     protocol: str = "unknown"
 
     @abstractmethod
-    def server_codec(self, max_header_bytes: int) -> ServerCodec: ...
+    def server_codec(self, max_header_bytes: int, max_body_bytes: int | None = None) -> ServerCodec:
+        """A codec for one downstream connection.
+
+        ``max_body_bytes`` (``None``: unbounded) lets a codec refuse a body with 413 as soon as its
+        declared size exceeds the limit (an HTTP/1.1 chunk size), before any of it is read.
+        """
 
     @abstractmethod
     def client_codec(self) -> ClientCodec: ...

@@ -83,7 +83,9 @@ class HttpConnectionManager(NetworkFilter):
     ) -> None:
         self.config = config
         self.codec_factory = codec_factory
-        self.codec = codec_factory.server_codec(config.max_request_headers_bytes)
+        self.codec = codec_factory.server_codec(
+            config.max_request_headers_bytes, config.max_request_body_bytes
+        )
         self.routes = routes
         #: Request header prefixes only the gateway sets (a client's are stripped).
         self.identity_prefixes = ("x-client-cert-", "x-ssl-", config.identity_headers.prefix.lower())
@@ -276,6 +278,7 @@ class HttpConnectionManager(NetworkFilter):
         conn = self.conn
         exchange = self.exchange
         if exchange is not None and not exchange.finished:
+            # The codec refused the rest of this request (a bad or oversized chunk): it answers that.
             exchange.error = str(exc)[:200]
             exchange.local_reply(exc.status, f"{exc}\n".encode())
         else:

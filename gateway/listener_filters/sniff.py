@@ -70,8 +70,17 @@ def classify(header: bytes, *, max_record: int = MAX_RECORD_PAYLOAD) -> FirstRec
 class ClientHelloInfo:
     """What the sniffer needs from a TLS ClientHello (RFC 8446 4.1.2); ``server_name`` raw, if sent."""
 
-    cipher_suites: tuple[int, ...]
+    #: The offered cipher suites as on the wire (two bytes each), decoded only when asked.
+    cipher_suites_raw: bytes
     server_name: bytes | None
+
+    @property
+    def cipher_suites(self) -> tuple[int, ...]:
+        raw = self.cipher_suites_raw
+        return tuple(int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw) - 1, 2))
+
+    def offers(self, suite: int) -> bool:
+        return suite in self.cipher_suites
 
 
 class _Truncated(Exception):
@@ -114,13 +123,12 @@ def parse_client_hello(record_payload: bytes) -> ClientHelloInfo | None:
         body = _Cursor(message.take(message.uint(3)))
         body.take(2 + 32)  # legacy_version, random
         body.vector(1)  # legacy_session_id
-        suites = body.vector(2)
-        cipher_suites = tuple(suites.uint(2) for _ in range(len(suites.data) // 2))
+        cipher_suites = body.vector(2).data
         body.vector(1)  # legacy_compression_methods
         server_name = None
         if not body.done:
             extensions = body.vector(2)
-            while not extensions.done:
+            while not extensions.done and server_name is None:
                 kind, data = extensions.uint(2), extensions.vector(2)
                 if kind == EXTENSION_SERVER_NAME:
                     names = data.vector(2)
@@ -128,9 +136,10 @@ def parse_client_hello(record_payload: bytes) -> ClientHelloInfo | None:
                         name_type, host = names.uint(1), names.vector(2)
                         if name_type == 0:
                             server_name = host.data
+                            break
     except _Truncated:
         return None
-    return ClientHelloInfo(cipher_suites=cipher_suites, server_name=server_name)
+    return ClientHelloInfo(cipher_suites_raw=cipher_suites, server_name=server_name)
 
 
 def host_name(raw: bytes) -> str | None:

@@ -38,7 +38,9 @@ from gateway.transports.base import (
 from gateway.transports.sni import select_certificate_set
 from tls.tlcp import ClientAuth
 
-READ_SIZE = 65536
+#: One record's plaintext at most (RFC 8446 5.1): SSL_read returns no more per call, and CPython allocates
+#: the whole size asked for before it shrinks the result.
+READ_SIZE = 16384
 
 #: TLS 1.3 alerts (RFC 8446 6) that ``ssl.AlertDescription`` lacks.
 _RFC8446_ALERTS = {

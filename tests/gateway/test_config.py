@@ -96,7 +96,7 @@ def test_config_check_command(pki, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.yaml", doc)
     assert main(["config", "check", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert "listeners[0].tls.certificates[0].tls_certificates[0]: cannot load certificate/key" in err
+    assert "listeners[0].tls.certificates[0].tls_certificates[0].cert_chain: not a certificate" in err
     (tmp_path / "broken.yaml").write_text("listeners: [")
     assert main(["config", "check", str(tmp_path / "broken.yaml")]) == 1
     assert "invalid YAML" in capsys.readouterr().err
