@@ -38,6 +38,7 @@ from gateway.transports.base import Connector, UpstreamConnectError
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
+    from gateway.proxy import DownstreamConnection
 
 
 class ClusterOverflow(Exception):
@@ -63,6 +64,10 @@ class UpstreamConnection:
     def reset_for_reuse(self) -> None:
         """Called when the connection goes back to the pool (an HTTP codec starts its next cycle)."""
 
+    def can_take_stream(self) -> bool:
+        """Multiplexed protocols (HTTP/2): whether another request may start on this connection now."""
+        return False
+
 
 #: Builds the protocol's connection object around a freshly connected stream.
 ConnectionFactory = Callable[["Host", TransportStream], UpstreamConnection]
@@ -80,6 +85,10 @@ class Host:
     active_requests: int = 0
     open_connections: int = 0
     idle: list[UpstreamConnection] = field(default_factory=list)
+    #: Multiplexed connections (HTTP/2), shared by concurrent requests rather than pooled while idle.
+    shared: list[UpstreamConnection] = field(default_factory=list)
+    #: The multiplexed connection being opened, awaited by every request that found none with room.
+    connecting: asyncio.Task[UpstreamConnection] | None = None
 
     def __post_init__(self) -> None:
         self.name = f"{self.endpoint.address}:{self.endpoint.port}"
@@ -102,7 +111,11 @@ class Cluster:
         self.audit = audit
         self.clock = clock
         self.hosts = [Host(e) for e in config.endpoints]
-        self.connector: Connector = build_connector(config.transport_socket)
+        #: Whether requests reach the hosts over HTTP/2 (``http2_protocol_options`` set).
+        self.http2 = config.http2_protocol_options is not None
+        self.connector: Connector = build_connector(
+            config.transport_socket, alpn=("h2",) if self.http2 else ("http/1.1",)
+        )
         self._rr = itertools.count()
         self._weighted = [h for h in self.hosts for _ in range(h.endpoint.weight)]
         self._ring = self._build_ring() if config.lb_policy == "ring_hash" else []
@@ -187,7 +200,7 @@ class Cluster:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def proxy_header(self, downstream: Connection | None) -> bytes:
+    def proxy_header(self, downstream: Connection | DownstreamConnection | None) -> bytes:
         """The PROXY header for connections opened on behalf of ``downstream``: its client (as a
         PROXY-protocol listener rewrote it) and the local address it reached; for the gateway's own
         connections (``None``: health checks) one without addresses (v1 UNKNOWN, v2 LOCAL). Empty when
@@ -281,6 +294,51 @@ class Cluster:
         conn = UpstreamConnection(host, stream, protocol) if factory is None else factory(host, stream)
         conn.proxy_header = proxy_header
         return conn
+
+    # -- multiplexed connections (HTTP/2) ---------------------------------------------------------
+
+    def shared_connection(self, host: Host) -> UpstreamConnection | None:
+        """An open multiplexed connection to ``host`` with room for another stream (now counted)."""
+        for conn in host.shared:
+            if conn.can_take_stream():
+                conn.reused = True
+                host.active_requests += 1
+                return conn
+        return None
+
+    def connect_shared(self, host: Host, factory: ConnectionFactory) -> asyncio.Task[UpstreamConnection]:
+        """A task opening a multiplexed connection to ``host``; requests arriving while it connects
+        share it instead of each opening their own."""
+        task = host.connecting
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._open_shared(host, factory))
+            host.connecting = task
+        return task
+
+    async def _open_shared(self, host: Host, factory: ConnectionFactory) -> UpstreamConnection:
+        conn = await self.acquire(host, "h2", factory)
+        host.active_requests -= 1  # each stream counts itself (take_stream)
+        host.shared.append(conn)
+        return conn
+
+    def take_stream(self, host: Host) -> None:
+        host.active_requests += 1
+
+    def stream_released(self, host: Host) -> None:
+        host.active_requests -= 1
+
+    def retire(self, conn: UpstreamConnection) -> None:
+        """A multiplexed connection takes no new streams (GOAWAY, protocol error, closing); the streams
+        it carries may still finish."""
+        shared = conn.host.shared
+        if conn in shared:
+            shared.remove(conn)
+
+    def shared_closed(self, conn: UpstreamConnection) -> None:
+        """A multiplexed connection is closed: its slot is free (called once per connection)."""
+        self.retire(conn)
+        conn.host.open_connections -= 1
+        self._released.set()
 
     async def _wait_for_connection_slot(self, timeout: float | None) -> None:
         cb = self.config.circuit_breakers
@@ -411,6 +469,10 @@ class Cluster:
         }
 
     async def close(self) -> None:
+        for host in self.hosts:
+            for conn in list(host.shared):
+                self.retire(conn)
+                conn.stream.close()
         self.closed = True
         for host in self.hosts:
             idle, host.idle = host.idle, []

@@ -264,7 +264,8 @@ class DownstreamTls(_Model):
     cipher_suites: CipherSuites = CipherSuites()
     tlcp: DownstreamTlcp = DownstreamTlcp()
     tls13_sm: DownstreamTls13Sm = DownstreamTls13Sm()
-    alpn: tuple[Literal["http/1.1"], ...] = ("http/1.1",)
+    #: ALPN protocols offered in preference order; ``h2`` makes HTTP connection managers speak HTTP/2.
+    alpn: tuple[Literal["h2", "http/1.1"], ...] = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
     @model_validator(mode="after")
@@ -354,6 +355,21 @@ class IdentityHeaders(_Model):
     include_cert: bool = False
 
 
+class Http2ProtocolOptions(_Model):
+    """HTTP/2 SETTINGS this side advertises and enforces (Envoy's ``http2_protocol_options``)."""
+
+    max_concurrent_streams: int = Field(default=100, ge=1, le=2**31 - 1)
+    max_header_list_size: int = Field(default=65536, ge=1024, le=2**24)
+    max_frame_size: int = Field(default=16384, ge=16384, le=2**24 - 1)
+    initial_stream_window_size: int = Field(default=1 << 20, ge=65535, le=2**31 - 1)
+    initial_connection_window_size: int = Field(default=4 << 20, ge=65535, le=2**31 - 1)
+    #: Stream resets a client may cause per 10 s before GOAWAY (rapid reset, CVE-2023-44487).
+    max_stream_resets_per_10s: int = Field(default=200, ge=1)
+    #: PING / SETTINGS frames a client may send per 10 s before GOAWAY.
+    max_pings_per_10s: int = Field(default=100, ge=1)
+    max_settings_per_10s: int = Field(default=100, ge=1)
+
+
 class HttpConnectionManagerFilter(_Model):
     name: Literal["http_connection_manager"]
     route_config: str
@@ -367,6 +383,12 @@ class HttpConnectionManagerFilter(_Model):
     #: From the first byte of a request head to the end of its body (a total; ``null``: none).
     request_timeout: Seconds | None = 300.0
     identity_headers: IdentityHeaders = IdentityHeaders()
+    #: Limits of downstream HTTP/2 (ALPN ``h2``, or h2c with prior knowledge).
+    http2_protocol_options: Http2ProtocolOptions = Http2ProtocolOptions()
+    #: Plain connections that open with the HTTP/2 preface speak h2c (RFC 9113 3.3); off by default.
+    h2c_prior_knowledge: bool = False
+    #: An upgraded connection (WebSocket) closes after this long without a byte in either direction.
+    upgrade_idle_timeout: Seconds = 300.0
 
 
 NetworkFilterConfig = Annotated[
@@ -508,13 +530,16 @@ class Endpoint(_Model):
 
 
 class HealthCheck(_Model):
-    type: Literal["tcp", "http", "tls", "tlcp", "tls13_sm"] = "tcp"
+    #: ``grpc``: grpc.health.v1 ``Check`` over HTTP/2 (the cluster needs ``http2_protocol_options``).
+    type: Literal["tcp", "http", "tls", "tlcp", "tls13_sm", "grpc"] = "tcp"
     interval: Seconds = 5.0
     timeout: Seconds = 1.0
     unhealthy_threshold: int = Field(default=2, ge=1)
     healthy_threshold: int = Field(default=1, ge=1)
     path: str = "/healthz"
     expected_statuses: tuple[int, ...] = (200,)
+    #: ``grpc``: the service asked about (``""``: the server as a whole).
+    service_name: str = Field(default="", max_length=127)
 
 
 class OutlierDetection(_Model):
@@ -644,11 +669,16 @@ class ClusterConfig(_Model):
     idle_connection_timeout: Seconds = 30.0
     #: Upstream connections then carry one downstream client each (the pool is keyed by the header).
     proxy_protocol: UpstreamProxyProtocol | None = None
+    #: Set: requests go to the hosts over HTTP/2 (one multiplexed connection per host), ALPN ``h2`` on TLS.
+    http2_protocol_options: Http2ProtocolOptions | None = None
 
     @model_validator(mode="after")
     def _hash(self) -> ClusterConfig:
         if self.lb_policy == "ring_hash" and self.hash_policy is None:
             raise ValueError("ring_hash needs a hash_policy")
+        hc = self.health_checks
+        if hc is not None and hc.type == "grpc" and self.http2_protocol_options is None:
+            raise ValueError("a grpc health check needs http2_protocol_options (gRPC runs over HTTP/2)")
         return self
 
 
@@ -739,6 +769,14 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(f"{where}.cluster: unknown cluster {flt.cluster!r}")
                 if isinstance(flt, HttpConnectionManagerFilter) and flt.route_config not in routes:
                     errors.append(f"{where}.route_config: unknown route_config {flt.route_config!r}")
+                speaks_h2 = "h2" in listener.tls.alpn or (
+                    isinstance(flt, HttpConnectionManagerFilter) and flt.h2c_prior_knowledge
+                )
+                if isinstance(flt, HttpConnectionManagerFilter) and speaks_h2 and flt.codec != "http1":
+                    errors.append(
+                        f"{where}.codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec, "
+                        f"not {flt.codec!r}"
+                    )
     listener_names = {x.name for x in config.listeners}
     for i, access_log in enumerate(config.logging.access_logs):
         errors += [

@@ -88,6 +88,14 @@ class Connection:
                 self.stream.close()
             bytes_counter.untrack(self)
 
+    def hand_over(self, old: NetworkFilter, new: NetworkFilter) -> None:
+        """``new`` takes ``old``'s place in the chain from the next byte on (h2c prior knowledge: the
+        HTTP/1.1 connection manager gives the connection to the HTTP/2 one)."""
+        self.filters = [new if f is old else f for f in self.filters]
+        self._readers = [new if f is old else f for f in self._readers]
+        if self._reader is old:
+            self._reader = new
+
     def counts(self) -> list[tuple[tuple[str, ...], float]]:
         """``smgate_bytes`` of this connection so far (added to the counter when it is collected)."""
         listener = self.listener

@@ -15,6 +15,7 @@ from gateway.cluster import UpstreamConnection
 from gateway.codec.base import ClientCodec
 
 if TYPE_CHECKING:
+    from gateway.cluster import Cluster
     from gateway.proxy import Exchange
 
 
@@ -36,6 +37,18 @@ class HttpUpstream(UpstreamConnection):
     def reset_for_reuse(self) -> None:
         self.exchange = None
         self.codec.start_next_cycle()
+
+    def release(self, cluster: Cluster, reusable: bool) -> None:
+        """The exchange is done with this connection: back to the host's pool, or closed."""
+        self.exchange = None
+        cluster.release(self, reusable)
+
+    def pause_reading(self) -> None:
+        """The downstream cannot take more of the response now."""
+        self.stream.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.stream.resume_reading()
 
     # -- the stream's receiver -------------------------------------------------------------------
 

@@ -223,7 +223,7 @@ class Listener:
         self.connections.add(conn)
         gen.stats.connections_active.inc((cfg.name,))
         try:
-            await conn.run(gen.build_filters(chain))
+            await conn.run(gen.build_filters(chain, identity.alpn))
         finally:
             self.connections.discard(conn)
             gen.stats.connections_active.dec((cfg.name,))

@@ -23,9 +23,10 @@ import asyncio
 import datetime as dt
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway import audit_events as events
+from gateway import grpc
 from gateway.access import is_allowed
 from gateway.cluster import Cluster, ClusterOverflow, Host, NoHealthyUpstream, UpstreamConnection
 from gateway.codec.base import (
@@ -37,16 +38,91 @@ from gateway.codec.base import (
     Headers,
     RequestHead,
     ResponseHead,
+    ResponseTrailers,
+    ServerCodec,
 )
+from gateway.http2_upstream import H2Upstream, upstream_limits
 from gateway.http_upstream import HttpUpstream
 from gateway.logs.access_log import AccessRecord, log_request
 from gateway.router import IDEMPOTENT, RouteEntry
 from gateway.stream import TransportStream
 from gateway.transports.base import UpstreamConnectError
+from gateway.upgrade import UpgradeRefused, UpgradeTunnel, is_upgrade
 from tls.tlcp.dialect import DialectChoice
 
 if TYPE_CHECKING:
-    from gateway.filters.http_connection_manager import HttpConnectionManager
+    from gateway.codec.base import CodecFactory
+    from gateway.config import HttpConnectionManagerFilter
+    from gateway.identity import PeerIdentity
+    from gateway.router import RouteTable
+    from gateway.runtime import Generation
+    from gateway.stats import RouteStats
+    from gateway.timers import Deadline
+
+
+class DownstreamConnection(Protocol):
+    """What an exchange uses of its downstream: the connection (HTTP/1.1) or one HTTP/2 stream of it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def identity(self) -> PeerIdentity: ...
+    @property
+    def listener(self) -> str: ...
+    @property
+    def generation(self) -> Generation: ...
+
+    close_reason: str
+    upstream_rx: int
+    upstream_tx: int
+
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def stream(self) -> TransportStream: ...
+    def write(self, data: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
+class ExchangeOwner(Protocol):
+    """What an exchange uses of the connection manager that runs it (HTTP/1.1, or per HTTP/2 stream)."""
+
+    @property
+    def conn(self) -> DownstreamConnection: ...
+    @property
+    def codec(self) -> ServerCodec: ...
+    @property
+    def codec_factory(self) -> CodecFactory: ...
+    @property
+    def config(self) -> HttpConnectionManagerFilter: ...
+    @property
+    def routes(self) -> RouteTable: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def identity_prefixes(self) -> tuple[str, ...]: ...
+    @property
+    def forwarded_proto(self) -> str: ...
+    @property
+    def access_logged(self) -> bool: ...
+    @property
+    def records(self) -> bool: ...
+    @property
+    def audit_fields(self) -> dict[str, Any]: ...
+    @property
+    def unrouted_stats(self) -> RouteStats: ...
+    @property
+    def upstream_deadline(self) -> Deadline: ...
+
+    def identity_headers(self) -> Headers: ...
+    def exchange_finished(self, exchange: Exchange) -> None: ...
+    def tunnel_started(self, tunnel: UpgradeTunnel) -> None: ...
+
 
 #: Envoy's response flags: by the exchange's decision reason, then by what failed upstream.
 _REASON_FLAGS = {"no_route": "NR", "access_control": "UAEX", "no_healthy_upstream": "UH", "overflow": "UO"}
@@ -96,6 +172,10 @@ class Exchange:
     _attempt_is_retry = False
     _stale_retry_used = False
     _connecting: asyncio.Task[UpstreamConnection] | None = None
+    _upgrading: asyncio.Task[ResponseHead] | None = None
+    #: The connect task is a shared one (HTTP/2): never cancelled by one of the requests awaiting it.
+    _connecting_shared = False
+    _tunnel: UpgradeTunnel | None = None
     _upstream_head: RequestHead | None = None
     _head_sent = False
     _pending: list[bytes] | None = None
@@ -106,7 +186,7 @@ class Exchange:
     #: The response head's headers as relayed (kept for the access log).
     response_headers: Headers = ()
 
-    def __init__(self, hcm: HttpConnectionManager, head: RequestHead, index: int, started: float) -> None:
+    def __init__(self, hcm: ExchangeOwner, head: RequestHead, index: int, started: float) -> None:
         self.hcm = hcm
         self.conn = hcm.conn
         self.codec = hcm.codec
@@ -151,8 +231,18 @@ class Exchange:
         assert forward is not None
         self.reason = "forward"
         self.cluster = forward.cluster
+        timeout = forward.action.timeout
+        if grpc.is_grpc(self.head):
+            if not forward.cluster.http2:
+                self.error = f"cluster {forward.cluster.name} does not speak HTTP/2 (gRPC needs it)"
+                self.local_reply(503, b"upstream does not speak HTTP/2\n")
+                return
+            timeout = grpc.effective_timeout(timeout, self.head)
         self._hash_key = self._hash(forward.cluster)
-        self._route_deadline = hcm.loop.time() + forward.action.timeout
+        if hcm.protocol == "http1" and is_upgrade(self.head):
+            self._start_upgrade(forward.cluster)
+            return
+        self._route_deadline = hcm.loop.time() + timeout
         hcm.upstream_deadline.set(self._route_deadline)
         self._attempt()
 
@@ -176,6 +266,69 @@ class Exchange:
             return peer.fingerprint_sha256 if peer else self.conn.identity.remote_address
         assert hp.header is not None
         return self.head.header(hp.header)
+
+    # -- upgrades (WebSocket) ---------------------------------------------------------------------
+
+    def _start_upgrade(self, cluster: Cluster) -> None:
+        """HTTP/1.1 Upgrade: its own upstream connection, then a byte tunnel (:mod:`gateway.upgrade`)."""
+        self.reason = "upgrade"
+        try:
+            host = cluster.choose_host(self._hash_key)
+        except NoHealthyUpstream as exc:
+            self.reason = "no_healthy_upstream"
+            self._give_up(503, str(exc))
+            return
+        self.host, self.endpoint, self.attempts = host, host.name, 1
+        tunnel = UpgradeTunnel(self, cluster, host, self.hcm.config.upgrade_idle_timeout)
+        self._tunnel = tunnel
+        self._upgrading = self.hcm.loop.create_task(tunnel.open(self._build_upstream_head()))
+        self._upgrading.add_done_callback(self._upgrade_answered)
+
+    def _upgrade_answered(self, task: asyncio.Task[ResponseHead]) -> None:
+        self._upgrading = None
+        tunnel, cluster, host = self._tunnel, self.cluster, self.host
+        assert tunnel is not None and cluster is not None and host is not None
+        if task.cancelled() or self.finished:
+            tunnel.shutdown()
+            return
+        exc = task.exception()
+        if exc is not None:
+            tunnel.shutdown()
+            self._upgrade_failed(exc, cluster, host)
+            return
+        cluster.report(host, True)
+        try:
+            switched, client_early = self.codec.switch_protocols(task.result())
+        except CodecProtocolError as refused:
+            tunnel.shutdown()
+            self.error = str(refused)
+            self.local_reply(refused.status, GENERIC_BODIES[502])
+            return
+        self.status = 101
+        self.response_started = True
+        if self._write_downstream([switched]):
+            self.hcm.tunnel_started(tunnel)
+            tunnel.start(client_early)
+
+    def _upgrade_failed(self, exc: BaseException, cluster: Cluster, host: Host) -> None:
+        if isinstance(exc, UpgradeRefused):
+            cluster.report(host, exc.status < 500)
+            self.error = str(exc)
+            self.local_reply(exc.status, b"upgrade refused by the upstream\n")
+        elif isinstance(exc, UpstreamConnectError):
+            cluster.fail(host, self.conn.id, f"connect_failure: {exc}")
+            self._give_up(503, f"upstream connect error: {exc}")
+        elif isinstance(exc, ClusterOverflow):
+            self.reason = "overflow"
+            self._give_up(503, f"overflow: {exc}")
+        else:
+            self._give_up(502, f"upstream reset: {type(exc).__name__}: {exc}")
+
+    def tunnel_closed(self, reason: str) -> None:
+        """The upgraded connection ended on one side: close the other, then the exchange is over."""
+        self.conn.close_reason = reason
+        self.conn.close()
+        self._finish()
 
     # -- attempts --------------------------------------------------------------------------------
 
@@ -203,6 +356,9 @@ class Exchange:
             self._attempt_failed(503, str(exc), "connect-failure")
             return
         self.host, self.endpoint = host, host.name
+        if cluster.http2:
+            self._attempt_multiplexed(cluster, host)
+            return
         proxy_header = cluster.proxy_header(self.conn) if cluster.config.proxy_protocol else b""
         pooled = cluster.idle_connection(host, self.hcm.protocol, proxy_header)
         if pooled is not None:
@@ -214,7 +370,32 @@ class Exchange:
         )
         self._connecting.add_done_callback(self._connected)
 
+    def _attempt_multiplexed(self, cluster: Cluster, host: Host) -> None:
+        """HTTP/2 clusters: a new stream on the host's shared connection, opening one if none has room."""
+        shared = cluster.shared_connection(host)
+        if shared is not None:
+            assert isinstance(shared, H2Upstream)
+            self._send_request(shared.open_stream())
+            return
+        self._connecting_shared = True
+        self._connecting = cluster.connect_shared(host, self._new_upstream)
+        self._connecting.add_done_callback(self._connected)
+
     def _new_upstream(self, host: Host, stream: TransportStream) -> UpstreamConnection:
+        cluster = self.cluster
+        assert cluster is not None
+        options = cluster.config.http2_protocol_options
+        if options is not None:
+            scheme = "http" if cluster.config.transport_socket.type == "plain" else "https"
+            return H2Upstream(
+                host,
+                stream,
+                "h2",
+                limits=upstream_limits(options),
+                scheme=scheme,
+                on_ended=cluster.retire,
+                on_closed=cluster.shared_closed,
+            )
         factory = self.hcm.codec_factory
         return HttpUpstream(host, stream, factory.protocol, codec=factory.client_codec())
 
@@ -227,6 +408,11 @@ class Exchange:
         assert cluster is not None and host is not None
         if exc is None:
             upstream = task.result()
+            if isinstance(upstream, H2Upstream):
+                self._connecting_shared = False
+                if not self.finished:
+                    self._stream_on_new_connection(cluster, host, upstream)
+                return
             assert isinstance(upstream, HttpUpstream)
             if self.finished:
                 cluster.release(upstream, reusable=True)  # opened for nobody: keep it for the next one
@@ -247,6 +433,13 @@ class Exchange:
             self._attempt_failed(503, str(exc), "overflow")
         else:
             self._attempt_failed(502, f"upstream connect error: {type(exc).__name__}: {exc}", "reset")
+
+    def _stream_on_new_connection(self, cluster: Cluster, host: Host, upstream: H2Upstream) -> None:
+        if upstream.can_take_stream():
+            cluster.take_stream(host)
+            self._send_request(upstream.open_stream())
+            return
+        self._attempt_multiplexed(cluster, host)  # full already (or gone): another connection
 
     def _send_request(self, upstream: HttpUpstream) -> None:
         self.upstream = upstream
@@ -378,14 +571,26 @@ class Exchange:
     # -- the response (from the upstream connection) ---------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
+        """Response bytes from this exchange's own upstream connection (HTTP/1.1)."""
         upstream = self.upstream
         assert upstream is not None
         self.conn.upstream_rx += len(data)
+        try:
+            upstream.codec.receive_data(data)
+        except CodecProtocolError as exc:
+            self._upstream_protocol_error(exc)
+            return
+        self.upstream_events()
+
+    def upstream_events(self) -> None:
+        """Relay what the upstream codec has decoded (a shared HTTP/2 connection pushes events there)."""
+        upstream = self.upstream
+        if upstream is None or self.finished:
+            return
         codec = upstream.codec
         out: list[bytes] = []
         server = self.codec
         try:
-            codec.receive_data(data)
             while True:
                 event = codec.next_event()
                 kind = type(event)
@@ -396,6 +601,8 @@ class Exchange:
                     if head is None:
                         return  # retried
                     out.append(head)
+                elif kind is ResponseTrailers:
+                    out.append(server.encode_trailers(event.headers))  # type: ignore[union-attr]
                 elif kind is EndOfStream:
                     out.append(server.encode_end())
                     if self._write_downstream(out):
@@ -409,6 +616,7 @@ class Exchange:
             self._write_downstream(out)
             self._upstream_protocol_error(exc)
             return
+        out.append(server.encode_held())
         self._write_downstream(out)
 
     def _response_head(self, event: ResponseHead) -> bytes | None:
@@ -442,8 +650,7 @@ class Exchange:
         assert upstream is not None and cluster is not None
         cluster.stats.upstream_requests.inc(cluster.response_labels[self.status // 100 % 10])
         self.upstream = None
-        upstream.exchange = None
-        cluster.release(upstream, upstream.codec.reusable())
+        upstream.release(cluster, upstream.codec.reusable())
         self._attempt_open = False
         cluster.end_request(self._attempt_is_retry)
         self._finish()
@@ -554,15 +761,23 @@ class Exchange:
 
     def _drop_upstream(self) -> None:
         """Forget the attempt's connection (closed, never pooled) or the connect still under way."""
+        if self._upgrading is not None:
+            self._upgrading.cancel()  # its callback closes the tunnel's connection
+            self._upgrading = None
+        elif self._tunnel is not None:
+            self._tunnel.shutdown()
         if self._connecting is not None:
-            self._connecting.cancel()
+            if self._connecting_shared:
+                self._connecting.remove_done_callback(self._connected)
+                self._connecting_shared = False
+            else:
+                self._connecting.cancel()
             self._connecting = None
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
-            upstream.exchange = None
             assert self.cluster is not None
-            self.cluster.release(upstream, reusable=False)
+            upstream.release(self.cluster, reusable=False)
         self._head_sent = False
         self._try_deadline = None
 
@@ -619,7 +834,7 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.upstream is not None or self._connecting is not None:
+        if self.upstream is not None or self._connecting is not None or self._tunnel is not None:
             self._drop_upstream()
         self._end_attempt()
         if self._reading_paused:

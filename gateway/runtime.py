@@ -23,6 +23,7 @@ from gateway.config import (
     TcpProxyFilter,
 )
 from gateway.filters.base import NetworkFilter
+from gateway.filters.http2_connection_manager import Http2ConnectionManager
 from gateway.filters.http_connection_manager import HttpConnectionManager
 from gateway.filters.rbac import Rbac
 from gateway.filters.tcp_proxy import TcpProxy
@@ -79,8 +80,9 @@ class Generation:
             return chain
         return None
 
-    def build_filters(self, chain: FilterChain) -> list[NetworkFilter]:
-        """A fresh filter chain for one connection, each filter given the cluster or routes it uses."""
+    def build_filters(self, chain: FilterChain, alpn: str | None = None) -> list[NetworkFilter]:
+        """A fresh filter chain for one connection, each filter given the cluster or routes it uses;
+        an HTTP connection manager speaks the protocol ALPN chose (``h2``: HTTP/2)."""
         filters: list[NetworkFilter] = []
         for cfg in chain.filters:
             if isinstance(cfg, RbacFilter):
@@ -88,9 +90,8 @@ class Generation:
             elif isinstance(cfg, TcpProxyFilter):
                 filters.append(TcpProxy(cfg, self.clusters[cfg.cluster]))
             elif isinstance(cfg, HttpConnectionManagerFilter):
-                filters.append(
-                    HttpConnectionManager(cfg, self.codecs[cfg.codec], self.route_tables[cfg.route_config])
-                )
+                manager = Http2ConnectionManager if alpn == "h2" else HttpConnectionManager
+                filters.append(manager(cfg, self.codecs[cfg.codec], self.route_tables[cfg.route_config]))
         return filters
 
 

@@ -250,6 +250,11 @@ class GatewayStats:
         self.circuit_open = Counter(
             "smgate_upstream_overflow", "Requests refused by circuit breakers", ("cluster",)
         )
+        self.http2_connection_errors = Counter(
+            "smgate_http2_connection_errors",
+            "Downstream HTTP/2 connections ended by GOAWAY for a protocol error or flood, by reason",
+            ("listener", "reason"),
+        )
         self.access_denied = Counter("smgate_access_denied", "Requests refused by RBAC", ("route",))
         self.reloads = Counter("smgate_config_reloads", "Config reload attempts", ("result",))
         self.cert_expiry_days = Gauge(

@@ -73,6 +73,13 @@ class Body:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseTrailers:
+    """Trailer fields after a response body (gRPC's ``grpc-status``); an :class:`EndOfStream` follows."""
+
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream:
     pass
 
@@ -87,7 +94,7 @@ NEED_DATA = Signal.NEED_DATA
 PAUSED = Signal.PAUSED
 
 ServerEvent = RequestHead | Body | EndOfStream | Signal
-ClientEvent = ResponseHead | Body | EndOfStream | Signal
+ClientEvent = ResponseHead | Body | ResponseTrailers | EndOfStream | Signal
 
 
 class CodecProtocolError(Exception):
@@ -120,6 +127,20 @@ class ServerCodec(ABC):
 
     @abstractmethod
     def encode_end(self) -> bytes: ...
+
+    def encode_trailers(self, headers: Headers) -> bytes:
+        """Response trailers, sent with the end of the response; a protocol without trailers drops them."""
+        return b""
+
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        """HTTP/1.1 Upgrade accepted: the ``101`` response's bytes, and the bytes the client sent after its
+        request (the first bytes of the new protocol)."""
+        raise CodecProtocolError("this protocol cannot switch protocols", 501)
+
+    def encode_held(self) -> bytes:
+        """What an ``encode_*`` call held back to see what follows (HTTP/2 holds a response head to send
+        it with END_STREAM when the end comes next); called once the upstream has nothing more now."""
+        return b""
 
     @abstractmethod
     def local_reply(

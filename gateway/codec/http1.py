@@ -554,7 +554,23 @@ class Http1ServerCodec(_Http1Connection[RequestHead | Body | EndOfStream], Serve
         fields, index = forwardable_indexed(head.headers)
         if self._closing or (self._pipeline_full and not self._requests):
             self._close_field(fields, index)
-        return self._response_head(head.status, head.reason, fields, index)
+        # A response relayed from HTTP/2 has no reason phrase: send the standard one (clients such as
+        # h2load refuse an empty one).
+        return self._response_head(head.status, head.reason or reason_phrase(head.status), fields, index)
+
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        """The upstream's ``101`` as it came (its Upgrade/Connection fields are the point of it); from
+        here the connection carries the new protocol and this codec reads nothing more. A client waits
+        for the 101 before speaking the new protocol, so nothing of it was parsed as HTTP."""
+        if self._us is not IDLE and self._us is not SEND_RESPONSE:
+            raise CodecProtocolError("cannot switch protocols: a response is already under way", 502)
+        if any("\r" in k or "\n" in k or "\r" in v or "\n" in v for k, v in head.headers):
+            raise CodecProtocolError("cannot switch protocols: CR or LF in a field", 502)
+        lines = [f"HTTP/1.1 101 {head.reason or reason_phrase(101)}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in head.headers]
+        self._us = CLOSED
+        self._reading = False
+        return ("".join(lines) + "\r\n").encode("latin-1"), b""
 
     @staticmethod
     def _close_field(fields: list[tuple[str, str]], index: dict[str, str]) -> None:

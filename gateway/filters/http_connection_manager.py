@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gateway import audit_events as events
 from gateway.codec.base import (
@@ -39,9 +40,41 @@ from gateway.identity import PeerIdentity
 from gateway.proxy import Exchange
 from gateway.router import RouteTable
 from gateway.timers import Deadline
+from gateway.upgrade import UpgradeTunnel
+
+#: RFC 9113 3.4: the client connection preface.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
+    from gateway.stats import RouteStats
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionContext:
+    """What every request of a connection shares, computed once when the connection starts."""
+
+    forwarded_proto: str
+    unrouted_stats: RouteStats
+    #: Whether anyone reads the per-request audit record (not the null handle of "audit off").
+    records: bool
+    #: Whether an access log covers this listener (then each request also makes an AccessRecord).
+    access_logged: bool
+    audit_fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, conn: Connection, codec: str) -> ConnectionContext:
+        generation = conn.generation
+        return cls(
+            forwarded_proto="https" if conn.identity.secure else "http",
+            unrouted_stats=generation.stats.route("-"),
+            records=getattr(generation.audit, "enabled", True),
+            access_logged=any(
+                not log.listeners or conn.listener in log.listeners
+                for log in generation.config.logging.access_logs
+            ),
+            audit_fields={**events.connection_fields(conn.id, conn.listener, conn.identity), "codec": codec},
+        )
 
 
 class HttpConnectionManager(NetworkFilter):
@@ -58,6 +91,8 @@ class HttpConnectionManager(NetworkFilter):
         self.identity_prefixes = ("x-client-cert-", "x-ssl-", config.identity_headers.prefix.lower())
         self.protocol = codec_factory.protocol
         self.exchange: Exchange | None = None
+        #: An upgraded (WebSocket) connection: bytes go through the tunnel, no longer to the codec.
+        self.tunnel: UpgradeTunnel | None = None
         self.requests = 0
         self._head_started: float | None = None
         self._eof = False
@@ -69,23 +104,20 @@ class HttpConnectionManager(NetworkFilter):
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         self.conn = conn
         self.loop = asyncio.get_running_loop()
-        self.forwarded_proto = "https" if conn.identity.secure else "http"
-        generation = conn.generation
-        self.unrouted_stats = generation.stats.route("-")
-        #: Whether anyone reads the per-request audit record (not the null handle of "audit off").
-        self.records = getattr(generation.audit, "enabled", True)
-        #: Whether an access log covers this listener (then each request also makes an AccessRecord).
-        self.access_logged = any(
-            not log.listeners or conn.listener in log.listeners
-            for log in generation.config.logging.access_logs
-        )
-        self.audit_fields = {
-            **events.connection_fields(conn.id, conn.listener, conn.identity),
-            "codec": self.codec_factory.protocol,
-        }
+        context = ConnectionContext.of(conn, self.codec_factory.protocol)
+        self.forwarded_proto = context.forwarded_proto
+        self.unrouted_stats = context.unrouted_stats
+        self.records = context.records
+        self.access_logged = context.access_logged
+        self.audit_fields = context.audit_fields
+        if self.codec_factory.protocol == "http1":
+            self.audit_fields["http_version"] = "HTTP/1.1"
         self.deadline = Deadline(self._on_deadline, self.loop)
         self.upstream_deadline = Deadline(self._on_upstream_deadline, self.loop)
         self.deadline.after(self.config.idle_timeout)
+        #: h2c with prior knowledge: plain connections whose first bytes are the HTTP/2 preface.
+        self._h2c_candidate = self.config.h2c_prior_knowledge and not conn.identity.secure
+        self._h2c_preface = b""
         return FilterStatus.CONTINUE
 
     def identity_headers(self) -> Headers:
@@ -97,6 +129,18 @@ class HttpConnectionManager(NetworkFilter):
     # -- bytes in --------------------------------------------------------------------------------
 
     def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        if self.tunnel is not None:
+            self.tunnel.downstream_data(data, end_stream)
+            return FilterStatus.STOP_ITERATION
+        if self._h2c_candidate:
+            data = self._h2c_preface + data
+            if H2_PREFACE.startswith(data[: len(H2_PREFACE)]):
+                if len(data) < len(H2_PREFACE) and not end_stream:
+                    self._h2c_preface = data  # the preface so far: wait for the rest
+                    return FilterStatus.STOP_ITERATION
+                if data.startswith(H2_PREFACE):
+                    return self._hand_over_to_h2(conn, data, end_stream)
+            self._h2c_candidate = False
         if data and self.exchange is None and self._head_started is None:
             self._head_started = self.loop.time()  # the first byte of a request head: deadlines start
         if end_stream:
@@ -108,6 +152,17 @@ class HttpConnectionManager(NetworkFilter):
             return FilterStatus.STOP_ITERATION
         self._process()
         return FilterStatus.STOP_ITERATION
+
+    def _hand_over_to_h2(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        """h2c with prior knowledge (RFC 9113 3.3): the HTTP/2 manager takes the connection."""
+        from gateway.filters.http2_connection_manager import Http2ConnectionManager
+
+        self.deadline.cancel()
+        self.upstream_deadline.cancel()
+        h2 = Http2ConnectionManager(self.config, self.codec_factory, self.routes)
+        conn.hand_over(self, h2)
+        h2.start(conn)
+        return h2.on_data(conn, data, end_stream)
 
     def _arm_request_deadline(self) -> None:
         """After a read: a request still arriving has its deadline armed (one that arrived whole in one
@@ -275,14 +330,23 @@ class HttpConnectionManager(NetworkFilter):
 
     # -- flow control and closing ----------------------------------------------------------------
 
+    def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
+        """The exchange switched protocols: from now on the connection's bytes are the tunnel's."""
+        self.tunnel = tunnel
+        if self._pipelined:  # reading paused at the upgrade request (h11: the client might switch)
+            self._pipelined = False
+            self.conn.resume_reading()
+
     def on_write_ready(self, conn: Connection, ready: bool) -> None:
+        if self.tunnel is not None:
+            self.tunnel.downstream_write_ready(ready)
+            return
         exchange = self.exchange
         if exchange is not None and exchange.upstream is not None:
-            stream = exchange.upstream.stream
             if ready:
-                stream.resume_reading()
+                exchange.upstream.resume_reading()
             else:
-                stream.pause_reading()
+                exchange.upstream.pause_reading()
 
     async def on_close(self, conn: Connection) -> None:
         self.deadline.cancel()

@@ -126,6 +126,8 @@ class _H2Endpoint:
         self._outbound_end: set[int] = set()
         self._outbound_trailers: dict[int, list[tuple[str, str]]] = {}
         self.closed = False
+        #: The peer sent GOAWAY: no new streams; with NO_ERROR the open ones may still finish.
+        self.goaway_received = False
 
     # setup
 
@@ -174,7 +176,14 @@ class _H2Endpoint:
     def _translate(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
         if isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None and event.data is not None
-            return [BodyReceived(event.stream_id, event.data, event.stream_ended is not None)]
+            return [
+                BodyReceived(
+                    event.stream_id,
+                    event.data,
+                    event.stream_ended is not None,
+                    event.flow_controlled_length or len(event.data),
+                )
+            ]
         if isinstance(event, h2.events.TrailersReceived):
             assert event.stream_id is not None and event.headers is not None
             return [TrailersReceived(event.stream_id, _regular(_decode(event.headers)))]
@@ -192,12 +201,27 @@ class _H2Endpoint:
             self._flush_all()  # a larger INITIAL_WINDOW_SIZE opens every stream's window
             return []
         if isinstance(event, h2.events.ConnectionTerminated):
-            self.closed = True
+            self.goaway_received = True
+            if event.error_code == ErrorCodes.NO_ERROR:
+                self._keep_open_for_streams_in_flight()
+            else:
+                self.closed = True
             return [ConnectionEnded(int(event.error_code or 0), "goaway_received", event.last_stream_id)]
         return self._translate_head(event)
 
     def _translate_head(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
         return []
+
+    def _keep_open_for_streams_in_flight(self) -> None:
+        """A graceful GOAWAY (RFC 9113 6.8) still lets the streams up to its last stream id finish, but
+        ``h2`` moves its connection state machine to CLOSED on any GOAWAY and then refuses their
+        frames; put it back in the open state (new streams stay refused: :attr:`goaway_received`)."""
+        open_state = (
+            h2.connection.ConnectionState.CLIENT_OPEN
+            if self.client_side
+            else h2.connection.ConnectionState.SERVER_OPEN
+        )
+        self._h2.state_machine.state = open_state
 
     # flow control
 
@@ -353,7 +377,11 @@ class H2ClientConnection(_H2Endpoint):
         return int(self._h2.open_outbound_streams)
 
     def can_open_stream(self) -> bool:
-        return not self.closed and self.open_streams() < self._h2.remote_settings.max_concurrent_streams
+        return (
+            not self.closed
+            and not self.goaway_received
+            and self.open_streams() < self._h2.remote_settings.max_concurrent_streams
+        )
 
     def send_request(self, head: RequestHead, scheme: str, end_stream: bool = False) -> int:
         stream_id: int = self._h2.get_next_available_stream_id()

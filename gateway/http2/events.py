@@ -36,6 +36,8 @@ class ResponseStarted(StreamEvent):
 class BodyReceived(StreamEvent):
     data: bytes
     end_stream: bool
+    #: What the frame cost the flow-control windows (data plus padding): what ``consumed`` must return.
+    flow_controlled_length: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,12 @@ def build_server_transports(listener: ListenerConfig, where: str) -> dict[str, S
     return transports
 
 
-def build_connector(cfg: UpstreamTransport, where: str = "transport_socket") -> Connector:
-    """The connector a cluster's ``transport_socket`` names."""
+def build_connector(
+    cfg: UpstreamTransport, where: str = "transport_socket", alpn: tuple[str, ...] = ("http/1.1",)
+) -> Connector:
+    """The connector a cluster's ``transport_socket`` names (``alpn``: what TLS offers the host)."""
     if cfg.type == "tls":
-        return tls.TlsConnector(cfg)
+        return tls.TlsConnector(cfg, alpn)
     if cfg.type == "tlcp":
         return tlcp.TlcpConnector(cfg, where)
     if cfg.type == "tls13_sm":

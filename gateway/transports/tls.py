@@ -285,7 +285,7 @@ class TlsTransport(ServerTransport):
 # -- upstream side -------------------------------------------------------------------------------
 
 
-def upstream_context(cfg: UpstreamTransport) -> ssl.SSLContext:
+def upstream_context(cfg: UpstreamTransport, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cfg.verify:
@@ -296,7 +296,7 @@ def upstream_context(cfg: UpstreamTransport) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
     if cfg.client_cert_chain is not None and cfg.client_private_key is not None:
         ctx.load_cert_chain(str(cfg.client_cert_chain), str(cfg.client_private_key))
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
@@ -305,9 +305,9 @@ class TlsConnector(Connector):
 
     kind = "tls"
 
-    def __init__(self, cfg: UpstreamTransport) -> None:
+    def __init__(self, cfg: UpstreamTransport, alpn: tuple[str, ...] = ("http/1.1",)) -> None:
         self._server_name = cfg.server_name
-        self._context = upstream_context(cfg)
+        self._context = upstream_context(cfg, alpn)
 
     async def connect(
         self, address: str, port: int, timeout: float, *, preamble: bytes = b""

@@ -47,6 +47,7 @@ from gateway.transports.base import (
     ServerTransport,
     SessionStream,
     UpstreamConnectError,
+    open_connection,
 )
 from gateway.transports.sni import select_certificate_set
 from gateway.transports.tlcp import load_certificate_set, load_trust, peer_certificate
@@ -350,7 +351,9 @@ class Tls13SmConnector(Connector):
     def configuration(self) -> TLS13Configuration:
         return self._base
 
-    async def connect(self, address: str, port: int, timeout: float) -> TransportStream:
+    async def connect(
+        self, address: str, port: int, timeout: float, *, preamble: bytes = b""
+    ) -> TransportStream:
         endpoint = (address, port)
         session = self._sessions.get(endpoint) if self._cfg.session_resumption else None
         if session is not None and not session.usable_at(self._base.now()):
@@ -358,10 +361,9 @@ class Tls13SmConnector(Connector):
             session = None
         configuration = replace(self._base, session=session, server_name=self._server_name(address))
         stream = Tls13SmStream(configuration)
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: stream, address, port)
+                await open_connection(stream, address, port, preamble)
                 await stream.handshake()
         except (OSError, TimeoutError, HandshakeRefused) as exc:
             stream.abort()
