@@ -172,15 +172,10 @@ class Tls13SmStream(SessionStream):
 
     @property
     def peer_verified(self) -> bool:
-        """Whether the peer's chain was validated against trust anchors in this handshake (or the one a
-        resumed session came from): exactly when the configuration verifies peers with a trust store."""
+        """Whether the engine validated the peer's chain against the trust anchors (for a resumed session:
+        in the original handshake, and it still validates now)."""
         event = self.handshake_event
-        if event is None or not event.peer_certificates:
-            return False
-        flag = getattr(event, "peer_verified", None)  # the engine's own flag, where it has one
-        if isinstance(flag, bool):
-            return flag
-        return self.configuration.verify_peer and self.configuration.trust_store is not None
+        return event is not None and bool(event.peer_certificates) and event.peer_verified
 
 
 def identity_from_tls13(hs: HandshakeComplete, verified: bool, peer: tuple[str, int] | None) -> PeerIdentity:
