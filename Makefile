@@ -37,6 +37,7 @@ bench: venv
 	$(PY) bench/audit.py
 	$(PY) bench/gateway.py
 	$(PY) bench/proxy.py
+	$(PY) bench/codec.py
 
 clean:
 	rm -rf $(VENV) $(STATE) build *.egg-info

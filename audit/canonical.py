@@ -1,11 +1,10 @@
-"""Canonical JSON: the exact bytes the HMAC-SM3 chain and the SM2 checkpoints cover.
+"""Canonical JSON: how the pipeline writes a record's body.
 
 Canonical form is ``json.dumps`` with sorted keys, no whitespace, non-ASCII characters kept as UTF-8,
-and no NaN/Infinity. Values that are not JSON types are converted first by :func:`to_jsonable`, so the
-verifier, which re-parses the stored line, recomputes byte-identical input.
+and no NaN/Infinity. Values that are not JSON types are converted first by :func:`to_jsonable`.
 
-A record line is the canonical object with ``prev`` and ``mac`` appended as its final members
-(:func:`seal_line`); :func:`split_line` undoes that for verification.
+Format 2 (:mod:`audit.format`) MACs and signs the stored bytes themselves, so nothing depends on a
+verifier reproducing this encoding; format 1 did (:mod:`audit.legacy` re-serialises with it).
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ import json.encoder
 import uuid
 from collections.abc import Mapping
 from typing import Any
-
-CHAIN_FIELDS = ("prev", "mac")
 
 
 def to_jsonable(value: object) -> Any:
@@ -98,25 +95,6 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
             allow_nan=False,
             default=_default,
         ).encode("ascii")
-
-
-def seal_line(canonical: bytes, prev: bytes, mac: bytes) -> bytes:
-    """Append the chain members to a canonical object: ``{...,"prev":"<hex>","mac":"<hex>"}``."""
-    if not (canonical.startswith(b"{") and canonical.endswith(b"}")):
-        raise ValueError("canonical record must be a JSON object")
-    separator = b"," if len(canonical) > 2 else b""
-    tail = b'"prev":"' + prev.hex().encode() + b'","mac":"' + mac.hex().encode() + b'"}'
-    return canonical[:-1] + separator + tail
-
-
-def split_line(record: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
-    """Split a parsed record into (body without chain members, prev hex, mac hex)."""
-    body = {key: value for key, value in record.items() if key not in CHAIN_FIELDS}
-    prev = record.get("prev")
-    mac = record.get("mac")
-    if not isinstance(prev, str) or not isinstance(mac, str):
-        raise ValueError("record has no prev/mac chain members")
-    return body, prev, mac
 
 
 def b64(data: bytes) -> str:

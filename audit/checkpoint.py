@@ -1,24 +1,23 @@
 """SM2-signed checkpoints: a third party holding only the audit signing certificate verifies a segment.
 
 A checkpoint covers the records since the previous checkpoint (``from_seq``..``to_seq``): ``records_sm3``
-is SM3 over those exact lines, each followed by ``\\n``, and ``head_mac`` is the chain MAC of ``to_seq``.
-``signature`` is SM2 (SM3, default user id) over the canonical JSON of the checkpoint record without
-``signature``, ``prev`` and ``mac``. Without the HMAC key a verifier recomputes ``records_sm3``, checks
-the signature and the sequence, so editing, deleting or reordering any covered line is detected.
-Checkpoints are written every N records or T seconds, at rotation, at shutdown and after recovery.
+is SM3 over those exact stored lines, each followed by ``\\n``, and ``head_mac`` is the chain MAC of
+``to_seq`` (the checkpoint's own ``prev``). ``signature`` is SM2 with SM3 and the default user id
+(``1234567812345678``, GM/T 0009) over the stored line up to its ``signature`` member (format 2,
+:mod:`audit.format`): the checkpoint's body and its ``prev`` link, byte for byte. Without the HMAC key
+a verifier recomputes ``records_sm3``, checks the signature and the sequence, so editing, deleting or
+reordering any covered line is detected. Checkpoints are written every N records or T seconds, at
+rotation, at shutdown and after recovery.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from audit.canonical import b64, canonical_bytes, unb64
 from audit.events import EventType
 from tls.crypto import InvalidSignature, SM2PrivateKey, SM2PublicKey, SM3Hash, sm3
 
 SIG_ALG = "SM2-SM3"
-UNSIGNED_FIELDS = ("signature", "prev", "mac")
 
 
 def signer_id(public_key: SM2PublicKey) -> str:
@@ -26,20 +25,8 @@ def signer_id(public_key: SM2PublicKey) -> str:
     return sm3(public_key.spki_der()).hex()
 
 
-def signed_bytes(record: Mapping[str, Any]) -> bytes:
-    """What a checkpoint signature covers: the canonical record minus signature and chain members
-    (and pipeline-internal ``_`` keys, which are never stored)."""
-    return canonical_bytes(
-        {
-            key: value
-            for key, value in record.items()
-            if key not in UNSIGNED_FIELDS and not key.startswith("_")
-        }
-    )
-
-
 class CheckpointSigner:
-    """Holds the audit signing key; signs checkpoint bodies."""
+    """Holds the audit signing key; signs the bytes the chain step hands it (DER signature)."""
 
     def __init__(self, private_key: SM2PrivateKey) -> None:
         self._private_key = private_key
@@ -48,24 +35,26 @@ class CheckpointSigner:
     def __repr__(self) -> str:
         return f"CheckpointSigner(signer={self.signer})"
 
-    def sign(self, record: Mapping[str, Any]) -> str:
-        return b64(self._private_key.sign(signed_bytes(record)))
+    def sign(self, data: bytes) -> bytes:
+        return self._private_key.sign(data)
 
 
-def verify_checkpoint_signature(record: Mapping[str, Any], public_key: SM2PublicKey) -> str | None:
-    """``None`` if the checkpoint's signature verifies under ``public_key``, else the reason it does not."""
-    signature = record.get("signature")
-    if not isinstance(signature, str):
-        return "checkpoint is not signed"
+def check_signer(record: dict[str, Any], public_key: SM2PublicKey) -> str | None:
+    """``None`` if ``record`` names ``public_key`` as its signer with the SM2-SM3 algorithm, else why not."""
     if record.get("sig_alg") != SIG_ALG:
         return f"unsupported checkpoint signature algorithm {record.get('sig_alg')!r}"
     if record.get("signer") != signer_id(public_key):
         return "checkpoint signed by a different key than the given certificate"
-    try:
-        public_key.verify(unb64(signature), signed_bytes(record))
-    except (InvalidSignature, ValueError):
-        return "checkpoint signature does not verify"
     return None
+
+
+def verify_signature(public_key: SM2PublicKey, signature: bytes, signed: bytes) -> bool:
+    """Whether ``signature`` (DER) is an SM2-SM3 signature of ``signed`` under ``public_key``."""
+    try:
+        public_key.verify(signature, signed)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 class Checkpointer:
@@ -117,7 +106,7 @@ class Checkpointer:
         return None
 
     def body(self, reason: str, *, head_seq: int, head_mac: bytes) -> dict[str, Any]:
-        """The checkpoint fields (before context is added and before signing)."""
+        """The checkpoint's fields; the processors add context, and the chain step signs and seals it."""
         return {
             "event": EventType.AUDIT_CHECKPOINT.value,
             "reason": reason,
@@ -129,14 +118,7 @@ class Checkpointer:
             "prev_checkpoint_seq": self.last_checkpoint_seq,
             "sig_alg": SIG_ALG if self.signer else None,
             "signer": self.signer.signer if self.signer else None,
-            "signature": None,
         }
-
-    def sign(self, record: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        """Fill ``signature`` once the record has its context (ts, seq, ...)."""
-        if self.signer is not None:
-            record["signature"] = self.signer.sign(record)
-        return record
 
     def reset(self, checkpoint_seq: int, now: float) -> None:
         """Start a new range after the checkpoint with sequence number ``checkpoint_seq``."""

@@ -101,7 +101,9 @@ class CheckpointConfig(_Model):
 
 
 class RedactionConfig(_Model):
-    """Dotted, case-insensitive field paths; secrets are always dropped regardless."""
+    """Dotted, case-insensitive field paths (``headers.authorization``); ``query.<name>`` is a parameter
+    of an HTTP request target's query string (``query.*``: every parameter). Secrets are always dropped
+    regardless."""
 
     hash: tuple[str, ...] = DEFAULT_HASHED_FIELDS
     drop: tuple[str, ...] = ()
@@ -132,6 +134,9 @@ class AuditConfig(_Model):
     batch_linger: float = Field(default=0.005, ge=0, le=1)
     #: where the pipeline runs: a thread of the gateway process, or a child process of its own
     pipeline: Literal["thread", "process"] = "process"
+    #: when the pipeline cannot write: keep serving and declare any loss afterwards (``continue``), or
+    #: stop accepting new connections (and fail ``/ready``) until it can write again
+    on_failure: Literal["continue", "stop_accepting"] = "continue"
     state_dir: Path | None = None
     shutdown_timeout: float = Field(default=10.0, gt=0)
 

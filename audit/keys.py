@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from asn1crypto import pem, x509
 
+from audit.checkpoint import CheckpointSigner
+from audit.config import AuditConfig
 from tls.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, load_sm2_private_key, load_sm2_public_key
 
 MIN_KEY_BYTES = 16
@@ -111,3 +114,33 @@ def load_verification_key(path: Path) -> SM2PublicKey:
         return load_sm2_public_key(data)
     except CryptoError:
         raise AuditKeyError(f"{path}: neither an SM2 certificate nor an SM2 public key") from None
+
+
+@dataclass(frozen=True)
+class PipelineKeys:
+    """The key material an audit pipeline runs with: the HMAC chain key and the checkpoint signer."""
+
+    audit_key: bytes
+    signer: CheckpointSigner | None
+
+
+def load_pipeline_keys(config: AuditConfig) -> PipelineKeys:
+    """Load the key files ``config`` names (raises :class:`AuditKeyError` naming the file); with a
+    ``signing_cert`` the certificate must match the signing key."""
+    audit_key = load_audit_key(config.key_file)
+    if config.signing_key is None:
+        return PipelineKeys(audit_key, None)
+    password = None
+    if config.signing_key_password_file is not None:
+        try:
+            password = config.signing_key_password_file.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise AuditKeyError(
+                f"{config.signing_key_password_file}: cannot read ({type(exc).__name__})"
+            ) from None
+    private_key = load_signing_key(config.signing_key, password)
+    if config.signing_cert is not None:
+        cert_key = load_verification_key(config.signing_cert)
+        if cert_key.spki_der() != private_key.public_key().spki_der():
+            raise AuditKeyError(f"{config.signing_cert}: certificate does not match signing_key")
+    return PipelineKeys(audit_key, CheckpointSigner(private_key))

@@ -29,8 +29,18 @@ class AuditCollector(Collector):
         )
         yield GaugeMetricFamily(
             "smgate_audit_pipeline_up",
-            "1 while the audit pipeline thread runs",
+            "1 while the audit pipeline (thread or process) runs",
             value=int(metrics.pipeline_alive),
+        )
+        yield GaugeMetricFamily(
+            "smgate_audit_writable",
+            "0 while the file sink's writes fail (the pipeline retries)",
+            value=int(metrics.writable),
+        )
+        yield GaugeMetricFamily(
+            "smgate_audit_accepting",
+            "0 while on_failure: stop_accepting keeps listeners from accepting connections",
+            value=int(metrics.accepting),
         )
         for name, help_text, value in (
             ("smgate_audit_events_emitted", "Events taken from the queue", metrics.emitted),

@@ -2,9 +2,11 @@
 
 The gateway process keeps only the cheap part: ``emit`` appends ``(emit time, event type, fields)`` to
 a bounded local buffer. Once per ``batch_linger`` the buffer goes to the child over a pipe as one
-pickled batch. The child (``spawn`` context) runs the ordinary :class:`AuditLog` pipeline on its main
-thread (:meth:`AuditLog.handle_batch`): it owns the directory lock, recovery, chain, checkpoints, file
-sink and follower sinks, so the chain work never competes with the gateway's event loop for the GIL.
+pickled batch (:mod:`audit.wire`). The child (``spawn`` context, :mod:`audit.pipeline_process`) delivers them to its :class:`audit.pipeline.AuditPipeline`
+on its main thread: the pipeline owns the directory lock, recovery, chain, checkpoints, file sink and
+follower sinks, so the chain work never competes with the gateway's event loop for the GIL. The parent
+holds no pipeline state at all: it learns the pipeline's counters and write health from the child's
+replies (``metrics``, ``health``, ``flushed``, ``closed``).
 
 Who ships the batches: when the log is started from a running event loop (the gateway), the loop
 itself does, from a ``call_later`` timer, writing to a non-blocking pipe (``add_writer`` when it is
@@ -26,51 +28,36 @@ import asyncio
 import atexit
 import contextlib
 import fcntl
-import gc
 import itertools
 import multiprocessing
 import os
-import pickle
 import select
-import signal
-import struct
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from audit.checkpoint import CheckpointSigner
 from audit.config import AuditConfig
-from audit.events import INTERNAL_EVENTS, EventType
-from audit.log import AuditLog, AuditMetrics, note_undelivered
-from audit.processors import PLAIN_TYPES
+from audit.events import INTERNAL_EVENTS
+from audit.log import AuditLog, AuditMetrics
+from audit.pipeline import PipelineMetrics, note_undelivered
+from audit.pipeline_process import child_main
+from audit.wire import MAX_FRAME, PIPE_BYTES, STOP_MESSAGE, batch_message, frame
 
 _START_TIMEOUT = 60.0
-_REPORT_INTERVAL = 0.5
-_IDLE_POLL = 0.2
-_PIPE_BYTES = 1 << 20
 #: seconds (at most; never more than ``shutdown_timeout``) a closing pipeline process gets, after the
 #: shutdown deadline, to write what it received
 _CHILD_GRACE = 5.0
-_MAX_FRAME = 0x7FFFFFFF
 _F_SETPIPE_SZ = 1031  # Linux fcntl: grow the pipe so a burst does not wait for the child
 
 
 class ProcessAuditLog(AuditLog):
     """Same surface as :class:`AuditLog`; the pipeline runs in a child process."""
 
-    def __init__(
-        self,
-        config: AuditConfig,
-        *,
-        audit_key: bytes,
-        signer: CheckpointSigner | None,
-        instance_id: str | None = None,
-    ) -> None:
-        super().__init__(config, audit_key=audit_key, signer=signer, instance_id=instance_id)
+    def __init__(self, config: AuditConfig, *, instance_id: str | None = None) -> None:
+        super().__init__(config, instance_id=instance_id)
         #: appended by ``emit`` and ``flush``, emptied by whoever ships: deque operations are atomic
         self._buffer: deque[Any] = deque()
         self._linger = config.batch_linger or 0.001
@@ -79,7 +66,12 @@ class ProcessAuditLog(AuditLog):
         #: flushes the child acknowledged (a waiter woken by close alone is not in here)
         self._acked: set[int] = set()
         self._ack_ids = itertools.count(1)
-        self._snapshot: AuditMetrics | None = None
+        #: the pipeline's counters as the child last reported them
+        self._snapshot = PipelineMetrics()
+        #: the child's pipeline can write (its ``health`` replies) / the child is there (reply pipe open);
+        #: plain flags, as ``accepting_allowed`` reads them per accepted connection
+        self._child_writable = True
+        self._child_running = False
         self._process: Any = None
         self._to_child: Connection | None = None
         self._from_child: Connection | None = None
@@ -111,11 +103,11 @@ class ProcessAuditLog(AuditLog):
                 self._rejected_internal += 1
                 return
             if len(self._buffer) + self._unsent >= self._max_queue:
-                self._count_drop(now, event_type)
+                self._drops.count(now, event_type)
                 return
             self._buffer.append((now, event_type, fields))
         except Exception:  # the data path must never see an audit failure
-            self._count_drop(now, str(event_type))
+            self._drops.count(now, str(event_type))
             return
         loop = self._ship_loop
         if loop is not None and (not self._armed or loop.is_closed()):
@@ -169,21 +161,21 @@ class ProcessAuditLog(AuditLog):
         cannot be serialised (or would exceed the 2 GiB frame), its events are counted as dropped, so
         the next ``audit.gap`` declares them."""
         items = self._take_buffer()
-        drops = self._take_parent_drops()
+        drops = self._drops.take()
         if not items and drops is None:
             return None
         try:
-            data = _batch_message(drops, items)
-            if len(data) > _MAX_FRAME:
+            data = batch_message(drops, items)
+            if len(data) > MAX_FRAME:
                 raise OverflowError("batch larger than one pipe frame")
         except Exception as exc:
             print(
                 f"smgate audit: batch not shipped ({type(exc).__name__}); counted as dropped", file=sys.stderr
             )
-            self._restore_drops(drops)
+            self._drops.restore(drops)
             for item in items:
                 if item[0] != "flush":
-                    self._count_drop(item[0], str(item[1]))
+                    self._drops.count(item[0], str(item[1]))
             return None
         return data, len(items)
 
@@ -192,9 +184,9 @@ class ProcessAuditLog(AuditLog):
         return [buffer.popleft() for _ in range(len(buffer))]
 
     def _enqueue(self, data: bytes, events: int) -> None:
-        frame = struct.pack("!i", len(data)) + data  # ``Connection.recv_bytes`` framing (< 2 GiB)
-        self._out += frame
-        self._out_messages.append([len(frame), events])
+        framed = frame(data)
+        self._out += framed
+        self._out_messages.append([len(framed), events])
         self._unsent += events
 
     def _write_out(self) -> None:
@@ -266,24 +258,29 @@ class ProcessAuditLog(AuditLog):
             self._ship_loop = asyncio.get_running_loop()
             self._ship_thread = threading.get_ident()
         try:
-            await super().start()
+            await asyncio.to_thread(self.start_sync)
         finally:
             if self._feeder is None and self._to_child is None:
                 self._ship_loop = None  # did not start: emit must not arm a timer
         if self._ship_loop is not None and self._buffer and not self._armed:
             self._arm()  # emitted while the child was starting
 
-    def _start(self, *, thread: bool = True) -> None:
-        self.file.close()  # the child owns the directory; this handle never opened it
+    def start_sync(self) -> None:
+        if self._started or self._closed:
+            return  # idempotent: the gateway and its callers may both start it
+        self._start_child()
+        self._started = True
+
+    def _start_child(self) -> None:
         context = multiprocessing.get_context("spawn")
         child_in, to_child = context.Pipe(duplex=False)
         from_child, child_out = context.Pipe(duplex=False)
         if self._ship_loop is not None:  # the loop writes: never block it, not even during start-up
             with contextlib.suppress(OSError):
-                fcntl.fcntl(to_child.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+                fcntl.fcntl(to_child.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
             os.set_blocking(to_child.fileno(), False)
         process = context.Process(
-            target=_child_main,
+            target=child_main,
             args=(self.config, self.instance, os.getpid(), child_in, child_out),
             name="smgate-audit",
             daemon=False,
@@ -304,6 +301,7 @@ class ProcessAuditLog(AuditLog):
         # published only now: until the child has started, ``_ship`` leaves events in the buffer
         self._process, self._to_child, self._from_child = process, to_child, from_child
         self._snapshot = reply[1]
+        self._child_running = True
         self._reader = threading.Thread(target=self._read_replies, name="audit-replies", daemon=True)
         self._reader.start()
         if self._ship_loop is None:
@@ -319,7 +317,7 @@ class ProcessAuditLog(AuditLog):
     async def aclose(self) -> None:
         loop = self._ship_loop
         if loop is None or self._closed or asyncio.get_running_loop() is not loop:
-            await super().aclose()
+            await asyncio.to_thread(self.close_sync)
             return
         self._closed = True
         atexit.unregister(self._at_exit)
@@ -327,7 +325,7 @@ class ProcessAuditLog(AuditLog):
         if not self._stopping:
             self._enqueue_buffer()
             self._stopping = True
-            self._enqueue(pickle.dumps(("stop",)), 0)
+            self._enqueue(STOP_MESSAGE, 0)
             self._drained = asyncio.Event()
             self._write_out()
             if self._out:
@@ -373,7 +371,7 @@ class ProcessAuditLog(AuditLog):
         self._unregister_writer()
         self._stopping = True
         self._enqueue_buffer()
-        self._enqueue(pickle.dumps(("stop",)), 0)
+        self._enqueue(STOP_MESSAGE, 0)
         os.set_blocking(fd, False)
         while self._out_start < len(self._out):
             left = deadline - time.monotonic()
@@ -397,7 +395,7 @@ class ProcessAuditLog(AuditLog):
         the pipe are counted as dropped and reported (the child's log ends with its own gap record)."""
         undelivered = self._unsent + self._buffered_events()
         if undelivered:
-            self._dropped_total += undelivered
+            self._drops.count_undeclared(undelivered)
             print(
                 f"smgate audit: {undelivered} events not handed to the pipeline process before shutdown",
                 file=sys.stderr,
@@ -467,23 +465,11 @@ class ProcessAuditLog(AuditLog):
         return None if process is None else process.pid
 
     def metrics(self) -> AuditMetrics:
-        snapshot = self._snapshot
-        alive = (
-            self._process is not None
-            and self._process.is_alive()
-            and not self._closed
-            and self._fatal is None
-        )
-        base = snapshot if snapshot is not None else super().metrics()
-        return replace(
-            base,
-            queue_depth=self.queue_depth(),
-            dropped=self._dropped_total,
-            dropped_after_close=self._dropped_after_close + (snapshot.dropped_after_close if snapshot else 0),
-            rejected_internal=self._rejected_internal,
-            pipeline_alive=alive and snapshot is not None and snapshot.pipeline_alive,
-            pipeline_error=self._fatal or (snapshot.pipeline_error if snapshot else None),
-        )
+        alive = self._child_running and not self._closed and self._fatal is None
+        return self._metrics(self._snapshot, alive=alive)
+
+    def _pipeline_can_write(self) -> bool:
+        return self._child_running and self._child_writable and not self._closed and self._fatal is None
 
     # -- feeder and reply threads --------------------------------------------------------------
 
@@ -502,46 +488,37 @@ class ProcessAuditLog(AuditLog):
                 if message is not None:
                     connection.send_bytes(message[0])
                 if stopping:
-                    connection.send_bytes(pickle.dumps(("stop",)))
+                    connection.send_bytes(STOP_MESSAGE)
                     return
                 time.sleep(self._linger)
         except (OSError, ValueError) as exc:  # child gone: nothing more can be written
             self._fatal = f"pipeline process unreachable: {type(exc).__name__}"
             print(f"smgate audit: {self._fatal}", file=sys.stderr)
 
-    def _restore_drops(self, drops: dict[str, Any] | None) -> None:
-        """Put counted drops back (their message was not shipped): the next message carries them."""
-        if drops is not None:
-            _add_drops(self, drops)
-
-    def _take_parent_drops(self) -> dict[str, Any] | None:
-        with self._drops_lock:
-            drops = self._drops
-            if not drops.count:
-                return None
-            self._drops = type(drops)()
-        return {
-            "count": drops.count,
-            "first_ns": drops.first_ns,
-            "last_ns": drops.last_ns,
-            "by_event": dict(drops.by_event),
-        }
-
     def _read_replies(self) -> None:
+        """Reply thread: the child's counters, its write health, flush acknowledgements, its end."""
         assert self._from_child is not None
         try:
             while True:
                 reply = self._from_child.recv()
                 kind = reply[0]
-                if kind in ("flushed", "metrics", "closed"):
+                if kind == "health":
+                    self._child_writable = reply[1]
+                    self._write_health_changed(reply[1], reply[2])
+                elif kind in ("flushed", "metrics", "closed"):
                     self._snapshot = reply[-1]
+                    self._child_writable = self._snapshot.writable
                 if kind == "flushed":
                     self._acked.add(reply[1])
                     ack = self._acks.get(reply[1])
                     if ack is not None:
                         ack.set()
+                elif kind == "closed" and reply[1] is not None and self._fatal is None:
+                    self._fatal = reply[1]
         except (EOFError, OSError):
             return
+        finally:
+            self._child_running = False
 
 
 def _kill_child(process: Any, *connections: Connection) -> None:
@@ -552,202 +529,3 @@ def _kill_child(process: Any, *connections: Connection) -> None:
     if process.is_alive():
         process.kill()
         process.join()
-
-
-def _batch_message(drops: dict[str, Any] | None, items: list[Any]) -> bytes:
-    """One pickle for the whole batch. Events whose fields are not all plain scalars get their fields
-    pickled on their own (:func:`_pack`), so one odd value never costs the batch."""
-    wire = [
-        item if item[0] == "flush" or PLAIN_TYPES.issuperset(map(type, item[2].values())) else _pack(item)
-        for item in items
-    ]
-    return pickle.dumps(("batch", drops, wire), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _pack(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An event with its fields pickled on their own.
-
-    A value that cannot be pickled is sent as its ``repr`` and named in ``audit_error`` (as the
-    canonicaliser does for a value it cannot serialise).
-    """
-    emit_ns, event_type, fields = item
-    try:
-        return emit_ns, event_type, pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        lenient: dict[str, object] = {}
-        problems = []
-        for name, value in fields.items():
-            try:
-                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-                lenient[name] = value
-            except Exception:
-                lenient[name] = repr(value)
-                problems.append(f"{name} ({type(value).__name__})")
-        lenient["audit_error"] = f"unserialisable field: {', '.join(problems) or 'fields'}"
-        return emit_ns, event_type, pickle.dumps(lenient, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack(item: tuple[Any, ...]) -> tuple[int, str, dict[str, object]]:
-    emit_ns, event_type, data = item
-    if type(data) is not bytes:
-        return emit_ns, event_type, data
-    try:
-        fields = pickle.loads(data)  # noqa: S301 - pickled by our own parent, over a private pipe
-    except Exception as exc:
-        fields = {"audit_error": f"processing failed: {type(exc).__name__}"}
-    return emit_ns, event_type, fields
-
-
-# -- child process -------------------------------------------------------------------------------
-
-
-def _child_main(
-    config: AuditConfig, instance: str, parent_pid: int, inbox: Connection, outbox: Connection
-) -> None:
-    """Run the pipeline on this process's main thread until ``stop`` or end of file (gateway gone)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when audit stops
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def send(message: tuple[Any, ...]) -> None:
-        try:
-            outbox.send(message)
-        except (OSError, ValueError):
-            pass  # the gateway process is gone: keep writing what was received
-
-    log = AuditLog.from_config(config.model_copy(update={"pipeline": "thread"}), instance_id=instance)
-    log._pid = parent_pid
-    try:
-        log.start_sync(thread=False)
-    except Exception as exc:
-        try:
-            pickle.dumps(exc)
-            send(("failed_start", exc))
-        except Exception:
-            send(
-                (
-                    "failed_start",
-                    RuntimeError(f"audit pipeline process failed to start: {type(exc).__name__}"),
-                )
-            )
-        return
-    send(("started", log.metrics()))
-    gc.freeze()  # what start-up loaded stays: keep the collector from re-scanning it for every batch
-    try:
-        if not _serve(log, inbox, send):
-            _declare_gateway_exit(log)
-    except Exception as exc:  # reported (stderr, metrics); what was written stays verifiable
-        log._fatal = f"{type(exc).__name__}: {exc}"
-        print(f"smgate audit: pipeline failed: {log._fatal}", file=sys.stderr)
-    finally:
-        log.close_sync()
-        send(("closed", log.metrics()))
-        outbox.close()
-
-
-class _Inbox:
-    """The child's end of the batch pipe: frames in ``Connection.send_bytes`` format, read in as large
-    chunks as are waiting (one ``poll`` and one ``read`` per wake-up, not per message)."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._fd = connection.fileno()
-        self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
-        self._data = bytearray()
-        self.eof = False
-
-    def read(self, timeout: float) -> list[bytes]:
-        """The complete messages that arrive within ``timeout`` seconds (all that are waiting)."""
-        if not self.eof and self._poller.poll(int(timeout * 1000)):
-            chunk = os.read(self._fd, _PIPE_BYTES)
-            if chunk:
-                self._data += chunk
-            else:
-                self.eof = True
-        messages = []
-        data, start = self._data, 0
-        while len(data) - start >= 4:
-            (size,) = struct.unpack_from("!i", data, start)
-            if size < 0:
-                raise ValueError("corrupt frame on the audit pipe")
-            if len(data) - start - 4 < size:
-                break
-            messages.append(bytes(data[start + 4 : start + 4 + size]))
-            start += 4 + size
-        del data[:start]
-        return messages
-
-
-def _declare_gateway_exit(log: AuditLog) -> None:
-    """End of file without ``stop``: the gateway process ended without closing its audit log, so events
-    it had not shipped yet (at most ``batch_linger`` of them) may be missing. Say so in the log."""
-    gap = {
-        "event": EventType.AUDIT_GAP.value,
-        "reason": "gateway_exited",
-        "cause": "pipe closed without stop",
-        "after_seq": log.file.written_seq,
-        "lost_count": None,
-    }
-    log.handle_batch([])  # anything pending first
-    log._write([log._process_internal(gap)])
-
-
-def _serve(log: AuditLog, inbox: Connection, send: Any) -> bool:
-    """Receive batches and run them through ``log`` until ``stop`` (True) or end of file (False).
-
-    All messages waiting in the pipe form one batch, so a busy gateway costs one pipeline pass per
-    pipe read, not per message. With nothing to read for ``_IDLE_POLL`` seconds the periodic work (time
-    checkpoints, fsync) runs on an empty batch.
-    """
-    reader = _Inbox(inbox)
-    last_report = time.monotonic()
-    orderly = False
-    while True:
-        items: list[Any] = []
-        markers: list[threading.Event] = []
-        acks: list[int] = []
-        stopping = reader.eof
-        for data in reader.read(_IDLE_POLL):
-            message = pickle.loads(data)  # noqa: S301 - our own parent, over a private pipe
-            if message[0] == "stop":
-                stopping = orderly = True
-                break
-            _, dropped, wire = message
-            for item in wire:
-                if item[0] == "flush":
-                    markers.append(threading.Event())
-                    acks.append(item[1])
-                else:
-                    items.append(_unpack(item))
-            if dropped is not None:  # lost after this message's events: the gap goes right after them
-                log.handle_batch(items)
-                items = []
-                _merge_drops(log, dropped)
-        stopping = stopping or reader.eof
-        # gap (if any) first, then the events; flush markers last, so an acknowledged flush covers both
-        log.handle_batch(items + markers)
-        for ack_id in acks:
-            send(("flushed", ack_id, log.metrics()))
-        if stopping:
-            return orderly
-        now = time.monotonic()
-        if now - last_report >= _REPORT_INTERVAL:  # counters for the gateway's /metrics
-            last_report = now
-            send(("metrics", log.metrics()))
-
-
-def _merge_drops(log: AuditLog, drops: dict[str, Any]) -> None:
-    """Events the gateway process could not buffer: reported by the child's next ``audit.gap``."""
-    _add_drops(log, drops)
-    log._dropped_total += drops["count"]
-
-
-def _add_drops(log: AuditLog, drops: dict[str, Any]) -> None:
-    """Add a drop count (as :meth:`ProcessAuditLog._take_parent_drops` makes it) to ``log``'s pending one."""
-    with log._drops_lock:
-        pending = log._drops
-        if not pending.count or drops["first_ns"] < pending.first_ns:
-            pending.first_ns = drops["first_ns"]
-        pending.count += drops["count"]
-        pending.last_ns = max(pending.last_ns, drops["last_ns"])
-        pending.by_event.update(drops["by_event"])

@@ -1,28 +1,32 @@
 """The audit processor pipeline, in structlog's processor shape ``(logger, method, event_dict) -> event_dict``.
 
-:func:`build_processors` fixes the order: ``redact`` -> ``add_context`` (time, ids, sequence) ->
-``canonicalise`` (sorted keys, UTF-8, no whitespace) -> ``chain`` (``mac = HMAC-SM3(key, prev || canonical)``).
-Sinks consume the ``_line`` the chain step leaves in the event dict. Keys starting with ``_`` are
-pipeline-internal and never serialised. Stateful steps (sequence numbering, chaining) are small classes
-with their state in plain attributes; the rest are functions.
+:func:`build_processors` fixes the order: ``redact`` -> ``add_context`` (time, ids, sequence, format) ->
+``canonicalise`` (sorted keys, UTF-8, no whitespace) -> ``chain`` (link to ``prev``, sign checkpoints,
+``mac = HMAC-SM3(key, line up to the mac member)``; :mod:`audit.format`). Every record goes through
+that list: caller events, and the gap and checkpoint records the pipeline writes itself. Sinks consume
+the ``_line`` the chain step leaves in the event dict. Keys starting with ``_`` are pipeline-internal and
+never serialised. Stateful steps (sequence numbering, chaining) are small classes with their state in
+plain attributes; the rest are functions.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import unquote_plus
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import hmac as _hmac
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from audit.canonical import CHAIN_FIELDS, canonical_bytes, seal_line, to_jsonable
+from audit.canonical import canonical_bytes, to_jsonable
+from audit.events import EventType
+from audit.format import FORMAT_FIELD, FORMAT_VERSION, GENESIS, MAC_MEMBER, PREV_MEMBER, SIGNATURE_MEMBER
 from audit.ids import uuid7_text
+from tls.crypto import HMACSM3
 
-#: ``prev`` of the first record of a log: 32 zero bytes.
-GENESIS = bytes(32)
+assert (FORMAT_FIELD, FORMAT_VERSION) == ("format", 2)  # ContextAdder writes them as literals
 
 #: Field names never written whatever the configuration says (keys and secrets stay out of the log).
 ALWAYS_DROPPED = frozenset(
@@ -41,26 +45,15 @@ ALWAYS_DROPPED = frozenset(
 )
 _SECRET_MARKERS = ("secret", "password", "private_key", "passphrase")
 
-_PREV, _MAC = CHAIN_FIELDS
+#: members the chain step writes after the body; a caller value under these names is removed
+CHAIN_MEMBERS = ("prev", "signature", "mac")
 EMIT_NS = "_emit_ns"
 CANONICAL = "_canonical"
 LINE = "_line"
 HASH_PREFIX = "hmac-sm3:"
-
-
-class _KeyedHmacSM3:
-    """HMAC-SM3 keyed once: each MAC forks the keyed ``cryptography`` state (``copy``) instead of keying
-    again, and skips the generic multi-part wrapper of :class:`tls.crypto.HMACSM3` (same MAC)."""
-
-    __slots__ = ("_keyed",)
-
-    def __init__(self, key: bytes) -> None:
-        self._keyed = _hmac.HMAC(key, hashes.SM3())
-
-    def compute(self, data: bytes) -> bytes:
-        ctx = self._keyed.copy()
-        ctx.update(data)
-        return ctx.finalize()
+#: the records whose ``path`` is an HTTP request target, so its query string is redacted by ``query.<name>``
+REQUEST_TARGET_EVENTS = frozenset({EventType.HTTP_REQUEST.value, EventType.ROUTE_DECISION.value})
+QUERY_PREFIX = "query."
 
 
 def format_timestamp(unix_ns: int) -> str:
@@ -89,15 +82,22 @@ class Redactor:
     """``redact``: hash (HMAC-SM3 under a redaction key) or drop configured fields; always drop secrets.
 
     Paths are dotted and case-insensitive (``headers.authorization`` names the ``authorization`` member
-    of the ``headers`` field; ``client_addr`` a top-level field).
+    of the ``headers`` field; ``client_addr`` a top-level field). ``query.<name>`` names a parameter of
+    the query string of an HTTP request target (the ``path`` of ``http.request`` and ``route.decision``;
+    ``query.*`` every parameter): its value is hashed, or the parameter dropped, in place. Parameter
+    names are matched percent-decoded and case-insensitively, like header names; query parameters named
+    like secrets are always dropped.
     """
 
     def __init__(
         self, redaction_key: bytes, *, hash_paths: Iterable[str] = (), drop_paths: Iterable[str] = ()
     ):
-        self._mac = _KeyedHmacSM3(redaction_key)
+        self._mac = HMACSM3(redaction_key)
         self.hash_paths = frozenset(path.lower() for path in hash_paths)
         self.drop_paths = frozenset(path.lower() for path in drop_paths)
+        self._query = _QueryRedaction(
+            hash_names=_query_names(self.hash_paths), drop_names=_query_names(self.drop_paths)
+        )
         #: prefix -> field name -> (lower-case path, action)
         self._actions: dict[str, dict[str, tuple[str, int]]] = {}
         self._memo_size = 0
@@ -171,6 +171,9 @@ class Redactor:
                     del event_dict[name]
                 elif value is not None:
                     event_dict[name] = self.hash_value(value)
+        target = event_dict.get("path")  # redact_query(), inlined: most events have no query string
+        if type(target) is str and "?" in target and event_dict.get("event") in REQUEST_TARGET_EVENTS:
+            event_dict["path"] = self._query.redact(target, self.hash_value)
         if PLAIN_TYPES.issuperset(map(type, event_dict.values())):
             return event_dict  # the common case: flat fields, nothing else to look at
         for name, value in list(event_dict.items()):
@@ -182,13 +185,48 @@ class Redactor:
                 event_dict[name] = self._redact(value, f"{name.lower()}.", 1)
         return event_dict
 
+    def redact_query(self, event_dict: EventDict) -> None:
+        """Redact the query string of the request target in ``path`` (request events only)."""
+        target = event_dict.get("path")
+        if type(target) is str and "?" in target and event_dict.get("event") in REQUEST_TARGET_EVENTS:
+            event_dict["path"] = self._query.redact(target, self.hash_value)
+
+
+def _query_names(paths: frozenset[str]) -> frozenset[str]:
+    return frozenset(path[len(QUERY_PREFIX) :] for path in paths if path.startswith(QUERY_PREFIX))
+
+
+class _QueryRedaction:
+    """The ``query.<name>`` rules: each ``name=value`` pair of a request target's query string is kept
+    byte for byte, has its (percent-decoded) value replaced by its hash, or is removed."""
+
+    def __init__(self, *, hash_names: frozenset[str], drop_names: frozenset[str]) -> None:
+        self.hash_names = hash_names
+        self.drop_names = drop_names
+        self.hash_all = "*" in hash_names
+        self.drop_all = "*" in drop_names
+
+    def redact(self, target: str, hash_value: Any) -> str:
+        resource, _, query = target.partition("?")
+        kept = []
+        for pair in query.split("&"):
+            raw_name, equals, raw_value = pair.partition("=")
+            name = unquote_plus(raw_name).lower()
+            if self.drop_all or name in self.drop_names or _name_is_secret(name):
+                continue
+            if equals and (self.hash_all or name in self.hash_names):
+                kept.append(f"{raw_name}={hash_value(unquote_plus(raw_value))}")
+            else:
+                kept.append(pair)
+        return f"{resource}?{'&'.join(kept)}" if kept else resource
+
 
 class ContextAdder:
     """``add_context``: timestamp and UUIDv7 from the emit time, instance, pid and the sequence number.
 
     ``next_seq`` is the sequence number the next record gets; recovery sets it from the last record on disk.
-    Caller values under ``ts``, ``id``, ``instance``, ``pid`` and ``seq`` are replaced, and ``prev``/``mac``
-    removed: the pipeline owns those names.
+    Caller values under ``ts``, ``id``, ``instance``, ``pid``, ``seq`` and ``format`` are replaced, and
+    ``prev``/``signature``/``mac`` removed: the pipeline owns those names.
     """
 
     def __init__(self, *, instance: str, pid: int, next_seq: int = 1) -> None:
@@ -217,11 +255,9 @@ class ContextAdder:
         if not isinstance(emit_ns, int):
             emit_ns = time.time_ns()
             event_dict[EMIT_NS] = emit_ns
-        if (
-            _PREV in event_dict or _MAC in event_dict
-        ):  # the chain step owns these; a caller value would be ambiguous
-            for chain_field in CHAIN_FIELDS:
-                event_dict.pop(chain_field, None)
+        if "prev" in event_dict or "signature" in event_dict or "mac" in event_dict:
+            for chain_member in CHAIN_MEMBERS:  # the chain step writes these: a caller value is ambiguous
+                event_dict.pop(chain_member, None)
         start, text = self._second  # timestamp(), inlined
         offset = emit_ns - start
         if not 0 <= offset < 1_000_000_000:
@@ -232,6 +268,7 @@ class ContextAdder:
         event_dict["instance"] = self.instance
         event_dict["pid"] = self.pid
         event_dict["seq"] = self.next_seq
+        event_dict["format"] = 2  # FORMAT_FIELD: FORMAT_VERSION, as literals (per event: no global lookups)
         self.next_seq += 1
         return event_dict
 
@@ -287,17 +324,27 @@ def canonicalise(logger: WrappedLogger, method_name: str, event_dict: EventDict)
     return public
 
 
-class HmacChain:
-    """``chain``: ``mac = HMAC-SM3(key, prev || canonical)``; ``prev`` is the previous record's mac.
+class CheckpointSigning(Protocol):
+    """What the chain step needs to sign a checkpoint (:class:`audit.checkpoint.CheckpointSigner`)."""
 
-    Deleting, reordering or editing any record changes the input of every later MAC, so verification
-    fails exactly at the first altered position.
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class HmacChain:
+    """``chain``: seal the record into the chain (format 2, :mod:`audit.format`).
+
+    The canonical body gets ``"prev"`` (the previous record's MAC), a checkpoint then its SM2
+    ``"signature"`` over exactly those bytes, and every record ``"mac"``: HMAC-SM3 under the chain key
+    over everything before it. Signing happens here, between linking and MAC, because the signature
+    covers the link and the MAC covers the signature. Deleting, reordering or editing any record changes
+    the input of every later MAC, so verification fails exactly at the first altered position.
     """
 
-    def __init__(self, key: bytes, prev: bytes = GENESIS) -> None:
+    def __init__(self, key: bytes, prev: bytes = GENESIS, signer: CheckpointSigning | None = None) -> None:
         if len(key) < 16:
             raise ValueError("audit key must be at least 16 bytes")
-        self._keyed = _hmac.HMAC(key, hashes.SM3())
+        self._mac = HMACSM3(key)
+        self.signer = signer
         self.prev = prev
 
     @property
@@ -309,33 +356,45 @@ class HmacChain:
     def prev(self, value: bytes) -> None:
         self._prev = value
         self._prev_hex = value.hex()
-        self._prev_tail = b',"prev":"' + self._prev_hex.encode() + b'","mac":"'
+        self._prev_member = PREV_MEMBER + self._prev_hex.encode() + b'"'
+        #: what follows the body in an unsigned line, up to the MAC's hex digits
+        self._prev_tail = self._prev_member + MAC_MEMBER
 
     def __repr__(self) -> str:
         return f"HmacChain(prev={self._prev_hex})"
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        canonical = event_dict[CANONICAL]
-        ctx = self._keyed.copy()  # the keyed state, forked: no per-record key schedule
-        ctx.update(self._prev + canonical)  # one update: the concatenation is cheaper than a call
-        mac = ctx.finalize()
+        body = event_dict[CANONICAL]
+        if len(body) < 3 or body[-1] != 0x7D:  # canonicalise writes objects; a record is never empty
+            raise ValueError("a record body is a non-empty JSON object")
+        head = body[:-1]
+        if self.signer is not None and event_dict.get("event") == _CHECKPOINT:
+            signed = head + self._prev_member
+            signature = base64.b64encode(self.signer.sign(signed))
+            head = b"".join((signed, SIGNATURE_MEMBER, signature, b'"'))
+            event_dict["signature"] = signature.decode()
+            mac = self._mac.compute(head)
+            tail = MAC_MEMBER
+        else:  # the MAC input is head + prev member, hashed in two parts rather than joined
+            mac = self._mac.compute(head, self._prev_member)
+            tail = self._prev_tail
         mac_hex = mac.hex()
         mac_ascii = mac_hex.encode()
-        if canonical[:1] == b"{" and canonical[-1:] == b"}" and len(canonical) > 2:
-            # seal_line(canonical, prev, mac), with the prev part kept from the previous record
-            event_dict[LINE] = b"".join((canonical[:-1], self._prev_tail, mac_ascii, b'"}'))
-        else:
-            event_dict[LINE] = seal_line(canonical, self._prev, mac)
+        event_dict[LINE] = b"".join((head, tail, mac_ascii, b'"}'))
         event_dict["prev"] = self._prev_hex
         event_dict["mac"] = mac_hex
         self._prev = mac
         self._prev_hex = mac_hex
-        self._prev_tail = b',"prev":"' + mac_ascii + b'","mac":"'
+        self._prev_member = b"".join((PREV_MEMBER, mac_ascii, b'"'))
+        self._prev_tail = self._prev_member + MAC_MEMBER
         return event_dict
 
 
+_CHECKPOINT = EventType.AUDIT_CHECKPOINT.value
+
+
 def build_processors(*, redactor: Redactor, context: ContextAdder, chain: HmacChain) -> list[Processor]:
-    """The pipeline order every caller event goes through."""
+    """The order every record goes through: caller events and the pipeline's own gaps and checkpoints."""
     return [redactor, context, canonicalise, chain]
 
 

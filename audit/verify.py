@@ -1,16 +1,20 @@
-"""Verification of stored audit logs: sequence, HMAC-SM3 chain, checkpoint digests and SM2 signatures.
+"""Verification of stored audit trails: sequence, HMAC-SM3 chain, checkpoint digests and SM2 signatures.
 
-:func:`verify_logs` walks the records of every given file in sequence order and stops at the first
-problem, naming the file, line, sequence number and reason. With the HMAC key it checks every MAC
-(an edit is found at the edited record); with only the signing certificate it recomputes each
-checkpoint's ``records_sm3`` and checks its signature (an edit is found at the covering checkpoint).
-Deletions, reordering, a missing rotated file and a cut tail are found from ``seq``/``prev`` alone.
-Declared losses (``audit.gap``) are reported in the summary, not as tampering.
+One chain is the segment files one pipeline wrote (one directory and file prefix; with ``--workers N``
+each worker writes its own, under ``worker-<i>/``). :func:`verify_logs` walks one chain in sequence
+order and stops at the first problem, naming the file, line, sequence number and reason. With the HMAC
+key it checks every MAC (an edit is found at the edited record); with only the signing certificate it
+recomputes each checkpoint's ``records_sm3`` and checks its signature (an edit is found at the covering
+checkpoint). Deletions, reordering, a missing rotated file and a cut tail are found from ``seq``/``prev``
+alone. Declared losses (``audit.gap``) are reported in the summary, not as tampering.
+:func:`audit.trail.verify_trail` does this for every chain of a whole instance.
+
+Both record formats are read: format 2 (:mod:`audit.format`, the stored bytes are MACed and signed) and
+format 1 (:mod:`audit.legacy`, written before; re-serialised). A chain may switch from 1 to 2 once.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -18,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.canonical import canonical_bytes, seal_line, split_line
-from audit.checkpoint import verify_checkpoint_signature
-from audit.processors import GENESIS
+from audit import legacy
+from audit.checkpoint import check_signer, verify_signature
+from audit.format import FORMAT_FIELD, FORMAT_VERSION, GENESIS, FormatError, split_sealed
 from tls.crypto import HMACSM3, SM2PublicKey, SM3Hash
 
 CHECKPOINT = "audit.checkpoint"
@@ -28,6 +32,8 @@ GAP = "audit.gap"
 _HEX = frozenset("0123456789abcdef")
 
 RecordCallback = Callable[[Path, int, dict[str, Any], bytes], None]
+#: what a checkpoint's signature covers, and the signature (DER); both None for other records
+_Signed = tuple[bytes | None, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Problem:
 
 @dataclass
 class VerifyReport:
+    """What verifying one chain found."""
+
     files: list[Path] = field(default_factory=list)
     records: int = 0
     checkpoints: int = 0
@@ -58,6 +66,11 @@ class VerifyReport:
     declared_gaps: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
+    instances: list[str] = field(default_factory=list)
+    #: records per format version (1: before format 2)
+    formats: Counter[int] = field(default_factory=Counter)
+    #: ``(first, last)`` seq of records after the last checkpoint of a log still being written (--live)
+    unsealed_tail: tuple[int, int] | None = None
     problem: Problem | None = None
 
     @property
@@ -81,9 +94,12 @@ class VerifyReport:
             "last_seq": self.last_seq,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
+            "instances": self.instances,
+            "formats": {str(version): count for version, count in sorted(self.formats.items())},
             "macs_verified": self.macs_verified,
             "checkpoints": self.checkpoints,
             "signatures_verified": self.signatures_verified,
+            "unsealed_tail": None if self.unsealed_tail is None else list(self.unsealed_tail),
             "declared_gaps": self.declared_gaps,
             "notes": self.notes,
             "events": dict(sorted(self.events.items())),
@@ -99,8 +115,19 @@ def _is_hex64(value: object) -> bool:
     return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
 
 
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose member names are unique: parsers differ on which duplicate wins, so a line
+    with duplicates could show a reader other values than the ones we checked."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        names = [name for name, _ in pairs]
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"duplicate member {duplicate!r}")
+    return result
+
+
 def expand_paths(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; directories contribute their ``*.jsonl`` files."""
+    """Files as given; directories contribute their ``*.jsonl`` files (one chain's view: no subdirectories)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -128,6 +155,8 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 class _Verifier:
+    """Walks one chain's records in order (see the module docstring); stops at the first problem."""
+
     def __init__(
         self,
         *,
@@ -146,6 +175,7 @@ class _Verifier:
         self.expected_seq: int | None = None
         self.prev_mac: str | None = None
         self.last_event: dict[str, Any] | None = None
+        self.format_seen = 0
         # checkpoint range accumulation
         self.range_from: int | None = None
         self.range_count = 0
@@ -209,9 +239,10 @@ class _Verifier:
 
     def _parse(self, path: Path, number: int, line: bytes) -> dict[str, Any]:
         try:
-            record = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            raise _Stop(Problem(path, number, self.expected_seq, "malformed record: not JSON")) from None
+            record = json.loads(line, object_pairs_hook=_object_without_duplicates)
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
+            detail = str(exc) if str(exc).startswith("duplicate member") else "not JSON"
+            raise _Stop(Problem(path, number, self.expected_seq, f"malformed record: {detail}")) from None
         if not isinstance(record, dict):
             raise _Stop(Problem(path, number, self.expected_seq, "malformed record: not a JSON object"))
         seq = record.get("seq")
@@ -224,71 +255,14 @@ class _Verifier:
     def _record(self, path: Path, number: int, line: bytes, record: dict[str, Any]) -> None:
         seq: int = record["seq"]
         event = record.get("event")
-        is_recovery = event == GAP and record.get("reason") == "unclean_shutdown"
-        if self.open_end is not None:
-            explained = is_recovery and record.get("after_seq") == seq - 1
-            if self.open_end_torn:
-                explained = explained and record.get("torn_bytes") == self.open_end_torn
-            if not explained:
-                raise _Stop(self.open_end)
-            self.open_end = None
-            self.open_end_torn = 0
-        if self.expected_seq is None:
-            self.range_complete = seq == 1
-            if seq == 1 and record["prev"] != GENESIS.hex():
-                raise _Stop(
-                    Problem(path, number, seq, "first record does not start the chain (prev is not zero)")
-                )
-            if seq != 1:
-                if not self.partial:
-                    raise _Stop(
-                        Problem(
-                            path,
-                            number,
-                            seq,
-                            f"records 1..{seq - 1} are missing: the log does not start at seq 1 "
-                            "(first segment removed? use --partial to verify a subset)",
-                        )
-                    )
-                self.report.notes.append(f"verification starts at seq {seq}: earlier records were not given")
-        elif seq != self.expected_seq:
-            expected = self.expected_seq
-            last_instance = self.last_event.get("instance") if self.last_event is not None else None
-            if seq < expected and record.get("instance") != last_instance:
-                reason = (
-                    f"seq {seq} of instance {record.get('instance')!r} follows seq {expected - 1} of instance"
-                    f" {last_instance!r}: two chains (one per gateway instance or worker), verify each"
-                    " directory on its own"
-                )
-            elif seq < expected:
-                reason = (
-                    f"out of order: seq {seq} where {expected} was expected (records reordered or duplicated)"
-                )
-            elif number == 1:
-                reason = f"records {expected}..{seq - 1} are missing before this file (a rotated file was removed?)"
-            else:
-                reason = f"records {expected}..{seq - 1} are missing (deleted lines)"
-            raise _Stop(Problem(path, number, seq, reason))
-        if self.prev_mac is not None and record["prev"] != self.prev_mac:
-            raise _Stop(Problem(path, number, seq, f"chain broken: prev is not the mac of seq {seq - 1}"))
-        body, prev, mac = split_line(record)
-        try:
-            canonical = canonical_bytes(body)
-        except (TypeError, ValueError):
-            raise _Stop(Problem(path, number, seq, "malformed record: not canonical JSON")) from None
-        if seal_line(canonical, bytes.fromhex(prev), bytes.fromhex(mac)) != line:
-            # Same parsed content, different bytes (duplicate keys, spacing, order): a reader of the raw
-            # line could see other values than the MAC covers.
-            raise _Stop(
-                Problem(path, number, seq, "record is not in canonical form (line bytes were edited)")
-            )
-        if self.mac is not None:
-            expected_mac = self.mac.compute(bytes.fromhex(prev), canonical)
-            if not hmac.compare_digest(expected_mac, bytes.fromhex(mac)):
-                raise _Stop(Problem(path, number, seq, "mac mismatch: record altered (or wrong key)"))
-            self.report.macs_verified += 1
+        self._check_open_end(record)
+        self._check_position(path, number, record)
+        if record.get(FORMAT_FIELD) is None:
+            signed = self._check_format_1(path, number, line, record)
+        else:
+            signed = self._check_format_2(path, number, line, record)
         if event == CHECKPOINT:
-            self._checkpoint(path, number, record)
+            self._checkpoint(path, number, record, *signed)
         else:
             if self.range_from is None:
                 self.range_from = seq
@@ -308,25 +282,142 @@ class _Verifier:
                         "lost_at_least",
                         "first_lost_ts",
                         "last_lost_ts",
+                        "torn_bytes",
                     )
                     if key in record
                 }
             )
+        self._count(record)
+        if self.on_record is not None:
+            self.on_record(path, number, record, line)
+
+    def _check_open_end(self, record: dict[str, Any]) -> None:
+        """A segment that ended unsealed is acceptable only if a recovery gap right after explains it."""
+        if self.open_end is None:
+            return
+        seq: int = record["seq"]
+        explained = (
+            record.get("event") == GAP
+            and record.get("reason") == "unclean_shutdown"
+            and record.get("after_seq") == seq - 1
+        )
+        if self.open_end_torn:
+            explained = explained and record.get("torn_bytes") == self.open_end_torn
+        if not explained:
+            raise _Stop(self.open_end)
+        self.open_end = None
+        self.open_end_torn = 0
+
+    def _check_position(self, path: Path, number: int, record: dict[str, Any]) -> None:
+        """``seq`` follows the previous record's and ``prev`` is its MAC."""
+        seq: int = record["seq"]
+        if self.expected_seq is None:
+            self.range_complete = seq == 1
+            if seq == 1 and record["prev"] != GENESIS.hex():
+                raise _Stop(
+                    Problem(path, number, seq, "first record does not start the chain (prev is not zero)")
+                )
+            if seq != 1:
+                if not self.partial:
+                    raise _Stop(
+                        Problem(
+                            path,
+                            number,
+                            seq,
+                            f"records 1..{seq - 1} are missing: the log does not start at seq 1 "
+                            "(first segment removed? use --partial to verify a subset)",
+                        )
+                    )
+                self.report.notes.append(f"verification starts at seq {seq}: earlier records were not given")
+        elif seq != self.expected_seq:
+            raise _Stop(Problem(path, number, seq, self._sequence_break(record, number)))
+        if self.prev_mac is not None and record["prev"] != self.prev_mac:
+            raise _Stop(Problem(path, number, seq, f"chain broken: prev is not the mac of seq {seq - 1}"))
+
+    def _sequence_break(self, record: dict[str, Any], number: int) -> str:
+        seq: int = record["seq"]
+        expected = self.expected_seq
+        assert expected is not None
+        last_instance = self.last_event.get("instance") if self.last_event is not None else None
+        if seq < expected and record.get("instance") != last_instance:
+            return (
+                f"seq {seq} of instance {record.get('instance')!r} follows seq {expected - 1} of instance"
+                f" {last_instance!r}: two chains (one per gateway instance or worker) given as one;"
+                " give their directory (or the instance directory) and each is verified on its own"
+            )
+        if seq < expected:
+            return f"out of order: seq {seq} where {expected} was expected (records reordered or duplicated)"
+        if number == 1:
+            return f"records {expected}..{seq - 1} are missing before this file (a rotated file was removed?)"
+        return f"records {expected}..{seq - 1} are missing (deleted lines)"
+
+    def _check_format_1(self, path: Path, number: int, line: bytes, record: dict[str, Any]) -> _Signed:
+        """A format-1 record (:mod:`audit.legacy`): its MAC, and what its signature (if any) covers."""
+        seq: int = record["seq"]
+        if self.format_seen > 1:
+            raise _Stop(Problem(path, number, seq, "format 1 record after format 2 records (downgraded)"))
+        self.format_seen = 1
+        try:
+            if self.mac is not None:
+                if not legacy.mac_matches(self.mac, record, line):
+                    raise _Stop(Problem(path, number, seq, "mac mismatch: record altered (or wrong key)"))
+                self.report.macs_verified += 1
+            else:
+                legacy.mac_input(record, line)  # the canonical-form check alone
+        except legacy.LegacyFormatError as exc:
+            raise _Stop(Problem(path, number, seq, str(exc))) from None
+        if record.get("event") != CHECKPOINT:
+            return None, None
+        return legacy.signed_input(record), legacy.signature(record)
+
+    def _check_format_2(self, path: Path, number: int, line: bytes, record: dict[str, Any]) -> _Signed:
+        """A format-2 record (:mod:`audit.format`): its layout, its MAC, and its signature's input."""
+        seq: int = record["seq"]
+        if record.get(FORMAT_FIELD) != FORMAT_VERSION:
+            raise _Stop(Problem(path, number, seq, f"unsupported record format {record.get(FORMAT_FIELD)!r}"))
+        self.format_seen = FORMAT_VERSION
+        try:
+            sealed = split_sealed(line)
+        except FormatError as exc:
+            raise _Stop(Problem(path, number, seq, f"malformed record: {exc}")) from None
+        if (sealed.prev_hex, sealed.mac_hex, sealed.signature_b64) != (
+            record["prev"],
+            record["mac"],
+            record.get("signature"),
+        ):
+            raise _Stop(Problem(path, number, seq, "malformed record: members disagree with the sealed tail"))
+        if sealed.signed_input is not None and record.get("event") != CHECKPOINT:
+            raise _Stop(Problem(path, number, seq, "malformed record: only checkpoints are signed"))
+        if self.mac is not None:
+            if not self.mac.verify(bytes.fromhex(sealed.mac_hex), sealed.mac_input):
+                raise _Stop(Problem(path, number, seq, "mac mismatch: record altered (or wrong key)"))
+            self.report.macs_verified += 1
+        try:
+            return sealed.signed_input, sealed.signature
+        except ValueError:
+            raise _Stop(Problem(path, number, seq, "malformed record: signature is not base64")) from None
+
+    def _count(self, record: dict[str, Any]) -> None:
+        seq: int = record["seq"]
         self.expected_seq = seq + 1
         self.prev_mac = record["mac"]
         self.last_event = record
         report = self.report
         report.records += 1
-        report.events[str(event)] += 1
+        report.events[str(record.get("event"))] += 1
+        report.formats[int(record.get(FORMAT_FIELD) or 1)] += 1
+        instance = record.get("instance")
+        if isinstance(instance, str) and instance not in report.instances:
+            report.instances.append(instance)
         if report.first_seq is None:
             report.first_seq = seq
             report.first_ts = record.get("ts")
         report.last_seq = seq
         report.last_ts = record.get("ts")
-        if self.on_record is not None:
-            self.on_record(path, number, record, line)
 
-    def _checkpoint(self, path: Path, number: int, record: dict[str, Any]) -> None:
+    def _checkpoint(
+        self, path: Path, number: int, record: dict[str, Any], signed: bytes | None, signature: bytes | None
+    ) -> None:
         seq: int = record["seq"]
         self.report.checkpoints += 1
 
@@ -361,7 +452,7 @@ class _Verifier:
                 f"checkpoint at seq {seq} covers records before the first one given; its digest was not checked"
             )
         if self.public_key is not None:
-            reason = verify_checkpoint_signature(record, self.public_key)
+            reason = self._signature_problem(record, signed, signature)
             if reason is not None:
                 raise fail(reason)
             self.report.signatures_verified += 1
@@ -371,15 +462,30 @@ class _Verifier:
         self.range_digest = SM3Hash()
         self.range_complete = True
 
+    def _signature_problem(
+        self, record: dict[str, Any], signed: bytes | None, signature: bytes | None
+    ) -> str | None:
+        assert self.public_key is not None
+        if signed is None or signature is None:
+            return "checkpoint is not signed"
+        reason = check_signer(record, self.public_key)
+        if reason is not None:
+            return reason
+        if not verify_signature(self.public_key, signature, signed):
+            return "checkpoint signature does not verify"
+        return None
+
     def _finish(self, files: list[Path]) -> None:
         if self.report.records == 0:
             raise _Stop(Problem(files[0] if files else Path("-"), 0, None, "no audit records found"))
         if self.open_end is not None:
             if self.live and not self.open_end_torn:
-                self.report.notes.append(f"open tail: {self.open_end.reason}")
+                last_seq = self.report.last_seq
+                assert last_seq is not None
+                first = self.range_from if self.range_from is not None else last_seq
+                self.report.unsealed_tail = (first, last_seq)
                 return
-            if not self.live or self.open_end_torn:
-                raise _Stop(self.open_end)
+            raise _Stop(self.open_end)
         last = self.last_event
         assert last is not None
         if last.get("event") == CHECKPOINT and last.get("reason") != "shutdown" and not self.live:
@@ -403,7 +509,9 @@ def verify_logs(
     partial: bool = False,
     on_record: RecordCallback | None = None,
 ) -> VerifyReport:
-    """Verify the audit files (or directories of them) in ``paths``; see the module docstring.
+    """Verify ONE chain: its segment files (in any order), or its directory (``*.jsonl`` directly in
+    it); see the module docstring. For an instance directory with worker chains use
+    :func:`audit.trail.verify_trail`.
 
     ``live``: the log is still being written, so its end need not be sealed by a shutdown checkpoint.
     ``partial``: the files are a subset (e.g. one rotated segment): it may start after seq 1 and end open.

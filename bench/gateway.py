@@ -2,12 +2,13 @@
 
 Usage: ``.venv/bin/python bench/gateway.py [--duration 3] [--concurrency 8] [--bulk-mb 64] [--no-uvloop]``
 
-Three processes: the upstreams (HTTP echo, a TCP byte source, and "direct" TLS 1.3 and TLCP servers
-answering one small HTTP request), ``smgate serve`` (one listener speaking TLCP + TLS + plain, HTTP
-routed to the echo; one TCP-proxy listener in front of the byte source) and this load generator.
-It measures, through the gateway and directly:
+Three processes: the upstreams (HTTP echo, a TCP byte source, and "direct" TLS 1.3, TLCP and TLS 1.3-SM
+servers answering one small HTTP request), ``smgate serve`` (one listener speaking TLCP + TLS +
+TLS 1.3-SM + plain, HTTP routed to the echo; one TCP-proxy listener in front of the byte source) and
+this load generator. It measures, through the gateway and directly:
 
-* handshakes/s, full and resumed, TLCP (ECC_SM4_GCM_SM3) and TLS 1.3 — each connection also carries one
+* handshakes/s, full and resumed, TLCP (ECC_SM4_GCM_SM3), TLS 1.3 and TLS 1.3-SM (RFC 8998,
+  TLS_SM4_GCM_SM3; direct = the same engine without the gateway) — each connection also carries one
   small HTTP request, so the resumed case can collect the session ticket the same way on both paths;
 * requests/s and p50/p99 latency of small keep-alive HTTP requests (plaintext, ``--concurrency``);
 * MB/s of one bulk TCP download.
@@ -41,6 +42,9 @@ from certs.demo import DemoPKI, ensure_demo_pki  # noqa: E402
 from gateway.echo import EchoService  # noqa: E402
 from tls.tlcp import CipherSuite, SessionCache, TLCPConfiguration  # noqa: E402
 from tls.tlcp.aio import TLCPStream, start_tlcp_server, tlcp_connect  # noqa: E402
+from tls.tls13 import CipherSuite as Tls13Suite  # noqa: E402
+from tls.tls13 import SessionTicketKeys, SM2Credential, TLS13Configuration  # noqa: E402
+from tls.tls13.aio import TLS13Stream, start_tls13_server, tls13_connect  # noqa: E402
 
 REQUEST = b"GET /bench HTTP/1.1\r\nHost: localhost\r\n\r\n"
 SMALL_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"
@@ -61,7 +65,7 @@ def _upstreams(state: str, bulk_bytes: int, ports: multiprocessing.Queue) -> Non
             await writer.drain()
         writer.close()
 
-    async def tlcp_handler(stream: TLCPStream) -> None:
+    async def tlcp_handler(stream: TLCPStream | TLS13Stream) -> None:
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = await stream.read(4096)
@@ -88,12 +92,20 @@ def _upstreams(state: str, bulk_bytes: int, ports: multiprocessing.Queue) -> Non
             ),
             tlcp_handler,
         )
+        sm_configuration = TLS13Configuration(
+            is_client=False,
+            credential=SM2Credential.from_certificate_set(server_set),
+            ticket_keys=SessionTicketKeys(),
+            verify_peer=False,
+        )
+        tls13_sm = await start_tls13_server("127.0.0.1", 0, lambda: sm_configuration, tlcp_handler)
         ports.put(
             {
                 "echo": echo.port,
                 "source": src.sockets[0].getsockname()[1],
                 "direct_tls": direct_tls.port,
                 "direct_tlcp": tlcp.sockets[0].getsockname()[1],
+                "direct_tls13_sm": tls13_sm.sockets[0].getsockname()[1],
             }
         )
         await asyncio.Event().wait()
@@ -113,7 +125,7 @@ def gateway_config(demo: DemoPKI, ports: dict[str, int]) -> dict[str, object]:
                 "address": "127.0.0.1",
                 "port": 0,
                 "tls": {
-                    "protocols": ["tlcp", "tls1.3", "tls1.2", "plain"],
+                    "protocols": ["tlcp", "tls1.3", "tls1.2", "tls1.3-sm", "plain"],
                     "certificates": [
                         {
                             "name": "default",
@@ -243,6 +255,32 @@ async def tlcp_handshakes(port: int, demo: DemoPKI, duration: float, resume: boo
     return count / duration
 
 
+async def tls13_sm_handshakes(port: int, demo: DemoPKI, duration: float, resume: bool) -> float:
+    base = TLS13Configuration(
+        is_client=True,
+        cipher_suites=(Tls13Suite.TLS_SM4_GCM_SM3,),
+        trust_store=demo.sm2_trust_store(),
+        server_name="localhost",
+    )
+    session = None
+    count, deadline = 0, time.monotonic() + duration
+    while time.monotonic() < deadline:
+        config = TLS13Configuration(**{**base.__dict__, "session": session if resume else None})
+        stream = await tls13_connect("127.0.0.1", port, config)
+        stream.write(REQUEST)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.read(4096)
+            if not chunk:
+                break
+            data += chunk
+        if resume and session is None:
+            session = await stream.wait_for_session(1.0)
+        stream.close()
+        count += 1
+    return count / duration
+
+
 async def http_load(port: int, duration: float, concurrency: int) -> tuple[float, float, float]:
     latencies: list[float] = []
 
@@ -307,6 +345,9 @@ def main() -> None:
             direct = asyncio.run(tlcp_handshakes(ports["direct_tlcp"], demo, d, resume))
             via = asyncio.run(tlcp_handshakes(gw_ports["edge"], demo, d, resume))
             rows.append((f"TLCP handshakes/s ({label}, +1 request)", direct, via, "conn/s"))
+            direct = asyncio.run(tls13_sm_handshakes(ports["direct_tls13_sm"], demo, d, resume))
+            via = asyncio.run(tls13_sm_handshakes(gw_ports["edge"], demo, d, resume))
+            rows.append((f"TLS 1.3-SM handshakes/s ({label}, +1 request)", direct, via, "conn/s"))
         direct_rps, direct_p50, direct_p99 = asyncio.run(http_load(ports["echo"], d, args.concurrency))
         via_rps, via_p50, via_p99 = asyncio.run(http_load(gw_ports["edge"], d, args.concurrency))
         rows.append((f"HTTP requests/s (plain, c={args.concurrency})", direct_rps, via_rps, "req/s"))

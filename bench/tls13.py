@@ -1,7 +1,7 @@
 """TLS 1.3 (RFC 8998) server benchmark: smgate (tls.tls13.aio) beside BabaSSL 8.3.2, under the same BabaSSL load.
 
-Usage: ``.venv/bin/python bench/tls13.py [--duration 4] [--threads 8] [--suites TLS_SM4_GCM_SM3,...]
-[--no-uvloop] [--profile DIR]`` (about a minute per suite).
+Usage: ``.venv/bin/python bench/tls13.py [--duration 4] [--rounds 3] [--threads 8]
+[--suites TLS_SM4_GCM_SM3,...|all] [--no-uvloop] [--profile DIR]`` (about a minute per suite and round).
 
 For each suite and each server in turn (both one process pinned to CPU 0; the load is one BabaSSL
 client process pinned to CPU 1 running ``--threads`` closed-loop connections):
@@ -14,7 +14,8 @@ client process pinned to CPU 1 running ``--threads`` closed-loop connections):
 Every rate is printed per wall-clock second and per second of server CPU time (from /proc), and the
 server CPU per operation with the smgate/BabaSSL ratio: on a shared machine the CPU figures are the
 fair comparison.  Nothing here asserts a speed.  ``--profile DIR`` records the smgate server with
-py-spy during each run (collapsed stacks; summarised as in bench/tlcp.py).
+py-spy during the first round (collapsed stacks), splits its time into SM2 scalar operations, the
+engine, the asyncio adapter and the event loop/kernel, and summarises the functions as bench/tlcp.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -172,19 +174,95 @@ def run_load(
     )
 
 
-def render(
-    metric: str, smgate: Measurement, babassl: Measurement, unit: str, scale: float, target: str
-) -> str:
-    cpu_ratio = smgate.cpu_per_unit / babassl.cpu_per_unit if babassl.units else float("nan")
-    rate_ratio = smgate.rate / babassl.rate if babassl.rate else float("nan")
-    per_cpu = (smgate.units / smgate.server_cpu / scale, babassl.units / babassl.server_cpu / scale)
-    if unit == "hs/s":
-        cost = f"{1e3 * smgate.cpu_per_unit:7.3f} {1e3 * babassl.cpu_per_unit:7.3f} ms"
-    else:
-        cost = f"{1e3 * smgate.cpu_per_unit * MIB:7.2f} {1e3 * babassl.cpu_per_unit * MIB:7.2f} ms/MiB"
+PHASES = ("full", "resumed", "bulk")
+
+#: Where the smgate server's time goes, by the innermost matching frame of each py-spy sample.
+SPLIT_BUCKETS = (
+    (
+        "SM2 scalar operations (libcrypto via cffi)",
+        ("OpenSSLBackend.point_mul", "OpenSSLBackend.sign", "OpenSSLBackend.verify"),
+    ),
+    ("TLS 1.3 engine (tls/tls13 core: Python, SM3/SM4/HKDF calls)", ("tls/tls13/",)),
+    ("asyncio adapter (tls/tls13/aio.py, incl. its socket writes)", ("tls/tls13/aio.py",)),
+)
+
+
+def split_profile(path: Path, cpu_per_operation: float) -> list[str]:
+    """Share of the server's samples per bucket, and the CPU per operation that share stands for."""
+    if not path.exists():
+        return [f"  (no profile at {path})"]
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(count_text)
+        bucket = "event loop, sockets, kernel (uvloop) and the rest"
+        for name, markers in SPLIT_BUCKETS:
+            if any(
+                marker in frame and (marker != "tls/tls13/" or "aio.py" not in frame)
+                for frame in frames
+                for marker in markers
+            ):
+                bucket = name
+                break
+        counts[bucket] = counts.get(bucket, 0) + int(count_text)
+    if not total:
+        return ["  (no samples)"]
+    return [
+        f"  {100 * count / total:5.1f}%  ~{1e3 * cpu_per_operation * count / total:6.3f} ms/op  {bucket}"
+        for bucket, count in sorted(counts.items(), key=lambda item: -item[1])
+    ]
+
+
+def measure_server(
+    kind: str, suite: CipherSuite, *, threads: int, duration: float, use_uvloop: bool, profile: Path | None
+) -> dict[str, Measurement]:
+    """One server's full, resumed and bulk figures (a fresh server process for bulk, in sink mode)."""
+    runs: dict[str, Measurement] = {}
+    directory = profile if kind == "smgate" else None
+    with running_server(kind, suite, "echo", use_uvloop=use_uvloop) as (port, pid):
+        for phase in ("full", "resumed"):
+            with profiled(pid, directory, f"{phase}-{suite.name}", duration):
+                runs[phase] = run_load(
+                    port,
+                    pid,
+                    suite,
+                    threads=threads,
+                    duration=duration,
+                    resume=phase == "resumed",
+                    payload=0,
+                )
+    with running_server(kind, suite, "sink", use_uvloop=use_uvloop) as (port, pid):
+        with profiled(pid, directory, f"bulk-{suite.name}", duration):
+            runs["bulk"] = run_load(
+                port, pid, suite, threads=1, duration=duration, resume=False, payload=BULK_PAYLOAD
+            )
+    return runs
+
+
+def _spread(values: list[float], digits: int = 2) -> str:
+    """median [min-max]"""
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def render(metric: str, smgate: list[Measurement], babassl: list[Measurement], unit: str, target: str) -> str:
+    """One row: medians over the rounds with [min-max]; ratios are taken per round (same-round pairs)."""
+    scale, cost_scale, cost_unit = (1.0, 1e3, "ms") if unit == "hs/s" else (MIB, 1e3 * MIB, "ms/MiB")
+    pairs = list(zip(smgate, babassl, strict=True))
+    cpu_ratios = [s.cpu_per_unit / b.cpu_per_unit for s, b in pairs]
+    rate_ratios = [s.rate / b.rate for s, b in pairs]
+    rates = (_spread([m.rate / scale for m in smgate], 1), _spread([m.rate / scale for m in babassl], 1))
+    costs = (
+        _spread([cost_scale * m.cpu_per_unit for m in smgate], 3),
+        _spread([cost_scale * m.cpu_per_unit for m in babassl], 3),
+    )
     return (
-        f"{metric:<34} {smgate.rate / scale:9.1f} {babassl.rate / scale:9.1f} {rate_ratio:6.2f} │ "
-        f"{per_cpu[0]:9.1f} {per_cpu[1]:9.1f} │ {cost} {cpu_ratio:6.2f}  {unit}  target {target}"
+        f"{metric}   target {target}\n"
+        f"    rate {unit:<12} smgate {rates[0]:<26} BabaSSL {rates[1]:<26} ratio {_spread(rate_ratios)}\n"
+        f"    server CPU {cost_unit:<6} smgate {costs[0]:<26} BabaSSL {costs[1]:<26} ratio {_spread(cpu_ratios)}"
     )
 
 
@@ -196,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--mode", choices=("echo", "sink"), default="echo")
     serve.add_argument("--uvloop", action="store_true")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians and [min-max] are reported)")
     parser.add_argument("--threads", type=int, default=8, help="concurrent BabaSSL client connections")
     parser.add_argument("--suites", default="TLS_SM4_GCM_SM3", help="comma list, or 'all'")
     parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
@@ -219,76 +298,57 @@ def main(argv: list[str] | None = None) -> int:
     if os.cpu_count() == 1:
         print("needs two CPUs (server and load pinned apart)", file=sys.stderr)
         return 2
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     suites = (
         list(CipherSuite) if args.suites == "all" else [CipherSuite[name] for name in args.suites.split(",")]
     )
-    rows: list[str] = []
-    profiles: list[tuple[str, Path]] = []
-    for suite in suites:
-        results: dict[str, list[Measurement]] = {}
-        for kind in ("smgate", "babassl"):
-            runs: list[Measurement] = []
-            with running_server(kind, suite, "echo", use_uvloop=args.uvloop) as (port, pid):
-                for phase, resume in (("full", False), ("resumed", True)):
-                    name = f"{phase}-{suite.name}"
-                    with profiled(pid, args.profile if kind == "smgate" else None, name, args.duration):
-                        runs.append(
-                            run_load(
-                                port,
-                                pid,
-                                suite,
-                                threads=args.threads,
-                                duration=args.duration,
-                                resume=resume,
-                                payload=0,
-                            )
-                        )
-                    if kind == "smgate" and args.profile:
-                        profiles.append((f"{suite.name} {phase}", args.profile / f"{name}.txt"))
-            with running_server(kind, suite, "sink", use_uvloop=args.uvloop) as (port, pid):
-                name = f"bulk-{suite.name}"
-                with profiled(pid, args.profile if kind == "smgate" else None, name, args.duration):
-                    runs.append(
-                        run_load(
-                            port,
-                            pid,
-                            suite,
-                            threads=1,
-                            duration=args.duration,
-                            resume=False,
-                            payload=BULK_PAYLOAD,
-                        )
-                    )
-                if kind == "smgate" and args.profile:
-                    profiles.append((f"{suite.name} bulk", args.profile / f"{name}.txt"))
-            results[kind] = runs
-            print(
-                f"  {kind:8} {suite.name}: full {runs[0].rate:.0f}/s, resumed {runs[1].rate:.0f}/s, "
-                f"bulk {runs[2].rate / MIB:.1f} MiB/s",
-                flush=True,
-            )
-        smgate, babassl = results["smgate"], results["babassl"]
-        rows.append(render(f"{suite.name} full handshake", smgate[0], babassl[0], "hs/s", 1.0, "CPU <= 1.0x"))
-        rows.append(
-            render(f"{suite.name} resumed handshake", smgate[1], babassl[1], "hs/s", 1.0, "CPU <= 1.5x")
-        )
-        rows.append(
-            render(f"{suite.name} bulk client->server", smgate[2], babassl[2], "MiB/s", MIB, "rate >= 0.9x")
-        )
+    samples: dict[tuple[CipherSuite, str], list[dict[str, Measurement]]] = {}
+    for round_index in range(args.rounds):
+        # alternate which server goes first, so a drift in the machine's load does not favour one
+        kinds = ("smgate", "babassl") if round_index % 2 == 0 else ("babassl", "smgate")
+        for suite in suites:
+            for kind in kinds:
+                profile = args.profile if round_index == 0 else None
+                runs = measure_server(
+                    kind,
+                    suite,
+                    threads=args.threads,
+                    duration=args.duration,
+                    use_uvloop=args.uvloop,
+                    profile=profile,
+                )
+                samples.setdefault((suite, kind), []).append(runs)
+                print(
+                    f"  round {round_index + 1} {kind:8} {suite.name}: full {runs['full'].rate:.0f}/s "
+                    f"({1e3 * runs['full'].cpu_per_unit:.3f} ms CPU), resumed {runs['resumed'].rate:.0f}/s "
+                    f"({1e3 * runs['resumed'].cpu_per_unit:.3f} ms CPU), "
+                    f"bulk {runs['bulk'].rate / MIB:.1f} MiB/s",
+                    flush=True,
+                )
     print()
     print(
         f"server pinned to CPU {SERVER_CPU}, BabaSSL load ({args.threads} concurrent, 1 for bulk) on CPU {CLIENT_CPU}, "
-        f"smgate loop: {'uvloop' if args.uvloop else 'asyncio'}, {args.duration:.1f} s per point."
+        f"smgate loop: {'uvloop' if args.uvloop else 'asyncio'}, {args.duration:.1f} s per point, "
+        f"{args.rounds} rounds: median [min-max]."
     )
-    print(
-        f"{'metric':<34} {'smgate':>9} {'BabaSSL':>9} {'ratio':>6} │ {'per CPU-s':>9} {'BabaSSL':>9} │ "
-        f"{'server CPU/op smgate BabaSSL':>26} {'ratio':>6}"
-    )
-    for row in rows:
-        print(row)
-    for title, path in profiles:
-        print(f"\nprofile: {title} ({path})")
-        print("\n".join(summarize_profile(path)))
+    targets = {"full": "CPU <= 1.0x", "resumed": "CPU <= 1.5x", "bulk": "rate >= 0.9x"}
+    titles = {"full": "full handshake", "resumed": "resumed handshake", "bulk": "bulk client->server"}
+    for suite in suites:
+        for phase in PHASES:
+            smgate = [runs[phase] for runs in samples[(suite, "smgate")]]
+            babassl = [runs[phase] for runs in samples[(suite, "babassl")]]
+            unit = "MiB/s" if phase == "bulk" else "hs/s"
+            print(render(f"{suite.name} {titles[phase]}", smgate, babassl, unit, targets[phase]))
+    if args.profile:
+        for suite in suites:
+            for phase in PHASES:
+                path = args.profile / f"{phase}-{suite.name}.txt"
+                cpu = samples[(suite, "smgate")][0][phase].cpu_per_unit * (MIB if phase == "bulk" else 1)
+                unit = "MiB" if phase == "bulk" else "handshake"
+                print(f"\nprofile: {suite.name} {phase}, round 1 ({path}); per {unit}:")
+                print("\n".join(split_profile(path, cpu)))
+                print("\n".join(summarize_profile(path)))
     return 0
 
 

@@ -5,13 +5,16 @@ Subcommands (``register`` adds them under a ``pki`` command):
 - ``ca --type sm2|rsa|ecdsa``: self-signed root CA -> ``NAME.pem`` / ``NAME.key``
 - ``intermediate``: intermediate CA signed by ``--ca-cert``/``--ca-key`` (same key family as the CA)
 - ``issue-tlcp --role server|client``: SM2 signing + encryption pair -> ``NAME_sign.*``, ``NAME_enc.*``
-- ``issue --type rsa|ecdsa --role server|client``: standard-TLS certificate from an RSA/ECDSA CA
-- ``show FILE...``: human summary of every certificate in each file
+- ``issue --type rsa|ecdsa --role server|client``: standard-TLS certificate from an RSA/ECDSA CA;
+  ``issue --audit-signing``: SM2 signing certificate for the audit trail's checkpoints, from an SM2 CA
+- ``csr --role server|client``: SM2 sign/enc keys and a PKCS#10 request for each (``NAME_sign.csr``,
+  ``NAME_enc.csr``), for a CA outside smgate to issue the TLCP pair
+- ``show FILE...``: human summary of every certificate in each file (a key or CSR file is named as such)
 - ``verify``: validate a certificate chain at a given time (SM2 via certs.verify, others via OpenSSL)
 - ``demo --state DIR``: the idempotent demo PKI (:func:`certs.demo.ensure_demo_pki`)
 
 Private keys are written with mode 0600 (optionally encrypted with ``--key-password-file``);
-existing files are only replaced with ``--force``.
+existing files are only replaced with ``--force``; the files of one command are written all or none.
 Exit codes: 0 success, 1 a certificate/key/file problem (message on stderr), 2 usage errors (argparse).
 """
 
@@ -23,7 +26,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from certs.certificate import load_pem_certificates
+from asn1crypto import pem
+
+from certs.certificate import Certificate, load_pem_certificates
 from certs.demo import demo_certificates, ensure_demo_pki
 from certs.errors import CertificateError
 from certs.pki import (
@@ -33,17 +38,21 @@ from certs.pki import (
     MAX_VALIDITY_DAYS,
     Issued,
     IssuedSM2,
+    OutputFile,
     certificates_pem,
     create_sm2_intermediate_ca,
     create_sm2_root_ca,
     create_standard_ca,
+    issue_sm2_signing_certificate,
     issue_standard_certificate,
     issue_tlcp_pair,
+    issued_files,
+    key_to_pem,
     load_issued,
     load_sm2_issuer,
     load_standard_issuer,
-    save_issued,
-    write_public_file,
+    request_tlcp_pair,
+    write_file_set,
 )
 from certs.profile import Subject
 from certs.standard import verify_standard_chain
@@ -67,6 +76,10 @@ _ROLES = {
 
 class _Refused(Exception):
     """An output file exists and --force was not given."""
+
+
+class _UsageError(Exception):
+    """Options that do not go together (exit code 2, like argparse's own usage errors)."""
 
 
 def _days(value: str) -> int:
@@ -101,30 +114,30 @@ def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> None:
         raise _Refused(f"refusing to overwrite {', '.join(existing)} (use --force)")
 
 
-def _save(args: argparse.Namespace, issued: Issued, name: str) -> list[Path]:
+def _issued_outputs(args: argparse.Namespace, issued: Issued, name: str) -> list[OutputFile]:
     out_dir = Path(args.out_dir)
-    cert_path, key_path = out_dir / f"{name}.pem", out_dir / f"{name}.key"
-    save_issued(issued, cert_path, key_path, _password(args.key_password_file))
-    return [cert_path, key_path]
+    return issued_files(
+        issued, out_dir / f"{name}.pem", out_dir / f"{name}.key", _password(args.key_password_file)
+    )
 
 
-def _write_chain(args: argparse.Namespace, issuer: Issued, name: str) -> list[Path]:
-    """Write NAME_chain.pem (the issuer unless it is a root, then --ca-chain's intermediates), if non-empty."""
+def _chain_outputs(args: argparse.Namespace, issuer: Issued, name: str) -> list[OutputFile]:
+    """NAME_chain.pem (the issuer unless it is a root, then --ca-chain's intermediates), if non-empty."""
     chain = [] if issuer.certificate.is_self_issued else [issuer.certificate]
     if args.ca_chain:
-        for certificate in load_pem_certificates(Path(args.ca_chain).read_bytes()):
+        for certificate in _read_certificates(args.ca_chain):
             if certificate not in chain and not certificate.is_self_issued:
                 chain.append(certificate)
     if not chain:
         return []
-    chain_path = Path(args.out_dir) / f"{name}_chain.pem"
-    write_public_file(chain_path, certificates_pem(chain))
-    return [chain_path]
+    return [OutputFile(Path(args.out_dir) / f"{name}_chain.pem", certificates_pem(chain))]
 
 
-def _report(paths: list[Path]) -> int:
-    for path in paths:
-        print(f"wrote {path}")
+def _write(files: list[OutputFile]) -> int:
+    """Write the command's files all or none, then list them."""
+    write_file_set(files)
+    for item in files:
+        print(f"wrote {item.path}")
     return 0
 
 
@@ -136,7 +149,7 @@ def _cmd_ca(args: argparse.Namespace) -> int:
         issued = create_sm2_root_ca(_subject(args), days=args.days, path_len=args.path_len)
     else:
         issued = create_standard_ca(args.type, _subject(args), days=args.days, path_len=args.path_len)
-    return _report(_save(args, issued, args.name))
+    return _write(_issued_outputs(args, issued, args.name))
 
 
 def _cmd_intermediate(args: argparse.Namespace) -> int:
@@ -151,7 +164,7 @@ def _cmd_intermediate(args: argparse.Namespace) -> int:
         issued = create_standard_ca(
             key_type, _subject(args), issuer=issuer, days=args.days, path_len=args.path_len
         )
-    return _report(_save(args, issued, args.name))
+    return _write(_issued_outputs(args, issued, args.name))
 
 
 def _cmd_issue_tlcp(args: argparse.Namespace) -> int:
@@ -163,11 +176,15 @@ def _cmd_issue_tlcp(args: argparse.Namespace) -> int:
     pair = issue_tlcp_pair(
         _subject(args), issuer, role=args.role, dns=tuple(args.dns), ips=tuple(args.ip), days=args.days
     )
-    written = _save(args, pair.sign, f"{name}_sign") + _save(args, pair.enc, f"{name}_enc")
-    return _report(written + _write_chain(args, issuer, name))
+    files = _issued_outputs(args, pair.sign, f"{name}_sign") + _issued_outputs(args, pair.enc, f"{name}_enc")
+    return _write(files + _chain_outputs(args, issuer, name))
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
+    if args.audit_signing:
+        return _issue_audit_signing(args)
+    if args.type is None or args.role is None:
+        raise _UsageError("issue needs --type and --role (or --audit-signing)")
     name = args.name or f"{args.type}_{args.role}"
     out_dir = Path(args.out_dir)
     _check_outputs(args, [out_dir / f"{name}.pem", out_dir / f"{name}.key", out_dir / f"{name}_chain.pem"])
@@ -181,15 +198,67 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         ips=tuple(args.ip),
         days=args.days,
     )
-    written = _save(args, issued, name)
-    return _report(written + _write_chain(args, issuer, name))
+    return _write(_issued_outputs(args, issued, name) + _chain_outputs(args, issuer, name))
+
+
+def _issue_audit_signing(args: argparse.Namespace) -> int:
+    """An SM2 certificate for the audit trail's signed checkpoints (``audit.signing_cert``)."""
+    if args.type is not None or args.role is not None or args.dns or args.ip:
+        raise _UsageError(
+            "--audit-signing issues an SM2 signing certificate: drop --type, --role, --dns, --ip"
+        )
+    name = args.name or "audit_signing"
+    out_dir = Path(args.out_dir)
+    _check_outputs(args, [out_dir / f"{name}.pem", out_dir / f"{name}.key", out_dir / f"{name}_chain.pem"])
+    issuer = load_sm2_issuer(args.ca_cert, args.ca_key, _password(args.ca_key_password_file))
+    issued = issue_sm2_signing_certificate(_subject(args), issuer, days=args.days)
+    return _write(_issued_outputs(args, issued, name) + _chain_outputs(args, issuer, name))
+
+
+def _cmd_csr(args: argparse.Namespace) -> int:
+    """Keys and PKCS#10 requests for a TLCP pair, for a CA outside smgate to issue."""
+    name = args.name or args.role
+    out_dir = Path(args.out_dir)
+    password = _password(args.key_password_file)
+    _check_outputs(
+        args, [out_dir / f"{name}_{part}.{suffix}" for part in ("sign", "enc") for suffix in ("csr", "key")]
+    )
+    pair = request_tlcp_pair(_subject(args), role=args.role, dns=tuple(args.dns), ips=tuple(args.ip))
+    files: list[OutputFile] = []
+    for part, request in (("sign", pair.sign), ("enc", pair.enc)):
+        files.append(
+            OutputFile(out_dir / f"{name}_{part}.key", key_to_pem(request.key, password), secret=True)
+        )
+        files.append(OutputFile(out_dir / f"{name}_{part}.csr", request.request_pem()))
+    return _write(files)
+
+
+def _not_a_certificate(file_name: str, data: bytes, problem: Exception) -> str:
+    """Why ``pki show``/``verify`` cannot read ``file_name``, naming what it holds instead."""
+    labels = [label for label, _headers, _der in pem.unarmor(data, multiple=True)] if pem.detect(data) else []
+    if any(label.endswith("PRIVATE KEY") for label in labels):
+        return (
+            f"{file_name}: holds a private key, not a certificate "
+            "(pki show reads certificates; the key's certificate is the .pem issued with it)"
+        )
+    if "CERTIFICATE REQUEST" in labels:
+        return f"{file_name}: holds a certificate request (CSR), not a certificate; a CA issues one from it"
+    return f"{file_name}: not a certificate: {problem}"
+
+
+def _read_certificates(file_name: str) -> list[Certificate]:
+    data = Path(file_name).read_bytes()
+    try:
+        return load_pem_certificates(data)
+    except CertificateError as exc:
+        raise CertificateError(_not_a_certificate(file_name, data, exc)) from None
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     now = args.at or datetime.now(UTC)
     blocks = []
     for file_name in args.files:
-        certificates = load_pem_certificates(Path(file_name).read_bytes())
+        certificates = _read_certificates(file_name)
         for index, certificate in enumerate(certificates, start=1):
             header = f"{file_name}" + (f" [{index}/{len(certificates)}]" if len(certificates) > 1 else "")
             blocks.append(f"{header}\n{describe_certificate(certificate, now)}")
@@ -199,7 +268,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     now = args.at or datetime.now(UTC)
-    certificates = load_pem_certificates(Path(args.file).read_bytes())
+    certificates = _read_certificates(args.file)
     leaf, intermediates = certificates[0], certificates[1:]
     if args.untrusted:
         intermediates += load_pem_certificates(Path(args.untrusted).read_bytes())
@@ -232,6 +301,9 @@ def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except _UsageError as exc:
+            print(f"smgate pki: error: {exc}", file=sys.stderr)
+            return 2
         except (CertificateError, CryptoError, ValueError, OSError, _Refused) as exc:
             print(f"smgate pki: error: {exc}", file=sys.stderr)
             return 1
@@ -321,9 +393,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_output_options(tlcp, None)
     tlcp.set_defaults(func=_guarded(_cmd_issue_tlcp))
 
-    issue = commands.add_parser("issue", help="issue an RSA-2048 or ECDSA P-256 TLS certificate")
-    issue.add_argument("--type", choices=("rsa", "ecdsa"), required=True)
-    issue.add_argument("--role", choices=("server", "client"), required=True)
+    issue = commands.add_parser(
+        "issue", help="issue an RSA-2048 or ECDSA P-256 TLS certificate, or an SM2 audit signing certificate"
+    )
+    issue.add_argument(
+        "--type", choices=("rsa", "ecdsa"), help="key family (required unless --audit-signing)"
+    )
+    issue.add_argument("--role", choices=("server", "client"), help="required unless --audit-signing")
+    issue.add_argument(
+        "--audit-signing",
+        action="store_true",
+        help="an SM2 certificate for the audit trail's signed checkpoints (digitalSignature+nonRepudiation,"
+        " no TLS purpose) from an SM2 CA -> NAME.pem/NAME.key for audit.signing_cert/signing_key",
+    )
     _add_issuer_options(issue)
     _add_subject_options(issue)
     _add_san_options(issue)
@@ -332,6 +414,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_output_options(issue, None)
     issue.set_defaults(func=_guarded(_cmd_issue))
+
+    csr = commands.add_parser(
+        "csr",
+        help="make SM2 sign/enc keys and a PKCS#10 request for each (a TLCP pair for an outside CA to issue)",
+    )
+    csr.add_argument("--role", choices=("server", "client"), required=True)
+    _add_subject_options(csr)
+    _add_san_options(csr)
+    _add_output_options(csr, None)
+    csr.set_defaults(func=_guarded(_cmd_csr))
 
     show = commands.add_parser("show", help="print a summary of each certificate in the files")
     show.add_argument("files", nargs="+", metavar="FILE")

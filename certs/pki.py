@@ -4,24 +4,33 @@ SM2 (TLCP side): root CA, intermediate CA, TLCP double certificates (a signing c
 digitalSignature+nonRepudiation and an encryption certificate with
 keyEncipherment+dataEncipherment+keyAgreement, same subject and SANs), and plain SM2 signing
 certificates (the audit checkpoint signer). RSA-2048 / ECDSA P-256 (standard-TLS side): CA,
-intermediate and server/client certificates.
+intermediate and server/client certificates. For a CA that is not smgate (how banks get their TLCP
+certificates), :func:`request_tlcp_pair` makes the two SM2 keys and a PKCS#10 request for each.
 
 Validity defaults stay at or under 3650 days (GmSSL refuses more than 3653) and a certificate never
-outlives its issuer. Private keys are written as PKCS#8 PEM with mode 0600, atomically.
+outlives its issuer. Private keys are written as PKCS#8 PEM with mode 0600, atomically; the files
+of one command are written all or none (:func:`write_file_set`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from asn1crypto import csr as asn1_csr
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pem as asn1_pem
+from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from certs.builder import build_sm2_certificate
-from certs.certificate import Certificate, load_pem_certificates
+from certs.certificate import OID_SM2_WITH_SM3, Certificate, load_pem_certificates
 from certs.errors import KeyMismatch
 from certs.profile import CertificateProfile, Subject
 from certs.standard import (
@@ -209,6 +218,99 @@ def issue_sm2_signing_certificate(
     return issue_sm2_certificate(subject, issuer, key_usage=SIGNING_ONLY_USAGE, days=days, now=now)
 
 
+# -- certificate requests (PKCS#10) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SM2Request:
+    """A fresh SM2 key and the DER PKCS#10 request a CA signs for it."""
+
+    key: SM2PrivateKey
+    request_der: bytes
+
+    def request_pem(self) -> bytes:
+        return asn1_pem.armor("CERTIFICATE REQUEST", self.request_der)
+
+
+@dataclass(frozen=True)
+class TLCPRequestPair:
+    """Requests for a TLCP double certificate: one key and request for signing, one for encryption."""
+
+    sign: SM2Request
+    enc: SM2Request
+
+
+def _requested_extensions(
+    key_usage: frozenset[str], ext_key_usage: tuple[str, ...], dns: tuple[str, ...], ips: tuple[str, ...]
+) -> list[asn1_x509.Extension]:
+    extensions = [
+        asn1_x509.Extension({"extn_id": "key_usage", "critical": True, "extn_value": set(key_usage)})
+    ]
+    if ext_key_usage:
+        extensions.append(
+            asn1_x509.Extension(
+                {"extn_id": "extended_key_usage", "critical": False, "extn_value": list(ext_key_usage)}
+            )
+        )
+    names = [asn1_x509.GeneralName(name="dns_name", value=name) for name in dns]
+    names += [
+        asn1_x509.GeneralName(name="ip_address", value=str(ipaddress.ip_address(address))) for address in ips
+    ]
+    if names:
+        extensions.append(
+            asn1_x509.Extension({"extn_id": "subject_alt_name", "critical": False, "extn_value": names})
+        )
+    return extensions
+
+
+def build_sm2_request(
+    subject: Subject,
+    key: SM2PrivateKey,
+    *,
+    key_usage: frozenset[str],
+    ext_key_usage: tuple[str, ...] = (),
+    dns: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
+) -> bytes:
+    """A DER PKCS#10 request (RFC 2986) signed SM2-with-SM3 by ``key`` (default user ID, as certificates
+    are), asking for the given keyUsage, extendedKeyUsage and subjectAltName in an extensionRequest."""
+    info = asn1_csr.CertificationRequestInfo(
+        {
+            "version": "v1",
+            "subject": subject.to_asn1(),
+            "subject_pk_info": asn1_keys.PublicKeyInfo.load(key.public_key().spki_der()),
+            "attributes": [
+                {
+                    "type": "extension_request",
+                    "values": [_requested_extensions(key_usage, ext_key_usage, dns, ips)],
+                }
+            ],
+        }
+    )
+    info_der = info.dump()
+    return asn1_csr.CertificationRequest(
+        {
+            "certification_request_info": asn1_csr.CertificationRequestInfo.load(info_der),
+            "signature_algorithm": {"algorithm": OID_SM2_WITH_SM3},
+            "signature": key.sign(info_der),
+        }
+    ).dump()
+
+
+def request_tlcp_pair(
+    subject: Subject, *, role: str, dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()
+) -> TLCPRequestPair:
+    """Two fresh SM2 keys with a request each: the signing and the encryption certificate of a TLCP
+    ``server`` or ``client``, with the same key usages :func:`issue_tlcp_pair` gives."""
+    eku = _role_eku(role)
+    requests = []
+    for usage in (TLCP_SIGN_USAGE, TLCP_ENC_USAGE):
+        key = SM2PrivateKey.generate()
+        der = build_sm2_request(subject, key, key_usage=usage, ext_key_usage=eku, dns=dns, ips=ips)
+        requests.append(SM2Request(key, der))
+    return TLCPRequestPair(sign=requests[0], enc=requests[1])
+
+
 # -- RSA / ECDSA ----------------------------------------------------------------------------------
 
 
@@ -280,6 +382,71 @@ def write_public_file(path: str | Path, data: bytes) -> None:
     _write_atomic(Path(path), data, 0o644)
 
 
+@dataclass(frozen=True)
+class OutputFile:
+    """One file a command writes: certificates and requests 0644, keys (``secret``) 0600."""
+
+    path: Path
+    data: bytes
+    secret: bool = False
+
+
+def _stage(item: OutputFile) -> Path:
+    """Write ``item`` to a temporary sibling of its path (same directory, so the rename is atomic)."""
+    item.path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=item.path.parent, prefix=f".{item.path.name}.")
+    try:
+        os.fchmod(descriptor, 0o600 if item.secret else 0o644)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(item.data)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return Path(temporary)
+
+
+def write_file_set(files: Sequence[OutputFile]) -> None:
+    """Write every file or none of them.
+
+    Each file is first written to a temporary sibling; only when all are written are they renamed into
+    place. Files being replaced are kept aside until the last rename succeeded, so a failure at any
+    point removes what was new and puts back what was there: a TLCP pair never ends up half-written.
+    """
+    staged: list[tuple[Path, Path]] = []
+    set_aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for item in files:
+            staged.append((_stage(item), item.path))
+        for temporary, path in staged:
+            if path.is_file():
+                backup = path.with_name(f".{path.name}.{secrets.token_hex(8)}.old")
+                os.link(path, backup)
+                set_aside.append((backup, path))
+            os.replace(temporary, path)
+            placed.append(path)
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        for backup, path in set_aside:
+            os.replace(backup, path)
+        raise
+    for backup, _ in set_aside:
+        backup.unlink(missing_ok=True)
+
+
+def issued_files(
+    issued: Issued, cert_path: Path, key_path: Path, password: bytes | None = None
+) -> list[OutputFile]:
+    """The certificate PEM and the PKCS#8 key PEM of ``issued``, for :func:`write_file_set`."""
+    return [
+        OutputFile(cert_path, issued.certificate.to_pem()),
+        OutputFile(key_path, key_to_pem(issued.key, password), secret=True),
+    ]
+
+
 def key_to_pem(key: SM2PrivateKey | StandardPrivateKey, password: bytes | None = None) -> bytes:
     """PKCS#8 PEM for either key family."""
     if isinstance(key, SM2PrivateKey):
@@ -290,9 +457,8 @@ def key_to_pem(key: SM2PrivateKey | StandardPrivateKey, password: bytes | None =
 def save_issued(
     issued: Issued, cert_path: str | Path, key_path: str | Path, password: bytes | None = None
 ) -> None:
-    """Write ``issued`` as a certificate PEM (0644) and a PKCS#8 key PEM (0600)."""
-    write_public_file(cert_path, issued.certificate.to_pem())
-    write_private_file(key_path, key_to_pem(issued.key, password))
+    """Write ``issued`` as a certificate PEM (0644) and a PKCS#8 key PEM (0600), both or neither."""
+    write_file_set(issued_files(issued, Path(cert_path), Path(key_path), password))
 
 
 def certificates_pem(certificates: list[Certificate]) -> bytes:

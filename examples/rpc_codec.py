@@ -59,9 +59,10 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
 class FrameReader:
     """Accumulates bytes and pops complete frames as (header, body)."""
 
-    def __init__(self, max_header: int = 65536) -> None:
+    def __init__(self, max_header: int = 65536, max_body: int | None = None) -> None:
         self._buffer = bytearray()
         self._max_header = max_header
+        self._max_body = max_body
         self.closed = False
 
     def feed(self, data: bytes) -> None:
@@ -79,6 +80,8 @@ class FrameReader:
             raise CodecProtocolError("bad frame lengths", 400)
         if header_length > self._max_header:
             raise CodecProtocolError("frame header too large", 431)
+        if self._max_body is not None and frame_length - 2 - header_length > self._max_body:
+            raise CodecProtocolError("frame body too large", 413)
         if len(self._buffer) < 4 + frame_length:
             if self.closed:
                 raise CodecProtocolError("truncated frame", 400)
@@ -103,8 +106,8 @@ def _headers(header: dict[str, Any]) -> Headers:
 
 
 class RpcServerCodec(ServerCodec):
-    def __init__(self, max_header_bytes: int) -> None:
-        self._frames = FrameReader(max_header_bytes)
+    def __init__(self, max_header_bytes: int, max_body_bytes: int | None = None) -> None:
+        self._frames = FrameReader(max_header_bytes, max_body_bytes)
         self._pending: list[ServerEvent] = []
         self._in_exchange = False
         self._response: dict[str, Any] = {}
@@ -217,8 +220,8 @@ class RpcClientCodec(ClientCodec):
 class RpcCodecFactory(CodecFactory):
     protocol = "rpc"
 
-    def server_codec(self, max_header_bytes: int) -> ServerCodec:
-        return RpcServerCodec(max_header_bytes)
+    def server_codec(self, max_header_bytes: int, max_body_bytes: int | None = None) -> ServerCodec:
+        return RpcServerCodec(max_header_bytes, max_body_bytes)
 
     def client_codec(self) -> ClientCodec:
         return RpcClientCodec()

@@ -5,7 +5,7 @@ the schema (``conn.open``, ``handshake.ok``/``handshake.fail``, ``route.decision
 ``upstream.fail``, ``conn.close``, ``config.reload``, ``cert.loaded``/``cert.expiring``/``cert.expired``,
 ``listener.start/stop``, ``admin.action``) and a ``conn_id`` ties a connection's records together.
 
-``handshake.fail`` carries the TLS/TLCP alert name and code; a connection closed without any alert
+``handshake.fail`` carries the alert as the transport's engine names and numbers it; a connection closed without any alert
 (garbage first bytes, timeout) is recorded as alert ``none`` with code 0, and a peer that hung up
 mid-handshake as reason ``peer_closed``, direction ``received`` (a TLS client rejecting our
 certificate sends its alert and closes; the event loop may report only the close).
@@ -18,78 +18,12 @@ import datetime as dt
 from audit.events import EventType
 from gateway.auditing import AuditHandle
 from gateway.identity import PeerCertificate, PeerIdentity
+from gateway.transports.base import Alert
 
-_SCHEMA_PROTOCOL = {"tlcp": "TLCP", "tls1.3": "TLSv1.3", "tls1.2": "TLSv1.2"}
-
-#: Alert codes of TLS 1.2/1.3 (RFC 8446 6) and TLCP (GB/T 38636-2020 6.3.3.2) by name.
-ALERT_CODES: dict[str, int] = {
-    "close_notify": 0,
-    "unexpected_message": 10,
-    "bad_record_mac": 20,
-    "decryption_failed": 21,
-    "record_overflow": 22,
-    "decompression_failure": 30,
-    "handshake_failure": 40,
-    "bad_certificate": 42,
-    "unsupported_certificate": 43,
-    "certificate_revoked": 44,
-    "certificate_expired": 45,
-    "certificate_unknown": 46,
-    "illegal_parameter": 47,
-    "unknown_ca": 48,
-    "access_denied": 49,
-    "decode_error": 50,
-    "decrypt_error": 51,
-    "protocol_version": 70,
-    "insufficient_security": 71,
-    "internal_error": 80,
-    "inappropriate_fallback": 86,
-    "user_canceled": 90,
-    "no_renegotiation": 100,
-    "missing_extension": 109,
-    "unsupported_extension": 110,
-    "unrecognized_name": 112,
-    "bad_certificate_status_response": 113,
-    "unknown_psk_identity": 115,
-    "certificate_required": 116,
-    "no_application_protocol": 120,
-    "unsupported_site2site": 200,
-    "no_area": 201,
-    "unsupported_areatype": 202,
-    "bad_ibcparam": 203,
-    "unsupported_ibcparam": 204,
-    "identity_need": 205,
-}
-
-_OPENSSL_ALERT_PREFIXES = ("sslv3_alert_", "tlsv1_alert_", "tlsv13_alert_")
-
-#: OpenSSL failure reasons (``SSLError.reason``) and the alert OpenSSL sends for them.
-_OPENSSL_SENT_ALERTS: dict[str, str] = {
-    "no_shared_cipher": "handshake_failure",
-    "no_suitable_signature_algorithm": "handshake_failure",
-    "unsupported_protocol": "protocol_version",
-    "wrong_version_number": "protocol_version",
-    "version_too_low": "protocol_version",
-    "version_too_high": "protocol_version",
-    "peer_did_not_return_a_certificate": "certificate_required",
-    "certificate_verify_failed": "bad_certificate",
-    "no_application_protocol": "no_application_protocol",
-    "decryption_failed_or_bad_record_mac": "bad_record_mac",
-    "record_layer_failure": "decode_error",
-    "packet_length_too_long": "record_overflow",
-    "unexpected_message": "unexpected_message",
-    "bad_key_share": "illegal_parameter",
-    "missing_sigalgs_extension": "missing_extension",
-}
-
-
-def openssl_alert(reason: str) -> tuple[str | None, bool]:
-    """The alert behind an OpenSSL failure reason and whether we sent it (``False``: the peer sent it)."""
-    reason = reason.lower()
-    for prefix in _OPENSSL_ALERT_PREFIXES:
-        if reason.startswith(prefix):
-            return reason[len(prefix) :], False
-    return _OPENSSL_SENT_ALERTS.get(reason), True
+_SCHEMA_PROTOCOL = {"tlcp": "TLCP", "tls1.3": "TLSv1.3", "tls1.3-sm": "TLSv1.3", "tls1.2": "TLSv1.2"}
+#: Handshake details a transport adds to ``PeerIdentity.extras`` that the audit records (RFC 8998's
+#: key-exchange group and signature schemes).
+_AUDITED_EXTRAS = ("group", "signature_scheme", "client_signature_scheme")
 
 
 def timestamp(value: dt.datetime) -> str:
@@ -133,8 +67,13 @@ def handshake_ok(audit: AuditHandle, conn_id: int, identity: PeerIdentity, hands
         resumed=identity.resumed,
         client_cert=cert_fields(identity.peer) if identity.peer else None,
         duration_ms=round(handshake_ms, 3),
+        **_handshake_details(identity),
         **_unverified_client_cert(identity),
     )
+
+
+def _handshake_details(identity: PeerIdentity) -> dict[str, str]:
+    return {key: identity.extras[key] for key in _AUDITED_EXTRAS if key in identity.extras}
 
 
 def _unverified_client_cert(identity: PeerIdentity) -> dict[str, object]:
@@ -149,18 +88,15 @@ def handshake_fail(
     conn_id: int,
     reason: str,
     *,
-    alert: str | None = None,
-    alert_code: int | None = None,
+    alert: Alert | None = None,
     alert_sent: bool = True,
     detail: str = "",
 ) -> None:
-    if alert_code is None:
-        alert_code = ALERT_CODES.get(alert or "", 0)
     audit.emit(
         EventType.HANDSHAKE_FAIL,
         conn_id=str(conn_id),
-        alert=alert or "none",
-        alert_code=alert_code,
+        alert=alert.name if alert else "none",
+        alert_code=alert.code if alert else 0,
         alert_direction="sent" if alert_sent else "received",
         reason=reason,
         error=detail[:200],
@@ -211,8 +147,31 @@ def conn_close(
     )
 
 
-def http_request(audit: AuditHandle, conn_id: int, request_id: str, **fields: object) -> None:
-    audit.emit(EventType.HTTP_REQUEST, conn_id=str(conn_id), request_id=request_id, **fields)
+#: The one record of an HTTP request (see :func:`connection_fields` and ``gateway.proxy.Exchange``).
+HTTP_REQUEST = EventType.HTTP_REQUEST
+
+
+def connection_fields(conn_id: int, listener: str, identity: PeerIdentity) -> dict[str, object]:
+    """The fields every ``http.request`` record of a connection repeats: who the client is and how it
+    came (transport, suite, SNI, the verified client certificate). Built once per connection."""
+    fields: dict[str, object] = {
+        "conn_id": str(conn_id),
+        "listener": listener,
+        "client_addr": f"{identity.remote_address}:{identity.remote_port}",
+        "protocol": _SCHEMA_PROTOCOL.get(identity.protocol),
+        "cipher_suite": identity.cipher_suite,
+        "sni": identity.sni,
+        "client_cert": cert_fields(identity.peer) if identity.peer else None,
+    }
+    fields.update(_handshake_details(identity))
+    fields.update(_unverified_client_cert(identity))
+    return fields
+
+
+def http_request(
+    audit: AuditHandle, connection: dict[str, object], request_id: str, **fields: object
+) -> None:
+    audit.emit(HTTP_REQUEST, **connection, request_id=request_id, **fields)
 
 
 def config_reload(

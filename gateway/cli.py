@@ -1,7 +1,8 @@
 """The ``smgate`` command line: one entry point, subcommands registered by each package.
 
 Gateway commands: ``serve`` (run from a YAML config; ``--workers N`` forks N processes sharing the
-ports with SO_REUSEPORT), ``config check`` (validate and list every error with its key path),
+ports with SO_REUSEPORT), ``config check`` (validate, run :mod:`gateway.preflight`, list every
+problem with its key path), ``config schema`` (the config's JSON Schema),
 ``demo`` (demo PKI + embedded config + built-in upstream) and ``client`` (a small TLCP/TLS client).
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import __version__
+from audit.sinks.file import AuditDirectoryBusy
+from gateway import __version__, preflight
 from gateway.audit_setup import build_audit
 from gateway.auditing import NullAudit
 from gateway.cluster import ClusterManager
@@ -36,20 +39,61 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_lines(file: str, lines: Sequence[object]) -> None:
+    for line in lines:
+        print(f"{file}: {line}", file=sys.stderr)
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate, run the pre-flight checks, then build (not start) a generation: certificates and keys
+    loaded, routes and codecs compiled. Every problem is printed with the file and its key path."""
     try:
         config = load_config(Path(args.file))
-        # Build (not start) a generation: loads certificates and keys, compiles routes and codecs.
-        stats, audit = GatewayStats(), NullAudit()
-        clusters, _ = ClusterManager(stats, audit).build(config.clusters)
-        build_generation(0, config, clusters, stats, audit)
     except ConfigError as exc:
-        for error in exc.errors:
-            print(f"{args.file}: {error}", file=sys.stderr)
-        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
+        _print_lines(args.file, [*exc.errors, f"{len(exc.errors)} error(s)"])
         return 1
-    print(f"{args.file}: ok ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))")
+    findings = preflight.check_config(config)
+    errors = [str(f) for f in preflight.errors(findings)]
+    if not any(f.blocks_loading for f in findings):
+        try:
+            stats, audit = GatewayStats(), NullAudit()
+            clusters, _ = ClusterManager(stats, audit).build(config.clusters)
+            build_generation(0, config, clusters, stats, audit)
+        except ConfigError as exc:
+            errors += preflight.uncovered(exc.errors, findings)
+    warnings = preflight.warnings(findings)
+    _print_lines(args.file, warnings)
+    noted = f", {len(warnings)} warning(s)" if warnings else ""
+    if errors or (args.strict and warnings):
+        _print_lines(args.file, [*errors, f"{len(errors)} error(s){noted}"])
+        return 1
+    print(f"{args.file}: ok ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s){noted})")
     return 0
+
+
+def config_json_schema() -> dict[str, object]:
+    """The JSON Schema (2020-12) of the config document, generated from :class:`GatewayConfig`."""
+    schema: dict[str, object] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **GatewayConfig.model_json_schema(),
+    }
+    schema["title"] = f"smgate {__version__} gateway configuration"
+    return schema
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def _refused_by_preflight(args: argparse.Namespace, config: GatewayConfig) -> bool:
+    """``serve``'s pre-flight, once, in the process the user started (before any worker): the config's
+    checks and the host's (ports, audit directory), printed with the file name; True: do not start."""
+    findings = preflight.check_config(config) + preflight.check_host(config, workers=args.workers)
+    _print_lines(args.config, preflight.warnings(findings))
+    refusals = preflight.errors(findings)
+    _print_lines(args.config, [*refusals, "not starting"] if refusals else [])
+    return bool(refusals)
 
 
 def install_event_loop_policy(use_uvloop: bool) -> str:
@@ -104,6 +148,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"{args.config}: {error}", file=sys.stderr)
         return 1
+    if args.worker_index is None and _refused_by_preflight(args, config):
+        return 1
     if args.workers > 1 and args.worker_index is None:
         _configure_logs(args, config, {"process": "supervisor"})
         return run_supervisor(Path(args.config), config, args.workers, _log_options(args))
@@ -135,8 +181,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         try:
             await gateway.start()
-        except (ConfigError, OSError) as exc:
-            print(f"smgate: cannot start: {exc}", file=sys.stderr)
+        except (ConfigError, OSError, AuditDirectoryBusy) as exc:
+            print(f"smgate: {args.config}: cannot start: {exc}", file=sys.stderr)
             return 1
         if args.runtime_dir is not None:
             gateway.admin = await serve_worker_control(
@@ -154,6 +200,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"smgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     version = sub.add_parser("version", help="print the version and crypto backend")
     version.set_defaults(func=_cmd_version)
@@ -178,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file, listing every error with its path")
     check.add_argument("file")
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(func=_cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    schema.set_defaults(func=_cmd_config_schema)
 
     from audit.cli import register as register_audit
     from certs.cli import register as register_certs

@@ -1,4 +1,7 @@
-"""``smgate client``: a small TLCP/TLS/plain client, like ``openssl s_client`` plus an HTTP GET.
+"""``smgate client``: a small TLCP/TLS/TLS 1.3-SM/plain client, like ``openssl s_client`` plus an HTTP GET.
+
+``--protocol tls13-sm`` speaks TLS 1.3 with the RFC 8998 suites on the project's engine (the name
+Tongsuo's ``s_client -enable_sm_tls13_strict`` mode goes by in this CLI; OpenSSL 3.0 cannot do it).
 
 Prints the negotiated protocol, cipher suite and server certificate, then (with ``--get PATH``) the HTTP
 response, or (with ``--send TEXT``) whatever the server answers to the raw bytes.
@@ -19,7 +22,7 @@ import h11
 from certs import TrustStore, load_sm2_certificate_set
 from gateway.identity import peer_certificate_from_der
 from gateway.stream import AsyncioByteStream, ByteStream, close_stream
-from gateway.tlcp_support import suite_name
+from gateway.transports.tlcp import suite_name
 from tls.tlcp import (
     DEFAULT_CIPHER_SUITES,
     CipherSuite,
@@ -29,6 +32,9 @@ from tls.tlcp import (
     TLCPSession,
 )
 from tls.tlcp.aio import TLCPStream, tlcp_connect
+from tls.tls13 import CipherSuite as Tls13CipherSuite
+from tls.tls13 import SM2Credential, TLS13Configuration, TLS13Session
+from tls.tls13.aio import TLS13Stream, tls13_connect
 
 
 @dataclass
@@ -39,7 +45,8 @@ class ClientResult:
     status: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
-    #: TLCP: how the first handshake went (dialect, session) and one line per ``--resume`` connection
+    #: TLCP: how the first handshake went (dialect, session); TLS 1.3-SM: group, signature, resumption;
+    #: then one line per ``--resume`` connection
     tlcp_details: tuple[str, ...] = ()
 
 
@@ -141,6 +148,61 @@ async def connect_tlcp(args: argparse.Namespace) -> tuple[TlcpClient, TLCPStream
     return client, stream, "TLCPv1.1", suite_name(hs.cipher_suite), subject
 
 
+def tls13_sm_configuration(args: argparse.Namespace) -> TLS13Configuration:
+    credential = None
+    if args.cert:
+        if not args.key:
+            raise ValueError("a TLS 1.3-SM client certificate needs --cert and --key")
+        credential = SM2Credential.load(args.cert, args.key, args.chain)
+    trust = TrustStore.from_pem_file(args.cafile) if args.cafile else None
+    suites = (Tls13CipherSuite[args.tls13_cipher],) if args.tls13_cipher else tuple(Tls13CipherSuite)
+    return TLS13Configuration(
+        is_client=True,
+        cipher_suites=suites,
+        credential=credential,
+        trust_store=trust,
+        verify_peer=not args.insecure,
+        server_name=args.servername or args.host,
+        alpn_protocols=("http/1.1",),
+    )
+
+
+async def connect_tls13_sm(
+    args: argparse.Namespace, session: TLS13Session | None = None
+) -> tuple[TLS13Stream, str, str, str | None]:
+    configuration = replace(tls13_sm_configuration(args), session=session)
+    stream = await tls13_connect(args.host, args.port, configuration, handshake_timeout=args.timeout)
+    hs = stream.handshake
+    subject = hs.peer_certificate.subject if hs.peer_certificate is not None else None
+    return stream, "TLSv1.3", hs.cipher_suite.name, subject
+
+
+def describe_tls13_sm(stream: TLS13Stream) -> str:
+    hs = stream.handshake
+    state = "resumed" if hs.session_resumed else "full handshake"
+    scheme = hs.signature_scheme.name if hs.signature_scheme is not None else "-"
+    return f"group: {hs.group.name}, signature: {scheme}, {state}"
+
+
+async def resume_tls13_sm(args: argparse.Namespace, session: TLS13Session | None) -> list[str]:
+    """``--resume N`` for TLS 1.3-SM: N more connections, each offering the newest session ticket."""
+    lines: list[str] = []
+    for index in range(1, args.resume + 1):
+        stream, *_ = await connect_tls13_sm(args, session)
+        try:
+            if stream.handshake.session_resumed:
+                outcome = "resumed (session ticket)"
+            elif session is None:
+                outcome = "full handshake (the server sent no session ticket)"
+            else:
+                outcome = "full handshake (the server did not resume)"
+            lines.append(f"resume {index}/{args.resume}: {outcome}")
+            session = await stream.wait_for_session(1.0) or session
+        finally:
+            await close_stream(stream)
+    return lines
+
+
 async def connect_plain(args: argparse.Namespace) -> tuple[ByteStream, str, str, str | None]:
     reader, writer = await asyncio.open_connection(args.host, args.port)
     return AsyncioByteStream(reader, writer), "plain", "-", None
@@ -172,13 +234,19 @@ async def http_get(
 
 
 async def run_client(args: argparse.Namespace) -> ClientResult:
-    if args.protocol != "tlcp" and (args.resume or args.profile != PeerProfile.AUTO.value):
-        raise ValueError("--profile and --resume are for --protocol tlcp")
+    if args.protocol != "tlcp" and args.profile != PeerProfile.AUTO.value:
+        raise ValueError("--profile is for --protocol tlcp")
+    if args.protocol not in ("tlcp", "tls13-sm") and args.resume:
+        raise ValueError("--resume is for --protocol tlcp and tls13-sm")
     stream: ByteStream
     tlcp: tuple[TlcpClient, TLCPStream] | None = None
+    sm: TLS13Stream | None = None
     if args.protocol == "tlcp":
         client, tlcp_stream, version, cipher, subject = await connect_tlcp(args)
         stream, tlcp = tlcp_stream, (client, tlcp_stream)
+    elif args.protocol == "tls13-sm":
+        sm, version, cipher, subject = await connect_tls13_sm(args)
+        stream = sm
     elif args.protocol == "plain":
         stream, version, cipher, subject = await connect_plain(args)
     else:
@@ -186,6 +254,9 @@ async def run_client(args: argparse.Namespace) -> ClientResult:
     result = ClientResult(version, cipher, subject)
     if tlcp is not None:
         result.tlcp_details = (describe_dialect(tlcp[1]), describe_session(tlcp[1]))
+    if sm is not None:
+        result.tlcp_details = (describe_tls13_sm(sm),)
+    session: TLS13Session | None = None
     try:
         if args.get is not None:
             extra = [tuple(h.split(":", 1)) for h in args.header]
@@ -207,10 +278,14 @@ async def run_client(args: argparse.Namespace) -> ClientResult:
                         break
                     chunks.append(data)
             result.body = b"".join(chunks)
+        if sm is not None and args.resume:
+            session = await sm.wait_for_session(1.0)  # tickets follow the handshake
     finally:
         await close_stream(stream)
     if tlcp is not None and args.resume:
         result.tlcp_details += tuple(await resume_sessions(tlcp[0], args, tlcp[1]))
+    if sm is not None and args.resume:
+        result.tlcp_details += tuple(await resume_tls13_sm(args, session))
     return result
 
 
@@ -246,17 +321,20 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("client", help="connect with TLCP/TLS/plain, show the session, GET a path")
     p.add_argument("host")
     p.add_argument("port", type=int)
-    p.add_argument("--protocol", choices=["tlcp", "tls", "plain"], default="tls")
+    p.add_argument("--protocol", choices=["tlcp", "tls", "tls13-sm", "plain"], default="tls")
     p.add_argument("--tls-version", choices=["1.2", "1.3", "any"], default="any")
     p.add_argument("--servername", help="SNI and Host header (default: host)")
-    p.add_argument("--cafile", help="trust anchors (PEM): RSA/ECDSA for tls, SM2 for tlcp")
+    p.add_argument("--cafile", help="trust anchors (PEM): RSA/ECDSA for tls, SM2 for tlcp and tls13-sm")
     p.add_argument("--insecure", action="store_true", help="do not verify the server")
-    p.add_argument("--cert", help="client certificate chain (tls) or sign certificate (tlcp)")
-    p.add_argument("--key", help="client private key (tls) or sign key (tlcp)")
+    p.add_argument("--cert", help="client certificate chain (tls) or SM2 sign certificate (tlcp, tls13-sm)")
+    p.add_argument("--key", help="client private key (tls) or SM2 sign key (tlcp, tls13-sm)")
     p.add_argument("--enc-cert", help="tlcp: client encryption certificate")
     p.add_argument("--enc-key", help="tlcp: client encryption key")
-    p.add_argument("--chain", help="tlcp: intermediate certificates to send with the client pair")
+    p.add_argument("--chain", help="tlcp, tls13-sm: intermediate certificates to send with the client cert")
     p.add_argument("--cipher", choices=[s.name for s in CipherSuite], help="tlcp: offer only this suite")
+    p.add_argument(
+        "--tls13-cipher", choices=[s.name for s in Tls13CipherSuite], help="tls13-sm: offer only this suite"
+    )
     p.add_argument(
         "--profile",
         choices=[profile.value for profile in PeerProfile],
@@ -269,7 +347,7 @@ def register(subparsers: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="tlcp: then N more connections offering the session, reporting which resumed",
+        help="tlcp, tls13-sm: then N more connections offering the session, reporting which resumed",
     )
     p.add_argument("--get", metavar="PATH", help="send an HTTP/1.1 GET for PATH and print the response")
     p.add_argument("--header", "-H", action="append", default=[], help="extra request header 'Name: value'")

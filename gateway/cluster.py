@@ -1,9 +1,17 @@
-"""Clusters of endpoints: load balancing, circuit breaking, outlier detection, connection pooling.
+"""Clusters of endpoints: the cluster owns its hosts and everything about reaching them.
 
 A :class:`Cluster` owns one :class:`Host` per configured endpoint (a DNS name is resolved at connect
-time), the upstream connector, and the idle-connection pool. Active health checking lives in
-:mod:`gateway.health` and flips :attr:`Host.healthy`; passive outlier detection here ejects a host after
-``consecutive_errors`` failures for ``base_ejection_time * times ejected``.
+time), its transport's :class:`~gateway.transports.base.Connector` and, per host, the pool of idle
+keep-alive connections. It chooses hosts (round robin, least request, ring hash), connects (trying the
+hosts in turn when a filter asks for any host), counts active requests and connections (circuit
+breaking), and records outcomes: passive outlier detection ejects a host after ``consecutive_errors``
+failures for ``base_ejection_time * times ejected``, each failure is counted and audited here. Active
+health checking lives in :mod:`gateway.health` and flips :attr:`Host.healthy` through :meth:`set_health`.
+Filters receive their cluster when their chain is built and never touch a host's counters.
+
+With ``proxy_protocol`` set, every new connection starts with a PROXY header naming its downstream
+client (:meth:`Cluster.proxy_header`); such a connection belongs to that client, so the pool hands it
+back only to a request carrying the same header (Envoy keys its pools the same way).
 """
 
 from __future__ import annotations
@@ -17,14 +25,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
 from gateway.auditing import AuditHandle
-from gateway.codec.base import ClientCodec
 from gateway.config import ClusterConfig, Endpoint
+from gateway.proxy_protocol import encode_v1, encode_v2
 from gateway.stats import GatewayStats
-from gateway.stream import ByteStream, close_stream
-from gateway.upstream import UpstreamConnectError, UpstreamConnector, build_connector
+from gateway.stream import TransportStream
+from gateway.transports import build_connector
+from gateway.transports.base import Connector, UpstreamConnectError
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+    from gateway.proxy import DownstreamConnection
 
 
 class ClusterOverflow(Exception):
@@ -35,21 +49,35 @@ class NoHealthyUpstream(Exception):
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class UpstreamConnection:
-    """An open connection to one host, with the protocol codec bound to it (``None`` for raw TCP)."""
+    """An open connection to one host; protocol-specific subclasses keep their codec state here."""
 
     host: Host
-    stream: ByteStream
-    codec: ClientCodec | None = None
+    stream: TransportStream
     protocol: str = "tcp"
     idle_since: float = 0.0
     reused: bool = False
+    #: The PROXY header it was opened with: only a request with the same header may reuse it.
+    proxy_header: bytes = b""
+
+    def reset_for_reuse(self) -> None:
+        """Called when the connection goes back to the pool (an HTTP codec starts its next cycle)."""
+
+    def can_take_stream(self) -> bool:
+        """Multiplexed protocols (HTTP/2): whether another request may start on this connection now."""
+        return False
+
+
+#: Builds the protocol's connection object around a freshly connected stream.
+ConnectionFactory = Callable[["Host", TransportStream], UpstreamConnection]
 
 
 @dataclass(eq=False)
 class Host:
     endpoint: Endpoint
+    #: ``address:port``, as metrics and audit records name the endpoint.
+    name: str = ""
     healthy: bool = True
     ejected_until: float = 0.0
     times_ejected: int = 0
@@ -57,10 +85,13 @@ class Host:
     active_requests: int = 0
     open_connections: int = 0
     idle: list[UpstreamConnection] = field(default_factory=list)
+    #: Multiplexed connections (HTTP/2), shared by concurrent requests rather than pooled while idle.
+    shared: list[UpstreamConnection] = field(default_factory=list)
+    #: The multiplexed connection being opened, awaited by every request that found none with room.
+    connecting: asyncio.Task[UpstreamConnection] | None = None
 
-    @property
-    def name(self) -> str:
-        return f"{self.endpoint.address}:{self.endpoint.port}"
+    def __post_init__(self) -> None:
+        self.name = f"{self.endpoint.address}:{self.endpoint.port}"
 
     def available(self, now: float) -> bool:
         return self.healthy and self.ejected_until <= now
@@ -80,7 +111,11 @@ class Cluster:
         self.audit = audit
         self.clock = clock
         self.hosts = [Host(e) for e in config.endpoints]
-        self.connector: UpstreamConnector = build_connector(config.transport_socket)
+        #: Whether requests reach the hosts over HTTP/2 (``http2_protocol_options`` set).
+        self.http2 = config.http2_protocol_options is not None
+        self.connector: Connector = build_connector(
+            config.transport_socket, alpn=("h2",) if self.http2 else ("http/1.1",)
+        )
         self._rr = itertools.count()
         self._weighted = [h for h in self.hosts for _ in range(h.endpoint.weight)]
         self._ring = self._build_ring() if config.lb_policy == "ring_hash" else []
@@ -90,6 +125,8 @@ class Cluster:
         self.pending = 0
         self._released = asyncio.Event()
         self.closed = False
+        #: ``smgate_upstream_requests`` labels by status class (``response_labels[2]``: ``2xx``).
+        self.response_labels = tuple((self.name, f"{i}xx") for i in range(10))
         for host in self.hosts:
             self._publish(host)
 
@@ -107,6 +144,12 @@ class Cluster:
     def choose_host(self, hash_key: str | None = None, exclude: frozenset[int] = frozenset()) -> Host:
         """Pick an available host; ``exclude`` holds ``id()`` of hosts already tried by this request."""
         now = self.clock()
+        if not exclude and self.config.lb_policy == "round_robin":
+            # The common case first: the next host in turn, if it may be used.
+            weighted = self._weighted
+            host = weighted[next(self._rr) % len(weighted)]
+            if host.healthy and host.ejected_until <= now:
+                return host
         candidates = [h for h in self.hosts if h.available(now) and id(h) not in exclude]
         if not candidates:
             # Envoy's panic mode: with nothing healthy, spread over every not-yet-tried host.
@@ -125,15 +168,18 @@ class Cluster:
                 host = self._ring[(start + offset) % len(self._ring)][1]
                 if id(host) in allowed:
                     return host
-        weighted = [h for h in self._weighted if h in candidates] or candidates
+        if len(candidates) == len(self.hosts):
+            weighted = self._weighted
+        else:
+            weighted = [h for h in self._weighted if h in candidates] or candidates
         return weighted[next(self._rr) % len(weighted)]
 
-    # -- circuit breaking and connections -------------------------------------------------------
+    # -- circuit breaking -----------------------------------------------------------------------
 
     def begin_request(self, retry: bool = False) -> None:
         cb = self.config.circuit_breakers
         if self.active_requests >= cb.max_requests:
-            self.stats.circuit_open.labels(self.name).inc()
+            self.stats.circuit_open.inc((self.name,))
             raise ClusterOverflow(f"cluster {self.name}: max_requests reached")
         self.active_requests += 1
         if retry:
@@ -152,83 +198,226 @@ class Cluster:
     def open_connections(self) -> int:
         return sum(h.open_connections for h in self.hosts)
 
+    # -- connections ----------------------------------------------------------------------------
+
+    def proxy_header(self, downstream: Connection | DownstreamConnection | None) -> bytes:
+        """The PROXY header for connections opened on behalf of ``downstream``: its client (as a
+        PROXY-protocol listener rewrote it) and the local address it reached; for the gateway's own
+        connections (``None``: health checks) one without addresses (v1 UNKNOWN, v2 LOCAL). Empty when
+        the cluster has no ``proxy_protocol``."""
+        if self.config.proxy_protocol is None:
+            return b""
+        source = destination = None
+        if downstream is not None:
+            identity = downstream.identity
+            if identity.remote_address:
+                source = (identity.remote_address, identity.remote_port)
+            sockname = downstream.stream.get_extra_info("sockname")
+            destination = (sockname[0], sockname[1]) if isinstance(sockname, tuple) else None
+        encode = encode_v1 if self.config.proxy_protocol.version == 1 else encode_v2
+        return encode(source, destination)
+
+    def idle_connection(
+        self, host: Host, protocol: str, proxy_header: bytes = b""
+    ) -> UpstreamConnection | None:
+        """A pooled keep-alive connection for ``protocol`` that is still open, now in use (no await).
+        With a ``proxy_header``, only one opened with that header; other clients' stay pooled."""
+        if proxy_header:
+            return self._idle_connection_for(host, protocol, proxy_header)
+        now = self.clock()
+        idle = host.idle
+        while idle:
+            conn = idle.pop()
+            if (
+                conn.protocol == protocol
+                and not conn.stream.is_closing()
+                and now - conn.idle_since < self.config.idle_connection_timeout
+            ):
+                conn.reused = True
+                host.active_requests += 1
+                return conn
+            self._discard(conn)
+        return None
+
+    def _idle_connection_for(
+        self, host: Host, protocol: str, proxy_header: bytes
+    ) -> UpstreamConnection | None:
+        """:meth:`idle_connection` for one downstream client; closed or expired connections of any
+        client are discarded on the way."""
+        now = self.clock()
+        timeout = self.config.idle_connection_timeout
+        found: UpstreamConnection | None = None
+        keep: list[UpstreamConnection] = []
+        for conn in reversed(host.idle):
+            if conn.stream.is_closing() or now - conn.idle_since >= timeout:
+                self._discard(conn)
+            elif found is None and conn.proxy_header == proxy_header and conn.protocol == protocol:
+                found = conn
+            else:
+                keep.append(conn)
+        keep.reverse()
+        host.idle = keep
+        if found is not None:
+            found.reused = True
+            host.active_requests += 1
+        return found
+
     async def acquire(
         self,
         host: Host,
         protocol: str,
-        codec_factory: Callable[[], ClientCodec] | None,
+        factory: ConnectionFactory | None = None,
         timeout: float | None = None,
+        proxy_header: bytes = b"",
     ) -> UpstreamConnection:
-        """A pooled idle connection for ``protocol`` if one is alive, else a new one (circuit-broken)."""
-        while host.idle:
-            conn = host.idle.pop()
-            if (
-                conn.protocol == protocol
-                and not conn.stream.is_closing()
-                and self.clock() - conn.idle_since < self.config.idle_connection_timeout
-            ):
-                conn.reused = True
-                return conn
-            await self._discard(conn)
-        cb = self.config.circuit_breakers
-        if self.open_connections >= cb.max_connections:
-            if self.pending >= cb.max_pending_requests:
-                self.stats.circuit_open.labels(self.name).inc()
-                raise ClusterOverflow(f"cluster {self.name}: max_pending_requests reached")
-            self.pending += 1
-            try:
-                async with asyncio.timeout(timeout or self.config.connect_timeout):
-                    while self.open_connections >= cb.max_connections:
-                        self._released.clear()
-                        await self._released.wait()
-            except TimeoutError:
-                self.stats.circuit_open.labels(self.name).inc()
-                raise ClusterOverflow(f"cluster {self.name}: max_connections reached") from None
-            finally:
-                self.pending -= 1
+        """A pooled idle connection for ``protocol`` if one is alive, else a new one (circuit-broken);
+        a new one starts with ``proxy_header`` (see :meth:`proxy_header`)."""
+        pooled = self.idle_connection(host, protocol, proxy_header)
+        if pooled is not None:
+            return pooled
+        await self._wait_for_connection_slot(timeout)
         host.open_connections += 1
         try:
             stream = await self.connector.connect(
-                host.endpoint.address, host.endpoint.port, self.config.connect_timeout
+                host.endpoint.address, host.endpoint.port, self.config.connect_timeout, preamble=proxy_header
             )
         except UpstreamConnectError:
             host.open_connections -= 1
             self._released.set()
-            self.stats.upstream_connections.labels(self.name, "failure").inc()
+            self.stats.upstream_connections.inc((self.name, "failure"))
             raise
-        self.stats.upstream_connections.labels(self.name, "success").inc()
-        return UpstreamConnection(
-            host=host, stream=stream, codec=codec_factory() if codec_factory else None, protocol=protocol
-        )
+        self.stats.upstream_connections.inc((self.name, "success"))
+        dialect = getattr(stream, "dialect", None)
+        if dialect is not None:
+            self.stats.upstream_tlcp_dialects.inc((self.name, dialect.dialect.value, dialect.source.value))
+        host.active_requests += 1
+        conn = UpstreamConnection(host, stream, protocol) if factory is None else factory(host, stream)
+        conn.proxy_header = proxy_header
+        return conn
 
-    async def release(self, conn: UpstreamConnection, reusable: bool) -> None:
-        """Return a connection to the pool (if reusable and room) or close it."""
+    # -- multiplexed connections (HTTP/2) ---------------------------------------------------------
+
+    def shared_connection(self, host: Host) -> UpstreamConnection | None:
+        """An open multiplexed connection to ``host`` with room for another stream (now counted)."""
+        for conn in host.shared:
+            if conn.can_take_stream():
+                conn.reused = True
+                host.active_requests += 1
+                return conn
+        return None
+
+    def connect_shared(self, host: Host, factory: ConnectionFactory) -> asyncio.Task[UpstreamConnection]:
+        """A task opening a multiplexed connection to ``host``; requests arriving while it connects
+        share it instead of each opening their own."""
+        task = host.connecting
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._open_shared(host, factory))
+            host.connecting = task
+        return task
+
+    async def _open_shared(self, host: Host, factory: ConnectionFactory) -> UpstreamConnection:
+        conn = await self.acquire(host, "h2", factory)
+        host.active_requests -= 1  # each stream counts itself (take_stream)
+        host.shared.append(conn)
+        return conn
+
+    def take_stream(self, host: Host) -> None:
+        host.active_requests += 1
+
+    def stream_released(self, host: Host) -> None:
+        host.active_requests -= 1
+
+    def retire(self, conn: UpstreamConnection) -> None:
+        """A multiplexed connection takes no new streams (GOAWAY, protocol error, closing); the streams
+        it carries may still finish."""
+        shared = conn.host.shared
+        if conn in shared:
+            shared.remove(conn)
+
+    def shared_closed(self, conn: UpstreamConnection) -> None:
+        """A multiplexed connection is closed: its slot is free (called once per connection)."""
+        self.retire(conn)
+        conn.host.open_connections -= 1
+        self._released.set()
+
+    async def _wait_for_connection_slot(self, timeout: float | None) -> None:
+        cb = self.config.circuit_breakers
+        if self.open_connections < cb.max_connections:
+            return
+        if self.pending >= cb.max_pending_requests:
+            self.stats.circuit_open.inc((self.name,))
+            raise ClusterOverflow(f"cluster {self.name}: max_pending_requests reached")
+        self.pending += 1
+        try:
+            async with asyncio.timeout(timeout or self.config.connect_timeout):
+                while self.open_connections >= cb.max_connections:
+                    self._released.clear()
+                    await self._released.wait()
+        except TimeoutError:
+            self.stats.circuit_open.inc((self.name,))
+            raise ClusterOverflow(f"cluster {self.name}: max_connections reached") from None
+        finally:
+            self.pending -= 1
+
+    async def connect_any(
+        self, hash_key: str | None, conn_id: int, proxy_header: bytes = b""
+    ) -> UpstreamConnection | None:
+        """A raw connection to any host: each host tried at most once, in balancing order; every
+        failure reported and audited. ``None`` when none connected."""
+        tried: set[int] = set()
+        for _ in range(len(self.hosts)):
+            try:
+                host = self.choose_host(hash_key, frozenset(tried))
+            except NoHealthyUpstream as exc:
+                events.upstream_fail(self.audit, conn_id, self.name, None, str(exc))
+                return None
+            try:
+                upstream = await self.acquire(host, "tcp", proxy_header=proxy_header)
+            except UpstreamConnectError as exc:
+                tried.add(id(host))
+                self.fail(host, conn_id, f"connect_failure: {exc}")
+                continue
+            except ClusterOverflow as exc:
+                events.upstream_fail(self.audit, conn_id, self.name, None, str(exc))
+                return None
+            self.report(host, True)
+            return upstream
+        return None
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """The request is over: the connection goes back to the pool (if reusable and room) or closes."""
+        host = conn.host
+        host.active_requests -= 1
         if (
             reusable
             and not self.closed
             and not conn.stream.is_closing()
-            and len(conn.host.idle) < self.config.max_idle_connections
+            and len(host.idle) < self.config.max_idle_connections
         ):
-            if conn.codec is not None:
-                conn.codec.start_next_cycle()
+            conn.reset_for_reuse()
             conn.idle_since = self.clock()
-            conn.host.idle.append(conn)
+            host.idle.append(conn)
             return
-        await self._discard(conn)
+        self._discard(conn)
 
-    async def _discard(self, conn: UpstreamConnection) -> None:
+    def _discard(self, conn: UpstreamConnection) -> None:
         conn.host.open_connections -= 1
         self._released.set()
-        await close_stream(conn.stream, 1.0)
+        conn.stream.close()
 
-    # -- outlier detection ----------------------------------------------------------------------
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def fail(self, host: Host, conn_id: int | str, reason: str) -> None:
+        """A request or connection to ``host`` failed: outlier detection and the audit record."""
+        self.report(host, False)
+        events.upstream_fail(self.audit, conn_id, self.name, host.name, reason)
 
     def report(self, host: Host, success: bool) -> None:
         """Passive health: count consecutive connect failures / 5xx, eject past the threshold."""
-        od = self.config.outlier_detection
         if success:
             host.consecutive_errors = 0
             return
+        od = self.config.outlier_detection
         host.consecutive_errors += 1
         if od is None or host.consecutive_errors < od.consecutive_errors:
             return
@@ -257,9 +446,7 @@ class Cluster:
         self._publish(host)
 
     def _publish(self, host: Host) -> None:
-        self.stats.upstream_healthy.labels(self.name, host.name).set(
-            1.0 if host.available(self.clock()) else 0.0
-        )
+        self.stats.upstream_healthy.set((self.name, host.name), 1.0 if host.available(self.clock()) else 0.0)
 
     def describe(self) -> dict[str, object]:
         now = self.clock()
@@ -282,11 +469,15 @@ class Cluster:
         }
 
     async def close(self) -> None:
+        for host in self.hosts:
+            for conn in list(host.shared):
+                self.retire(conn)
+                conn.stream.close()
         self.closed = True
         for host in self.hosts:
             idle, host.idle = host.idle, []
             for conn in idle:
-                await self._discard(conn)
+                self._discard(conn)
 
 
 class ClusterManager:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -23,8 +23,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -33,6 +36,9 @@ from audit.config import AuditConfig
 from gateway.fleet_config import SessionStoreConfig, SupervisorConfig
 from gateway.logs.setup import LoggingConfig
 from gateway.proxy_protocol_io import ProxyProtocolConfig
+from tls.tlcp import CipherSuite, ClientAuth, PeerProfile
+from tls.tlcp.suites import SUITE_PARAMETERS, KeyExchange
+from tls.tls13 import CipherSuite as Tls13CipherSuite
 
 
 class ConfigError(Exception):
@@ -67,49 +73,78 @@ class Protocol(StrEnum):
     TLCP = "tlcp"
     TLS13 = "tls1.3"
     TLS12 = "tls1.2"
+    #: TLS 1.3 with the ShangMi suites of RFC 8998, on the project's engine (``tls.tls13``).
+    TLS13_SM = "tls1.3-sm"
     PLAIN = "plain"
 
 
-class ClientAuthMode(StrEnum):
-    NONE = "none"
-    OPTIONAL = "optional"
-    REQUIRED = "required"
+def _tlcp_suite(value: object) -> CipherSuite:
+    """A TLCP cipher suite by the engine's name for it (``ECDHE_SM4_GCM_SM3``)."""
+    if isinstance(value, CipherSuite):
+        return value
+    if isinstance(value, str) and value in CipherSuite.__members__:
+        return CipherSuite[value]
+    raise ValueError(
+        f"unknown TLCP cipher suite {value!r}; the engine has {', '.join(CipherSuite.__members__)}"
+    )
 
 
-class TlcpCipherSuite(StrEnum):
-    ECC_SM4_CBC_SM3 = "ECC_SM4_CBC_SM3"
-    ECC_SM4_GCM_SM3 = "ECC_SM4_GCM_SM3"
-    ECDHE_SM4_CBC_SM3 = "ECDHE_SM4_CBC_SM3"
-    ECDHE_SM4_GCM_SM3 = "ECDHE_SM4_GCM_SM3"
-
+#: A ``tls.tlcp.CipherSuite``, written by name in the document.
+TlcpSuite = Annotated[
+    CipherSuite,
+    PlainValidator(_tlcp_suite),
+    PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema({"enum": list(CipherSuite.__members__), "title": "CipherSuite", "type": "string"}),
+]
 
 #: TLCP suites whose key exchange needs the client's SM2 encryption pair (GB/T 38636-2020 6.4.5.3).
-ECDHE_SUITES = frozenset({TlcpCipherSuite.ECDHE_SM4_CBC_SM3, TlcpCipherSuite.ECDHE_SM4_GCM_SM3})
+ECDHE_SUITES = frozenset(s for s, p in SUITE_PARAMETERS.items() if p.key_exchange is KeyExchange.ECDHE)
 
 
-class TlcpPeerProfile(StrEnum):
-    """Sender forms where TLCP implementations differ (``tls.tlcp.PeerProfile``).
+SuiteT = TypeVar("SuiteT", CipherSuite, Tls13CipherSuite)
 
-    ``gmssl``: GmSSL servers that request client certificates (CertificateVerify over the raw
-    handshake, sign certificate only); ``tongsuo``: Tongsuo/BabaSSL (bare ECDHE ClientKeyExchange,
-    renegotiation SCSV; as a server, CertificateRequest lists rsa_sign and ecdsa_sign); ``auto``
-    (upstream only, the default there): recognise the server's dialect, retry once if it refuses ours.
-    """
-
-    STANDARD = "standard"
-    GMSSL = "gmssl"
-    TONGSUO = "tongsuo"
-    AUTO = "auto"
+#: A listener's TLCP suites unless configured: ECDHE first, GCM first.
+_DEFAULT_TLCP_SUITES = (
+    CipherSuite.ECDHE_SM4_GCM_SM3,
+    CipherSuite.ECC_SM4_GCM_SM3,
+    CipherSuite.ECDHE_SM4_CBC_SM3,
+    CipherSuite.ECC_SM4_CBC_SM3,
+)
 
 
-def _no_duplicates(values: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
-    dupes = sorted({v.value for v in values if values.count(v) > 1})
+def _no_duplicates(values: tuple[SuiteT, ...]) -> tuple[SuiteT, ...]:
+    dupes = sorted({v.name for v in values if values.count(v) > 1})
     if dupes:
         raise ValueError(f"duplicate cipher suites {dupes}")
     return values
 
 
-TlcpSuiteList = Annotated[tuple[TlcpCipherSuite, ...], AfterValidator(_no_duplicates)]
+TlcpSuiteList = Annotated[tuple[TlcpSuite, ...], AfterValidator(_no_duplicates)]
+
+
+def _tls13_sm_suite(value: object) -> Tls13CipherSuite:
+    """An RFC 8998 cipher suite by its IANA name (``TLS_SM4_GCM_SM3``)."""
+    if isinstance(value, Tls13CipherSuite):
+        return value
+    if isinstance(value, str) and value in Tls13CipherSuite.__members__:
+        return Tls13CipherSuite[value]
+    raise ValueError(
+        f"unknown RFC 8998 cipher suite {value!r}; the engine has {', '.join(Tls13CipherSuite.__members__)}"
+    )
+
+
+#: A ``tls.tls13.CipherSuite``, written by name in the document.
+Tls13SmSuite = Annotated[
+    Tls13CipherSuite,
+    PlainValidator(_tls13_sm_suite),
+    PlainSerializer(lambda suite: suite.name, return_type=str),
+    WithJsonSchema(
+        {"enum": list(Tls13CipherSuite.__members__), "title": "Tls13SmCipherSuite", "type": "string"}
+    ),
+]
+Tls13SmSuiteList = Annotated[tuple[Tls13SmSuite, ...], AfterValidator(_no_duplicates)]
+#: A ``tls1.3-sm`` listener's suites unless configured: GCM first, as Tongsuo, BabaSSL and GmSSL order them.
+_DEFAULT_TLS13_SM_SUITES = (Tls13CipherSuite.TLS_SM4_GCM_SM3, Tls13CipherSuite.TLS_SM4_CCM_SM3)
 
 
 class TlsCertificate(_Model):
@@ -147,20 +182,30 @@ class CertificateSet(_Model):
 
 
 class CipherSuites(_Model):
-    tlcp: TlcpSuiteList = (
-        TlcpCipherSuite.ECDHE_SM4_GCM_SM3,
-        TlcpCipherSuite.ECC_SM4_GCM_SM3,
-        TlcpCipherSuite.ECDHE_SM4_CBC_SM3,
-        TlcpCipherSuite.ECC_SM4_CBC_SM3,
+    tlcp: TlcpSuiteList = Field(
+        default=_DEFAULT_TLCP_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLCP_SUITES]},
     )
     #: OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
     tls12: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
+    #: RFC 8998 suites of ``tls1.3-sm``, our preference first (CCM only where the crypto provider has it).
+    tls13_sm: Tls13SmSuiteList = Field(
+        default=_DEFAULT_TLS13_SM_SUITES,
+        json_schema_extra={"default": [suite.name for suite in _DEFAULT_TLS13_SM_SUITES]},
+    )
 
     @field_validator("tlcp")
     @classmethod
-    def _some(cls, value: tuple[TlcpCipherSuite, ...]) -> tuple[TlcpCipherSuite, ...]:
+    def _some(cls, value: tuple[CipherSuite, ...]) -> tuple[CipherSuite, ...]:
         if not value:
             raise ValueError("at least one TLCP cipher suite is needed")
+        return value
+
+    @field_validator("tls13_sm")
+    @classmethod
+    def _some_sm(cls, value: tuple[Tls13CipherSuite, ...]) -> tuple[Tls13CipherSuite, ...]:
+        if not value:
+            raise ValueError("at least one RFC 8998 cipher suite is needed")
         return value
 
 
@@ -169,16 +214,42 @@ class DownstreamTlcp(_Model):
 
     #: ``tongsuo`` sends Tongsuo's CertificateRequest types (rsa_sign, ecdsa_sign). ``gmssl`` only
     #: changes client-side forms, so a server has no use for it.
-    profile: TlcpPeerProfile = TlcpPeerProfile.STANDARD
+    profile: PeerProfile = PeerProfile.STANDARD
 
     @field_validator("profile")
     @classmethod
-    def _server_profile(cls, value: TlcpPeerProfile) -> TlcpPeerProfile:
-        if value in (TlcpPeerProfile.GMSSL, TlcpPeerProfile.AUTO):
+    def _server_profile(cls, value: PeerProfile) -> PeerProfile:
+        if value in (PeerProfile.GMSSL, PeerProfile.AUTO):
             raise ValueError(
                 f"{value.value} only changes what a client sends; a listener takes standard or tongsuo"
             )
         return value
+
+
+class Tls13SmSelection(StrEnum):
+    """Which TLS 1.3 ClientHellos the sniffer sends to the RFC 8998 engine rather than to OpenSSL.
+
+    Either way the hello must offer TLS 1.3, an RFC 8998 suite and the curveSM2 group.
+    ``prefer_sm``: every such hello, even one that also offers standard suites (a national-crypto first
+    deployment). ``standard_first``: only a hello offering no standard suite, so a client able to do
+    both keeps getting standard TLS from OpenSSL.
+    """
+
+    PREFER_SM = "prefer_sm"
+    STANDARD_FIRST = "standard_first"
+
+
+class DownstreamTls13Sm(_Model):
+    """RFC 8998 server options of a listener (suites are ``cipher_suites.tls13_sm``; client authentication
+    uses ``client_auth`` with ``sm2_trust_anchors``; the certificate is each set's SM2 sign certificate)."""
+
+    selection: Tls13SmSelection = Tls13SmSelection.PREFER_SM
+    #: Issue session tickets (RFC 8446 4.6.1) sealed with the listener's rotated SM4-GCM keys.
+    session_tickets: bool = True
+    #: How long one ticket key seals new tickets before a fresh one takes over.
+    ticket_key_rotation: Seconds = 3600.0
+    #: The lifetime announced in each ticket (RFC 8446: at most seven days).
+    ticket_lifetime: Annotated[float, Field(gt=0, le=7 * 86400)] = 7200.0
 
 
 class DownstreamTls(_Model):
@@ -186,13 +257,15 @@ class DownstreamTls(_Model):
 
     protocols: tuple[Protocol, ...] = (Protocol.TLCP, Protocol.TLS13, Protocol.TLS12)
     certificates: tuple[CertificateSet, ...] = ()
-    client_auth: ClientAuthMode = ClientAuthMode.NONE
-    #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP).
+    client_auth: ClientAuth = ClientAuth.NONE
+    #: PEM bundles of trust anchors for client certificates: standard TLS and SM2 (TLCP, TLS 1.3-SM).
     trust_anchors: FilePath | None = None
     sm2_trust_anchors: FilePath | None = None
     cipher_suites: CipherSuites = CipherSuites()
     tlcp: DownstreamTlcp = DownstreamTlcp()
-    alpn: tuple[Literal["http/1.1"], ...] = ("http/1.1",)
+    tls13_sm: DownstreamTls13Sm = DownstreamTls13Sm()
+    #: ALPN protocols offered in preference order; ``h2`` makes HTTP connection managers speak HTTP/2.
+    alpn: tuple[Literal["h2", "http/1.1"], ...] = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
     @model_validator(mode="after")
@@ -204,14 +277,19 @@ class DownstreamTls(_Model):
             raise ValueError("tlcp needs a certificate set with an SM2 sign/enc pair")
         if Protocol.TLCP not in self.protocols and self.tlcp != DownstreamTlcp():
             raise ValueError("tlcp options need the tlcp protocol")
+        if Protocol.TLS13_SM in self.protocols and not any(c.has_sm2 for c in self.certificates):
+            raise ValueError("tls1.3-sm needs a certificate set with an SM2 pair (its sign certificate)")
+        if Protocol.TLS13_SM not in self.protocols and self.tls13_sm != DownstreamTls13Sm():
+            raise ValueError("tls13_sm options need the tls1.3-sm protocol")
         wants_tls = Protocol.TLS13 in self.protocols or Protocol.TLS12 in self.protocols
         if wants_tls and not any(c.tls_certificates for c in self.certificates):
             raise ValueError("tls1.2/tls1.3 need a certificate set with tls_certificates")
-        if self.client_auth is not ClientAuthMode.NONE:
+        if self.client_auth is not ClientAuth.NONE:
             if wants_tls and self.trust_anchors is None:
                 raise ValueError("client_auth with tls needs trust_anchors")
-            if Protocol.TLCP in self.protocols and self.sm2_trust_anchors is None:
-                raise ValueError("client_auth with tlcp needs sm2_trust_anchors")
+            for sm in (Protocol.TLCP, Protocol.TLS13_SM):
+                if sm in self.protocols and self.sm2_trust_anchors is None:
+                    raise ValueError(f"client_auth with {sm.value} needs sm2_trust_anchors")
         defaults = [c.name for c in self.certificates if not c.server_names]
         if len(defaults) > 1:
             raise ValueError(f"more than one default certificate set (no server_names): {defaults}")
@@ -222,7 +300,7 @@ class FilterChainMatch(_Model):
     """Selects a filter chain by SNI and transport; empty fields match anything."""
 
     server_names: tuple[str, ...] = ()
-    transport_protocols: tuple[Literal["tlcp", "tls", "plain"], ...] = ()
+    transport_protocols: tuple[Literal["tlcp", "tls", "tls13_sm", "plain"], ...] = ()
 
 
 class PrincipalMatch(_Model):
@@ -277,6 +355,21 @@ class IdentityHeaders(_Model):
     include_cert: bool = False
 
 
+class Http2ProtocolOptions(_Model):
+    """HTTP/2 SETTINGS this side advertises and enforces (Envoy's ``http2_protocol_options``)."""
+
+    max_concurrent_streams: int = Field(default=100, ge=1, le=2**31 - 1)
+    max_header_list_size: int = Field(default=65536, ge=1024, le=2**24)
+    max_frame_size: int = Field(default=16384, ge=16384, le=2**24 - 1)
+    initial_stream_window_size: int = Field(default=1 << 20, ge=65535, le=2**31 - 1)
+    initial_connection_window_size: int = Field(default=4 << 20, ge=65535, le=2**31 - 1)
+    #: Stream resets a client may cause per 10 s before GOAWAY (rapid reset, CVE-2023-44487).
+    max_stream_resets_per_10s: int = Field(default=200, ge=1)
+    #: PING / SETTINGS frames a client may send per 10 s before GOAWAY.
+    max_pings_per_10s: int = Field(default=100, ge=1)
+    max_settings_per_10s: int = Field(default=100, ge=1)
+
+
 class HttpConnectionManagerFilter(_Model):
     name: Literal["http_connection_manager"]
     route_config: str
@@ -285,8 +378,17 @@ class HttpConnectionManagerFilter(_Model):
     max_request_headers_bytes: int = Field(default=65536, ge=1024)
     max_request_body_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     idle_timeout: Seconds = 60.0
+    #: From the first byte of a request head to its end (a total, not per read).
     request_headers_timeout: Seconds = 15.0
+    #: From the first byte of a request head to the end of its body (a total; ``null``: none).
+    request_timeout: Seconds | None = 300.0
     identity_headers: IdentityHeaders = IdentityHeaders()
+    #: Limits of downstream HTTP/2 (ALPN ``h2``, or h2c with prior knowledge).
+    http2_protocol_options: Http2ProtocolOptions = Http2ProtocolOptions()
+    #: Plain connections that open with the HTTP/2 preface speak h2c (RFC 9113 3.3); off by default.
+    h2c_prior_knowledge: bool = False
+    #: An upgraded connection (WebSocket) closes after this long without a byte in either direction.
+    upgrade_idle_timeout: Seconds = 300.0
 
 
 NetworkFilterConfig = Annotated[
@@ -317,6 +419,10 @@ class ListenerConfig(_Model):
     port: Port
     handshake_timeout: Seconds = 10.0
     max_first_record_bytes: int = Field(default=16384 + 2048, ge=512)
+    #: Connections in their handshake at once (sniffing, PROXY header, TLS/TLCP handshake); beyond it the
+    #: listener stops accepting until one finishes (new clients wait in the kernel's accept queue). With
+    #: ``handshake_timeout`` it bounds what slow or silent clients can hold (about 50 KB each for TLS).
+    max_pending_handshakes: int = Field(default=4096, ge=1)
     tls: DownstreamTls = DownstreamTls(protocols=(Protocol.PLAIN,))
     filter_chains: tuple[FilterChain, ...]
     #: Expect a PROXY protocol v1/v2 header (from an L4 load balancer) before the first record.
@@ -424,13 +530,16 @@ class Endpoint(_Model):
 
 
 class HealthCheck(_Model):
-    type: Literal["tcp", "http", "tls", "tlcp"] = "tcp"
+    #: ``grpc``: grpc.health.v1 ``Check`` over HTTP/2 (the cluster needs ``http2_protocol_options``).
+    type: Literal["tcp", "http", "tls", "tlcp", "tls13_sm", "grpc"] = "tcp"
     interval: Seconds = 5.0
     timeout: Seconds = 1.0
     unhealthy_threshold: int = Field(default=2, ge=1)
     healthy_threshold: int = Field(default=1, ge=1)
     path: str = "/healthz"
     expected_statuses: tuple[int, ...] = (200,)
+    #: ``grpc``: the service asked about (``""``: the server as a whole).
+    service_name: str = Field(default="", max_length=127)
 
 
 class OutlierDetection(_Model):
@@ -457,9 +566,10 @@ class HashPolicy(_Model):
 
 
 class UpstreamTransport(_Model):
-    """How the gateway talks to a cluster's endpoints: plain TCP, TLS (optionally mutual) or TLCP."""
+    """How the gateway talks to a cluster's endpoints: plain TCP, TLS (optionally mutual), TLCP, or TLS 1.3
+    with the RFC 8998 suites (``tls13_sm``, whose client certificate is an SM2 ``sign_cert``/``sign_key``)."""
 
-    type: Literal["plain", "tls", "tlcp"] = "plain"
+    type: Literal["plain", "tls", "tlcp", "tls13_sm"] = "plain"
     server_name: str | None = None
     verify: bool = True
     trust_anchors: FilePath | None = None
@@ -469,13 +579,15 @@ class UpstreamTransport(_Model):
     sign_key: FilePath | None = None
     enc_cert: FilePath | None = None
     enc_key: FilePath | None = None
-    #: Intermediate certificates sent with the SM2 client pair.
+    #: Intermediate certificates sent with the SM2 client pair (or the tls13_sm client certificate).
     chain: FilePath | None = None
     #: TLCP only: our preference order (default: ECC then ECDHE, GCM first; ECDHE needs the pair).
     cipher_suites: TlcpSuiteList = ()
+    #: tls13_sm only: the RFC 8998 suites offered, our preference first (default GCM, then CCM).
+    tls13_sm_cipher_suites: Tls13SmSuiteList = ()
     #: TLCP only: the upstream implementation's forms; ``auto`` recognises them per endpoint (fixed:
     #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
-    profile: TlcpPeerProfile = TlcpPeerProfile.AUTO
+    profile: PeerProfile = PeerProfile.AUTO
     session_resumption: bool = True
 
     @model_validator(mode="after")
@@ -484,15 +596,20 @@ class UpstreamTransport(_Model):
             raise ValueError("verify needs trust_anchors (or set verify: false)")
         if (self.client_cert_chain is None) != (self.client_private_key is None):
             raise ValueError("client_cert_chain and client_private_key go together")
+        if self.type == "tls13_sm":
+            self._check_tls13_sm()
+            return self
         sm2 = (self.sign_cert, self.sign_key, self.enc_cert, self.enc_key)
         if any(v is not None for v in sm2) and not all(v is not None for v in sm2):
             raise ValueError("an SM2 client pair needs all of sign_cert, sign_key, enc_cert, enc_key")
+        if self.tls13_sm_cipher_suites:
+            raise ValueError("tls13_sm_cipher_suites: only for type tls13_sm")
         if self.type != "tlcp":
             tlcp_only = [
                 name
                 for name, value in (
                     ("cipher_suites", self.cipher_suites),
-                    ("profile", self.profile is not TlcpPeerProfile.AUTO),
+                    ("profile", self.profile is not PeerProfile.AUTO),
                     ("sign_cert", self.sign_cert),
                     ("chain", self.chain),
                 )
@@ -508,6 +625,35 @@ class UpstreamTransport(_Model):
             raise ValueError("ECDHE cipher suites need an SM2 client pair (sign_cert, enc_cert, ...)")
         return self
 
+    def _check_tls13_sm(self) -> None:
+        if (self.sign_cert is None) != (self.sign_key is None):
+            raise ValueError("a tls13_sm client certificate needs sign_cert and sign_key")
+        wrong = [
+            name
+            for name, value in (
+                ("cipher_suites", self.cipher_suites),
+                ("profile", self.profile is not PeerProfile.AUTO),
+                ("enc_cert", self.enc_cert),
+                ("enc_key", self.enc_key),
+                ("client_cert_chain", self.client_cert_chain),
+            )
+            if value
+        ]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)}: not for type tls13_sm (suites are tls13_sm_cipher_suites; "
+                "the client certificate is sign_cert/sign_key)"
+            )
+        if self.chain is not None and self.sign_cert is None:
+            raise ValueError("chain goes with a client certificate (sign_cert, sign_key)")
+
+
+class UpstreamProxyProtocol(_Model):
+    """``clusters[].proxy_protocol``: start every upstream connection with a PROXY header (HAProxy's
+    v1 text line or v2 binary block) naming the downstream client and the address it connected to."""
+
+    version: Literal[1, 2]
+
 
 class ClusterConfig(_Model):
     name: str
@@ -521,11 +667,18 @@ class ClusterConfig(_Model):
     transport_socket: UpstreamTransport = UpstreamTransport()
     max_idle_connections: int = Field(default=32, ge=0)
     idle_connection_timeout: Seconds = 30.0
+    #: Upstream connections then carry one downstream client each (the pool is keyed by the header).
+    proxy_protocol: UpstreamProxyProtocol | None = None
+    #: Set: requests go to the hosts over HTTP/2 (one multiplexed connection per host), ALPN ``h2`` on TLS.
+    http2_protocol_options: Http2ProtocolOptions | None = None
 
     @model_validator(mode="after")
     def _hash(self) -> ClusterConfig:
         if self.lb_policy == "ring_hash" and self.hash_policy is None:
             raise ValueError("ring_hash needs a hash_policy")
+        hc = self.health_checks
+        if hc is not None and hc.type == "grpc" and self.http2_protocol_options is None:
+            raise ValueError("a grpc health check needs http2_protocol_options (gRPC runs over HTTP/2)")
         return self
 
 
@@ -600,9 +753,14 @@ def check_references(config: GatewayConfig) -> list[str]:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             errors.append(f"{kind}: duplicate names {dupes}")
-    binds = [(x.address, x.port) for x in config.listeners if x.port]
-    if len(set(binds)) != len(binds):
-        errors.append("listeners: two listeners bind the same address and port")
+    bound: dict[tuple[str, int], int] = {}
+    for i, x in enumerate(config.listeners):
+        first = bound.setdefault((x.address, x.port), i) if x.port else i
+        if first != i:
+            errors.append(
+                f"listeners[{i}].port: {x.address}:{x.port} ({x.name!r}) is already bound by "
+                f"listeners[{first}] ({config.listeners[first].name!r})"
+            )
     for i, listener in enumerate(config.listeners):
         for j, chain in enumerate(listener.filter_chains):
             for k, flt in enumerate(chain.filters):
@@ -611,6 +769,14 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(f"{where}.cluster: unknown cluster {flt.cluster!r}")
                 if isinstance(flt, HttpConnectionManagerFilter) and flt.route_config not in routes:
                     errors.append(f"{where}.route_config: unknown route_config {flt.route_config!r}")
+                speaks_h2 = "h2" in listener.tls.alpn or (
+                    isinstance(flt, HttpConnectionManagerFilter) and flt.h2c_prior_knowledge
+                )
+                if isinstance(flt, HttpConnectionManagerFilter) and speaks_h2 and flt.codec != "http1":
+                    errors.append(
+                        f"{where}.codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec, "
+                        f"not {flt.codec!r}"
+                    )
     listener_names = {x.name for x in config.listeners}
     for i, access_log in enumerate(config.logging.access_logs):
         errors += [
@@ -651,12 +817,13 @@ def verifies_client_certificates(tls: DownstreamTls) -> bool:
     ``client_auth: none`` never makes an identity: TLS asks for no certificate, and TLCP ECDHE asks for
     one only because the SM2 key exchange needs the client's encryption key.
     """
-    if tls.client_auth is ClientAuthMode.NONE:
+    if tls.client_auth is ClientAuth.NONE:
         return False
     wants_tls = Protocol.TLS13 in tls.protocols or Protocol.TLS12 in tls.protocols
     if wants_tls and tls.trust_anchors is None:
         return False
-    return Protocol.TLCP not in tls.protocols or tls.sm2_trust_anchors is not None
+    wants_sm2 = Protocol.TLCP in tls.protocols or Protocol.TLS13_SM in tls.protocols
+    return not wants_sm2 or tls.sm2_trust_anchors is not None
 
 
 def _identity_uses(config: GatewayConfig, listener: ListenerConfig, i: int) -> list[str]:
@@ -704,7 +871,7 @@ def check_client_identity(config: GatewayConfig) -> list[str]:
             continue
         why = (
             "client_auth: none"
-            if listener.tls.client_auth is ClientAuthMode.NONE
+            if listener.tls.client_auth is ClientAuth.NONE
             else "no trust anchors for one of its protocols"
         )
         errors += [
@@ -772,11 +939,20 @@ def parse_config(document: object, base_dir: Path) -> GatewayConfig:
     return config
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's ``in "<unicode string>"`` (callers name the file)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return str(exc)
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+
+
 def load_config_text(text: str, base_dir: Path) -> GatewayConfig:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(document): invalid YAML: {exc}"]) from None
+        raise ConfigError([f"(document): invalid YAML: {_yaml_problem(exc)}"]) from None
     if not isinstance(document, dict):
         raise ConfigError(["(document): expected a mapping at the top level"])
     return parse_config(document, base_dir)

@@ -1,10 +1,14 @@
 """``smgate demo``: a working gateway in one command (what ``make run`` starts).
 
-Ensures the demo PKI (``certs.demo.ensure_demo_pki``), starts the built-in upstreams (HTTP echo and
-TCP echo on loopback), writes ``<state>/gateway.yaml`` from the embedded template below and serves
-it: one listener speaking TLCP, TLS 1.3 and TLS 1.2 on one port (client certificates optional,
-``/mtls`` requires one), a TCP proxy listener, admin on loopback, audit to ``<state>/audit``.
-``SIGHUP`` or ``POST /reload`` re-reads the written file, so it can be edited while the demo runs.
+Ensures the demo PKI (``certs.demo.ensure_demo_pki``), writes ``<state>/gateway.yaml`` from the
+embedded template below the first time (or with ``--reset``), starts the built-in upstreams (HTTP
+echo and TCP echo on loopback) and serves the file: one listener speaking TLCP, TLS 1.3 and TLS 1.2
+on one port (client certificates optional, ``/mtls`` requires one), a TCP proxy listener, admin on
+loopback, audit to ``<state>/audit``.
+
+The file is the user's once written: later starts serve it as it is, and the built-in upstreams
+listen where its ``echo`` and ``tcp_echo`` clusters point (fixed ports, chosen when the file was
+written), so edits survive restarts. ``SIGHUP`` or ``POST /reload`` re-reads it while the demo runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -21,7 +26,7 @@ from typing import Any
 from audit.keys import write_audit_key
 from certs.demo import DemoPKI, ensure_demo_pki
 from gateway.audit_setup import build_audit
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.echo import EchoService, start_tcp_echo
 from gateway.server import Gateway
 
@@ -44,7 +49,9 @@ def running_loop_name() -> str:
 
 
 DEMO_TEMPLATE = Template("""\
-# smgate demo configuration (written by `smgate demo`; edit and `kill -HUP` or POST /reload)
+# smgate demo configuration, written once by `smgate demo`: your edits are kept across restarts
+# (`smgate demo --reset` writes it afresh). Edit, then `kill -HUP` or POST /reload to apply live.
+# The demo's built-in upstreams listen where the `echo` and `tcp_echo` clusters point.
 listeners:
   - name: main
     address: 127.0.0.1
@@ -219,58 +226,168 @@ Audit trail:
 """
 
 
-async def run_demo(state: Path, *, port: int, tcp_port: int, admin_port: int, quiet: bool = False) -> int:
+#: Where the demo's built-in upstreams listen unless told otherwise (written into the config).
+DEFAULT_ECHO_PORT = 8480
+DEFAULT_TCP_ECHO_PORT = 8481
+
+
+@dataclass(frozen=True)
+class DemoPorts:
+    """Ports for a config being written; 0 means any free port."""
+
+    port: int = 8443
+    tcp_port: int = 8444
+    admin_port: int = 9901
+    echo_port: int = DEFAULT_ECHO_PORT
+    tcp_echo_port: int = DEFAULT_TCP_ECHO_PORT
+
+
+class DemoError(Exception):
+    """Why the demo cannot start (one line for the user)."""
+
+
+def upstream_port(config: GatewayConfig, cluster_name: str) -> int | None:
+    """The loopback port a cluster of the user's config sends to, if the demo should serve it."""
+    cluster = next((c for c in config.clusters if c.name == cluster_name), None)
+    if cluster is None or len(cluster.endpoints) != 1:
+        return None
+    endpoint = cluster.endpoints[0]
+    return endpoint.port if endpoint.address in ("127.0.0.1", "localhost") else None
+
+
+@dataclass
+class Upstreams:
+    """The demo's built-in HTTP echo and TCP echo (either may be absent from an edited config)."""
+
+    echo: EchoService | None = None
+    tcp_echo: asyncio.Server | None = None
+
+    @classmethod
+    async def start(cls, echo_port: int | None, tcp_echo_port: int | None, source: str) -> Upstreams:
+        """Start the upstreams whose port is given (``source`` says where the ports came from)."""
+        upstreams = cls()
+        which, port = "HTTP echo", echo_port
+        try:
+            if echo_port is not None:
+                upstreams.echo = await EchoService(name="demo-echo").start(port=echo_port)
+            which, port = "TCP echo", tcp_echo_port
+            if tcp_echo_port is not None:
+                upstreams.tcp_echo = await start_tcp_echo(port=tcp_echo_port)
+        except OSError as exc:
+            await upstreams.close()
+            raise DemoError(
+                f"cannot start the {which} upstream on 127.0.0.1:{port} ({source}): {exc.strerror}"
+            ) from None
+        return upstreams
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        tcp = self.tcp_echo.sockets[0].getsockname()[1] if self.tcp_echo is not None else 0
+        return (self.echo.port if self.echo is not None else 0), tcp
+
+    async def close(self) -> None:
+        if self.echo is not None:
+            await self.echo.close()
+        if self.tcp_echo is not None:
+            self.tcp_echo.close()
+
+
+async def prepare_config(
+    pki: DemoPKI, state: Path, ports: DemoPorts, *, reset: bool
+) -> tuple[GatewayConfig, Upstreams]:
+    """Write the config if it is missing (or ``reset``), otherwise keep the user's; load it and start
+    the upstreams it names."""
+    config_path = state / "gateway.yaml"
+    if reset or not config_path.exists():
+        upstreams = await Upstreams.start(ports.echo_port, ports.tcp_echo_port, "--echo-port/--tcp-echo-port")
+        echo_port, tcp_echo_port = upstreams.ports
+        rendered = render_demo_config(
+            pki,
+            state,
+            port=ports.port,
+            tcp_port=ports.tcp_port,
+            admin_port=ports.admin_port,
+            echo_port=echo_port,
+            tcp_echo_port=tcp_echo_port,
+        )
+        config_path.write_text(rendered)
+        try:
+            return load_config(config_path), upstreams
+        except ConfigError:
+            await upstreams.close()
+            raise
+    config = load_config(config_path)
+    source = f"named in {config_path}"
+    upstreams = await Upstreams.start(
+        upstream_port(config, "echo"), upstream_port(config, "tcp_echo"), source
+    )
+    return config, upstreams
+
+
+async def run_demo(
+    state: Path, ports: DemoPorts, *, reset: bool = False, quiet: bool = False, ports_given: bool = False
+) -> int:
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
     pki = await asyncio.to_thread(ensure_demo_pki, state)
-    echo = await EchoService(name="demo-echo").start()
-    tcp_echo = await start_tcp_echo()
     config_path = state / "gateway.yaml"
-    config_path.write_text(
-        render_demo_config(
-            pki,
-            state,
-            port=port,
-            tcp_port=tcp_port,
-            admin_port=admin_port,
-            echo_port=echo.port,
-            tcp_echo_port=tcp_echo.sockets[0].getsockname()[1],
+    if ports_given and config_path.exists() and not reset:
+        print(
+            f"smgate demo: keeping {config_path} and its ports (your edits); --reset writes it afresh",
+            file=sys.stderr,
         )
-    )
     try:
-        config = load_config(config_path)
+        config, upstreams = await prepare_config(pki, state, ports, reset=reset)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"smgate demo: {config_path}: {error}", file=sys.stderr)
+        return 1
+    except DemoError as exc:
+        print(f"smgate demo: {exc}", file=sys.stderr)
+        return 1
+    try:
         gateway = Gateway(config, config_path=config_path, audit=build_audit(config))
         await gateway.start()
     except (ConfigError, OSError) as exc:
         print(f"smgate demo: cannot start: {exc}", file=sys.stderr)
-        await echo.close()
-        tcp_echo.close()
+        await upstreams.close()
         return 1
     gateway.install_signal_handlers()
-    print(
-        try_commands(pki, state, gateway)
-        if not quiet
-        else f"smgate demo ready main={gateway.listener_port('main')} tcp={gateway.listener_port('tcp')} "
-        f"admin={gateway.admin.port if gateway.admin else 0} loop={running_loop_name()}",
-        flush=True,
-    )
+    print(walkthrough(pki, state, gateway) if not quiet else ready_line(gateway), flush=True)
     await gateway.wait_stopped()
-    await echo.close()
-    tcp_echo.close()
+    await upstreams.close()
     return 0
+
+
+def ready_line(gateway: Gateway) -> str:
+    listeners = " ".join(f"{name}={listener.port}" for name, listener in gateway.listeners.items())
+    admin = gateway.admin.port if gateway.admin else 0
+    return f"smgate demo ready {listeners} admin={admin} loop={running_loop_name()}"
+
+
+def walkthrough(pki: DemoPKI, state: Path, gateway: Gateway) -> str:
+    """The try-it commands, or (for an edited config without the demo's listeners) the ready line."""
+    if {"main", "tcp"} <= gateway.listeners.keys():
+        return try_commands(pki, state, gateway)
+    return ready_line(gateway) + f" (edited config {state / 'gateway.yaml'})"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.cli import install_event_loop_policy
 
     install_event_loop_policy(args.uvloop)
+    given = {
+        name: value
+        for name, value in vars(args).items()
+        if name in DemoPorts.__dataclass_fields__ and value is not None
+    }
     return asyncio.run(
         run_demo(
             Path(args.state),
-            port=args.port,
-            tcp_port=args.tcp_port,
-            admin_port=args.admin_port,
+            DemoPorts(**given),
+            reset=args.reset,
             quiet=args.quiet,
+            ports_given=any(name not in ("echo_port", "tcp_echo_port") for name in given),
         )
     )
 
@@ -278,9 +395,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="demo PKI + built-in upstream + gateway on an embedded config")
     p.add_argument("--state", default=".smgate", help="directory for the PKI, config and audit log")
-    p.add_argument("--port", type=int, default=8443, help="TLCP/TLS listener port (0: any free port)")
-    p.add_argument("--tcp-port", type=int, default=8444, help="TCP proxy listener port (0: any)")
-    p.add_argument("--admin-port", type=int, default=9901, help="admin port on 127.0.0.1 (0: any)")
+    p.add_argument("--port", type=int, help="TLCP/TLS listener port (default 8443; 0: any free port)")
+    p.add_argument("--tcp-port", type=int, help="TCP proxy listener port (default 8444; 0: any)")
+    p.add_argument("--admin-port", type=int, help="admin port on 127.0.0.1 (default 9901; 0: any)")
+    p.add_argument(
+        "--echo-port",
+        type=int,
+        help=f"built-in HTTP echo upstream port (default {DEFAULT_ECHO_PORT}; 0: any)",
+    )
+    p.add_argument(
+        "--tcp-echo-port",
+        type=int,
+        help=f"built-in TCP echo upstream port (default {DEFAULT_TCP_ECHO_PORT}; 0: any)",
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="write STATE/gateway.yaml afresh (otherwise an existing one is served as the user left it; "
+        "the port options apply only when it is written)",
+    )
     p.add_argument("--quiet", action="store_true", help="print one ready line instead of the walkthrough")
     from gateway.cli import add_loop_option
 

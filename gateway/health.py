@@ -1,4 +1,5 @@
-"""Active health checking (Envoy's ``HealthChecker``): TCP connect, HTTP GET, or a TLS/TLCP handshake.
+"""Active health checking (Envoy's ``HealthChecker``): TCP connect, HTTP GET, a TLS/TLCP handshake, or
+gRPC's grpc.health.v1 ``Check`` (SERVING with ``grpc-status: 0``) over the cluster's HTTP/2 transport.
 
 One task per cluster probes every host each ``interval``; ``unhealthy_threshold`` consecutive failures
 mark a host unhealthy, ``healthy_threshold`` successes bring it back. ``tls``/``tlcp`` checks open a
@@ -12,10 +13,22 @@ import contextlib
 
 import h11
 
+from gateway import grpc
 from gateway.cluster import Cluster, Host
+from gateway.codec.base import RequestHead
 from gateway.config import HealthCheck
+from gateway.http2.connection import H2ClientConnection, H2ConnectionError
+from gateway.http2.events import (
+    BodyReceived,
+    ConnectionEnded,
+    ResponseStarted,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
 from gateway.stream import ByteStream, close_stream
-from gateway.upstream import PlainConnector, UpstreamConnectError
+from gateway.transports.base import UpstreamConnectError
+from gateway.transports.plain import PlainConnector
 
 
 class HealthChecker:
@@ -44,7 +57,7 @@ class HealthChecker:
         try:
             async with asyncio.timeout(self.config.timeout):
                 ok = await self.probe(host)
-        except (TimeoutError, OSError, UpstreamConnectError, h11.ProtocolError):
+        except (TimeoutError, OSError, UpstreamConnectError, h11.ProtocolError, H2ConnectionError):
             ok = False
         key = id(host)
         if ok:
@@ -61,10 +74,13 @@ class HealthChecker:
     async def probe(self, host: Host) -> bool:
         address, port = host.endpoint.address, host.endpoint.port
         connector = PlainConnector() if self.config.type == "tcp" else self.cluster.connector
-        stream = await connector.connect(address, port, self.config.timeout)
+        preamble = self.cluster.proxy_header(None)
+        stream = await connector.connect(address, port, self.config.timeout, preamble=preamble)
         try:
             if self.config.type == "http":
                 return await self._http_probe(stream, host)
+            if self.config.type == "grpc":
+                return await self._grpc_probe(stream, host)
             return True
         finally:
             await close_stream(stream, 0.5)
@@ -91,3 +107,38 @@ class HealthChecker:
                 return event.status_code in self.config.expected_statuses
             if isinstance(event, h11.ConnectionClosed):
                 return False
+
+    async def _grpc_probe(self, stream: ByteStream, host: Host) -> bool:
+        """grpc.health.v1.Health/Check: SERVING in the reply and ``grpc-status: 0``."""
+        h2 = H2ClientConnection()
+        scheme = "http" if self.cluster.config.transport_socket.type == "plain" else "https"
+        head = RequestHead(
+            "POST",
+            host.endpoint.address,
+            grpc.HEALTH_CHECK_PATH,
+            (("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "smgate-health")),
+            None,
+        )
+        stream_id = h2.send_request(head, scheme)
+        h2.send_data(stream_id, grpc.health_check_request(self.config.service_name), end_stream=True)
+        stream.write(h2.data_to_send())
+        body = bytearray()
+        status: str | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await stream.read(65536)
+            if not data:
+                return False
+            for event in h2.receive_data(data, loop.time()):
+                if isinstance(event, ResponseStarted):
+                    status = event.head.header("grpc-status") or status
+                elif isinstance(event, BodyReceived):
+                    body += event.data
+                    h2.consumed(stream_id, event.flow_controlled_length)
+                elif isinstance(event, TrailersReceived):
+                    status = dict(event.headers).get("grpc-status", status)
+                elif isinstance(event, (StreamReset, ConnectionEnded)):
+                    return False
+                elif isinstance(event, StreamEnded):
+                    return status == "0" and grpc.health_check_serving(bytes(body))
+            stream.write(h2.data_to_send())

@@ -52,7 +52,7 @@ class PeerCertificate:
 class PeerIdentity:
     """The negotiated transport and the authenticated client, if any."""
 
-    protocol: str  # "tlcp", "tls1.3", "tls1.2", "plain"
+    protocol: str  # "tlcp", "tls1.3", "tls1.3-sm", "tls1.2", "plain"
     version: str  # "TLCPv1.1", "TLSv1.3", "TLSv1.2", "-"
     cipher_suite: str | None = None
     sni: str | None = None

@@ -1,10 +1,14 @@
-"""Listeners: accept raw sockets, sniff the first record, run the TLCP or TLS handshake, hand off.
+"""Listeners: accept a socket and take it, top-down, to a running connection.
 
-One port serves TLCP, TLS 1.2/1.3 and (if allowed) plaintext. The first record header is read with
-``MSG_PEEK`` so the bytes stay in the kernel buffer: OpenSSL (``loop.connect_accepted_socket`` with an
-``SSLContext``) and the TLCP engine each see the original ClientHello. Garbage, oversized first records,
-disallowed protocols and handshakes not finished within ``handshake_timeout`` (slow loris, truncated
-records) are closed and counted by reason (``smgate_handshake_failures``) and audited.
+    accept -> listener filters (PROXY protocol: who; sniff: which transport)
+           -> transport.accept (handshake, identity)
+           -> filter chain match (SNI, transport) -> Connection.run(filters)
+
+Each step hands the next what it found and never comes back: the listener filters annotate the
+:class:`~gateway.transports.base.AcceptedSocket`, the transport returns a stream and a
+:class:`~gateway.identity.PeerIdentity` or refuses with a reason (the metric label and audit record),
+the chain's filters run the connection. The whole of the first two steps fits in ``handshake_timeout``
+(slow loris, truncated records). One port serves TLCP, TLS 1.2/1.3 and (if allowed) plaintext.
 """
 
 from __future__ import annotations
@@ -12,70 +16,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import ssl
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway import audit_events as events
-from gateway.config import ListenerConfig, Protocol
+from gateway.config import ListenerConfig
 from gateway.connection import Connection, next_connection_id
-from gateway.identity import PeerIdentity, identity_from_ssl, plain_identity
+from gateway.heap import release_free_heap
+from gateway.identity import PeerIdentity
+from gateway.listener_filters.base import ListenerFilter
+from gateway.listener_filters.proxy_protocol import ProxyProtocol
+from gateway.listener_filters.sniff import Sniff
 from gateway.logs.rate_limit import handshake_failure
-from gateway.proxy_protocol_io import accept_proxy_header
-from gateway.sniff import RECORD_HEADER_LEN, FirstRecord, classify
-from gateway.stream import AsyncioByteStream, ByteStream
-from gateway.tlcp_support import tlcp_server_handshake
-from tls.tlcp.aio import TLCPStreamError
+from gateway.stream import TransportStream
+from gateway.transports.base import AcceptedSocket, HandshakeRefused, ServerTransport, refuse_raw
 
 if TYPE_CHECKING:
     from gateway.runtime import Generation
 
-_STREAM_LIMIT = 256 * 1024
+
+#: A burst of at least this many concurrent handshakes is followed by a heap trim once it is over.
+_TRIM_AFTER_PENDING = 256
 
 
-class HandshakeRefused(Exception):
-    """The connection is closed before any filter runs; ``reason`` labels the metric and audit record."""
+@dataclass(frozen=True, slots=True)
+class _Established:
+    """What the handshake phase hands the connection phase."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self.reason = reason
+    conn_id: int
+    stream: TransportStream
+    identity: PeerIdentity
+    transport: str
+    started: float
 
 
-async def _wait_readable(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
+#: how often a listener paused by audit (``on_failure: stop_accepting``) checks whether it may go on
+AUDIT_RECHECK_SECONDS = 0.05
 
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
 
-    loop.add_reader(sock.fileno(), ready)
+async def _hold_until_audit_writes(generation: Generation, client: socket.socket) -> None:
+    """Audit ``on_failure: stop_accepting`` and the trail cannot be written: keep this connection
+    unserved (and the next ones in the backlog) until it can; closed if the listener stops meanwhile."""
     try:
-        await fut
-    finally:
-        loop.remove_reader(sock.fileno())
-
-
-async def peek_first_bytes(sock: socket.socket) -> bytes:
-    """Up to 5 bytes of the first record, not consumed; fewer only for non-handshake first bytes."""
-    while True:
-        try:
-            data = sock.recv(RECORD_HEADER_LEN, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            await _wait_readable(sock)
-            continue
-        except OSError as exc:
-            raise HandshakeRefused("reset", str(exc)) from None
-        if not data:
-            raise HandshakeRefused("closed_before_hello")
-        if len(data) >= RECORD_HEADER_LEN or data[0] != 0x16:
-            return data
-        # A partial header stays readable: poll instead of spinning on the ready socket.
-        await asyncio.sleep(0.01)
+        while not generation.audit.accepting_allowed():
+            await asyncio.sleep(AUDIT_RECHECK_SECONDS)
+    except asyncio.CancelledError:
+        client.close()
+        raise
 
 
 class Listener:
-    """A bound socket and its accept loop; the generation (config, contexts) is swapped on reload."""
+    """A bound socket and its accept loop; the generation (config, transports) is swapped on reload."""
 
     def __init__(self, config: ListenerConfig, generation: Generation, *, reuse_port: bool = False) -> None:
         self.config = config
@@ -85,6 +77,11 @@ class Listener:
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept_task: asyncio.Task[None] | None = None
+        self._filters: tuple[Generation, list[ListenerFilter]] | None = None
+        #: Connections between accept and the end of their handshake (bounded by max_pending_handshakes).
+        self.pending_handshakes = 0
+        self._peak_pending = 0
+        self._handshake_slot = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -117,112 +114,103 @@ class Listener:
             self.sock.close()
             self.sock = None
 
+    async def close_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.sock is not None
         while True:
+            while self.pending_handshakes >= self.config.max_pending_handshakes:
+                self._handshake_slot.clear()
+                await self._handshake_slot.wait()
             try:
                 client, peer = await loop.sock_accept(self.sock)
             except OSError:
                 await asyncio.sleep(0.05)  # EMFILE and friends: back off rather than spin
                 continue
+            if not self.generation.audit.accepting_allowed():
+                await _hold_until_audit_writes(self.generation, client)
             client.setblocking(False)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pending_handshakes += 1
+            self._peak_pending = max(self._peak_pending, self.pending_handshakes)
             task = asyncio.create_task(self._serve(client, peer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def listener_filters(self, generation: Generation) -> list[ListenerFilter]:
+        """The listener filters, in order, built once per generation. Filters that must see the raw
+        bytes first (a PROXY-protocol header) go before the sniffer; the sniffer is always last."""
+        if self._filters is None or self._filters[0] is not generation:
+            cfg = self.config
+            filters: list[ListenerFilter] = []
+            if cfg.proxy_protocol is not None:
+                filters.append(ProxyProtocol(cfg.proxy_protocol))
+            filters.append(
+                Sniff(generation.listener_transports[cfg.name], max_first_record=cfg.max_first_record_bytes)
+            )
+            self._filters = (generation, filters)
+        return self._filters[1]
+
+    # -- one connection, top-down ---------------------------------------------------------------
+
+    def _handshake_over(self) -> None:
+        self.pending_handshakes -= 1
+        self._handshake_slot.set()
+        if self.pending_handshakes == 0 and self._peak_pending >= _TRIM_AFTER_PENDING:
+            # A burst of handshakes is over: once their transports are gone (a moment later), give the
+            # freed OpenSSL state back to the OS.
+            self._peak_pending = 0
+            asyncio.get_running_loop().call_later(1.0, release_free_heap)
+
     async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
-        gen = self.generation
-        cfg = self.config
-        stats = gen.stats
-        if cfg.proxy_protocol is not None:
-            client = await accept_proxy_header(
-                sock, peer, cfg.proxy_protocol, cfg.handshake_timeout, cfg.name
-            )
-            if client is None:
-                stats.handshake_failures.labels(cfg.name, "proxy_protocol").inc()
-                return
-            peer = client
-        conn_id = next_connection_id()
-        stats.connections_total.labels(cfg.name).inc()
-        with contextlib.suppress(OSError):
-            events.conn_open(gen.audit, conn_id, cfg.name, peer, sock.getsockname())
-        started = time.monotonic()
-        protocol_label = "unknown"
         try:
-            async with asyncio.timeout(cfg.handshake_timeout):
-                kind = await self._sniff(sock)
-                protocol_label = kind.value
-                stream, identity = await self._handshake(sock, peer, kind, gen)
+            established = await self._establish(sock, peer)
+        finally:
+            self._handshake_over()
+        if established is not None:
+            await self._run(established)
+
+    async def _establish(self, sock: socket.socket, peer: tuple[str, int]) -> _Established | None:
+        """Listener filters, then the transport's handshake: the bounded first phase of a connection."""
+        gen, cfg = self.generation, self.config
+        conn_id = next_connection_id()
+        local = None
+        with contextlib.suppress(OSError):
+            local = sock.getsockname()
+        gen.stats.connections_total.inc((cfg.name,))
+        accepted = AcceptedSocket(sock, peer, local)
+        started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + cfg.handshake_timeout
+        try:
+            transport = await self._run_listener_filters(accepted, gen, deadline)
         except HandshakeRefused as exc:
-            self._refused(sock, conn_id, peer, exc.reason, str(exc), protocol_label)
-            return
-        except TimeoutError:
-            self._refused(sock, conn_id, peer, "handshake_timeout", "", protocol_label)
-            return
-        except TLCPStreamError as exc:
-            reason = "handshake_timeout" if "timed out" in str(exc) else "handshake_error"
-            self._refused(
-                sock,
-                conn_id,
-                peer,
-                reason,
-                str(exc),
-                protocol_label,
-                alert=exc.alert,
-                alert_sent=exc.alert_sent is not False,
-            )
-            return
-        except ssl.SSLError as exc:
-            alert, sent = events.openssl_alert(exc.reason or "")
-            self._refused(
-                sock,
-                conn_id,
-                peer,
-                "handshake_error",
-                str(exc),
-                protocol_label,
-                alert=alert,
-                alert_sent=sent,
-            )
-            return
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
-            # The peer hung up mid-handshake; a TLS client that rejects our certificate sends its
-            # alert and closes at once, and the event loop may report only the close.
-            self._refused(
-                sock, conn_id, peer, "peer_closed", type(exc).__name__, protocol_label, alert_sent=False
-            )
-            return
-        except (ConnectionError, OSError) as exc:
-            self._refused(sock, conn_id, peer, "handshake_error", type(exc).__name__, protocol_label)
-            return
-        elapsed = time.monotonic() - started
-        stats.handshake_seconds.labels(identity.protocol).observe(elapsed)
-        stats.handshakes.labels(cfg.name, identity.protocol, identity.cipher_suite or "-", "success").inc()
-        events.handshake_ok(gen.audit, conn_id, identity, elapsed * 1000)
-        transport = "tls" if identity.protocol.startswith("tls") else identity.protocol
-        chain = gen.select_filter_chain(cfg, identity.sni, transport)
+            # The connection's record opens with the client the listener filters found (PROXY protocol).
+            events.conn_open(gen.audit, conn_id, cfg.name, accepted.peer, local)
+            self._refused(conn_id, accepted, exc)
+            if exc.reply:
+                await refuse_raw(sock, exc.reply)
+            else:
+                _close(sock)
+            return None
+        events.conn_open(gen.audit, conn_id, cfg.name, accepted.peer, local)
+        try:
+            stream, identity = await self._accept(transport, accepted, deadline)
+        except HandshakeRefused as exc:
+            self._refused(conn_id, accepted, exc)
+            return None
+        self._handshake_ok(conn_id, identity, time.monotonic() - started)
+        return _Established(conn_id, stream, identity, transport.name, started)
+
+    async def _run(self, established: _Established) -> None:
+        """Filter chain match, then the connection until it closes."""
+        gen, cfg = self.generation, self.config
+        conn_id, stream, identity = established.conn_id, established.stream, established.identity
+        chain = gen.select_filter_chain(cfg, identity.sni, established.transport)
         if chain is None:
-            stats.handshake_failures.labels(cfg.name, "no_filter_chain").inc()
-            events.route_decision(
-                gen.audit,
-                conn_id,
-                route=None,
-                cluster=None,
-                upstream=None,
-                allow=False,
-                reason="no_filter_chain",
-            )
-            stream.abort()
-            events.conn_close(
-                gen.audit,
-                conn_id,
-                bytes_received=0,
-                bytes_sent=0,
-                duration_ms=elapsed * 1000,
-                reason="no_filter_chain",
-            )
+            self._no_filter_chain(conn_id, stream, time.monotonic() - established.started)
             return
         conn = Connection(
             stream=stream,
@@ -233,102 +221,98 @@ class Listener:
             id=conn_id,
         )
         self.connections.add(conn)
-        stats.connections_active.labels(cfg.name).inc()
+        gen.stats.connections_active.inc((cfg.name,))
         try:
-            await conn.run(gen.build_filters(chain))
+            await conn.run(gen.build_filters(chain, identity.alpn))
         finally:
             self.connections.discard(conn)
-            stats.connections_active.labels(cfg.name).dec()
+            gen.stats.connections_active.dec((cfg.name,))
             events.conn_close(
                 gen.audit,
                 conn_id,
                 bytes_received=conn.bytes_received,
                 bytes_sent=conn.bytes_sent,
-                duration_ms=(time.monotonic() - started) * 1000,
+                duration_ms=(time.monotonic() - established.started) * 1000,
                 reason=conn.close_reason,
             )
 
-    async def _sniff(self, sock: socket.socket) -> FirstRecord:
-        protocols = self.config.tls.protocols
-        if protocols == (Protocol.PLAIN,):
-            return FirstRecord.PLAIN  # nothing to tell apart; server-speaks-first protocols work too
-        first = await peek_first_bytes(sock)
-        if len(first) >= RECORD_HEADER_LEN:
-            kind = classify(first, max_record=self.config.max_first_record_bytes)
-        else:
-            kind = FirstRecord.PLAIN if first[0] >= 0x20 else FirstRecord.GARBAGE
-        if kind is FirstRecord.GARBAGE and Protocol.PLAIN in protocols and first[0] != 0x16:
-            return FirstRecord.PLAIN  # binary plaintext protocols (length-prefixed RPC) are not garbage
-        return kind
+    async def _run_listener_filters(
+        self, accepted: AcceptedSocket, gen: Generation, deadline: float
+    ) -> ServerTransport:
+        listener_filter: ListenerFilter | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                for listener_filter in self.listener_filters(gen):
+                    await listener_filter.on_accept(accepted)
+        except TimeoutError:
+            assert listener_filter is not None
+            raise listener_filter.timed_out() from None
+        assert accepted.transport is not None
+        return accepted.transport
 
-    async def _handshake(
-        self, sock: socket.socket, peer: tuple[str, int], kind: FirstRecord, gen: Generation
-    ) -> tuple[ByteStream, PeerIdentity]:
-        protocols = self.config.tls.protocols
-        if kind is FirstRecord.TLS:
-            policy = gen.listener_tls.get(self.config.name)
-            if policy is None:
-                raise HandshakeRefused("protocol_not_allowed", "tls")
-            return await self._tls_handshake(sock, peer, policy.default, policy.sni_of)
-        if kind is FirstRecord.TLCP:
-            tlcp = gen.listener_tlcp.get(self.config.name)
-            if tlcp is None or Protocol.TLCP not in protocols:
-                raise HandshakeRefused("protocol_not_allowed", "tlcp")
-            return await tlcp_server_handshake(sock, peer, tlcp, self.config.handshake_timeout)
-        if kind is FirstRecord.PLAIN:
-            if Protocol.PLAIN not in protocols:
-                raise HandshakeRefused("protocol_not_allowed", "plain")
-            stream = await _open_plain(sock)
-            return stream, plain_identity(peer)
-        raise HandshakeRefused(kind.value)
+    async def _accept(
+        self, transport: ServerTransport, accepted: AcceptedSocket, deadline: float
+    ) -> tuple[TransportStream, PeerIdentity]:
+        """The transport's handshake; from here on the transport owns (and closes) the socket."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await transport.accept(accepted)
+        except TimeoutError:
+            raise HandshakeRefused("handshake_timeout") from None
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+            raise HandshakeRefused("peer_closed", type(exc).__name__, alert_sent=False) from None
+        except OSError as exc:
+            _close(accepted.sock)
+            raise HandshakeRefused("handshake_error", type(exc).__name__) from None
 
-    async def _tls_handshake(
-        self, sock: socket.socket, peer: tuple[str, int], ctx: ssl.SSLContext, sni_of: object
-    ) -> tuple[ByteStream, PeerIdentity]:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, sock, ssl=ctx, ssl_handshake_timeout=self.config.handshake_timeout
-        )
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        ssl_object = transport.get_extra_info("ssl_object")
-        assert isinstance(ssl_object, ssl.SSLObject)
-        sni = getattr(sni_of, "get", lambda _k: None)(ssl_object)
-        return AsyncioByteStream(reader, writer), identity_from_ssl(ssl_object, sni, peer)
+    # -- outcomes -------------------------------------------------------------------------------
 
-    def _refused(
-        self,
-        sock: socket.socket,
-        conn_id: int,
-        peer: tuple[str, int],
-        reason: str,
-        detail: str,
-        protocol: str,
-        *,
-        alert: str | None = None,
-        alert_sent: bool = True,
-    ) -> None:
-        gen = self.generation
-        gen.stats.handshake_failures.labels(self.config.name, reason).inc()
-        gen.stats.handshakes.labels(self.config.name, protocol, "-", "failure").inc()
-        handshake_failure(self.config.name, reason, peer, f"{protocol}: {detail}")
+    def _handshake_ok(self, conn_id: int, identity: PeerIdentity, elapsed: float) -> None:
+        gen, name = self.generation, self.config.name
+        gen.stats.handshake_seconds.observe((identity.protocol,), elapsed)
+        gen.stats.handshakes.inc((name, identity.protocol, identity.cipher_suite or "-", "success"))
+        events.handshake_ok(gen.audit, conn_id, identity, elapsed * 1000)
+
+    def _refused(self, conn_id: int, accepted: AcceptedSocket, refusal: HandshakeRefused) -> None:
+        gen, name = self.generation, self.config.name
+        gen.stats.handshake_failures.inc((name, refusal.reason))
+        gen.stats.handshakes.inc((name, accepted.detected, "-", "failure"))
+        handshake_failure(name, refusal.reason, accepted.peer, f"{accepted.detected}: {refusal}")
         events.handshake_fail(
-            gen.audit, conn_id, reason, alert=alert, alert_sent=alert_sent, detail=f"{protocol}: {detail}"
+            gen.audit,
+            conn_id,
+            refusal.reason,
+            alert=refusal.alert,
+            alert_sent=refusal.alert_sent,
+            detail=f"{accepted.detected}: {refusal}",
         )
-        with contextlib.suppress(OSError):
-            sock.close()
-        events.conn_close(gen.audit, conn_id, bytes_received=0, bytes_sent=0, duration_ms=0.0, reason=reason)
+        events.conn_close(
+            gen.audit, conn_id, bytes_received=0, bytes_sent=0, duration_ms=0.0, reason=refusal.reason
+        )
 
-    async def close_all(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+    def _no_filter_chain(self, conn_id: int, stream: TransportStream, elapsed: float) -> None:
+        gen = self.generation
+        gen.stats.handshake_failures.inc((self.config.name, "no_filter_chain"))
+        events.route_decision(
+            gen.audit,
+            conn_id,
+            route=None,
+            cluster=None,
+            upstream=None,
+            allow=False,
+            reason="no_filter_chain",
+        )
+        stream.abort()
+        events.conn_close(
+            gen.audit,
+            conn_id,
+            bytes_received=0,
+            bytes_sent=0,
+            duration_ms=elapsed * 1000,
+            reason="no_filter_chain",
+        )
 
 
-async def _open_plain(sock: socket.socket) -> ByteStream:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
-    protocol = asyncio.StreamReaderProtocol(reader)
-    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    return AsyncioByteStream(reader, writer)
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()

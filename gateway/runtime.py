@@ -23,13 +23,15 @@ from gateway.config import (
     TcpProxyFilter,
 )
 from gateway.filters.base import NetworkFilter
+from gateway.filters.http2_connection_manager import Http2ConnectionManager
 from gateway.filters.http_connection_manager import HttpConnectionManager
 from gateway.filters.rbac import Rbac
 from gateway.filters.tcp_proxy import TcpProxy
 from gateway.router import RouteTable
 from gateway.stats import GatewayStats
-from gateway.tlcp_support import TlcpServerPolicy, build_server_tlcp
-from gateway.tls_server import ServerTlsPolicy, build_server_tls, name_matches
+from gateway.transports import build_server_transports
+from gateway.transports.base import ServerTransport
+from gateway.transports.sni import name_matches
 
 
 def load_codec_factory(spec: str) -> CodecFactory:
@@ -57,8 +59,8 @@ class Generation:
     audit: AuditHandle
     clusters: dict[str, Cluster]
     route_tables: dict[str, RouteTable]
-    listener_tls: dict[str, ServerTlsPolicy | None]
-    listener_tlcp: dict[str, TlcpServerPolicy | None] = field(default_factory=dict)
+    #: Per listener, the transports it accepts by name (``plain``, ``tls``, ``tlcp``, ``tls13_sm``).
+    listener_transports: dict[str, dict[str, ServerTransport]] = field(default_factory=dict)
     codecs: dict[str, CodecFactory] = field(default_factory=dict)
 
     def listener(self, name: str) -> ListenerConfig:
@@ -78,17 +80,18 @@ class Generation:
             return chain
         return None
 
-    def build_filters(self, chain: FilterChain) -> list[NetworkFilter]:
+    def build_filters(self, chain: FilterChain, alpn: str | None = None) -> list[NetworkFilter]:
+        """A fresh filter chain for one connection, each filter given the cluster or routes it uses;
+        an HTTP connection manager speaks the protocol ALPN chose (``h2``: HTTP/2)."""
         filters: list[NetworkFilter] = []
         for cfg in chain.filters:
             if isinstance(cfg, RbacFilter):
                 filters.append(Rbac(cfg))
             elif isinstance(cfg, TcpProxyFilter):
-                filters.append(TcpProxy(cfg))
+                filters.append(TcpProxy(cfg, self.clusters[cfg.cluster]))
             elif isinstance(cfg, HttpConnectionManagerFilter):
-                filters.append(
-                    HttpConnectionManager(cfg, self.codecs[cfg.codec], self.route_tables[cfg.route_config])
-                )
+                manager = Http2ConnectionManager if alpn == "h2" else HttpConnectionManager
+                filters.append(manager(cfg, self.codecs[cfg.codec], self.route_tables[cfg.route_config]))
         return filters
 
 
@@ -101,17 +104,11 @@ def build_generation(
 ) -> Generation:
     """Build contexts, route tables and codecs; raises :class:`ConfigError` naming the failing key."""
     errors: list[str] = []
-    listener_tls: dict[str, ServerTlsPolicy | None] = {}
-    listener_tlcp: dict[str, TlcpServerPolicy | None] = {}
+    listener_transports: dict[str, dict[str, ServerTransport]] = {}
     codecs: dict[str, CodecFactory] = {}
     for i, listener in enumerate(config.listeners):
-        where = f"listeners[{i}].tls"
         try:
-            listener_tls[listener.name] = build_server_tls(listener.tls, where)
-        except ConfigError as exc:
-            errors.extend(exc.errors)
-        try:
-            listener_tlcp[listener.name] = build_server_tlcp(listener.tls, where, listener.handshake_timeout)
+            listener_transports[listener.name] = build_server_transports(listener, f"listeners[{i}].tls")
         except ConfigError as exc:
             errors.extend(exc.errors)
         for j, chain in enumerate(listener.filter_chains):
@@ -129,8 +126,7 @@ def build_generation(
         stats=stats,
         audit=audit,
         clusters=clusters,
-        route_tables={rc.name: RouteTable(rc) for rc in config.route_configs},
-        listener_tls=listener_tls,
-        listener_tlcp=listener_tlcp,
+        route_tables={rc.name: RouteTable(rc, clusters, stats) for rc in config.route_configs},
+        listener_transports=listener_transports,
         codecs=codecs,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import signal
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any
 import yaml
 
 from gateway import audit_events as events
+from gateway import loop_errors
 from gateway.admin import AdminServer
+from gateway.audit_setup import LoadedCertificates
 from gateway.auditing import AuditHandle, NullAudit
 from gateway.certinfo import fingerprint_files, inventory, watched_files
 from gateway.cluster import Cluster, ClusterManager
@@ -33,6 +36,9 @@ from gateway.runtime import Generation, build_generation
 from gateway.stats import GatewayStats
 
 log = get_logger("gateway")
+
+#: How often a worker under the supervisor writes its metrics for the supervisor's /metrics.
+METRICS_PUBLISH_INTERVAL = 0.5
 
 
 class Gateway:
@@ -64,7 +70,9 @@ class Gateway:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._publish_task: asyncio.Task[None] | None = None
         self._file_state: dict[Path, tuple[int, int]] = {}
+        self._loaded_certificates = LoadedCertificates()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,6 +80,7 @@ class Gateway:
 
     async def start(self) -> None:
         config = self._pending_config
+        loop_errors.install(asyncio.get_running_loop())
         configure_access_logs(config.logging.access_logs)
         clusters, _ = self.cluster_manager.build(config.clusters)
         generation = build_generation(1, config, clusters, self.stats, self.audit)
@@ -89,6 +98,9 @@ class Gateway:
         self._file_state = fingerprint_files(watched_files(config))
         interval = config.admin.cert_watch_interval if config.admin is not None else 5.0
         self._watch_task = asyncio.create_task(self._watch_certificates(interval))
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:
+            self._publish_task = asyncio.create_task(self._publish_metrics(metrics_dir))
         self._report_certificates(config, generation.number)
         self._started = True
         for name, listener in self.listeners.items():
@@ -159,7 +171,7 @@ class Gateway:
                 )
                 new_listeners = self._rebind(new_config, generation)
             except ConfigError as exc:
-                self.stats.reloads.labels("rejected").inc()
+                self.stats.reloads.inc(("rejected",))
                 if new_config is not None:
                     diff = _diff(self.generation.config, new_config, changed_files)
                 else:
@@ -198,7 +210,7 @@ class Gateway:
             for cluster in retired:
                 self._background(cluster.close())
             self._file_state = fingerprint_files(watched_files(new_config))
-            self.stats.reloads.labels("success").inc()
+            self.stats.reloads.inc(("success",))
             events.config_reload(
                 self.audit, accepted=True, source=source, diff=diff, generation=generation.number
             )
@@ -253,16 +265,39 @@ class Gateway:
                 self._file_state = state
                 await self.reload(source="cert_watch", changed_files=changed)
 
+    async def _publish_metrics(self, directory: str) -> None:
+        """A worker's metrics, written where the supervisor sums them: on a timer, off the request
+        path, and at once (on the next loop turn) when a new label combination appears."""
+        loop = asyncio.get_running_loop()
+        soon: list[asyncio.Handle] = []
+
+        def publish_now() -> None:
+            soon.clear()
+            self.stats.publish(directory)
+
+        def new_series() -> None:
+            if not soon:
+                soon.append(loop.call_soon(publish_now))
+
+        self.stats.new_series.callback = new_series
+        while True:
+            self.stats.publish(directory)
+            await asyncio.sleep(METRICS_PUBLISH_INTERVAL)
+
     def _report_certificates(self, config: GatewayConfig, generation: int) -> None:
-        """``cert.loaded`` for every certificate the generation uses, then the expiry report
+        """``cert.loaded`` for every certificate the generation uses that the previous one did not, then
+        the expiry report
         (``cert.expiring`` inside ``cert_expiry_warning_days``, ``cert.expired`` past ``not_after``)."""
         warn_days = config.admin.cert_expiry_warning_days if config.admin else 30
         now = dt.datetime.now(dt.UTC)
         warned: set[tuple[str, str]] = set()
-        for info in inventory(config):
-            events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
+        certificates = inventory(config)
+        changed = self._loaded_certificates.changed(certificates)
+        for info in certificates:
+            if info in changed:
+                events.cert_loaded(self.audit, info.audit_fields(), info.role, info.file, generation)
             days = info.days_left(now)
-            self.stats.cert_expiry_days.labels(f"{info.role}:{info.subject}").set(days)
+            self.stats.cert_expiry_days.set((f"{info.role}:{info.subject}",), days)
             if days < warn_days:
                 events.cert_expiring(self.audit, info.audit_fields(), info.role, days, info.file)
                 if (info.subject, info.serial) not in warned:
@@ -293,7 +328,7 @@ class Gateway:
         closed_at: dict[int, float] = {}
         while self.connections and loop.time() < deadline:
             for conn in self.connections:
-                conn.draining.set()
+                conn.draining = True
                 if conn.idle and conn.id not in closed_at:
                     closed_at[conn.id] = loop.time()
                     conn.close()
@@ -314,6 +349,9 @@ class Gateway:
             await listener.close_all()
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self._publish_task is not None:
+            self._publish_task.cancel()
+            self.stats.publish(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         for checker in self.health.values():
             await checker.stop()
         if self.admin is not None:
@@ -355,7 +393,7 @@ class Gateway:
     # -- AdminBackend --------------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return self._started and not self._draining
+        return self._started and not self._draining and self.audit.accepting_allowed()
 
     def stats_json(self) -> dict[str, Any]:
         assert self.generation is not None

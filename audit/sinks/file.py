@@ -131,7 +131,6 @@ class FileSink:
         #: highest sequence number whose line is in the file (readable by followers)
         self.written_seq = 0
         self.bytes_written = 0
-        self.write_errors = 0
 
     @property
     def active_path(self) -> Path | None:
@@ -205,7 +204,6 @@ class FileSink:
             while written < len(data):
                 written += os.write(self._fd, view[written:])
         except OSError:
-            self.write_errors += 1
             if written:
                 os.ftruncate(self._fd, self._size)
             raise
@@ -244,15 +242,22 @@ class FileSink:
         return self.config.rotate_seconds is not None and age >= self.config.rotate_seconds
 
     def rotate(self, next_seq: int) -> None:
+        """Close the active segment and open the next; if that fails, calling it again continues."""
         self._close_segment()
         self.open_segment(next_seq)
 
     def close(self) -> None:
-        """Close the active segment (it stays as is: a new run starts a new segment)."""
-        self._close_segment()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Close the active segment (it stays as is: a new run starts a new segment) and release the
+        directory, even if the final fsync fails."""
+        try:
+            self._close_segment()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def _close_segment(self) -> None:
         if self._fd is not None:

@@ -8,6 +8,10 @@ the same route configuration for every protocol), :class:`Body` and :class:`EndO
 A new protocol plugs in by implementing :class:`CodecFactory` (one :class:`ServerCodec` per downstream
 connection, one :class:`ClientCodec` per upstream connection) and naming it in the listener's
 ``http_connection_manager.codec`` as ``module:Class``; ``examples/rpc_codec.py`` is a worked example.
+
+Errors carry a direction, as h11's do: :class:`CodecProtocolError` is the peer's fault (the server
+answers its ``status``), :class:`LocalProtocolError` is ours (we asked a codec to send something its
+protocol cannot carry).
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ class Body:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseTrailers:
+    """Trailer fields after a response body (gRPC's ``grpc-status``); an :class:`EndOfStream` follows."""
+
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfStream:
     pass
 
@@ -83,7 +94,7 @@ NEED_DATA = Signal.NEED_DATA
 PAUSED = Signal.PAUSED
 
 ServerEvent = RequestHead | Body | EndOfStream | Signal
-ClientEvent = ResponseHead | Body | EndOfStream | Signal
+ClientEvent = ResponseHead | Body | ResponseTrailers | EndOfStream | Signal
 
 
 class CodecProtocolError(Exception):
@@ -92,6 +103,10 @@ class CodecProtocolError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class LocalProtocolError(Exception):
+    """We asked the codec to send what the protocol cannot carry (a field with CR/LF, a wrong body length)."""
 
 
 class ServerCodec(ABC):
@@ -112,6 +127,20 @@ class ServerCodec(ABC):
 
     @abstractmethod
     def encode_end(self) -> bytes: ...
+
+    def encode_trailers(self, headers: Headers) -> bytes:
+        """Response trailers, sent with the end of the response; a protocol without trailers drops them."""
+        return b""
+
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        """HTTP/1.1 Upgrade accepted: the ``101`` response's bytes, and the bytes the client sent after its
+        request (the first bytes of the new protocol)."""
+        raise CodecProtocolError("this protocol cannot switch protocols", 501)
+
+    def encode_held(self) -> bytes:
+        """What an ``encode_*`` call held back to see what follows (HTTP/2 holds a response head to send
+        it with END_STREAM when the end comes next); called once the upstream has nothing more now."""
+        return b""
 
     @abstractmethod
     def local_reply(
@@ -170,7 +199,12 @@ class CodecFactory(ABC):
     protocol: str = "unknown"
 
     @abstractmethod
-    def server_codec(self, max_header_bytes: int) -> ServerCodec: ...
+    def server_codec(self, max_header_bytes: int, max_body_bytes: int | None = None) -> ServerCodec:
+        """A codec for one downstream connection.
+
+        ``max_body_bytes`` (``None``: unbounded) lets a codec refuse a body with 413 as soon as its
+        declared size exceeds the limit (an HTTP/1.1 chunk size), before any of it is read.
+        """
 
     @abstractmethod
     def client_codec(self) -> ClientCodec: ...

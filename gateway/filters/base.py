@@ -1,15 +1,17 @@
 """The network filter interface (Envoy's ``Network::ReadFilter``).
 
-The connection reads bytes and offers them to each filter in order through ``on_data``; a filter
-returns :attr:`FilterStatus.CONTINUE` to pass them on or :attr:`FilterStatus.STOP_ITERATION` to keep
-them (the terminal filter always stops). ``on_new_connection`` runs once after the handshake, when the
-:class:`~gateway.identity.PeerIdentity` is known (RBAC decides there); ``on_close`` lets a terminal
-filter finish its own work (the upstream half of a TCP proxy, an in-flight HTTP response).
+The connection offers the bytes its transport delivers to each filter in order through ``on_data``,
+called from the transport's own callback (no task, no await per read); a filter returns
+:attr:`FilterStatus.CONTINUE` to pass them on or :attr:`FilterStatus.STOP_ITERATION` to keep them (the
+terminal filter always stops). ``on_new_connection`` runs once after the handshake, when the
+:class:`~gateway.identity.PeerIdentity` is known (RBAC decides there, a TCP proxy connects);
+``on_write_ready`` tells the filters when the downstream's write buffer fills and drains (stop and
+resume reading the other side); ``on_close`` lets a terminal filter finish its own work once the
+connection is gone. Filters own their timers.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -22,21 +24,18 @@ class FilterStatus(Enum):
     STOP_ITERATION = "stop_iteration"
 
 
-class NetworkFilter(ABC):
+class NetworkFilter:
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         return FilterStatus.CONTINUE
 
-    @abstractmethod
-    async def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
-        """``data`` is ``b""`` with ``end_stream`` when the peer closed its sending side."""
+    def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        """``data`` is ``b""`` with ``end_stream`` when the peer closed its sending side. A filter that
+        does not override this is not offered bytes at all."""
+        return FilterStatus.CONTINUE
 
-    def read_timeout(self) -> float | None:
-        """How long the connection may wait for downstream bytes before calling :meth:`on_idle`."""
+    def on_write_ready(self, conn: Connection, ready: bool) -> None:
+        """The downstream's write buffer went above its high-water mark (``False``) or back below."""
         return None
-
-    async def on_idle(self, conn: Connection) -> bool:
-        """The read timed out; return ``True`` to keep waiting, ``False`` to close."""
-        return False
 
     async def on_close(self, conn: Connection) -> None:
         return None

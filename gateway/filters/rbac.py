@@ -20,7 +20,7 @@ class Rbac(NetworkFilter):
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         if is_allowed(self.config.access, conn.identity):
             return FilterStatus.CONTINUE
-        conn.generation.stats.access_denied.labels(f"listener:{conn.listener}").inc()
+        conn.generation.stats.access_denied.inc((f"listener:{conn.listener}",))
         conn.close_reason = "access_denied"
         events.route_decision(
             conn.generation.audit,
@@ -32,6 +32,3 @@ class Rbac(NetworkFilter):
             reason="rbac",
         )
         return FilterStatus.STOP_ITERATION
-
-    async def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
-        return FilterStatus.CONTINUE

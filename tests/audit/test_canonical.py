@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from audit.canonical import b64, canonical_bytes, seal_line, split_line, to_jsonable, unb64
+from audit.canonical import b64, canonical_bytes, to_jsonable, unb64
 
 
 class Color(enum.Enum):
@@ -58,27 +58,6 @@ def test_to_jsonable_rejects_naive_datetime_and_unknown_objects() -> None:
         to_jsonable(dt.datetime(2026, 1, 1))
     with pytest.raises(TypeError, match="object"):
         to_jsonable(object())
-
-
-def test_seal_and_split_round_trip() -> None:
-    canonical = canonical_bytes({"seq": 1, "event": "x"})
-    line = seal_line(canonical, bytes(32), b"\xab" * 32)
-    record = json.loads(line)
-    body, prev, mac = split_line(record)
-    assert canonical_bytes(body) == canonical
-    assert prev == "00" * 32 and mac == "ab" * 32
-    assert list(record)[-2:] == ["prev", "mac"]
-
-
-def test_seal_empty_object_and_reject_non_object() -> None:
-    assert json.loads(seal_line(b"{}", bytes(32), bytes(32))) == {"prev": "00" * 32, "mac": "00" * 32}
-    with pytest.raises(ValueError):
-        seal_line(b"[]", bytes(32), bytes(32))
-
-
-def test_split_requires_chain_members() -> None:
-    with pytest.raises(ValueError, match="prev/mac"):
-        split_line({"seq": 1})
 
 
 def test_b64_round_trip_and_strictness() -> None:

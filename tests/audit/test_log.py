@@ -24,6 +24,26 @@ from tests.audit.events import SAMPLE_EVENTS
 from tests.conftest import REPO
 
 
+class FailingDisk:
+    """``FileSink.write`` fails with ENOSPC while ``full`` (patched into this process: pipeline thread)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        real_write = FileSink.write
+
+        def write(sink: FileSink, lines: list[bytes], last_seq: int) -> bytes:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(sink, lines, last_seq)
+
+        monkeypatch.setattr(FileSink, "write", write)
+
+
+@pytest.fixture
+def failing_disk(monkeypatch: pytest.MonkeyPatch) -> FailingDisk:
+    return FailingDisk(monkeypatch)
+
+
 def _assert_schema_valid(records: list[dict[str, object]]) -> None:
     validator = _validator()
     for record in records:
@@ -88,6 +108,24 @@ def test_schema_rejects_records_missing_required_fields() -> None:
     assert not validator.is_valid({k: v for k, v in base.items() if k != "bytes_sent"})
     assert not validator.is_valid({**base, "ts": "2026-01-01T00:00:00Z"})
     assert not validator.is_valid({**base, "event": "conn.teleport"})
+    assert validator.is_valid({**base, "format": 2}) and not validator.is_valid({**base, "format": 3})
+    checkpoint = {
+        **{key: base[key] for key in ("ts", "id", "instance", "pid", "seq", "prev", "mac")},
+        "event": "audit.checkpoint",
+        "format": 2,
+        "reason": "count",
+        "from_seq": 1,
+        "to_seq": 1,
+        "count": 1,
+        "records_sm3": "00" * 32,
+        "head_mac": "00" * 32,
+        "prev_checkpoint_seq": None,
+        "sig_alg": None,
+        "signer": None,
+    }
+    assert validator.is_valid(checkpoint)  # unsigned: no signature member
+    signed = {**checkpoint, "sig_alg": "SM2-SM3", "signer": "ab" * 32}
+    assert not validator.is_valid(signed) and validator.is_valid({**signed, "signature": "MEUCIQ=="})
 
 
 async def test_checkpoints_every_n_records_and_rotation_seals_segments(
@@ -181,33 +219,23 @@ async def test_crash_recovery_declares_the_unclean_end(
 
 
 async def test_queue_overflow_while_disk_full_is_declared_exactly(
-    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys, monkeypatch: pytest.MonkeyPatch
+    make_config: ConfigFactory, log_dir: Path, audit_keys: AuditKeys, failing_disk: FailingDisk
 ) -> None:
     # pipeline: thread, as the failing disk is patched into this process (process pipeline overflow:
     # test_pipeline_process_overflow_while_the_child_is_stopped_is_declared_exactly)
     log = AuditLog.from_config(make_config(queue_size=16, batch_size=4, pipeline="thread"))
     await log.start()
-    real_write = FileSink.write
-    disk_full = True
-
-    def failing_write(self: FileSink, lines: list[bytes], last_seq: int) -> bytes:
-        if disk_full:
-            self.write_errors += 1
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, lines, last_seq)
-
-    monkeypatch.setattr(FileSink, "write", failing_write)
     log.emit("conn.open", conn_id="first", listener="l", client_addr="192.0.2.1:1")
-    for _ in range(500):
-        if log.file.write_errors:
-            break
-        await asyncio.sleep(0.01)
-    assert log.file.write_errors, "the pipeline never hit the failing disk"
+    assert await _wait_for(lambda: log.metrics().write_errors > 0), "the pipeline never hit the failing disk"
+    metrics = log.metrics()
+    assert not metrics.writable and metrics.write_error == "No space left on device"
+    assert metrics.accepting  # on_failure: continue
     for index in range(99):
         log.emit("conn.open", conn_id=f"c{index}", listener="l", client_addr="192.0.2.1:1")
     dropped = log.metrics().dropped
     assert dropped > 0
-    disk_full = False
+    failing_disk.full = False
+    assert await _wait_for(lambda: log.metrics().writable)
     await log.aclose()
     records = read_records(log_dir)
     opens = [record for record in records if record["event"] == "conn.open"]
@@ -479,3 +507,31 @@ async def test_pipeline_process_metrics_and_flush(make_config: ConfigFactory, lo
     await log.aclose()
     metrics = log.metrics()
     assert not metrics.pipeline_alive and metrics.checkpoints == 1 and metrics.head_seq == 31
+
+
+@pytest.mark.parametrize("on_failure", ["continue", "stop_accepting"])
+async def test_accepting_follows_write_health_with_stop_accepting(
+    make_config: ConfigFactory,
+    log_dir: Path,
+    failing_disk: FailingDisk,
+    capsys: pytest.CaptureFixture[str],
+    on_failure: str,
+) -> None:
+    # pipeline: thread, as the failing disk is patched into this process (a real unwritable directory
+    # under both pipelines: tests/audit/test_on_failure.py)
+    log = AuditLog.from_config(make_config(pipeline="thread", on_failure=on_failure))
+    assert log.accepting_allowed() is (on_failure == "continue")  # not started: nothing can be written
+    await log.start()
+    assert log.accepting_allowed()
+    log.emit("conn.open", conn_id="c", listener="l", client_addr="192.0.2.1:1")
+    assert await _wait_for(lambda: not log.metrics().writable)
+    assert log.accepting_allowed() is (on_failure == "continue")
+    assert log.metrics().accepting is log.accepting_allowed()
+    failing_disk.full = False
+    assert await _wait_for(lambda: log.metrics().writable)
+    assert log.accepting_allowed()
+    await log.aclose()
+    assert log.accepting_allowed() is (on_failure == "continue")  # closed
+    stopped = "listeners accept no new connections" in capsys.readouterr().err
+    assert stopped is (on_failure == "stop_accepting")
+    assert [record["event"] for record in read_records(log_dir)] == ["conn.open", "audit.checkpoint"]

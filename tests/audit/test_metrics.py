@@ -21,6 +21,7 @@ async def test_collector_exposes_log_and_sink_metrics(make_config: ConfigFactory
     text = generate_latest(registry).decode()
     assert "smgate_audit_pipeline_up 1.0" in text
     assert "smgate_audit_head_seq 3.0" in text
+    assert "smgate_audit_writable 1.0" in text and "smgate_audit_accepting 1.0" in text
     assert "smgate_audit_events_emitted_total 3.0" in text
     assert 'smgate_audit_sink_connected{kind="stdout",sink="out"}' in text
     await log.aclose()

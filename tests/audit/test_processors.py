@@ -10,12 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.typing import EventDict
 
-from audit.canonical import canonical_bytes, split_line
+from audit.format import GENESIS, MAC_TAIL_BYTES, split_sealed
 from audit.ids import uuid7_timestamp_ms
 from audit.processors import (
     CANONICAL,
     EMIT_NS,
-    GENESIS,
     LINE,
     ContextAdder,
     HmacChain,
@@ -25,10 +24,15 @@ from audit.processors import (
     format_timestamp,
     run_processors,
 )
-from tls.crypto import HMACSM3, hmac_sm3
+from tls.crypto import SM2PrivateKey, hmac_sm3
 
 KEY = bytes(range(32))
 REDACTION_KEY = b"r" * 32
+
+
+def _mac_is_over_the_line(line: bytes, key: bytes = KEY) -> bool:
+    """Format 2: the MAC covers the stored line up to its ``,"mac":"`` member."""
+    return hmac_sm3(key, line[:-MAC_TAIL_BYTES]).hex() == json.loads(line)["mac"]
 
 
 def test_format_timestamp_rfc3339_microseconds() -> None:
@@ -77,6 +81,30 @@ def test_redact_always_drops_secrets_and_key_objects() -> None:
     assert out == {"event": "admin.action", "nested": {"ok": 1}, "kept": "yes"}
 
 
+def test_redact_query_parameters_of_request_targets_like_headers() -> None:
+    redactor = Redactor(
+        REDACTION_KEY, hash_paths=["query.token", "query.Account"], drop_paths=["query.debug"]
+    )
+    target = "/pay?token=a%20b&page=2&DEBUG=1&account=42&flag&session_password=x&token=c+d"
+    out = redactor(None, "emit", {"event": "http.request", "path": target})
+    hashed = "hmac-sm3:" + hmac_sm3(REDACTION_KEY, b"a b").hex()
+    again = "hmac-sm3:" + hmac_sm3(REDACTION_KEY, b"c d").hex()
+    account = "hmac-sm3:" + hmac_sm3(REDACTION_KEY, b"42").hex()
+    assert out["path"] == f"/pay?token={hashed}&page=2&account={account}&flag&token={again}"
+    decision = redactor(None, "emit", {"event": "route.decision", "path": "/x?debug=1"})
+    assert decision["path"] == "/x"
+    certificate = redactor(None, "emit", {"event": "cert.loaded", "path": "/etc/c.pem?token=1"})
+    assert certificate["path"] == "/etc/c.pem?token=1"  # a file name, not a request target
+
+
+def test_redact_every_query_parameter_with_a_wildcard() -> None:
+    out = Redactor(REDACTION_KEY, hash_paths=["query.*"])(
+        None, "emit", {"event": "http.request", "path": "/a?x=1&y=&z"}
+    )
+    empty = "hmac-sm3:" + hmac_sm3(REDACTION_KEY, b"").hex()
+    assert out["path"] == f"/a?x=hmac-sm3:{hmac_sm3(REDACTION_KEY, b'1').hex()}&y={empty}&z"
+
+
 def test_redact_leaves_none_alone() -> None:
     out = Redactor(REDACTION_KEY, hash_paths=["sni"])(None, "emit", {"sni": None})
     assert out == {"sni": None}
@@ -85,8 +113,21 @@ def test_redact_leaves_none_alone() -> None:
 def test_add_context_sets_time_ids_and_sequence() -> None:
     adder = ContextAdder(instance="gw-1", pid=4242, next_seq=7)
     emit_ns = 1_764_000_000_123_456_789
-    first = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns, "seq": 999, "prev": "x", "mac": "y"})
-    assert "prev" not in first and "mac" not in first
+    first = adder(
+        None,
+        "emit",
+        {
+            "event": "conn.open",
+            EMIT_NS: emit_ns,
+            "seq": 999,
+            "prev": "x",
+            "mac": "y",
+            "signature": "z",
+            "format": 9,
+        },
+    )
+    assert "prev" not in first and "mac" not in first and "signature" not in first
+    assert first["format"] == 2
     second = adder(None, "emit", {"event": "conn.open", EMIT_NS: emit_ns})
     assert first["ts"] == "2025-11-24T16:00:00.123456Z"
     assert first["instance"] == "gw-1" and first["pid"] == 4242
@@ -112,17 +153,35 @@ def test_canonicalise_keeps_record_when_a_field_cannot_be_serialised() -> None:
     assert body["audit_error"].startswith("unserialisable field")
 
 
-def test_chain_macs_prev_then_canonical_and_advances() -> None:
+def test_chain_links_prev_and_macs_the_line_up_to_its_mac_member() -> None:
     chain = HmacChain(KEY)
-    first = chain(None, "emit", {CANONICAL: b'{"seq":1}'})
+    first = chain(None, "emit", {"event": "x", CANONICAL: b'{"seq":1}'})
     assert first["prev"] == GENESIS.hex()
-    assert first["mac"] == hmac_sm3(KEY, GENESIS + b'{"seq":1}').hex()
-    second = chain(None, "emit", {CANONICAL: b'{"seq":2}'})
+    assert first[LINE].startswith(b'{"seq":1,"prev":"' + b"00" * 32 + b'","mac":"')
+    assert first["mac"] == hmac_sm3(KEY, b'{"seq":1,"prev":"' + b"00" * 32 + b'"').hex()
+    second = chain(None, "emit", {"event": "x", CANONICAL: b'{"seq":2}'})
     assert second["prev"] == first["mac"]
     assert chain.prev.hex() == second["mac"]
-    record = json.loads(second[LINE])
-    body, prev, mac = split_line(record)
-    assert HMACSM3(KEY).compute(bytes.fromhex(prev), canonical_bytes(body)).hex() == mac
+    assert _mac_is_over_the_line(second[LINE])
+
+
+def test_chain_signs_checkpoints_between_link_and_mac() -> None:
+    private_key = SM2PrivateKey.generate()
+
+    class Signer:
+        def sign(self, data: bytes) -> bytes:
+            return private_key.sign(data)
+
+    chain = HmacChain(KEY, signer=Signer())
+    plain = chain(None, "emit", {"event": "conn.open", CANONICAL: b'{"seq":1}'})
+    assert "signature" not in plain and split_sealed(plain[LINE]).signed_input is None
+    checkpoint = chain(None, "emit", {"event": "audit.checkpoint", CANONICAL: b'{"seq":2}'})
+    sealed = split_sealed(checkpoint[LINE])
+    assert sealed.signed_input == b'{"seq":2,"prev":"' + plain["mac"].encode() + b'"'
+    assert sealed.signature_b64 == checkpoint["signature"]
+    assert sealed.signature is not None and sealed.signed_input is not None
+    private_key.public_key().verify(sealed.signature, sealed.signed_input)
+    assert _mac_is_over_the_line(checkpoint[LINE])
 
 
 def test_chain_rejects_short_key() -> None:
@@ -141,9 +200,8 @@ def test_pipeline_order_and_output_line() -> None:
     out = run_processors(processors, {"event": "conn.open", "sni": "example.com", EMIT_NS: 10**18})
     record = json.loads(out[LINE])
     assert record["sni"].startswith("hmac-sm3:")
-    assert record["seq"] == 1 and record["prev"] == GENESIS.hex()
-    body, _prev, mac = split_line(record)
-    assert hmac_sm3(KEY, GENESIS + canonical_bytes(body)).hex() == mac
+    assert record["seq"] == 1 and record["prev"] == GENESIS.hex() and record["format"] == 2
+    assert _mac_is_over_the_line(out[LINE])
     assert not any(key.startswith("_") for key in record)
 
 
@@ -184,9 +242,8 @@ def test_stored_line_reverifies_for_arbitrary_field_values(fields: dict[str, obj
         redactor=Redactor(REDACTION_KEY), context=ContextAdder(instance="gw", pid=1), chain=HmacChain(KEY)
     )
     out = run_processors(processors, {**fields, "event": "admin.action", EMIT_NS: 10**18})
-    record = json.loads(out[LINE])
-    body, prev, mac = split_line(record)
-    assert hmac_sm3(KEY, bytes.fromhex(prev) + canonical_bytes(body)).hex() == mac
+    assert _mac_is_over_the_line(out[LINE])
+    assert split_sealed(out[LINE]).prev_hex == GENESIS.hex()
 
 
 def test_processors_run_unchanged_under_structlog() -> None:
@@ -213,5 +270,4 @@ def test_processors_run_unchanged_under_structlog() -> None:
     (out,) = collector.records
     record = json.loads(out[LINE])
     assert record["event"] == "conn.open" and record["conn_id"] == "c1" and "password" not in record
-    body, prev, mac = split_line(record)
-    assert hmac_sm3(KEY, bytes.fromhex(prev) + canonical_bytes(body)).hex() == mac
+    assert _mac_is_over_the_line(out[LINE])

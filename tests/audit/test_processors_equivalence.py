@@ -2,7 +2,8 @@
 
 The reference is written from the specification only: ``json.dumps`` with the canonical options (ASCII
 form for lone surrogates), the documented conversions for non-JSON values, ``repr`` plus ``audit_error``
-for unserialisable fields, and a fresh ``cryptography`` HMAC-SM3 over ``prev || canonical`` per record.
+for unserialisable fields, and a fresh ``cryptography`` HMAC-SM3 per record over the stored line up to
+its ``mac`` member (format 2: the canonical body with ``"prev"`` appended).
 Every canonical byte, MAC and line of the pipeline must equal it, for flat gateway-like events (shapes
 repeat with changing value types, as memoised per-shape state sees them) and for nested and odd inputs.
 """
@@ -26,11 +27,11 @@ from hypothesis import strategies as st
 from structlog.typing import EventDict
 
 from audit.canonical import canonical_bytes, to_jsonable
+from audit.format import GENESIS
 from audit.ids import uuid7_timestamp_ms
 from audit.processors import (
     CANONICAL,
     EMIT_NS,
-    GENESIS,
     LINE,
     ContextAdder,
     HmacChain,
@@ -43,7 +44,7 @@ from audit.processors import (
 
 KEY = bytes(range(32))
 REDACTION_KEY = b"r" * 32
-CONTEXT_FIELDS = ("ts", "id", "instance", "pid", "seq")
+CONTEXT_FIELDS = ("ts", "id", "instance", "pid", "seq", "format")
 
 
 class Colour(enum.Enum):
@@ -106,15 +107,24 @@ def reference_canonical(record: Mapping[str, Any]) -> bytes:
         return json.dumps(record, ensure_ascii=True, **options).encode("ascii")
 
 
+def reference_linked(prev: bytes, canonical: bytes) -> bytes:
+    """The canonical body with its ``prev`` member: what the MAC covers (and a signature, if any)."""
+    return canonical[:-1] + b',"prev":"' + prev.hex().encode() + b'"'
+
+
 def reference_mac(prev: bytes, canonical: bytes) -> bytes:
     ctx = crypto_hmac.HMAC(KEY, hashes.SM3())
-    ctx.update(prev + canonical)
+    ctx.update(reference_linked(prev, canonical))
     return ctx.finalize()
 
 
 def reference_body(fields: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """The public fields the pipeline must have canonicalised (fields are redaction-neutral here)."""
-    body = {key: value for key, value in fields.items() if key[:1] != "_" and key not in ("prev", "mac")}
+    body = {
+        key: value
+        for key, value in fields.items()
+        if key[:1] != "_" and key not in ("prev", "signature", "mac")
+    }
     body.update({name: context[name] for name in CONTEXT_FIELDS})
     try:
         reference_canonical(body)
@@ -145,7 +155,7 @@ def check_against_reference(
         try:
             out = run_processors(pipeline, {**fields, EMIT_NS: emit_ns})
         except (TypeError, ValueError, RecursionError) as exc:  # e.g. a cycle: to_jsonable recurses
-            context = {"ts": "", "id": "", "instance": "gw", "pid": 7, "seq": index + 1}
+            context = {"ts": "", "id": "", "instance": "gw", "pid": 7, "seq": index + 1, "format": 2}
             with pytest.raises(type(exc)) as expected:
                 reference_canonical(reference_body(fields, context))
             if not isinstance(exc, RecursionError):  # its message names where the limit struck
@@ -155,10 +165,10 @@ def check_against_reference(
         parsed_id = uuid.UUID(out["id"])
         assert str(parsed_id) == out["id"] and parsed_id.version == 7 and parsed_id.variant == uuid.RFC_4122
         assert uuid7_timestamp_ms(parsed_id) == emit_ns // 1_000_000
-        assert (out["instance"], out["pid"], out["seq"]) == ("gw", 7, index + 1)
+        assert (out["instance"], out["pid"], out["seq"], out["format"]) == ("gw", 7, index + 1, 2)
         canonical = reference_canonical(reference_body(fields, out))
         mac = reference_mac(prev, canonical)
-        line = canonical[:-1] + b',"prev":"' + prev.hex().encode() + b'","mac":"' + mac.hex().encode() + b'"}'
+        line = reference_linked(prev, canonical) + b',"mac":"' + mac.hex().encode() + b'"}'
         assert out[CANONICAL] == canonical
         assert out["prev"] == prev.hex()
         assert out["mac"] == mac.hex()
@@ -214,6 +224,8 @@ NAMES = st.sampled_from(
         "id",
         "prev",
         "mac",
+        "signature",
+        "format",
     ]
 )
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)  # lone surrogates too
@@ -364,10 +376,9 @@ def test_chain_continues_from_an_externally_set_prev() -> None:
     mac = reference_mac(bytes([7]) * 32, b'{"a":1}')
     assert out[LINE] == b'{"a":1,"prev":"' + (b"07" * 32) + b'","mac":"' + mac.hex().encode() + b'"}'
     assert chain.prev == mac and out["prev"] == "07" * 32
-    empty = chain(None, "emit", {CANONICAL: b"{}"})
-    assert empty[LINE].startswith(b'{"prev":"' + mac.hex().encode())
-    with pytest.raises(ValueError, match="JSON object"):
-        chain(None, "emit", {CANONICAL: b"[]"})
+    for not_a_body in (b"{}", b"[]"):
+        with pytest.raises(ValueError, match="JSON object"):
+            chain(None, "emit", {CANONICAL: not_a_body})
 
 
 def test_redacted_fields_match_reference() -> None:
@@ -412,7 +423,9 @@ def test_the_comparison_can_fail() -> None:
     class NoPrev(HmacChain):
         def __call__(self, logger: object, method: str, event_dict: EventDict) -> EventDict:
             out = super().__call__(logger, method, event_dict)
-            out["mac"] = reference_mac(b"", event_dict[CANONICAL]).hex()
+            ctx = crypto_hmac.HMAC(KEY, hashes.SM3())
+            ctx.update(event_dict[CANONICAL])
+            out["mac"] = ctx.finalize().hex()
             return out
 
     def broken_canonical() -> list[Any]:

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,13 +23,7 @@ from audit.verify import verify_logs
 from certs.demo import DemoPKI
 from tests.audit.conftest import AuditKeys, ConfigFactory, read_records
 from tests.conftest import REPO
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 def _json_of(message: bytes) -> dict[str, object]:
@@ -133,7 +126,7 @@ def receiver_process(port: int, out: Path) -> Iterator[subprocess.Popen[str]]:
 async def test_tcp_receiver_killed_and_restarted_loses_nothing(
     make_config: ConfigFactory, tmp_path: Path, log_dir: Path, audit_keys: AuditKeys
 ) -> None:
-    port = _free_port()
+    port = free_port()  # below the ephemeral range: the restarted receiver must get it back
     out = tmp_path / "received.txt"
     sink = {
         "type": "syslog",
@@ -170,7 +163,10 @@ async def test_tcp_receiver_killed_and_restarted_loses_nothing(
     with receiver_process(port, out) as first:
         await log.start()
         await burst(0, 1000)
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # killed mid-burst: after the sink delivered some, before it delivered all
+            if out.exists() and out.read_text():
+                break
+            await asyncio.sleep(0.01)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
     await burst(1000, 2000)  # receiver down: the sink backs off and falls behind
@@ -192,7 +188,7 @@ async def test_tcp_receiver_killed_and_restarted_loses_nothing(
 async def test_restarted_gateway_resumes_from_the_saved_cursor(
     make_config: ConfigFactory, tmp_path: Path, log_dir: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()  # below the ephemeral range: the restarted receiver must get it back
     out = tmp_path / "received.txt"
     sink = {
         "type": "syslog",

@@ -12,10 +12,13 @@ from audit.log import AuditLog
 from audit.verify import verify_logs
 from tests.audit.conftest import AuditKeys, ConfigFactory
 
+#: enough for five segments, the last one long enough to cut three lines off and still hold records
+EVENTS = 135
+
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory, audit_keys: AuditKeys) -> Path:
-    """A clean log of 120 events in several rotated segments, checkpoints every 10 records."""
+    """A clean log of ``EVENTS`` events in several rotated segments, checkpoints every 10 records."""
     import asyncio
 
     from audit.config import load_audit_config
@@ -34,7 +37,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, audit_keys: AuditKeys) ->
     async def write() -> None:
         log = AuditLog.from_config(config)
         await log.start()
-        for index in range(120):
+        for index in range(EVENTS):
             log.emit("conn.open", conn_id=f"c{index}", listener="public", client_addr=f"192.0.2.{index}:443")
         await log.aclose()
 
@@ -76,7 +79,7 @@ def test_pristine_log_verifies_with_key_cert_or_both(pristine: Path, audit_keys:
     ):
         report = verify_logs([pristine], **kwargs)
         assert report.ok, report.problem
-        assert report.records == 120 + report.checkpoints
+        assert report.records == EVENTS + report.checkpoints
         assert report.first_seq == 1 and report.last_seq == report.records
 
 
@@ -125,7 +128,7 @@ def test_duplicate_key_smuggling_is_found(copy: Path, audit_keys: AuditKeys) -> 
         index + 1,
         _seq(lines[index]),
     )
-    assert report.problem.reason == "record is not in canonical form (line bytes were edited)"
+    assert report.problem.reason == "malformed record: duplicate member 'listener'"
 
 
 def test_deleted_line_is_found_at_the_next_record(copy: Path, audit_keys: AuditKeys) -> None:
@@ -184,7 +187,7 @@ def test_truncated_tail_is_found(copy: Path, audit_keys: AuditKeys) -> None:
     )
     assert "without a checkpoint" in report.problem.reason
     live = verify_logs([copy], key=audit_keys.key, live=True)
-    assert live.ok and any("open tail" in note for note in live.notes)
+    assert live.ok and live.unsealed_tail is not None and live.unsealed_tail[1] == last_seq
 
 
 def test_tail_cut_mid_record_is_found(copy: Path, audit_keys: AuditKeys) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import stat
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -276,3 +277,121 @@ def test_encrypted_keys_match_gmssl_pbes2_layout(tmp_path: Path) -> None:
     ours = _pbes2_header_without_salt_and_iv((tmp_path / "root.key").read_bytes())
     gmssl_key = SHARED / "tlcp" / "gmssl" / "certs" / "root_ca_key.pem"
     assert ours == _pbes2_header_without_salt_and_iv(gmssl_key.read_bytes())
+
+
+def test_issue_tlcp_writes_no_file_when_a_later_step_fails(
+    sm2_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run(
+        "pki", "issue-tlcp", "--role", "server", "--ca-cert", sm2_pki / "intermediate.pem",
+        "--ca-key", sm2_pki / "intermediate.key", "--ca-chain", sm2_pki / "root.key",
+        "--cn", "half.example.test", "--out-dir", out,
+    ) == 1  # fmt: skip
+    assert f"{sm2_pki / 'root.key'}: holds a private key" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_issue_tlcp_with_force_restores_the_old_pair_when_a_file_cannot_be_replaced(
+    sm2_pki: Path, tmp_path: Path
+) -> None:
+    issuer: list[str | Path] = [
+        "--ca-cert",
+        sm2_pki / "intermediate.pem",
+        "--ca-key",
+        sm2_pki / "intermediate.key",
+    ]
+    assert run("pki", "issue-tlcp", "--role", "server", *issuer, "--cn", "one", "--out-dir", tmp_path) == 0
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    (tmp_path / "server_enc.key").unlink()
+    (tmp_path / "server_enc.key").mkdir()  # the last rename cannot replace a directory
+    del before["server_enc.key"]
+    assert run(
+        "pki", "issue-tlcp", "--role", "server", *issuer, "--cn", "two", "--out-dir", tmp_path, "--force"
+    ) == 1  # fmt: skip
+    after = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    assert after == before
+    assert load_certificate_file(tmp_path / "server_sign.pem").subject == "CN=one"
+
+
+def test_issue_audit_signing_certificate(sm2_pki: Path, tmp_path: Path) -> None:
+    from audit.keys import load_signing_key, load_verification_key
+
+    assert run(
+        "pki", "issue", "--audit-signing", "--ca-cert", sm2_pki / "intermediate.pem",
+        "--ca-key", sm2_pki / "intermediate.key", "--cn", "gateway audit", "--out-dir", tmp_path,
+    ) == 0  # fmt: skip
+    certificate = load_certificate_file(tmp_path / "audit_signing.pem")
+    assert certificate.is_sm2 and not certificate.is_ca
+    assert certificate.key_usage == {"digital_signature", "non_repudiation"}
+    assert not certificate.ext_key_usage
+    assert mode(tmp_path / "audit_signing.key") == 0o600
+    key = load_signing_key(tmp_path / "audit_signing.key")
+    assert key.public_key() == load_verification_key(tmp_path / "audit_signing.pem")
+    chain = [load_certificate_file(tmp_path / "audit_signing_chain.pem")]
+    trust = TrustStore.from_pem_file(sm2_pki / "root.pem")
+    verify_sm2_chain(certificate, chain, trust, role=Role.CLIENT_SIGN, now=datetime.now(UTC))
+
+
+def test_issue_audit_signing_refuses_tls_options(sm2_pki: Path, tmp_path: Path) -> None:
+    assert run(
+        "pki", "issue", "--audit-signing", "--type", "rsa", "--ca-cert", sm2_pki / "root.pem",
+        "--ca-key", sm2_pki / "root.key", "--cn", "x", "--out-dir", tmp_path,
+    ) == 2  # fmt: skip
+    assert run(
+        "pki", "issue", "--ca-cert", sm2_pki / "root.pem", "--ca-key", sm2_pki / "root.key",
+        "--cn", "x", "--out-dir", tmp_path,
+    ) == 2  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_csr_pair_is_issued_by_an_outside_ca(sm2_pki: Path, tmp_path: Path) -> None:
+    """`pki csr` makes what a bank sends to its CA; OpenSSL plays that CA, and the pair it returns
+    loads as a TLCP double certificate with the keys `pki csr` kept."""
+    from certs import load_sm2_certificate_set
+
+    assert run(
+        "pki", "csr", "--role", "server", "--cn", "bank.example.test", "--org", "Bank",
+        "--dns", "bank.example.test", "--out-dir", tmp_path, "--name", "bank",
+    ) == 0  # fmt: skip
+    assert mode(tmp_path / "bank_sign.key") == mode(tmp_path / "bank_enc.key") == 0o600
+    distid = "distid:1234567812345678"
+    for part in ("sign", "enc"):
+        request = tmp_path / f"bank_{part}.csr"
+        check = subprocess.run(
+            ["openssl", "req", "-in", request, "-noout", "-verify", "-vfyopt", distid],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert "self-signature verify OK" in check.stdout + check.stderr
+        subprocess.run(
+            ["openssl", "x509", "-req", "-in", request, "-CA", sm2_pki / "intermediate.pem",
+             "-CAkey", sm2_pki / "intermediate.key", "-sm3", "-sigopt", distid, "-vfyopt", distid,
+             "-copy_extensions", "copy", "-days", "30", "-out", tmp_path / f"bank_{part}.pem"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    pair = load_sm2_certificate_set(
+        tmp_path / "bank_sign.pem", tmp_path / "bank_sign.key",
+        tmp_path / "bank_enc.pem", tmp_path / "bank_enc.key", sm2_pki / "intermediate.pem",
+    )  # fmt: skip
+    assert pair.sign_cert.subject == pair.enc_cert.subject == "CN=bank.example.test,O=Bank"
+    assert pair.sign_cert.key_usage == {"digital_signature", "non_repudiation"}
+    assert pair.enc_cert.key_usage == {"key_encipherment", "data_encipherment", "key_agreement"}
+    assert pair.sign_cert.ext_key_usage == pair.enc_cert.ext_key_usage == {"server_auth"}
+    assert pair.sign_cert.san_dns == ("bank.example.test",)
+    trust = TrustStore.from_pem_file(sm2_pki / "root.pem")
+    now = datetime.now(UTC)
+    for leaf, role in ((pair.sign_cert, Role.SERVER_SIGN), (pair.enc_cert, Role.SERVER_ENC)):
+        verify_sm2_chain(leaf, pair.chain, trust, role=role, now=now, hostname="bank.example.test")
+
+
+def test_show_names_a_key_or_request_file(
+    sm2_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("pki", "show", sm2_pki / "server_sign.key") == 1
+    err = capsys.readouterr().err
+    assert f"{sm2_pki / 'server_sign.key'}: holds a private key, not a certificate" in err
+    assert run("pki", "csr", "--role", "client", "--cn", "c", "--out-dir", tmp_path) == 0
+    capsys.readouterr()
+    assert run("pki", "show", tmp_path / "client_sign.csr") == 1
+    assert f"{tmp_path / 'client_sign.csr'}: holds a certificate request (CSR)" in capsys.readouterr().err

@@ -79,6 +79,8 @@ def base_doc(
 class RecordingAudit(NullAudit):
     """An audit handle that keeps every event (type and fields) for assertions."""
 
+    enabled = True
+
     def __init__(self) -> None:
         super().__init__()
         self.records: list[dict] = []

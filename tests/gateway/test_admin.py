@@ -182,3 +182,32 @@ async def test_mtls_refusal_is_counted_in_handshakes(pki, tmp_path):
     finally:
         await gateway.stop()
         await echo.close()
+
+
+def test_metrics_are_plain_counters_collected_at_scrape():
+    from gateway.stats import GatewayStats
+
+    class Live:
+        def __init__(self) -> None:
+            self.rx = 0
+
+        def counts(self):
+            return [(("main", "downstream_rx"), float(self.rx))]
+
+    stats = GatewayStats()
+    live = Live()
+    stats.bytes.track(live)
+    live.rx = 100
+    assert stats.as_json()["smgate_bytes_total{direction=downstream_rx,listener=main}"] == 100
+    stats.bytes.untrack(live)  # folded in when the source ends
+    live.rx = 999
+    assert stats.as_json()["smgate_bytes_total{direction=downstream_rx,listener=main}"] == 100
+    route = stats.route("api")
+    route.record(200, 0.002)
+    route.record(503, 0.2)
+    flat = stats.as_json()
+    assert flat["smgate_requests_total{route=api,status=200}"] == 1
+    assert flat["smgate_requests_total{route=api,status=503}"] == 1
+    assert flat["smgate_request_seconds_count{route=api}"] == 2
+    assert flat["smgate_request_seconds_bucket{le=0.0025,route=api}"] == 1
+    assert b"smgate_requests_total" in stats.prometheus_text()

@@ -244,7 +244,7 @@ async def test_every_required_event_is_audited_and_valid(demo_pki, tmp_path):
     for record in loaded:
         assert record["cert"]["not_after"] and record["cert"]["serial"] and record["cert"]["fingerprint_sm3"]
         assert record["purpose"] and record["path"]
-    assert {r["generation"] for r in loaded} == {1, 2}  # at start and after the accepted reload
+    assert {r["generation"] for r in loaded} == {1}  # the accepted reload changed no certificate
     assert any(r["purpose"] == "audit.signing_cert" for r in loaded)
     expired = by_type["cert.expired"]
     assert [r["cert"]["subject"] for r in expired] == ["CN=smgate expired test CA"] * 2
@@ -277,12 +277,17 @@ async def test_every_required_event_is_audited_and_valid(demo_pki, tmp_path):
         ("handshake_error", "unknown_ca", 48),
     )
 
+    # Connection-level decisions (TCP proxy) are route.decision records; an HTTP request's decision is
+    # part of its one http.request record.
     decisions = by_type["route.decision"]
-    allowed = {(r["route"], r["cluster"], r["upstream"], r["verdict"]) for r in decisions}
+    assert {(r["route"], r["cluster"], r["upstream"], r["verdict"]) for r in decisions} == {
+        ("filter_chain:default", "tcp_echo", f"127.0.0.1:{tcp_echo_port}", "allow")
+    }
+    assert len(by_type["http.request"]) == 4
+    allowed = {(r["route"], r["cluster"], r["upstream"], r["verdict"]) for r in by_type["http.request"]}
     assert ("ok", "echo", echo_endpoint, "allow") in allowed
     assert ("mtls", "echo", None, "deny") in allowed
-    assert ("filter_chain:default", "tcp_echo", f"127.0.0.1:{tcp_echo_port}", "allow") in allowed
-    down = [r for r in decisions if r["route"] == "down"]
+    down = [r for r in by_type["http.request"] if r["route"] == "down"]
     assert down and down[0]["verdict"] == "allow" and down[0]["upstream"].startswith("127.0.0.1:")
 
     (upstream_fail,) = [r for r in by_type["upstream.fail"] if r["cluster"] == "dead"]
@@ -291,6 +296,9 @@ async def test_every_required_event_is_audited_and_valid(demo_pki, tmp_path):
     requests = {r["path"]: r for r in by_type["http.request"]}
     assert requests["/ok/tlcp"]["status"] == 200 and requests["/mtls/secret"]["status"] == 403
     assert requests["/down/x"]["status"] == 503
+    assert requests["/down/x"]["error"].startswith("upstream connect error")
+    assert (requests["/ok/tlcp"]["protocol"], requests["/ok/tls"]["protocol"]) == ("TLCP", "TLSv1.3")
+    assert requests["/ok/tlcp"]["cipher_suite"] in ("ECDHE_SM4_GCM_SM3", "ECC_SM4_GCM_SM3")
     for request in requests.values():
         assert request["method"] == "GET" and request["duration_ms"] >= 0 and "body" not in request
     tlcp_conn = requests["/ok/tlcp"]["conn_id"]
@@ -318,15 +326,19 @@ async def test_every_required_event_is_audited_and_valid(demo_pki, tmp_path):
 
 def test_openssl_failures_map_to_alerts_with_codes():
     from gateway import audit_events
+    from gateway.transports.base import Alert
+    from gateway.transports.tls import alert, openssl_alert
 
-    assert audit_events.openssl_alert("TLSV1_ALERT_UNKNOWN_CA") == ("unknown_ca", False)
-    assert audit_events.openssl_alert("SSLV3_ALERT_BAD_CERTIFICATE") == ("bad_certificate", False)
-    assert audit_events.openssl_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED") == ("certificate_required", False)
-    assert audit_events.openssl_alert("NO_SHARED_CIPHER") == ("handshake_failure", True)
-    assert audit_events.openssl_alert("UNSUPPORTED_PROTOCOL") == ("protocol_version", True)
-    assert audit_events.openssl_alert("SOMETHING_ELSE") == (None, True)
+    assert openssl_alert("TLSV1_ALERT_UNKNOWN_CA") == (Alert("unknown_ca", 48), False)
+    assert openssl_alert("SSLV3_ALERT_BAD_CERTIFICATE") == (Alert("bad_certificate", 42), False)
+    assert openssl_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED") == (Alert("certificate_required", 116), False)
+    assert openssl_alert("NO_SHARED_CIPHER") == (Alert("handshake_failure", 40), True)
+    assert openssl_alert("UNSUPPORTED_PROTOCOL") == (Alert("protocol_version", 70), True)
+    assert openssl_alert("SOMETHING_ELSE") == (None, True)
     audit = RecordingAudit()
-    audit_events.handshake_fail(audit, 7, "handshake_error", alert="certificate_required", alert_sent=False)
+    audit_events.handshake_fail(
+        audit, 7, "handshake_error", alert=alert("certificate_required"), alert_sent=False
+    )
     audit_events.handshake_fail(audit, 8, "handshake_timeout")
     received, timeout = audit.of("handshake.fail")
     assert (received["alert"], received["alert_code"], received["alert_direction"]) == (

@@ -162,11 +162,11 @@ async def test_circuit_breaker_limits_connections_and_pending():
     await asyncio.sleep(0.05)
     with pytest.raises(ClusterOverflow):  # pending queue full
         await cluster.acquire(host, "tcp", None)
-    await cluster.release(first, reusable=False)
+    cluster.release(first, reusable=False)
     second = await waiting  # got the freed slot
     with pytest.raises(ClusterOverflow):  # nothing frees up within the connect timeout
         await cluster.acquire(host, "tcp", None)
-    await cluster.release(second, reusable=False)
+    cluster.release(second, reusable=False)
     assert cluster.open_connections == 0
     await echo.close()
 

@@ -96,7 +96,32 @@ def test_config_check_command(pki, tmp_path, capsys):
     bad = write_config(tmp_path / "bad.yaml", doc)
     assert main(["config", "check", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert "listeners[0].tls.certificates[0].tls_certificates[0]: cannot load certificate/key" in err
+    assert "listeners[0].tls.certificates[0].tls_certificates[0].cert_chain: not a certificate" in err
     (tmp_path / "broken.yaml").write_text("listeners: [")
     assert main(["config", "check", str(tmp_path / "broken.yaml")]) == 1
     assert "invalid YAML" in capsys.readouterr().err
+
+
+def test_tlcp_options_are_the_engines_own_types(pki, tmp_path):
+    from tls.tlcp import CipherSuite, ClientAuth, PeerProfile
+
+    doc = base_doc(pki, 9, client_auth="optional")
+    doc["clusters"][0]["transport_socket"] = {
+        "type": "tlcp",
+        "verify": False,
+        "cipher_suites": ["ECC_SM4_GCM_SM3"],
+        "profile": "tongsuo",
+    }
+    config = parse_config(doc, tmp_path)
+    upstream = config.cluster("echo").transport_socket
+    assert upstream.cipher_suites == (CipherSuite.ECC_SM4_GCM_SM3,)
+    assert upstream.profile is PeerProfile.TONGSUO
+    assert config.listeners[0].tls.client_auth is ClientAuth.OPTIONAL
+    assert redacted(config)["clusters"][0]["transport_socket"]["cipher_suites"] == ["ECC_SM4_GCM_SM3"]
+    assert parse_config(config.model_dump(mode="python"), tmp_path) == config
+    doc["clusters"][0]["transport_socket"]["cipher_suites"] = ["ECC_SM4_CTR_SM3"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc, tmp_path)
+    (error,) = info.value.errors
+    assert error.startswith("clusters[0].transport_socket.cipher_suites[0]: unknown TLCP cipher suite")
+    assert all(suite.name in error for suite in CipherSuite)

@@ -54,9 +54,10 @@ EXPECTED = {
 def test_demo_walkthrough_commands_work(tmp_path):
     state = tmp_path / "state"
     demo = GatewayProcess(
-        ["demo", "--state", str(state), "--port", "0", "--tcp-port", "0", "--admin-port", "0"],
+        ["demo", "--state", str(state), "--port", "0", "--tcp-port", "0", "--admin-port", "0",
+         "--echo-port", "0", "--tcp-echo-port", "0"],
         ready_pattern=r"audit verify --live",
-    )
+    )  # fmt: skip
     try:
         assert f"running on {DEFAULT_LOOP}" in demo.output()
         commands = printed_commands(demo.output())

@@ -259,3 +259,106 @@ async def test_per_try_timeout_is_retried_then_answered_504(pki, echo):
         assert (await c.request("GET", "/fast"))[0] == 200
         await c.close()
         assert gw.stats.as_json()["smgate_upstream_retries_total{cluster=echo}"] == 1
+
+
+async def test_access_log_line_per_request(pki, echo, tmp_path):
+    path = tmp_path / "access.log"
+    doc = base_doc(pki, echo.port, routes=ROUTES)
+    doc["clusters"].append(
+        {
+            "name": "dead",
+            "connect_timeout": 0.5,
+            "endpoints": [{"address": "127.0.0.1", "port": _free_port()}],
+        }
+    )
+    doc["route_configs"][0]["virtual_hosts"][0]["routes"].insert(
+        0, {"name": "down", "match": {"prefix": "/down"}, "route": {"cluster": "dead"}}
+    )
+    doc["logging"] = {
+        "access_logs": [
+            {
+                "path": str(path),
+                "format": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %ROUTE_NAME% "
+                "%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESP(X-UPSTREAM)%",
+            }
+        ]
+    }
+    async with running(doc) as gw:
+        c = await HttpClient.open(gw.listener_port("main"))
+        assert (await c.request("GET", "/items/x"))[0] == 200
+        assert (await c.request("GET", "/exact"))[0] == 200
+        assert (await c.request("GET", "/down/x"))[0] == 503
+        await c.close()
+    lines = path.read_text().splitlines()
+    assert lines[0] == f"GET /items/x 200 - default echo 127.0.0.1:{echo.port} a"
+    assert lines[1] == "GET /exact 200 - exact - - -"
+    assert lines[2].startswith("GET /down/x 503 UF down dead 127.0.0.1:")
+
+
+async def _drip(port: int, at_once: bytes, dripped: bytes, interval: float = 0.05) -> bytes:
+    """Send ``at_once``, then ``dripped`` one byte at a time; return what the gateway answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = bytearray()
+
+    async def read() -> None:
+        while chunk := await reader.read(4096):
+            answer.extend(chunk)
+
+    reading = asyncio.create_task(read())
+    try:
+        writer.write(at_once)
+        for i in range(len(dripped)):
+            if reading.done():
+                break
+            writer.write(dripped[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(interval)
+        async with asyncio.timeout(5):
+            await reading
+    except (ConnectionError, TimeoutError):
+        pass
+    writer.close()
+    return bytes(answer)
+
+
+async def test_request_headers_timeout_is_a_total_not_per_byte(pki, echo):
+    doc = base_doc(pki, echo.port)
+    doc["listeners"][0]["filter_chains"][0]["filters"][0]["request_headers_timeout"] = 0.5
+    async with running(doc) as gw:
+        # 80 header bytes at 50 ms each: 4 s of head, every byte well inside the timeout of the last.
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"s" * 44 + b"\r\n\r\n"
+        answer = await _drip(gw.listener_port("main"), b"", head)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+
+
+async def test_request_timeout_bounds_a_dripped_body(pki, echo):
+    doc = base_doc(pki, echo.port)
+    doc["listeners"][0]["filter_chains"][0]["filters"][0]["request_timeout"] = 0.5
+    async with running(doc) as gw:
+        # The head at once, then 80 body bytes at 50 ms each.
+        head = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 80\r\n\r\n"
+        answer = await _drip(gw.listener_port("main"), head, b"b" * 80)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+
+
+async def test_upstream_failures_answer_generic_bodies_and_audit_the_detail(pki, echo):
+    from tests.gateway.helpers import RecordingAudit
+
+    routes = [{"name": "down", "match": {"prefix": "/"}, "route": {"cluster": "dead"}}]
+    doc = base_doc(pki, echo.port, routes=routes)
+    dead_port = _free_port()
+    doc["clusters"].append(
+        {"name": "dead", "connect_timeout": 0.5, "endpoints": [{"address": "127.0.0.1", "port": dead_port}]}
+    )
+    audit = RecordingAudit()
+    async with running(doc, audit=audit) as gw:
+        c = await HttpClient.open(gw.listener_port("main"))
+        status, _, body = await c.request("GET", "/x")
+        await c.close()
+    assert status == 503
+    assert body == b"upstream unavailable\n"
+    assert str(dead_port).encode() not in body and b"Errno" not in body
+    (record,) = audit.of("http.request")
+    assert record["error"].startswith(f"upstream connect error: connect 127.0.0.1:{dead_port}")
+    (failure,) = audit.of("upstream.fail")
+    assert failure["upstream"] == f"127.0.0.1:{dead_port}" and "connect_failure" in failure["reason"]

@@ -98,7 +98,7 @@ async def test_rpc_codec_routes_services_and_methods(pki):
         assert requests["smgate_requests_total{route=refund,status=403}"] == 1
     decisions = [
         (r["route"], r["cluster"], r["upstream"], r["verdict"], r["reason"], r["codec"])
-        for r in audit.of("route.decision")
+        for r in audit.of("http.request")
     ]
     assert decisions == [
         ("billing", "billing", f"127.0.0.1:{ports[0]}", "allow", "forward", "rpc"),

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.echo import EchoService
-from gateway.sniff import FirstRecord, classify
+from gateway.listener_filters.sniff import FirstRecord, classify
 from tests.gateway.helpers import base_doc, running
 
 

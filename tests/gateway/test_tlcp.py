@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.echo import EchoService
-from tests.gateway.helpers import HttpClient, running
+from tests.gateway.helpers import HttpClient, RecordingAudit, running
 from tls.tlcp import CipherSuite, TLCPConfiguration
 from tls.tlcp.aio import TLCPStreamError, tlcp_connect
 
@@ -189,7 +189,8 @@ async def test_tlcp_upstream_with_client_pair_and_resumption(demo_pki, echo):
         doc = gateway_doc(
             demo_pki, inner.listener_port("inner"), transport=transport, listener=outer_listener, max_idle=0
         )
-        async with running(doc) as outer:
+        audit = RecordingAudit()
+        async with running(doc, audit=audit) as outer:
             stream = await tlcp_connect("127.0.0.1", outer.listener_port("outer"), client_config(demo_pki))
             client = HttpClient(stream, stream)  # type: ignore[arg-type]
             for _ in range(3):
@@ -201,6 +202,16 @@ async def test_tlcp_upstream_with_client_pair_and_resumption(demo_pki, echo):
             await client.close()
             connector = outer.cluster_manager.get("up").connector
             assert connector.resumed == 2  # every connection after the first resumed its session
+            # profile auto (the default): the dialect a full upstream handshake spoke, in metrics and audit
+            # (smgate's server asks for ecdsa_sign only, as GmSSL does; resumed handshakes send no dialect forms)
+            dialects = {
+                k: v for k, v in outer.stats.as_json().items() if k.startswith("smgate_upstream_tlcp_dialect")
+            }
+            assert dialects == {
+                "smgate_upstream_tlcp_dialect_total{cluster=up,dialect=gmssl,source=recognised}": 1
+            }
+        spoken = [r.get("upstream_tlcp_dialect") for r in audit.of("http.request")]
+        assert spoken == ["gmssl/recognised", None, None]
 
 
 async def test_tls_upstream_with_client_certificate(demo_pki, echo):

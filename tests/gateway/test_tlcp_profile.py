@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gateway.tlcp_support import TlcpConnector
+from gateway.transports.tlcp import TlcpConnector, TlcpTransport
 from tests.gateway.helpers import running
 from tests.gateway.test_tlcp import gateway_doc, tlcp_listener
 from tests.interop.babassl import (
@@ -96,7 +96,7 @@ def test_listener_profile(demo_pki, tmp_path):
     listener = tlcp_listener(demo_pki)
     listener["tls"]["tlcp"] = {"profile": "tongsuo"}
     config = parse_config(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
-    assert config.listeners[0].tls.tlcp.profile == "tongsuo"
+    assert config.listeners[0].tls.tlcp.profile is PeerProfile.TONGSUO
     listener["tls"]["tlcp"] = {"profile": "gmssl"}
     (error,) = errors_of(gateway_doc(demo_pki, 9, listener=listener), tmp_path)
     assert error.startswith("listeners[0].tls.tlcp.profile: gmssl only changes what a client sends")
@@ -175,7 +175,9 @@ async def test_ecdhe_to_babassl_needs_the_tongsuo_profile(demo_pki, babassl_pki,
             "admin": None,
         }
         async with running(doc) as gw:
-            assert gw.generation.listener_tlcp["tongsuo"].configuration.profile is PeerProfile.TONGSUO
+            transport = gw.generation.listener_transports["tongsuo"]["tlcp"]
+            assert isinstance(transport, TlcpTransport)
+            assert transport.policy.configuration.profile is PeerProfile.TONGSUO
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("standard"))
             writer.write(b"refused upstream")
             async with asyncio.timeout(15):
@@ -236,7 +238,7 @@ async def test_auto_upstream_retries_a_misleading_server_once(demo_pki, babassl_
             ),
         }
         doc = {"listeners": [tcp_listener("edge", "misleading")], "clusters": [cluster], "admin": None}
-        caplog.set_level("INFO", logger="gateway.tlcp_support")
+        caplog.set_level("INFO", logger="gateway.transports.tlcp")
         async with running(doc) as gw:
             for message in (b"first", b"second"):
                 reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("edge"))

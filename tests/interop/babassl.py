@@ -17,6 +17,9 @@ asyncio so a test's event loop keeps serving the smgate end meanwhile.
 Payloads are deterministic (`payload_bytes`) so both ends can check every byte without shipping the
 expected data across the process boundary.
 
+``client --request TEXT`` sends TEXT after the payload (``\r\n`` escapes allowed, e.g. an HTTP/1.1
+request with ``Connection: close``) and reports what the server answers until it closes (``response``).
+
 ``--protocol tls13`` runs TLS 1.3 with the RFC 8998 suites instead of NTLS (``--suite TLS_SM4_GCM_SM3``
 or ``TLS_SM4_CCM_SM3``, groups ``--groups`` (default ``SM2``), signature scheme sm2sig_sm3,
 ``SSL_CTX_enable_sm_tls13_strict``); the TLS 1.3 identity is the signing pair of the ``--sign-*``
@@ -476,6 +479,8 @@ class ConnectionReport:
     error: str | None = None
     handshake_seconds: float = 0.0
     alpn: str = ""
+    #: With ``--request``: the server's answer until it closed (first 64 KiB, latin-1).
+    response: str = ""
     #: server: the connection's place in accept order (1, 2, ...); 0 in a client's report
     accepted: int = 0
 
@@ -534,6 +539,7 @@ class ClientOptions:
     alpn: str = ""
     keylog: Path | None = None
     key_update: bool = False
+    request: str = ""
 
 
 def _configure_tls13(
@@ -769,6 +775,9 @@ def _client_connection(
                 incoming += data
             report.received += len(incoming)
             payload_ok = payload_ok and incoming == expected
+        if options.request:
+            report.response = _exchange_request(lib, ssl, buffer, options.request.encode("latin-1"))
+            report.received += len(report.response)
         report.payload_ok = payload_ok
         lib.shutdown(ssl)
         while True:
@@ -786,6 +795,19 @@ def _client_connection(
         lib.free_ssl(ssl)
         sock.close()
     return report, new_session
+
+
+def _exchange_request(lib: BabaSSL, ssl: int, buffer: ctypes.Array[ctypes.c_char], request: bytes) -> str:
+    """Send ``request``, read the answer until the server closes; the first 64 KiB of it."""
+    lib.write_all(ssl, request)
+    answer = bytearray()
+    while True:
+        data = lib.read(ssl, buffer)
+        if not data:
+            break
+        if len(answer) < 65536:
+            answer += data[: 65536 - len(answer)]
+    return answer.decode("latin-1")
 
 
 def run_client(options: ClientOptions) -> int:
@@ -939,6 +961,8 @@ def client_args(options: ClientOptions) -> list[str]:
         args.append("--tickets")
     if options.key_update:
         args.append("--key-update")
+    if options.request:
+        args += ["--request", options.request.encode("unicode_escape").decode("ascii")]
     args += _tls13_args(options.protocol, options.groups, options.alpn, options.keylog)
     return args
 
@@ -1090,6 +1114,7 @@ def _build_parser() -> argparse.ArgumentParser:
         client.add_argument("--tickets", action="store_true")
         client.add_argument("--connections", type=int, default=1)
         client.add_argument("--key-update", action="store_true")
+        client.add_argument("--request", default="", help="send this after the payload (\\r\\n escapes)")
         _add_tls13_args(client)
         if role == "load":
             client.add_argument("--threads", type=int, default=8)
@@ -1143,6 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         alpn=args.alpn,
         keylog=args.keylog,
         key_update=args.key_update,
+        request=args.request.encode("latin-1").decode("unicode_escape"),
     )
     if args.role == "client":
         return run_client(options)

@@ -236,11 +236,12 @@ class GmSSL(Peer):
 
 async def peer_client_to_smgate(peer: Peer, suite: CipherSuite, client_auth: bool, workdir: Path) -> str:
     identity = peer.identity
-    handshakes: list[tuple[bool, int]] = []
+    handshakes: list[tuple[bool, int, bool]] = []
 
     async def respond(stream: TLS13Stream) -> None:
         await stream.read(65536)
-        handshakes.append((stream.handshake.session_resumed, len(stream.handshake.peer_certificates)))
+        done = stream.handshake
+        handshakes.append((done.session_resumed, len(done.peer_certificates), done.peer_verified))
         stream.write(RESPONSE)
         await stream.drain()
         stream.write_eof()
@@ -271,16 +272,20 @@ async def peer_client_to_smgate(peer: Peer, suite: CipherSuite, client_auth: boo
     finally:
         server.close()
         await server.wait_closed()
-    resumed = [flag for flag, _ in handshakes]
-    certs = [count for _, count in handshakes]
-    ok = resumed == [False, True] and (not client_auth or certs[0] >= 1)
-    return f"{'ok' if ok else 'FAIL'} (smgate saw resumed={resumed}, client certs={certs})"
+    resumed = [flag for flag, _, _ in handshakes]
+    certs = [count for _, count, _ in handshakes]
+    verified = [flag for _, _, flag in handshakes]
+    ok = resumed == [False, True] and (not client_auth or (certs[0] >= 1 and all(verified)))
+    return (
+        f"{'ok' if ok else 'FAIL'} (smgate saw resumed={resumed}, client certs={certs}, verified={verified})"
+    )
 
 
 async def smgate_client_to_peer(peer: Peer, suite: CipherSuite, client_auth: bool) -> str:
     identity = peer.identity
     session = None
     resumed: list[bool] = []
+    verified: list[bool] = []
     process = None
     port = free_port()
     try:
@@ -306,8 +311,12 @@ async def smgate_client_to_peer(peer: Peer, suite: CipherSuite, client_auth: boo
                 session=session,
                 middlebox_compatibility=peer.middlebox_compatibility,
             )
-            stream = await tls13_connect("127.0.0.1", port, configuration)
+            try:
+                stream = await tls13_connect("127.0.0.1", port, configuration)
+            except Exception as exc:
+                raise type(exc)(f"{'resumed' if session else 'full'} handshake: {exc}") from exc
             resumed.append(stream.handshake.session_resumed)
+            verified.append(stream.handshake.peer_verified)
             stream.write(b"GET / HTTP/1.0\r\n\r\n")
             await stream.drain()
             response = await stream.read()
@@ -327,7 +336,8 @@ async def smgate_client_to_peer(peer: Peer, suite: CipherSuite, client_auth: boo
             if process.returncode is None:
                 process.kill()
             await process.wait()
-    return f"{'ok' if resumed == [False, True] else 'FAIL'} (resumed={resumed})"
+    ok = resumed == [False, True] and all(verified)
+    return f"{'ok' if ok else 'FAIL'} (resumed={resumed}, server verified={verified})"
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -91,6 +92,14 @@ def test_unknown_ticket_falls_back_to_a_full_handshake() -> None:
     client, _, _, _ = handshake()
     _, _, client_events, _ = handshake({"session": client.session}, {"ticket_keys": SessionTicketKeys()})
     assert not of_type(client_events, HandshakeComplete)[0].session_resumed
+
+
+def test_no_ticket_for_a_client_without_psk_dhe_ke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 8446 4.2.9: a ticket the client's psk_key_exchange_modes cannot use is not sent."""
+    monkeypatch.setattr(client_module, "PskKeyExchangeMode", SimpleNamespace(psk_dhe_ke=0))  # psk_ke only
+    client, _, client_events, server_events = handshake()
+    assert of_type(server_events, HandshakeComplete) and of_type(client_events, HandshakeComplete)
+    assert not of_type(client_events, SessionTicketReceived) and client.session is None
 
 
 def test_hello_retry_request_then_resumption() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.interop.identities import TONGSUO_PKI
 from tls.tls13 import CipherSuite, SessionTicketKeys
 from tls.tls13.tickets import TicketState
 
@@ -14,7 +15,7 @@ from .conftest import SeededRandom
 T0 = datetime(2027, 6, 1, tzinfo=UTC)
 
 
-def state(issued_at: datetime = T0, lifetime: int = 7200) -> TicketState:
+def state(issued_at: datetime = T0, lifetime: int = 7200, *, peer_verified: bool = True) -> TicketState:
     return TicketState(
         cipher_suite=CipherSuite.TLS_SM4_CCM_SM3,
         resumption_psk=bytes(range(32)),
@@ -24,13 +25,22 @@ def state(issued_at: datetime = T0, lifetime: int = 7200) -> TicketState:
         server_name="localhost",
         alpn_protocol="h2",
         client_chain_digest=bytes(32),
+        peer_verified=peer_verified,
     )
 
 
-def test_round_trip_keeps_every_field() -> None:
+@pytest.mark.parametrize("peer_verified", [True, False])
+def test_round_trip_keeps_every_field(peer_verified: bool) -> None:
     keys = SessionTicketKeys()
-    ticket = keys.seal(state(), T0, SeededRandom(1))
-    assert keys.open(ticket, T0 + timedelta(minutes=5)) == state()
+    ticket = keys.seal(state(peer_verified=peer_verified), T0, SeededRandom(1))
+    assert keys.open(ticket, T0 + timedelta(minutes=5)) == state(peer_verified=peer_verified)
+
+
+def test_state_with_unknown_flags_or_an_old_version_is_not_a_state() -> None:
+    encoded = state().encode()
+    assert TicketState.decode(encoded) == state()
+    assert TicketState.decode(encoded[:-1] + b"\x02") is None
+    assert TicketState.decode(b"\x01" + encoded[1:-1]) is None  # version 1 had no flags
 
 
 def test_rotation_keeps_old_tickets_until_they_expire() -> None:
@@ -66,10 +76,17 @@ def test_foreign_short_and_future_tickets_are_refused() -> None:
 
 
 def test_tickets_stay_small_and_chains_are_remembered_by_digest() -> None:
+    pki = TONGSUO_PKI
+    chains = [
+        (pki.client_set.sign_cert, *pki.client_set.chain),
+        (pki.server_set.sign_cert,),
+        (pki.client_set.enc_cert,),
+    ]
     keys = SessionTicketKeys(max_client_chains=2)
-    digests = [keys.remember_client_chain([b"leaf-%d" % index, b"ca"]) for index in range(3)]
+    digests = [keys.remember_client_chain(chain) for chain in chains]
+    assert len(set(digests)) == 3
     assert keys.client_chain(digests[0]) is None  # least recently used, dropped
-    assert keys.client_chain(digests[2]) == (b"leaf-2", b"ca")
+    assert keys.client_chain(digests[2]) == chains[2]
     assert len(keys.seal(state(), T0, SeededRandom(6))) < 200  # GmSSL's client copies tickets to 512 bytes
 
 

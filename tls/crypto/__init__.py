@@ -5,7 +5,9 @@ Everything else in smgate imports from here.  Modules:
 - :mod:`~tls.crypto.errors` — :class:`CryptoError` and its subclasses (the only exceptions raised).
 - :mod:`~tls.crypto.hashes` — SM3 / HMAC-SM3 (``cryptography``).
 - :mod:`~tls.crypto.sm4` — SM4 ECB/CBC/CTR/GCM (``cryptography``) and SM4-CCM (``tongsuopy``, optional).
-- :mod:`~tls.crypto.hkdf` — HKDF-Extract/Expand with SM3 (``cryptography``), for the TLS 1.3 key schedule.
+- :mod:`~tls.crypto.sm4_tongsuo` — SM4-GCM/CCM with keyed contexts reused per message (``tongsuopy``).
+- :mod:`~tls.crypto.hkdf` — HKDF-Extract/Expand with SM3 (``cryptography``), for the TLS 1.3 key schedule;
+  ``HKDFSM3Key(prk).expand(info, length)`` keys HMAC-SM3 once for several expansions.
 - :mod:`~tls.crypto.curve` — sm2p256v1 constants, Z value, KDF.
 - :mod:`~tls.crypto.keys` — backend-neutral :class:`SM2PrivateKey` / :class:`SM2PublicKey` and loaders.
 - :mod:`~tls.crypto.encoding` — SPKI / PKCS#8 / SEC1 / PBES2 / signature / ciphertext DER.
@@ -27,6 +29,8 @@ Reusable contexts for the record layer (key schedule once per connection directi
 - ``SM4GCM(key)``: ``.encrypt(nonce, plaintext, aad) -> ciphertext || tag``,
   ``.decrypt(nonce, data, aad)`` (raises :class:`DecryptionError` on a bad tag).
 - ``SM4CCM(key)``: same interface as ``SM4GCM`` (RFC 8998 TLS_SM4_CCM_SM3); ``sm4_ccm_available()``.
+- ``keyed_sm4_gcm(key)``: SM4-GCM for many messages under one key (``TongsuoSM4GCM``, a keyed tongsuopy
+  context reused per message, when tongsuopy is installed; else ``SM4GCM``).
 - ``SM4CBC(key)``: ``.encrypt(iv, data)`` / ``.decrypt(iv, data)``, no padding (len % 16 == 0).
 - ``HMACSM3(key)``: keyed once; ``.compute(*parts) -> 32-byte MAC`` without touching the keyed state,
   ``.verify(expected, *parts) -> bool`` (constant time), and incremental ``update``/``copy``/``digest``.
@@ -55,13 +59,15 @@ from tls.crypto.ciphertext import (
 from tls.crypto.curve import DEFAULT_SM2_ID, SM2_CURVE_OID
 from tls.crypto.errors import CryptoError, DecryptionError, InvalidKey, InvalidSignature, UnsupportedAlgorithm
 from tls.crypto.hashes import HMACSM3, SM3Hash, hmac_sm3, sm3
-from tls.crypto.hkdf import hkdf_sm3_expand, hkdf_sm3_extract
+from tls.crypto.hkdf import HKDFSM3Key, hkdf_sm3_expand, hkdf_sm3_extract
 from tls.crypto.keys import SM2PrivateKey, SM2PublicKey, load_sm2_private_key, load_sm2_public_key
 from tls.crypto.kx import SM2KeyExchangeResult, sm2_key_exchange
 from tls.crypto.sm4 import (
     SM4CBC,
     SM4CCM,
     SM4GCM,
+    TongsuoSM4GCM,
+    keyed_sm4_gcm,
     sm4_cbc_decrypt,
     sm4_cbc_encrypt,
     sm4_ccm_available,
@@ -81,12 +87,14 @@ __all__ = [
     "SM4GCM",
     "CryptoError",
     "DecryptionError",
+    "HKDFSM3Key",
     "InvalidKey",
     "InvalidSignature",
     "SM2KeyExchangeResult",
     "SM2PrivateKey",
     "SM2PublicKey",
     "SM3Hash",
+    "TongsuoSM4GCM",
     "UnsupportedAlgorithm",
     "available_backends",
     "backend_name",
@@ -95,6 +103,7 @@ __all__ = [
     "hkdf_sm3_expand",
     "hkdf_sm3_extract",
     "hmac_sm3",
+    "keyed_sm4_gcm",
     "load_sm2_private_key",
     "load_sm2_public_key",
     "set_backend",

@@ -158,6 +158,14 @@ class SM2PrivateKey:
         """Plain ECDH on curveSM2: the 32-byte x coordinate of [d]peer."""
         return current_backend().point_mul(self._d, peer.to_bytes())[1 : 1 + FIELD_SIZE]
 
+    def exchange_point(self, peer_point: bytes) -> bytes:
+        """`exchange` with a peer point as received (65-byte uncompressed or 33-byte compressed).
+
+        The backend validates the point (malformed, off the curve or infinity: :class:`InvalidKey`) in
+        the same call as the multiplication, instead of once for an `SM2PublicKey` and again here.
+        """
+        return current_backend().ecdh(self._d, _as_bytes(peer_point))
+
     def to_pkcs8_der(self, password: bytes | None = None, *, iterations: int | None = None) -> bytes:
         """PKCS#8 DER; with ``password`` GmSSL-compatible PBES2 (PBKDF2-HMAC-SM3, SM4-CBC)."""
         der = encoding.encode_pkcs8(self._d, self.public_key().to_bytes())

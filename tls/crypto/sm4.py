@@ -2,16 +2,18 @@
 
 One-shot functions (Contract 1) plus reusable per-key objects for the record layers:
 :class:`SM4GCM` (AEAD, ciphertext || 16-byte tag), :class:`SM4CCM` (AEAD, RFC 8998 TLS_SM4_CCM_SM3) and
-:class:`SM4CBC` (no padding; the record layer pads).
+:class:`SM4CBC` (no padding; the record layer pads); `keyed_sm4_gcm` picks the cheapest SM4-GCM for many
+messages under one key.
 Input errors: a key that is not 16 bytes raises :class:`InvalidKey`; a bad IV/nonce length or a CBC/ECB
 input that is not a multiple of 16 bytes raises :class:`CryptoError`; a GCM tag mismatch or a ciphertext
 shorter than the tag raises :class:`DecryptionError`.
 
 SM4-CCM comes from a different library: ``cryptography`` has no CCM mode for SM4 (only the ``AESCCM``
-AEAD), so :class:`SM4CCM` wraps ``tongsuopy.crypto.ciphers.aead.SM4CCM``, the pyca/cryptography fork built
-on Tongsuo (BabaSSL 8.3.2 libcrypto, ``EVP_sm4_ccm``).  The package is the optional ``sm4-ccm`` extra (and
-a development dependency); without it :class:`SM4CCM` raises :class:`UnsupportedAlgorithm` and
-:func:`sm4_ccm_available` is False, so TLS 1.3 simply does not offer TLS_SM4_CCM_SM3.
+AEAD), so :class:`SM4CCM` drives ``sm4-ccm`` in tongsuopy's libcrypto (Tongsuo, BabaSSL 8.3.2) through
+tongsuopy's compiled binding (`tls.crypto.sm4_tongsuo`, which also has a reusable-context SM4-GCM).  The
+package is the optional ``sm4-ccm`` extra (and a development dependency); without it :class:`SM4CCM`
+raises :class:`UnsupportedAlgorithm` and :func:`sm4_ccm_available` is False, so TLS 1.3 simply does not
+offer TLS_SM4_CCM_SM3.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tls.crypto.errors import CryptoError, DecryptionError, InvalidKey, UnsupportedAlgorithm
+from tls.crypto.sm4_tongsuo import SM4CCM, TongsuoSM4GCM
+
+__all__ = [
+    "SM4CBC",
+    "SM4CCM",
+    "SM4GCM",
+    "TongsuoSM4GCM",
+    "keyed_sm4_gcm",
+    "sm4_cbc_decrypt",
+    "sm4_cbc_encrypt",
+    "sm4_ccm_available",
+    "sm4_ctr",
+    "sm4_ecb_decrypt",
+    "sm4_ecb_encrypt",
+    "sm4_gcm_decrypt",
+    "sm4_gcm_encrypt",
+]
 
 SM4_BLOCK_SIZE = 16
 SM4_KEY_SIZE = 16
@@ -96,11 +115,11 @@ class SM4GCM:
         ciphertext = enc.update(plaintext) + enc.finalize()
         return ciphertext + enc.tag
 
-    def decrypt(self, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    def decrypt(self, nonce: bytes, data: bytes | bytearray, aad: bytes = b"") -> bytes:
         _check_gcm_nonce(nonce)
         if len(data) < GCM_TAG_SIZE:
             raise DecryptionError("SM4-GCM input shorter than the tag")
-        body, tag = data[:-GCM_TAG_SIZE], data[-GCM_TAG_SIZE:]
+        body, tag = data[:-GCM_TAG_SIZE], bytes(data[-GCM_TAG_SIZE:])
         dec = Cipher(self._algorithm, modes.GCM(nonce, tag)).decryptor()
         if aad:
             dec.authenticate_additional_data(aad)
@@ -115,51 +134,16 @@ class SM4GCM:
         return plaintext
 
 
-class SM4CCM:
-    """SM4-CCM AEAD (16-byte tag) keyed once, with SM4GCM's interface; the mode is Tongsuo's (tongsuopy).
+def keyed_sm4_gcm(key: bytes) -> SM4GCM | TongsuoSM4GCM:
+    """SM4-GCM for many messages under one key (a record layer direction).
 
-    The nonce must be 7..13 bytes (RFC 3610); TLS 1.3 uses 12.
+    tongsuopy's reusable context (`TongsuoSM4GCM`) where tongsuopy is installed, else `SM4GCM`; both
+    compute the same function (tests/tls13/test_crypto_rfc8998.py).
     """
-
-    __slots__ = ("_aead",)
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) != SM4_KEY_SIZE:
-            raise InvalidKey(f"SM4 key must be {SM4_KEY_SIZE} bytes, got {len(key)}")
-        aead_class = _tongsuo_sm4_ccm()
-        try:
-            self._aead = aead_class(bytes(key))
-        except Exception as exc:  # tongsuopy raises its own UnsupportedAlgorithm when its libcrypto lacks CCM
-            raise UnsupportedAlgorithm(f"SM4-CCM unavailable: {type(exc).__name__}") from None
-
-    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
-        _check_ccm_nonce(nonce)
-        return bytes(self._aead.encrypt(bytes(nonce), bytes(plaintext), bytes(aad)))
-
-    def decrypt(self, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes:
-        _check_ccm_nonce(nonce)
-        if len(data) < CCM_TAG_SIZE:
-            raise DecryptionError("SM4-CCM input shorter than the tag")
-        try:
-            return bytes(self._aead.decrypt(bytes(nonce), bytes(data), bytes(aad)))
-        except Exception:  # tongsuopy's InvalidTag (or a stale-error ValueError): authentication failed
-            raise DecryptionError("SM4-CCM tag mismatch") from None
-
-
-CCM_TAG_SIZE = 16
-
-
-def _check_ccm_nonce(nonce: bytes) -> None:
-    if not 7 <= len(nonce) <= 13:
-        raise CryptoError(f"SM4-CCM nonce must be 7..13 bytes, got {len(nonce)}")
-
-
-def _tongsuo_sm4_ccm() -> type:
     try:
-        from tongsuopy.crypto.ciphers.aead import SM4CCM as TongsuoSM4CCM
-    except ImportError:
-        raise UnsupportedAlgorithm("SM4-CCM needs the tongsuopy package (extra 'sm4-ccm')") from None
-    return TongsuoSM4CCM
+        return TongsuoSM4GCM(key)
+    except UnsupportedAlgorithm:
+        return SM4GCM(key)
 
 
 def sm4_ccm_available() -> bool:

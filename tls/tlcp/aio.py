@@ -36,7 +36,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from .alerts import AlertDescription, AlertLevel, LocalProtocolError
 from .config import PeerProfile, TLCPConfiguration, TLCPSession
@@ -57,6 +57,7 @@ __all__ = [
     "TLCPHandshakeError",
     "TLCPStream",
     "TLCPStreamError",
+    "connect_with_dialects",
     "start_tlcp_server",
     "tlcp_accept",
     "tlcp_accept_socket",
@@ -73,6 +74,15 @@ DEFAULT_READ_HIGH_WATER = 256 * 1024
 _WRITE_SLICE = 256 * 1024
 
 ClientConnectedCallback = Callable[["TLCPStream"], Awaitable[None] | None]
+
+
+class DialectStream(Protocol):
+    """What the dialect retry needs of a connected stream (`TLCPStream`, or another adapter's)."""
+
+    dialect: DialectChoice | None
+
+
+StreamT = TypeVar("StreamT", bound=DialectStream)
 
 
 class TLCPStreamError(ConnectionError):
@@ -612,6 +622,21 @@ async def tlcp_connect(
     """
     if not configuration.is_client:
         raise ValueError("tlcp_connect needs a client configuration")
+    if alpn_fallback and configuration.alpn_protocols and sock is None:
+        try:
+            return await tlcp_connect(
+                host,
+                port,
+                configuration,
+                handshake_timeout=handshake_timeout,
+                read_high_water=read_high_water,
+                half_close=half_close,
+                dialect_cache=dialect_cache,
+            )
+        except TLCPHandshakeError as error:
+            if error.alert != AlertDescription.no_application_protocol.name or error.alert_sent is not False:
+                raise
+        configuration = dataclasses.replace(configuration, alpn_protocols=())
     configuration = _with_server_name(configuration, host)
     connect = functools.partial(
         _connect_once,
@@ -622,33 +647,23 @@ async def tlcp_connect(
         read_high_water=read_high_water,
         half_close=half_close,
     )
-    endpoint = (host, port, configuration.server_name)
-
-    async def attempt(configuration: TLCPConfiguration) -> TLCPStream:
-        if configuration.profile is not PeerProfile.AUTO or sock is not None:
-            return await connect(configuration)
-        return await _connect_with_dialects(connect, endpoint, configuration, dialect_cache)
-
-    if not (alpn_fallback and configuration.alpn_protocols and sock is None):
-        return await attempt(configuration)
-    try:
-        return await attempt(configuration)
-    except TLCPHandshakeError as error:
-        refused_alpn = (
-            error.alert == AlertDescription.no_application_protocol.name and error.alert_sent is False
-        )
-        if not refused_alpn:
-            raise
-    return await attempt(dataclasses.replace(configuration, alpn_protocols=()))
+    if configuration.profile is not PeerProfile.AUTO or sock is not None:
+        return await connect(configuration)
+    return await connect_with_dialects(
+        connect, (host, port, configuration.server_name), configuration, dialect_cache
+    )
 
 
-async def _connect_with_dialects(
-    connect: Callable[[TLCPConfiguration], Awaitable[TLCPStream]],
+async def connect_with_dialects(
+    connect: Callable[[TLCPConfiguration], Awaitable[StreamT]],
     endpoint: Endpoint,
     configuration: TLCPConfiguration,
     cache: DialectCache | None,
-) -> TLCPStream:
-    """AUTO: start with the dialect a retry found earlier (if cached) or recognise it; retry once."""
+) -> StreamT:
+    """AUTO: start with the dialect a retry found earlier (if cached) or recognise it; retry once.
+
+    ``connect`` runs one client handshake and raises `TLCPHandshakeError` (with ``client_progress``)
+    when it fails; other asyncio adapters (the gateway's transport) reuse this policy through it."""
     pinned = cache.pinned(endpoint, configuration.now()) if cache is not None else None
     first, label = configuration, None
     if pinned is not None:
@@ -679,14 +694,14 @@ async def _connect_with_dialects(
 
 
 async def _connect_retry(
-    connect: Callable[[TLCPConfiguration], Awaitable[TLCPStream]],
+    connect: Callable[[TLCPConfiguration], Awaitable[StreamT]],
     configuration: TLCPConfiguration,
     refused: DialectChoice,
     retry: DialectChoice,
     first_error: TLCPHandshakeError,
     endpoint: Endpoint,
     cache: DialectCache | None,
-) -> TLCPStream:
+) -> StreamT:
     try:
         stream = await connect(dataclasses.replace(configuration, profile=retry.dialect))
     except TLCPHandshakeError as error:

@@ -4,7 +4,8 @@ The shape is `tls.tlcp.aio`'s, so a gateway transport wraps it the same way: `tl
 (after a MSG_PEEK sniff) or `tls13_accept` (after a StreamReader sniff, with ``initial_data``) on the
 listener side, `tls13_connect` towards an upstream; each returns a `TLS13Stream` once the handshake is
 done, whose API mirrors `asyncio.StreamReader`/`StreamWriter` plus `get_extra_info` with the TLS 1.3
-details (``cipher_suite``, ``alpn_protocol``, ``peer_certificates``, ``session_resumed``...).
+details (``cipher_suite``, ``alpn_protocol``, ``peer_certificates``, ``peer_verified``,
+``session_resumed``...).
 Failures raise `TLS13HandshakeError`/`TLS13StreamError`, which name the alert and who sent it.
 
 Flow control, both ways: decrypted data collects in a buffer and above `read_high_water` bytes the
@@ -26,6 +27,7 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -105,7 +107,11 @@ class _TLS13Protocol(asyncio.Protocol):
         self.closed_waiter: asyncio.Future[None] = self._loop.create_future()
         self._session_waiters: list[asyncio.Future[None]] = []
         self._on_handshake = on_handshake
-        self._buffer = bytearray()
+        #: decrypted data not read yet: the records' bytes as they came (no copy until read), the first
+        #: chunk partly consumed up to _first_offset; _buffered counts what is left
+        self._chunks: deque[bytes] = deque()
+        self._first_offset = 0
+        self._buffered = 0
         self._read_high_water = read_high_water
         self._read_low_water = read_high_water // 4
         self._reading_paused = False
@@ -139,13 +145,9 @@ class _TLS13Protocol(asyncio.Protocol):
         self.flush()
         for event in events:
             self._handle_event(event)
-        if self._buffer and self._read_waiter is not None:
+        if self._buffered and self._read_waiter is not None:
             self._wake_reader()
-        if (
-            len(self._buffer) > self._read_high_water
-            and not self._reading_paused
-            and self.transport is not None
-        ):
+        if self._buffered > self._read_high_water and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
 
@@ -184,7 +186,8 @@ class _TLS13Protocol(asyncio.Protocol):
 
     def _handle_event(self, event: Event) -> None:
         if isinstance(event, ApplicationData):
-            self._buffer += event.data
+            self._chunks.append(event.data)
+            self._buffered += len(event.data)
         elif isinstance(event, HandshakeComplete):
             self.handshake = event
             if not self.handshake_waiter.done():
@@ -246,7 +249,7 @@ class _TLS13Protocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def wait_readable(self) -> None:
-        while not self._buffer and not self.eof:
+        while not self._buffered and not self.eof:
             if self._read_waiter is not None:
                 raise RuntimeError("another task is already reading from this TLS 1.3 stream")
             self._read_waiter = self._loop.create_future()
@@ -262,20 +265,45 @@ class _TLS13Protocol(asyncio.Protocol):
             await waiter
 
     def take(self, n: int) -> bytes:
-        if n < 0 or n >= len(self._buffer):
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        else:
-            data = bytes(self._buffer[:n])
-            del self._buffer[:n]
-        if self._reading_paused and len(self._buffer) <= self._read_low_water and self.transport is not None:
+        data = self._take_all() if n < 0 or n >= self._buffered else self._take_some(n)
+        if self._reading_paused and self._buffered <= self._read_low_water and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
         return data
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._buffered
+
+    def _take_all(self) -> bytes:
+        chunks = self._chunks
+        if self._first_offset:
+            chunks[0] = chunks[0][self._first_offset :]
+            self._first_offset = 0
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return data
+
+    def _take_some(self, n: int) -> bytes:
+        """The next `n` (< buffered) bytes: whole chunks as they are, the last one sliced."""
+        chunks = self._chunks
+        parts: list[bytes] = []
+        remaining = n
+        while remaining:
+            first, offset = chunks[0], self._first_offset
+            available = len(first) - offset
+            if available <= remaining:
+                parts.append(first[offset:] if offset else first)
+                chunks.popleft()
+                self._first_offset = 0
+                remaining -= available
+            else:
+                parts.append(first[offset : offset + remaining])
+                self._first_offset = offset + remaining
+                remaining = 0
+        self._buffered -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def drain(self) -> None:
         if self.error is not None:
@@ -331,7 +359,8 @@ class TLS13Stream:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Transport info (``peername``, ``socket``...) plus ``handshake``, ``cipher_suite``, ``version``,
         ``server_name``, ``alpn_protocol``, ``peer_certificates``, ``peer_certificate``,
-        ``session_resumed``, ``group``, ``signature_scheme``, ``session``, ``tls13_connection``."""
+        ``session_resumed``, ``group``, ``signature_scheme``, ``peer_verified`` (the peer chain was
+        validated against trust anchors: only then is it an identity), ``session``, ``tls13_connection``."""
         handshake = self._handshake
         info: dict[str, Any] = {
             "handshake": handshake,
@@ -344,6 +373,7 @@ class TLS13Stream:
             "session_resumed": handshake.session_resumed,
             "group": handshake.group,
             "signature_scheme": handshake.signature_scheme,
+            "peer_verified": handshake.peer_verified,
             "session": self.session,
             "tls13_connection": self._protocol.connection,
         }

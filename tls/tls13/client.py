@@ -29,6 +29,7 @@ from .alerts import (
     LocalProtocolError,
     MissingExtension,
     ProtocolVersion,
+    TLS13Alert,
     UnexpectedMessage,
     UnsupportedExtension,
 )
@@ -40,14 +41,13 @@ from .handshake import (
     Handler,
     Handshake,
     TrafficSecrets,
-    decode_key_share,
     ecdhe_shared_secret,
     parse_certificate_chain,
     sign_certificate_verify,
     verify_certificate_verify,
     verify_chain,
 )
-from .keyschedule import KeySchedule, finished_verify_data
+from .keyschedule import KeySchedule, Secret, finished_verify_data
 from .messages import (
     Certificate as CertificateMessage,
 )
@@ -143,9 +143,11 @@ class ClientHandshake(Handshake):
         self.alpn_protocol: str | None = None
         self.certificate_request: CertificateRequest | None = None
         self.peer_certificates: tuple[Certificate, ...] = ()
+        #: the server chain was validated against the configured trust anchors
+        self.peer_verified = False
         self.peer_sm2_signature_id: bytes | None = None
-        self.client_handshake_secret = b""
-        self.server_handshake_secret = b""
+        self.client_handshake_secret: Secret | None = None
+        self.server_handshake_secret: Secret | None = None
 
     # ClientHello
 
@@ -155,20 +157,40 @@ class ClientHandshake(Handshake):
         config = self.configuration
         self.client_random = config.random(32)
         self.session_id = config.random(32) if config.middlebox_compatibility else b""
-        session = config.session
-        if (
-            session is not None
-            and session.cipher_suite in config.cipher_suites
-            and session.server_name == config.server_name
-            and session.usable_at(config.now())
-        ):
-            self.offered_session = session
+        if config.session is not None and self._session_resumable(config.session):
+            self.offered_session = config.session
         if config.offer_key_share:
             self.ephemeral_key = generate_ephemeral_key(config.random)
         self.writer.record_version = INITIAL_RECORD_VERSION.to_bytes(2, "big")
         self._send_client_hello()
         self.writer.record_version = LEGACY_VERSION.to_bytes(2, "big")
         self.state = ClientState.EXPECT_SERVER_HELLO
+
+    def _session_resumable(self, session: TLS13Session) -> bool:
+        """Offer `session` only where a full handshake would accept the same server.
+
+        With ``verify_peer`` the session's chain must have been verified and must still validate
+        against the trust anchors and server name configured now.
+        """
+        config = self.configuration
+        if (
+            session.cipher_suite not in config.cipher_suites
+            or session.server_name != config.server_name
+            or not session.usable_at(config.now())
+        ):
+            return False
+        if not config.verify_peer:
+            return True
+        if not session.peer_verified or not session.peer_certificates:
+            return False
+        assert config.trust_store is not None
+        try:
+            verify_chain(
+                session.peer_certificates, config.trust_store, Role.SERVER_SIGN, config, config.server_name
+            )
+        except TLS13Alert:
+            return False
+        return True
 
     def _send_client_hello(self) -> None:
         config = self.configuration
@@ -244,16 +266,16 @@ class ClientHandshake(Handshake):
         share = pull_server_key_share(share_data)
         if share.group != NamedGroup.curveSM2 or self.ephemeral_key is None:
             raise IllegalParameter("ServerHello key share is not for the curveSM2 share we sent")
-        shared_secret = ecdhe_shared_secret(self.ephemeral_key, decode_key_share(share.key_exchange))
+        shared_secret = ecdhe_shared_secret(self.ephemeral_key, share.key_exchange)
         if self.key_schedule is None or not self.resumed:
             self.key_schedule = KeySchedule()
         client_secret, server_secret = self.key_schedule.handshake_traffic_secrets(
             shared_secret, self.transcript.digest()
         )
-        self.client_handshake_secret = client_secret
-        self.server_handshake_secret = server_secret
         self.log_handshake_secrets(client_secret, server_secret)
-        self.install_read_keys(server_secret)
+        self.client_handshake_secret = Secret(client_secret)
+        self.server_handshake_secret = Secret(server_secret)
+        self.install_read_keys(self.server_handshake_secret)
         self.state = ClientState.EXPECT_ENCRYPTED_EXTENSIONS
 
     def _check_server_hello_common(self, hello: ServerHello) -> None:
@@ -277,6 +299,7 @@ class ClientHandshake(Handshake):
             raise IllegalParameter("server selected a PSK we did not offer")
         self.resumed = True
         self.peer_certificates = self.offered_session.peer_certificates
+        self.peer_verified = self.offered_session.peer_verified
         self.alpn_protocol = self.offered_session.alpn_protocol
 
     def _handle_hello_retry_request(self, hello: ServerHello, raw: bytes) -> None:
@@ -348,6 +371,7 @@ class ClientHandshake(Handshake):
         if config.verify_peer:
             assert config.trust_store is not None
             verify_chain(chain, config.trust_store, Role.SERVER_SIGN, config, config.server_name)
+            self.peer_verified = True
         self.peer_certificates = chain
         self.state = ClientState.EXPECT_CERTIFICATE_VERIFY
 
@@ -365,18 +389,20 @@ class ClientHandshake(Handshake):
 
     def _handle_finished(self, raw: bytes) -> None:
         assert self.cipher_suite is not None and self.key_schedule is not None
+        assert self.server_handshake_secret is not None
         self.check_finished(pull_finished(Buffer(raw), HASH_LENGTH), self.server_handshake_secret)
         client_app, server_app, exporter = self.key_schedule.application_traffic_secrets(
             self.transcript.digest()
         )
         self.log_application_secrets(client_app, server_app, exporter)
         self._send_client_flight()
-        self.install_read_keys(server_app)
-        self.install_write_keys(client_app)
+        client_application, server_application = Secret(client_app), Secret(server_app)
+        self.install_read_keys(server_application)
+        self.install_write_keys(client_application)
         self.secrets = TrafficSecrets(
             cipher_suite=self.cipher_suite,
-            client_application=client_app,
-            server_application=server_app,
+            client_application=client_application,
+            server_application=server_application,
             exporter=exporter,
             resumption_master=self.key_schedule.resumption_master_secret(self.transcript.digest()),
         )
@@ -392,6 +418,7 @@ class ClientHandshake(Handshake):
                 group=NamedGroup.curveSM2,
                 signature_scheme=None if self.resumed else SignatureScheme.sm2sig_sm3,
                 peer_sm2_signature_id=self.peer_sm2_signature_id,
+                peer_verified=self.peer_verified,
             )
         )
 
@@ -399,6 +426,7 @@ class ClientHandshake(Handshake):
         config = self.configuration
         if config.middlebox_compatibility and self.retry_suite is None:
             self.writer.write_change_cipher_spec()
+        assert self.client_handshake_secret is not None
         self.install_write_keys(self.client_handshake_secret)
         request = self.certificate_request
         if request is not None:

@@ -14,11 +14,11 @@ still interoperates (`HandshakeComplete.peer_sm2_signature_id` says which one ve
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from certs import Certificate, SM2CertificateSet, TrustStore, load_certificate_chain_file
@@ -26,6 +26,7 @@ from certs.usage import is_signing_certificate
 from tls.crypto import DEFAULT_SM2_ID, SM2PrivateKey, load_sm2_private_key, sm4_ccm_available
 from tls.tlcp.config import ClientAuth
 
+from .messages import encode_certificate
 from .suites import DEFAULT_CIPHER_SUITES, SUITE_PARAMETERS, CipherSuite
 from .tickets import SessionTicketKeys
 
@@ -89,6 +90,11 @@ class SM2Credential:
     def certificate_ders(self) -> tuple[bytes, ...]:
         return (self.certificate.der, *(certificate.der for certificate in self.chain))
 
+    @cached_property
+    def certificate_message(self) -> bytes:
+        """The whole TLS 1.3 Certificate message carrying this chain (built once; a server sends it often)."""
+        return encode_certificate(self.certificate_ders)
+
 
 @dataclass(frozen=True)
 class TLS13Session:
@@ -103,6 +109,8 @@ class TLS13Session:
     server_name: str | None
     alpn_protocol: str | None
     peer_certificates: tuple[Certificate, ...]
+    #: the server chain was validated against the client's trust anchors in the original handshake
+    peer_verified: bool = False
 
     def usable_at(self, now: datetime) -> bool:
         return self.received_at <= now < self.received_at + timedelta(seconds=self.ticket_lifetime)
@@ -170,7 +178,7 @@ class TLS13Configuration:
     offer_key_share: bool = True
     middlebox_compatibility: bool = True
     key_log: Callable[[str], None] | None = field(default=None, repr=False)
-    random: Callable[[int], bytes] = secrets.token_bytes
+    random: Callable[[int], bytes] = os.urandom  # the CSPRNG secrets.token_bytes wraps
     now: Callable[[], datetime] = _utcnow
     max_fragment_size: int = MAX_FRAGMENT_SIZE
     half_close: bool = False

@@ -54,7 +54,7 @@ from .events import (
     SessionTicketReceived,
 )
 from .handshake import Handshake, TrafficSecrets
-from .keyschedule import next_traffic_secret, resumption_psk
+from .keyschedule import Secret, next_traffic_secret, resumption_psk
 from .messages import (
     HANDSHAKE_HEADER_LENGTH,
     MAX_HANDSHAKE_MESSAGE_LENGTH,
@@ -62,10 +62,10 @@ from .messages import (
     KeyUpdate,
     KeyUpdateRequest,
     NewSessionTicket,
+    encode_new_session_ticket,
     pull_key_update,
     pull_new_session_ticket,
     push_key_update,
-    push_new_session_ticket,
 )
 from .record import KEY_UPDATE_AFTER_RECORDS, ContentType, RecordProtection, RecordReader, RecordWriter
 from .server import ServerHandshake
@@ -88,8 +88,8 @@ class TLS13Connection:
         self._close_sent = False
         self._started = not configuration.is_client
         self._secrets: TrafficSecrets | None = None
-        self._read_secret = b""
-        self._write_secret = b""
+        self._read_secret: Secret | None = None
+        self._write_secret: Secret | None = None
         self._tickets_received = 0
         #: True once the handshake finished; application data may flow.
         self.handshake_complete = False
@@ -267,7 +267,8 @@ class TLS13Connection:
     def _handle_key_update(self, raw: bytes, events: list[Event]) -> None:
         message = pull_key_update(Buffer(raw))
         assert self._secrets is not None
-        self._read_secret = next_traffic_secret(self._read_secret)
+        assert self._read_secret is not None
+        self._read_secret = Secret(next_traffic_secret(self._read_secret))
         self._reader.set_protection(RecordProtection(self._secrets.cipher_suite, self._read_secret))
         requested = message.request_update is KeyUpdateRequest.update_requested
         events.append(KeyUpdated(requested))
@@ -279,7 +280,8 @@ class TLS13Connection:
         buf = Buffer()
         push_key_update(buf, KeyUpdate(request))
         self._writer.write(ContentType.HANDSHAKE, buf.data)
-        self._write_secret = next_traffic_secret(self._write_secret)
+        assert self._write_secret is not None
+        self._write_secret = Secret(next_traffic_secret(self._write_secret))
         self._writer.set_protection(RecordProtection(self._secrets.cipher_suite, self._write_secret))
 
     def _handle_new_session_ticket(self, raw: bytes, events: list[Event]) -> None:
@@ -290,6 +292,7 @@ class TLS13Connection:
         if self._tickets_received > MAX_TICKETS_KEPT or message.ticket_lifetime == 0:
             return
         assert self._secrets is not None and self.handshake_event is not None
+        assert self._secrets.resumption_master is not None  # a client always derives it
         handshake = self.handshake_event
         self.session = TLS13Session(
             ticket=message.ticket,
@@ -301,41 +304,40 @@ class TLS13Connection:
             server_name=handshake.server_name,
             alpn_protocol=handshake.alpn_protocol,
             peer_certificates=handshake.peer_certificates,
+            peer_verified=handshake.peer_verified,
         )
         events.append(SessionTicketReceived(self.session))
 
     def _send_session_tickets(self) -> None:
         config = self.configuration
         keys = config.ticket_keys
-        if keys is None or not config.new_session_tickets:
-            return
         assert self._secrets is not None and self.handshake_event is not None
+        resumption_master = self._secrets.resumption_master
+        if keys is None or resumption_master is None:
+            return  # derived only when tickets go out: ticket keys, new_session_tickets, client's psk_dhe_ke
         event = self.handshake_event
         now: datetime = config.now()
         chain_digest = b""
         if event.peer_certificates:
-            chain_digest = keys.remember_client_chain(
-                [certificate.der for certificate in event.peer_certificates]
-            )
+            chain_digest = keys.remember_client_chain(event.peer_certificates)
         for index in range(config.new_session_tickets):
             nonce = index.to_bytes(1, "big")
             age_add = int.from_bytes(config.random(4), "big")
             state = TicketState(
                 cipher_suite=self._secrets.cipher_suite,
-                resumption_psk=resumption_psk(self._secrets.resumption_master, nonce),
+                resumption_psk=resumption_psk(resumption_master, nonce),
                 issued_at=now,
                 lifetime=keys.lifetime_seconds,
                 age_add=age_add,
                 server_name=event.server_name,
                 alpn_protocol=event.alpn_protocol,
                 client_chain_digest=chain_digest,
+                peer_verified=event.peer_verified,
             )
             ticket = NewSessionTicket(
                 keys.lifetime_seconds, age_add, nonce, keys.seal(state, now, config.random)
             )
-            buf = Buffer()
-            push_new_session_ticket(buf, ticket)
-            self._writer.write(ContentType.HANDSHAKE, buf.data)
+            self._writer.write(ContentType.HANDSHAKE, encode_new_session_ticket(ticket))
 
     # alerts
 

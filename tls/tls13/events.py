@@ -29,7 +29,9 @@ class HandshakeComplete(Event):
     resumed session it is the chain of the original handshake.  `signature_scheme` is None when the
     peer did not sign (resumption, or a client without a certificate).  `peer_sm2_signature_id` is the
     SM2 distinguishing ID its CertificateVerify verified with (RFC 8998's, or the GM/T default some
-    implementations use), for diagnostics.
+    implementations use), for diagnostics.  Only a chain with `peer_verified` names the peer: a server
+    that does not verify client certificates (``verify_peer=False``) still reports what was presented,
+    for logging, with `peer_verified` False.
     """
 
     cipher_suite: CipherSuite
@@ -40,6 +42,10 @@ class HandshakeComplete(Event):
     group: NamedGroup
     signature_scheme: SignatureScheme | None
     peer_sm2_signature_id: bytes | None = None
+    #: the peer chain was validated against the configuration's trust anchors (for a resumed session:
+    #: in the original handshake, and it still validates now); an unverified chain is a claim, never an
+    #: identity (issue 10)
+    peer_verified: bool = False
     version: int = TLS13_VERSION
 
     @property

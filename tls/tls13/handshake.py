@@ -37,8 +37,8 @@ from .alerts import (
 )
 from .config import ACCEPTED_SM2_IDS, TLS13Configuration
 from .events import Event
-from .keyschedule import finished_verify_data
-from .messages import SM2_POINT_LENGTH, Finished, HandshakeType, message_hash, push_finished
+from .keyschedule import Secret, finished_verify_data
+from .messages import SM2_POINT_LENGTH, Finished, HandshakeType, encode_finished, message_hash
 from .record import ContentType, RecordProtection, RecordReader, RecordWriter
 from .suites import CipherSuite
 
@@ -140,20 +140,16 @@ def verify_chain(
         raise alert_for_name(exc.alert, f"{role.name} certificate rejected: {exc}") from None
 
 
-def decode_key_share(key_exchange: bytes) -> SM2PublicKey:
-    """A curveSM2 key_exchange: the uncompressed point, on the curve (RFC 8998 3.3, RFC 8446 4.2.8.2)."""
+def ecdhe_shared_secret(private_key: SM2PrivateKey, key_exchange: bytes) -> bytes:
+    """The ECDHE shared secret with a peer's curveSM2 key_exchange: the x coordinate of [d]Q (RFC 8446
+    7.4.2).  Q must be an uncompressed point (RFC 8998 3.3, RFC 8446 4.2.8.2) on the curve; the crypto
+    provider checks that as part of the multiplication."""
     if len(key_exchange) != SM2_POINT_LENGTH or key_exchange[0] != 0x04:
         raise IllegalParameter("curveSM2 key share is not an uncompressed point")
     try:
-        return SM2PublicKey.from_bytes(key_exchange)
+        return private_key.exchange_point(key_exchange)
     except InvalidKey:
         raise IllegalParameter("curveSM2 key share is not on the curve") from None
-
-
-def ecdhe_shared_secret(private_key: SM2PrivateKey, peer: SM2PublicKey) -> bytes:
-    """The ECDHE shared secret: the x coordinate of [d]Q (RFC 8446 7.4.2)."""
-    try:
-        return private_key.exchange(peer)
     except CryptoError:
         raise IllegalParameter("curveSM2 key exchange failed") from None
 
@@ -163,10 +159,11 @@ class TrafficSecrets:
     """What outlives the handshake: application secrets per direction and, for tickets, the resumption one."""
 
     cipher_suite: CipherSuite
-    client_application: bytes = field(repr=False)
-    server_application: bytes = field(repr=False)
+    client_application: Secret = field(repr=False)
+    server_application: Secret = field(repr=False)
     exporter: bytes = field(repr=False)
-    resumption_master: bytes = field(repr=False)
+    #: None on a server that issues no tickets (nothing would use it)
+    resumption_master: Secret | None = field(repr=False)
 
 
 class Handshake:
@@ -217,10 +214,10 @@ class Handshake:
         self.transcript.add(data)
         self.writer.write(ContentType.HANDSHAKE, data)
 
-    def send_finished(self, base_key: bytes) -> None:
-        self.send_message(push_finished, Finished(finished_verify_data(base_key, self.transcript.digest())))
+    def send_finished(self, base_key: Secret) -> None:
+        self.send_encoded(encode_finished(Finished(finished_verify_data(base_key, self.transcript.digest()))))
 
-    def check_finished(self, received: Finished, base_key: bytes) -> None:
+    def check_finished(self, received: Finished, base_key: Secret) -> None:
         expected = finished_verify_data(base_key, self.hash_before.digest())
         if not hmac.compare_digest(expected, received.verify_data):
             raise DecryptError("Finished verify_data mismatch")
@@ -242,11 +239,11 @@ class Handshake:
         self.log_secret("SERVER_TRAFFIC_SECRET_0", server_secret)
         self.log_secret("EXPORTER_SECRET", exporter)
 
-    def install_read_keys(self, traffic_secret: bytes) -> None:
+    def install_read_keys(self, traffic_secret: Secret) -> None:
         assert self.cipher_suite is not None
         self.reader.set_protection(RecordProtection(self.cipher_suite, traffic_secret))
         self.read_key_changed = True
 
-    def install_write_keys(self, traffic_secret: bytes) -> None:
+    def install_write_keys(self, traffic_secret: Secret) -> None:
         assert self.cipher_suite is not None
         self.writer.set_protection(RecordProtection(self.cipher_suite, traffic_secret))

@@ -10,12 +10,23 @@ exactly as received: codecs never re-encode what they parse.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
 
-from tls.tlcp.buffer import Buffer, pull_block, pull_list, pull_opaque, push_block, push_list, push_opaque
+from tls.tlcp.buffer import (
+    Buffer,
+    BufferReadError,
+    BufferWriteError,
+    pull_block,
+    pull_list,
+    pull_opaque,
+    push_block,
+    push_list,
+    push_opaque,
+)
 
 from .alerts import DecodeError, IllegalParameter, UnexpectedMessage
 
@@ -67,6 +78,13 @@ class KeyUpdateRequest(IntEnum):
 Extension = tuple[int, bytes]
 
 
+def _uint(value: int, width: int) -> bytes:
+    """`value` as a big-endian unsigned integer of `width` bytes (the encoders' only integer writer)."""
+    if not 0 <= value < 1 << (8 * width):
+        raise BufferWriteError(f"value does not fit in {width} byte(s)")
+    return value.to_bytes(width, "big")
+
+
 def _check_type(buf: Buffer, expected: HandshakeType) -> None:
     if buf.pull_uint8() != expected:
         raise UnexpectedMessage("handshake type mismatch")
@@ -76,30 +94,48 @@ def handshake_header(message_type: HandshakeType, body_length: int) -> bytes:
     return bytes((message_type,)) + body_length.to_bytes(3, "big")
 
 
+def encode_handshake(message_type: HandshakeType, body: bytes) -> bytes:
+    """A whole handshake message: type, uint24 length, body."""
+    return bytes((message_type,)) + _uint(len(body), 3) + body
+
+
 # extensions block
 
 
 def pull_extensions(buf: Buffer, minimum: int = 0) -> list[Extension]:
     """`Extension extensions<minimum..2^16-1>`; a repeated type is illegal_parameter (RFC 8446 4.2)."""
-    extensions: list[Extension] = []
-    seen: set[int] = set()
     with pull_block(buf, 2) as length:
         if length < minimum:
             raise DecodeError("extensions block too short")
-        while not buf.eof():
-            extension_type = buf.pull_uint16()
-            if extension_type in seen:
-                raise IllegalParameter(f"duplicate extension {extension_type}")
-            seen.add(extension_type)
-            extensions.append((extension_type, pull_opaque(buf, 2)))
+        block = buf.pull_bytes(length)
+    extensions: list[Extension] = []
+    seen: set[int] = set()
+    position, end = 0, len(block)
+    while position < end:
+        if end - position < 4:
+            raise BufferReadError("read out of bounds")
+        extension_type = (block[position] << 8) | block[position + 1]
+        data_end = position + 4 + ((block[position + 2] << 8) | block[position + 3])
+        if data_end > end:
+            raise BufferReadError("vector longer than its container")
+        if extension_type in seen:
+            raise IllegalParameter(f"duplicate extension {extension_type}")
+        seen.add(extension_type)
+        extensions.append((extension_type, block[position + 4 : data_end]))
+        position = data_end
     return extensions
 
 
+def encode_extensions(extensions: Sequence[Extension]) -> bytes:
+    """`Extension extensions<0..2^16-1>` as bytes."""
+    body = b"".join(
+        _uint(extension_type, 2) + _uint(len(data), 2) + data for extension_type, data in extensions
+    )
+    return _uint(len(body), 2) + body
+
+
 def push_extensions(buf: Buffer, extensions: Sequence[Extension]) -> None:
-    with push_block(buf, 2):
-        for extension_type, data in extensions:
-            buf.push_uint16(extension_type)
-            push_opaque(buf, 2, data)
+    buf.push_bytes(encode_extensions(extensions))
 
 
 def find_extension(extensions: Sequence[Extension], extension_type: int) -> bytes | None:
@@ -152,14 +188,18 @@ def push_server_name(host_name: str) -> bytes:
 
 
 def pull_uint16_list(data: bytes, capacity: int, *, minimum: int = 2) -> list[int]:
-    """A vector of uint16 values with a `capacity`-byte length (groups, signature schemes, versions)."""
-    buf = Buffer(data)
-    with pull_block(buf, capacity) as length:
-        if length < minimum or length % 2:
-            raise DecodeError("bad uint16 vector length")
-        values = [buf.pull_uint16() for _ in range(length // 2)]
-    _end(buf)
-    return values
+    """A vector of uint16 values with a `capacity`-byte length (groups, signature schemes, versions).
+
+    The vector must fill `data` exactly (an extension body holds nothing else).
+    """
+    if len(data) < capacity:
+        raise BufferReadError("read out of bounds")
+    length = int.from_bytes(data[:capacity], "big")
+    if length != len(data) - capacity:
+        raise DecodeError("uint16 vector length does not match its extension")
+    if length < minimum or length % 2:
+        raise DecodeError("bad uint16 vector length")
+    return list(struct.unpack(f">{length // 2}H", data[capacity:]))
 
 
 def push_uint16_list(values: Sequence[int], capacity: int) -> bytes:
@@ -221,9 +261,8 @@ def pull_server_key_share(data: bytes) -> KeyShareEntry:
 
 
 def push_server_key_share(entry: KeyShareEntry) -> bytes:
-    buf = Buffer()
-    _push_key_share_entry(buf, entry)
-    return buf.data
+    """KeyShareServerHello: one KeyShareEntry."""
+    return _uint(entry.group, 2) + _uint(len(entry.key_exchange), 2) + entry.key_exchange
 
 
 def pull_alpn(data: bytes) -> list[str]:
@@ -406,15 +445,21 @@ def pull_server_hello(buf: Buffer) -> ServerHello:
     return ServerHello(legacy_version, random, session_id, cipher_suite, compression, extensions)
 
 
+def encode_server_hello(hello: ServerHello) -> bytes:
+    body = (
+        _uint(hello.legacy_version, 2)
+        + hello.random
+        + _uint(len(hello.legacy_session_id_echo), 1)
+        + hello.legacy_session_id_echo
+        + _uint(hello.cipher_suite, 2)
+        + _uint(hello.legacy_compression_method, 1)
+        + encode_extensions(hello.extensions)
+    )
+    return encode_handshake(HandshakeType.SERVER_HELLO, body)
+
+
 def push_server_hello(buf: Buffer, hello: ServerHello) -> None:
-    buf.push_uint8(HandshakeType.SERVER_HELLO)
-    with push_block(buf, 3):
-        buf.push_uint16(hello.legacy_version)
-        buf.push_bytes(hello.random)
-        push_opaque(buf, 1, hello.legacy_session_id_echo)
-        buf.push_uint16(hello.cipher_suite)
-        buf.push_uint8(hello.legacy_compression_method)
-        push_extensions(buf, hello.extensions)
+    buf.push_bytes(encode_server_hello(hello))
 
 
 # EncryptedExtensions
@@ -433,9 +478,9 @@ def pull_encrypted_extensions(buf: Buffer) -> EncryptedExtensions:
 
 
 def push_encrypted_extensions(buf: Buffer, message: EncryptedExtensions) -> None:
-    buf.push_uint8(HandshakeType.ENCRYPTED_EXTENSIONS)
-    with push_block(buf, 3):
-        push_extensions(buf, message.extensions)
+    buf.push_bytes(
+        encode_handshake(HandshakeType.ENCRYPTED_EXTENSIONS, encode_extensions(message.extensions))
+    )
 
 
 # CertificateRequest
@@ -532,11 +577,13 @@ def pull_certificate_verify(buf: Buffer) -> CertificateVerify:
     return CertificateVerify(algorithm, signature)
 
 
+def encode_certificate_verify(message: CertificateVerify) -> bytes:
+    body = _uint(message.algorithm, 2) + _uint(len(message.signature), 2) + message.signature
+    return encode_handshake(HandshakeType.CERTIFICATE_VERIFY, body)
+
+
 def push_certificate_verify(buf: Buffer, message: CertificateVerify) -> None:
-    buf.push_uint8(HandshakeType.CERTIFICATE_VERIFY)
-    with push_block(buf, 3):
-        buf.push_uint16(message.algorithm)
-        push_opaque(buf, 2, message.signature)
+    buf.push_bytes(encode_certificate_verify(message))
 
 
 # Finished
@@ -556,10 +603,12 @@ def pull_finished(buf: Buffer, hash_length: int) -> Finished:
     return Finished(verify_data)
 
 
+def encode_finished(message: Finished) -> bytes:
+    return encode_handshake(HandshakeType.FINISHED, message.verify_data)
+
+
 def push_finished(buf: Buffer, message: Finished) -> None:
-    buf.push_uint8(HandshakeType.FINISHED)
-    with push_block(buf, 3):
-        buf.push_bytes(message.verify_data)
+    buf.push_bytes(encode_finished(message))
 
 
 # NewSessionTicket
@@ -585,14 +634,21 @@ def pull_new_session_ticket(buf: Buffer) -> NewSessionTicket:
     return NewSessionTicket(lifetime, age_add, nonce, ticket, extensions)
 
 
+def encode_new_session_ticket(message: NewSessionTicket) -> bytes:
+    body = (
+        _uint(message.ticket_lifetime, 4)
+        + _uint(message.ticket_age_add, 4)
+        + _uint(len(message.ticket_nonce), 1)
+        + message.ticket_nonce
+        + _uint(len(message.ticket), 2)
+        + message.ticket
+        + encode_extensions(message.extensions)
+    )
+    return encode_handshake(HandshakeType.NEW_SESSION_TICKET, body)
+
+
 def push_new_session_ticket(buf: Buffer, message: NewSessionTicket) -> None:
-    buf.push_uint8(HandshakeType.NEW_SESSION_TICKET)
-    with push_block(buf, 3):
-        buf.push_uint32(message.ticket_lifetime)
-        buf.push_uint32(message.ticket_age_add)
-        push_opaque(buf, 1, message.ticket_nonce)
-        push_opaque(buf, 2, message.ticket)
-        push_extensions(buf, message.extensions)
+    buf.push_bytes(encode_new_session_ticket(message))
 
 
 # KeyUpdate

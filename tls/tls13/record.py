@@ -23,10 +23,10 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Protocol
 
-from tls.crypto import SM4CCM, SM4GCM, DecryptionError
+from tls.crypto import SM4CCM, DecryptionError, keyed_sm4_gcm
 
 from .alerts import BadRecordMac, InternalError, ProtocolVersion, RecordOverflow, UnexpectedMessage
-from .keyschedule import traffic_keys
+from .keyschedule import Secret, traffic_keys
 from .suites import LEGACY_VERSION, SUITE_PARAMETERS, TAG_LENGTH, CipherSuite
 
 RECORD_HEADER_LENGTH = 5
@@ -55,13 +55,14 @@ _INNER_TYPES = frozenset((ContentType.ALERT, ContentType.HANDSHAKE, ContentType.
 class AEAD(Protocol):
     def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes = b"") -> bytes: ...
 
-    def decrypt(self, nonce: bytes, data: bytes, aad: bytes = b"") -> bytes: ...
+    def decrypt(self, nonce: bytes, data: bytes | bytearray, aad: bytes = b"") -> bytes: ...
 
 
 def make_aead(suite: CipherSuite, key: bytes) -> AEAD:
+    """The AEAD of one traffic key, keyed once and reused for every record under it."""
     if SUITE_PARAMETERS[suite].aead == "ccm":
         return SM4CCM(key)
-    return SM4GCM(key)
+    return keyed_sm4_gcm(key)
 
 
 class RecordProtection:
@@ -69,7 +70,7 @@ class RecordProtection:
 
     __slots__ = ("_aead", "_iv", "sequence")
 
-    def __init__(self, suite: CipherSuite, traffic_secret: bytes) -> None:
+    def __init__(self, suite: CipherSuite, traffic_secret: bytes | Secret) -> None:
         key, iv = traffic_keys(traffic_secret)
         self._aead = make_aead(suite, key)
         self._iv = int.from_bytes(iv, "big")
@@ -91,7 +92,7 @@ class RecordProtection:
         header = bytes((ContentType.APPLICATION_DATA,)) + _LEGACY_VERSION_BYTES + length.to_bytes(2, "big")
         return header + self._aead.encrypt(self._next_nonce(), content + bytes((content_type,)), header)
 
-    def open(self, header: bytes, ciphertext: bytes) -> tuple[int, bytes]:
+    def open(self, header: bytes, ciphertext: bytes | bytearray) -> tuple[int, bytes]:
         """(inner content type, content) of a protected record; bad_record_mac if it does not verify."""
         if len(ciphertext) < TAG_LENGTH + 1:
             raise BadRecordMac("bad record")
@@ -158,7 +159,8 @@ class RecordReader:
             if len(buffer) < end:
                 return None
             header = bytes(buffer[start : start + RECORD_HEADER_LENGTH])
-            fragment = bytes(buffer[start + RECORD_HEADER_LENGTH : end])
+            # one copy out of the buffer (bytes(buffer[a:b]) would copy twice); opened as it is
+            fragment = buffer[start + RECORD_HEADER_LENGTH : end]
             if end == len(buffer):
                 buffer.clear()
                 self._offset = 0
@@ -172,9 +174,9 @@ class RecordReader:
                 self.skip_budget -= length  # 0-RTT data after a HelloRetryRequest (RFC 8446 4.2.10)
                 continue
             if self.protection is None or content_type == ContentType.CHANGE_CIPHER_SPEC:
-                return content_type, fragment
+                return content_type, bytes(fragment)
             if content_type == ContentType.ALERT and self.allow_plain_alerts:
-                return content_type, fragment
+                return content_type, bytes(fragment)
             if not protected:
                 raise UnexpectedMessage("unprotected record after the keys changed")
             if self.skip_budget > 0:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hmac
 from enum import Enum, auto
+from functools import lru_cache
 from typing import Any, ClassVar
 
-from certs import Role
+from certs import Certificate, Role
 from tls.tlcp.buffer import Buffer
 from tls.tlcp.handshake import generate_ephemeral_key
 
@@ -33,6 +34,7 @@ from .alerts import (
     MissingExtension,
     NoApplicationProtocol,
     ProtocolVersion,
+    TLS13Alert,
     UnrecognizedName,
 )
 from .config import ClientAuth, SM2Credential, TLS13Configuration
@@ -43,14 +45,13 @@ from .handshake import (
     Handler,
     Handshake,
     TrafficSecrets,
-    decode_key_share,
     ecdhe_shared_secret,
     parse_certificate_chain,
     sign_certificate_verify,
     verify_certificate_verify,
     verify_chain,
 )
-from .keyschedule import KeySchedule, finished_verify_data
+from .keyschedule import KeySchedule, Secret, finished_verify_data
 from .messages import (
     HELLO_RETRY_REQUEST_RANDOM,
     CertificateVerify,
@@ -61,8 +62,9 @@ from .messages import (
     KeyShareEntry,
     OfferedPsks,
     ServerHello,
-    encode_certificate,
     encode_certificate_request,
+    encode_certificate_verify,
+    encode_server_hello,
     pull_alpn,
     pull_certificate,
     pull_certificate_verify,
@@ -75,7 +77,6 @@ from .messages import (
     pull_uint16_list,
     push_alpn,
     push_certificate_authorities,
-    push_certificate_verify,
     push_encrypted_extensions,
     push_server_hello,
     push_server_key_share,
@@ -119,14 +120,18 @@ class ServerHandshake(Handshake):
         self.alpn_protocol: str | None = None
         self.resumed_state: TicketState | None = None
         self.key_schedule: KeySchedule | None = None
-        self.client_handshake_secret = b""
-        self._server_handshake_secret = b""
-        self.client_application_secret = b""
-        self._server_application_secret = b""
+        self.client_handshake_secret: Secret | None = None
+        self._server_handshake_secret: Secret | None = None
+        self.client_application_secret: Secret | None = None
+        self._server_application_secret: Secret | None = None
         self._exporter_secret = b""
-        self.peer_certificates: tuple[Any, ...] = ()
+        self.peer_certificates: tuple[Certificate, ...] = ()
+        #: the client chain was validated against the configured trust anchors (an identity, not a claim)
+        self.peer_verified = False
         self.peer_sm2_signature_id: bytes | None = None
         self.client_signed = False
+        #: the client offered psk_dhe_ke, so a ticket could resume (RFC 8446 4.2.9: otherwise send none)
+        self.client_resumes_with_dhe = False
 
     # ClientHello
 
@@ -150,6 +155,7 @@ class ServerHandshake(Handshake):
             self._send_hello_retry_request(hello, raw)
             return
         self.alpn_protocol = self._choose_alpn(hello)
+        self.client_resumes_with_dhe = self._offers_psk_dhe_ke(hello)
         psk = self._find_resumption_psk(hello, raw)
         if psk is None:
             self._require_signature_algorithms(hello)
@@ -245,36 +251,73 @@ class ServerHandshake(Handshake):
     # resumption
 
     def _find_resumption_psk(self, hello: ClientHello, raw: bytes) -> bytes | None:
-        """The PSK of the client's first identity when it resumes a ticket of ours (4.2.11)."""
+        """The PSK of the client's first identity when it resumes a ticket of ours (4.2.11).
+
+        Resuming also restores the client identity of the original handshake (`_resumed_client`).
+        """
         psk_data = hello.extension(ExtensionType.PRE_SHARED_KEY)
         if psk_data is None:
             return None
-        modes_data = hello.extension(ExtensionType.PSK_KEY_EXCHANGE_MODES)
-        if modes_data is None:
+        if hello.extension(ExtensionType.PSK_KEY_EXCHANGE_MODES) is None:
             raise MissingExtension("pre_shared_key without psk_key_exchange_modes")
         offered = pull_offered_psks(psk_data)
-        if PskKeyExchangeMode.psk_dhe_ke not in pull_psk_key_exchange_modes(modes_data):
+        if not self.client_resumes_with_dhe:
             return None
         config = self.configuration
         if config.ticket_keys is None:
             return None
         state = config.ticket_keys.open(offered.identities[0].identity, config.now())
-        if state is None or not self._ticket_usable(state):
+        if (
+            state is None
+            or state.server_name != self.server_name
+            or state.alpn_protocol != self.alpn_protocol
+        ):
+            return None
+        client = self._resumed_client(state)
+        if client is None:
             return None
         self._check_binder(offered, raw, state.resumption_psk)
         self.resumed_state = state
+        self.peer_certificates, self.peer_verified = client
         return state.resumption_psk
 
-    def _ticket_usable(self, state: TicketState) -> bool:
-        keys = self.configuration.ticket_keys
-        assert keys is not None
-        if state.client_chain_digest and keys.client_chain(state.client_chain_digest) is None:
-            return False  # the chain is no longer remembered: a full handshake re-authenticates
-        return (
-            state.server_name == self.server_name
-            and state.alpn_protocol == self.alpn_protocol
-            and not (self.configuration.client_auth is ClientAuth.REQUIRED and not state.client_chain_digest)
+    @staticmethod
+    def _offers_psk_dhe_ke(hello: ClientHello) -> bool:
+        modes_data = hello.extension(ExtensionType.PSK_KEY_EXCHANGE_MODES)
+        return modes_data is not None and PskKeyExchangeMode.psk_dhe_ke in pull_psk_key_exchange_modes(
+            modes_data
         )
+
+    def _resumed_client(self, state: TicketState) -> tuple[tuple[Certificate, ...], bool] | None:
+        """(client chain, verified) a ticket resumes, or None when a full handshake must re-authenticate.
+
+        The ticket says whether the chain was verified when it was issued; it still counts as verified
+        only if it validates against the trust anchors configured now (a reload may have dropped its
+        anchor, or it may have expired).  A server that requires client certificates resumes only a
+        verified client.
+        """
+        chain: tuple[Certificate, ...] = ()
+        if state.client_chain_digest:
+            keys = self.configuration.ticket_keys
+            assert keys is not None
+            remembered = keys.client_chain(state.client_chain_digest)
+            if remembered is None:
+                return None  # the chain is no longer remembered
+            chain = remembered
+        verified = state.peer_verified and self._still_verifies(chain)
+        if self.configuration.client_auth is ClientAuth.REQUIRED and not verified:
+            return None
+        return chain, verified
+
+    def _still_verifies(self, chain: tuple[Certificate, ...]) -> bool:
+        config = self.configuration
+        if not chain or not config.verify_peer or config.trust_store is None:
+            return False
+        try:
+            verify_chain(chain, config.trust_store, Role.CLIENT_SIGN, config, None)
+        except TLS13Alert:
+            return False
+        return True
 
     def _check_binder(self, offered: OfferedPsks, raw: bytes, psk: bytes) -> None:
         binder = offered.binders[0]
@@ -282,9 +325,11 @@ class ServerHandshake(Handshake):
             raise DecryptError("PSK binder has the wrong length")
         truncated = self.hash_before.copy()
         truncated.update(raw[: len(raw) - offered.binders_length])
-        expected = finished_verify_data(KeySchedule(psk).binder_key(), truncated.digest())
+        key_schedule = KeySchedule(psk)
+        expected = finished_verify_data(key_schedule.binder_key(), truncated.digest())
         if not hmac.compare_digest(expected, binder):
             raise DecryptError("PSK binder does not verify")
+        self.key_schedule = key_schedule  # the early secret of this PSK goes on into the handshake
 
     # server flight
 
@@ -320,7 +365,7 @@ class ServerHandshake(Handshake):
         assert self.cipher_suite is not None
         config = self.configuration
         ephemeral = generate_ephemeral_key(config.random)
-        shared_secret = ecdhe_shared_secret(ephemeral, decode_key_share(client_share.key_exchange))
+        shared_secret = ecdhe_shared_secret(ephemeral, client_share.key_exchange)
         extensions = [
             (int(ExtensionType.SUPPORTED_VERSIONS), push_uint16_value(TLS13_VERSION)),
             (
@@ -330,54 +375,51 @@ class ServerHandshake(Handshake):
         ]
         if psk is not None:
             extensions.append((int(ExtensionType.PRE_SHARED_KEY), push_uint16_value(0)))
-        self.send_message(
-            push_server_hello,
-            ServerHello(
-                legacy_version=LEGACY_VERSION,
-                random=config.random(32),
-                legacy_session_id_echo=hello.legacy_session_id,
-                cipher_suite=int(self.cipher_suite),
-                legacy_compression_method=0,
-                extensions=extensions,
-            ),
+        self.send_encoded(
+            encode_server_hello(
+                ServerHello(
+                    legacy_version=LEGACY_VERSION,
+                    random=config.random(32),
+                    legacy_session_id_echo=hello.legacy_session_id,
+                    cipher_suite=int(self.cipher_suite),
+                    legacy_compression_method=0,
+                    extensions=extensions,
+                )
+            )
         )
         if hello.legacy_session_id and self.first_hello is None:
             self.writer.write_change_cipher_spec()  # middlebox compatibility (D.4), once
-        self.key_schedule = KeySchedule(psk)
+        if psk is None:
+            self.key_schedule = KeySchedule()
+        assert self.key_schedule is not None  # with a PSK: made by _check_binder
         client_secret, server_secret = self.key_schedule.handshake_traffic_secrets(
             shared_secret, self.transcript.digest()
         )
-        self.client_handshake_secret = client_secret
         self.log_handshake_secrets(client_secret, server_secret)
-        self.install_write_keys(server_secret)
-        self.install_read_keys(client_secret)
+        self.client_handshake_secret = Secret(client_secret)
+        self._server_handshake_secret = Secret(server_secret)
+        self.install_write_keys(self._server_handshake_secret)
+        self.install_read_keys(self.client_handshake_secret)
         self.reader.allow_plain_alerts = True
-        self._server_handshake_secret = server_secret
 
     def _send_server_flight(self) -> None:
         config = self.configuration
-        extensions: list[tuple[int, bytes]] = []
-        if self.server_name is not None and self.resumed_state is None:
-            extensions.append((int(ExtensionType.SERVER_NAME), b""))
-        if self.alpn_protocol is not None:
-            extensions.append(
-                (int(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION), push_alpn([self.alpn_protocol]))
-            )
-        self.send_message(push_encrypted_extensions, EncryptedExtensions(extensions))
+        acknowledge_server_name = self.server_name is not None and self.resumed_state is None
+        self.send_encoded(_encrypted_extensions(acknowledge_server_name, self.alpn_protocol))
         if self.resumed_state is None:
             assert self.credential is not None
             requests_certificate = config.client_auth is not ClientAuth.NONE
             if requests_certificate:
-                self.send_encoded(encode_certificate_request(self._certificate_request_extensions()))
-            self.send_encoded(encode_certificate(self.credential.certificate_ders))
+                self.send_encoded(self._certificate_request())
+            self.send_encoded(self.credential.certificate_message)
             signature = sign_certificate_verify(
                 self.credential.private_key,
                 SERVER_CERTIFICATE_VERIFY_CONTEXT,
                 self.transcript.digest(),
                 config.sm2_signature_id,
             )
-            self.send_message(
-                push_certificate_verify, CertificateVerify(SignatureScheme.sm2sig_sm3, signature)
+            self.send_encoded(
+                encode_certificate_verify(CertificateVerify(SignatureScheme.sm2sig_sm3, signature))
             )
             self.state = (
                 ServerState.EXPECT_CLIENT_CERTIFICATE
@@ -385,40 +427,22 @@ class ServerHandshake(Handshake):
                 else ServerState.EXPECT_CLIENT_FINISHED
             )
         else:
-            self.peer_certificates = self._resumed_client_certificates()
             self.state = ServerState.EXPECT_CLIENT_FINISHED
+        assert self._server_handshake_secret is not None
         self.send_finished(self._server_handshake_secret)
         assert self.key_schedule is not None
         client_app, server_app, exporter = self.key_schedule.application_traffic_secrets(
             self.transcript.digest()
         )
         self.log_application_secrets(client_app, server_app, exporter)
-        self.client_application_secret = client_app
-        self._server_application_secret = server_app
+        self.client_application_secret = Secret(client_app)
+        self._server_application_secret = Secret(server_app)
         self._exporter_secret = exporter
-        self.install_write_keys(server_app)
+        self.install_write_keys(self._server_application_secret)
 
-    def _certificate_request_extensions(self) -> tuple[tuple[int, bytes], ...]:
-        extensions = [
-            (int(ExtensionType.SIGNATURE_ALGORITHMS), push_uint16_list([SignatureScheme.sm2sig_sm3], 2))
-        ]
+    def _certificate_request(self) -> bytes:
         trust_store = self.configuration.trust_store
-        if trust_store is not None and trust_store.anchors:
-            extensions.append(
-                (
-                    int(ExtensionType.CERTIFICATE_AUTHORITIES),
-                    push_certificate_authorities(trust_store.ca_names_der()),
-                )
-            )
-        return tuple(extensions)
-
-    def _resumed_client_certificates(self) -> tuple[Any, ...]:
-        assert self.resumed_state is not None and self.configuration.ticket_keys is not None
-        if not self.resumed_state.client_chain_digest:
-            return ()
-        chain = self.configuration.ticket_keys.client_chain(self.resumed_state.client_chain_digest)
-        assert chain is not None  # checked by _ticket_usable
-        return parse_certificate_chain(chain)
+        return _certificate_request(tuple(trust_store.anchors) if trust_store is not None else ())
 
     # client flight
 
@@ -435,6 +459,7 @@ class ServerHandshake(Handshake):
         chain = parse_certificate_chain([entry.cert_data for entry in message.certificate_list])
         if config.verify_peer and config.trust_store is not None:
             verify_chain(chain, config.trust_store, Role.CLIENT_SIGN, config, None)
+            self.peer_verified = True
         self.peer_certificates = chain
         self.state = ServerState.EXPECT_CLIENT_CERTIFICATE_VERIFY
 
@@ -453,14 +478,24 @@ class ServerHandshake(Handshake):
 
     def _handle_finished(self, raw: bytes) -> None:
         assert self.cipher_suite is not None and self.key_schedule is not None
+        assert self.client_handshake_secret is not None and self.client_application_secret is not None
+        assert self._server_application_secret is not None
         self.check_finished(pull_finished(Buffer(raw), HASH_LENGTH), self.client_handshake_secret)
         self.install_read_keys(self.client_application_secret)
+        config = self.configuration
+        issues_tickets = (
+            config.ticket_keys is not None and config.new_session_tickets > 0 and self.client_resumes_with_dhe
+        )
         self.secrets = TrafficSecrets(
             cipher_suite=self.cipher_suite,
             client_application=self.client_application_secret,
             server_application=self._server_application_secret,
             exporter=self._exporter_secret,
-            resumption_master=self.key_schedule.resumption_master_secret(self.transcript.digest()),
+            resumption_master=(
+                self.key_schedule.resumption_master_secret(self.transcript.digest())
+                if issues_tickets
+                else None
+            ),
         )
         self.state = ServerState.POST_HANDSHAKE
         self.complete = True
@@ -474,6 +509,7 @@ class ServerHandshake(Handshake):
                 group=NamedGroup.curveSM2,
                 signature_scheme=SignatureScheme.sm2sig_sm3 if self.client_signed else None,
                 peer_sm2_signature_id=self.peer_sm2_signature_id,
+                peer_verified=self.peer_verified,
             )
         )
 
@@ -488,3 +524,33 @@ class ServerHandshake(Handshake):
         ): _handle_certificate_verify,
         (ServerState.EXPECT_CLIENT_FINISHED, HandshakeType.FINISHED): _handle_finished,
     }
+
+
+@lru_cache(maxsize=64)
+def _encrypted_extensions(acknowledge_server_name: bool, alpn_protocol: str | None) -> bytes:
+    """The whole EncryptedExtensions message: it only varies with these two (the ALPN names are ours)."""
+    extensions: list[tuple[int, bytes]] = []
+    if acknowledge_server_name:
+        extensions.append((int(ExtensionType.SERVER_NAME), b""))
+    if alpn_protocol is not None:
+        extensions.append(
+            (int(ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION), push_alpn([alpn_protocol]))
+        )
+    buf = Buffer()
+    push_encrypted_extensions(buf, EncryptedExtensions(extensions))
+    return buf.data
+
+
+@lru_cache(maxsize=16)
+def _certificate_request(anchors: tuple[Certificate, ...]) -> bytes:
+    """The whole CertificateRequest: sm2sig_sm3, and the trust anchors' names when there are any."""
+    extensions = [
+        (int(ExtensionType.SIGNATURE_ALGORITHMS), push_uint16_list([SignatureScheme.sm2sig_sm3], 2))
+    ]
+    names: list[bytes] = []
+    for anchor in anchors:
+        if anchor.subject_der not in names:
+            names.append(anchor.subject_der)
+    if names:
+        extensions.append((int(ExtensionType.CERTIFICATE_AUTHORITIES), push_certificate_authorities(names)))
+    return encode_certificate_request(tuple(extensions))

@@ -1,9 +1,9 @@
 """Server session tickets: resumption state sealed with rotated SM4-GCM keys (RFC 8446 4.6.1, RFC 5077 4).
 
 A ticket is ``key_name(16) || nonce(12) || SM4-GCM(key, nonce, state, aad=key_name)``.  Everything
-needed to resume (suite, resumption PSK, SNI, ALPN, issue time) is inside the sealed `TicketState`,
-except the client's certificate chain: the ticket carries only its SM3 digest, and the chains live in a
-bounded table beside the keys.  Tickets stay small (about 150 bytes) because GmSSL 3's client copies a
+needed to resume (suite, resumption PSK, SNI, ALPN, issue time, whether the client chain was verified
+against trust anchors) is inside the sealed `TicketState`, except the client's certificate chain: the
+ticket carries only its SM3 digest, and the chains (parsed) live in a bounded table beside the keys.  Tickets stay small (about 150 bytes) because GmSSL 3's client copies a
 ticket into a 512-byte stack buffer and crashes on a larger one; a chain that has left the table (or
 a ticket from another process) only costs a full handshake.
 
@@ -16,23 +16,36 @@ a server (one asyncio thread), like `tls.tlcp.SessionCache`.
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from tls.crypto import SM4GCM, DecryptionError, sm3
-from tls.tlcp.buffer import Buffer, BufferReadError, pull_opaque, push_opaque
+from certs import Certificate
+from tls.crypto import SM4GCM, DecryptionError, TongsuoSM4GCM, keyed_sm4_gcm, sm3
+from tls.tlcp.buffer import Buffer, BufferReadError, pull_opaque
 
 from .suites import CipherSuite
 
 KEY_NAME_LENGTH = 16
 _NONCE_LENGTH = 12
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_FLAG_PEER_VERIFIED = 0x01
 #: RFC 8446 4.6.1: lifetimes above seven days are not allowed.
 MAX_TICKET_LIFETIME = timedelta(days=7)
 #: Largest ticket we try to open (a state with a client chain of a few certificates fits).
 MAX_TICKET_LENGTH = 1 << 15
+
+
+#: version, cipher suite, issue time (ms since the epoch), lifetime, age_add
+_STATE_HEADER = struct.Struct(">BHQII")
+
+
+def _opaque8(value: bytes) -> bytes:
+    if len(value) > 255:
+        raise ValueError("ticket state field longer than 255 bytes")
+    return bytes((len(value),)) + value
 
 
 @dataclass(frozen=True)
@@ -47,19 +60,29 @@ class TicketState:
     server_name: str | None
     alpn_protocol: str | None
     client_chain_digest: bytes = b""
+    #: the client chain was validated against the server's trust anchors in the original handshake
+    peer_verified: bool = False
 
     def encode(self) -> bytes:
-        buf = Buffer()
-        buf.push_uint8(_STATE_VERSION)
-        buf.push_uint16(self.cipher_suite)
-        buf.push_uint64(int(self.issued_at.timestamp() * 1000))
-        buf.push_uint32(self.lifetime)
-        buf.push_uint32(self.age_add)
-        push_opaque(buf, 1, self.resumption_psk)
-        push_opaque(buf, 2, (self.server_name or "").encode("ascii"))
-        push_opaque(buf, 1, (self.alpn_protocol or "").encode("latin-1"))
-        push_opaque(buf, 1, self.client_chain_digest)
-        return buf.data
+        server_name = (self.server_name or "").encode("ascii")
+        alpn = (self.alpn_protocol or "").encode("latin-1")
+        return b"".join(
+            (
+                _STATE_HEADER.pack(
+                    _STATE_VERSION,
+                    self.cipher_suite,
+                    int(self.issued_at.timestamp() * 1000),
+                    self.lifetime,
+                    self.age_add,
+                ),
+                _opaque8(self.resumption_psk),
+                len(server_name).to_bytes(2, "big"),
+                server_name,
+                _opaque8(alpn),
+                _opaque8(self.client_chain_digest),
+                bytes((_FLAG_PEER_VERIFIED if self.peer_verified else 0,)),
+            )
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> TicketState | None:
@@ -76,18 +99,29 @@ class TicketState:
             server_name = pull_opaque(buf, 2).decode("ascii")
             alpn = pull_opaque(buf, 1).decode("latin-1")
             chain_digest = pull_opaque(buf, 1)
-            if not buf.eof():
+            flags = buf.pull_uint8()
+            if flags & ~_FLAG_PEER_VERIFIED or not buf.eof():
                 return None
             issued_at = datetime.fromtimestamp(issued_ms / 1000, tz=UTC)
         except (BufferReadError, ValueError, OverflowError, OSError):
             return None
-        return cls(suite, psk, issued_at, lifetime, age_add, server_name or None, alpn or None, chain_digest)
+        return cls(
+            suite,
+            psk,
+            issued_at,
+            lifetime,
+            age_add,
+            server_name or None,
+            alpn or None,
+            chain_digest,
+            peer_verified=bool(flags & _FLAG_PEER_VERIFIED),
+        )
 
 
 @dataclass
 class _TicketKey:
     name: bytes
-    cipher: SM4GCM = field(repr=False)
+    cipher: SM4GCM | TongsuoSM4GCM = field(repr=False)
     created_at: datetime
 
 
@@ -111,21 +145,22 @@ class SessionTicketKeys:
         if not timedelta(0) < ticket_lifetime <= MAX_TICKET_LIFETIME:
             raise ValueError("ticket_lifetime must be within (0, 7 days]")
         self.rotation_interval = rotation_interval
-        self.ticket_lifetime = ticket_lifetime
+        self._ticket_lifetime = ticket_lifetime
+        self._lifetime_seconds = int(ticket_lifetime.total_seconds())
         self._keys: list[_TicketKey] = []
-        self._client_chains: OrderedDict[bytes, tuple[bytes, ...]] = OrderedDict()
+        self._client_chains: OrderedDict[bytes, tuple[Certificate, ...]] = OrderedDict()
         self.max_client_chains = max_client_chains
 
-    def remember_client_chain(self, ders: Sequence[bytes]) -> bytes:
+    def remember_client_chain(self, chain: Sequence[Certificate]) -> bytes:
         """Keep a client's chain for resumption; returns the digest a ticket carries instead."""
-        digest = sm3(b"".join(len(der).to_bytes(3, "big") + der for der in ders))
-        self._client_chains[digest] = tuple(ders)
+        digest = sm3(b"".join(len(c.der).to_bytes(3, "big") + c.der for c in chain))
+        self._client_chains[digest] = tuple(chain)
         self._client_chains.move_to_end(digest)
         while len(self._client_chains) > self.max_client_chains:
             self._client_chains.popitem(last=False)
         return digest
 
-    def client_chain(self, digest: bytes) -> tuple[bytes, ...] | None:
+    def client_chain(self, digest: bytes) -> tuple[Certificate, ...] | None:
         chain = self._client_chains.get(digest)
         if chain is not None:
             self._client_chains.move_to_end(digest)
@@ -135,16 +170,21 @@ class SessionTicketKeys:
         return len(self._keys)
 
     @property
+    def ticket_lifetime(self) -> timedelta:
+        return self._ticket_lifetime
+
+    @property
     def lifetime_seconds(self) -> int:
-        return int(self.ticket_lifetime.total_seconds())
+        """The lifetime announced in NewSessionTicket, in seconds."""
+        return self._lifetime_seconds
 
     def rotate(self, now: datetime, random: Callable[[int], bytes]) -> None:
         """Start sealing with a fresh key now; retire keys whose tickets have all expired."""
-        self._keys.insert(0, _TicketKey(random(KEY_NAME_LENGTH), SM4GCM(random(16)), now))
+        self._keys.insert(0, _TicketKey(random(KEY_NAME_LENGTH), keyed_sm4_gcm(random(16)), now))
         self._retire(now)
 
     def _retire(self, now: datetime) -> None:
-        keep = self.rotation_interval + self.ticket_lifetime
+        keep = self.rotation_interval + self._ticket_lifetime
         self._keys = [self._keys[0]] + [key for key in self._keys[1:] if now < key.created_at + keep]
 
     def seal(self, state: TicketState, now: datetime, random: Callable[[int], bytes]) -> bytes:
@@ -159,7 +199,7 @@ class SessionTicketKeys:
         if not KEY_NAME_LENGTH + _NONCE_LENGTH + 16 < len(ticket) <= MAX_TICKET_LENGTH:
             return None
         name = ticket[:KEY_NAME_LENGTH]
-        keep = self.rotation_interval + self.ticket_lifetime
+        keep = self.rotation_interval + self._ticket_lifetime
         for key in self._keys:
             if key.name != name:
                 continue

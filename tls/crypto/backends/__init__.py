@@ -46,6 +46,9 @@ _FACTORIES: dict[str, Callable[[], SM2Backend]] = {"openssl": _load_openssl, "gm
 
 def get_backend(name: str) -> SM2Backend:
     """The named backend (loaded once); raises :class:`UnsupportedAlgorithm` if it cannot load."""
+    backend = _loaded.get(name)  # loaded backends are never replaced: no lock on this path
+    if backend is not None:
+        return backend
     if name not in _FACTORIES:
         raise UnsupportedAlgorithm(f"unknown SM2 backend {name!r} (choose from {', '.join(BACKEND_NAMES)})")
     with _lock:
@@ -109,7 +112,14 @@ def _default_backend() -> SM2Backend:
 
 def current_backend() -> SM2Backend:
     override = _override.get()
-    return override if override is not None else _default_backend()
+    if override is not None:
+        return override
+    selected = _selected
+    if selected is not None:  # every call after the first: one dictionary look-up
+        backend = _loaded.get(selected)
+        if backend is not None:
+            return backend
+    return _default_backend()
 
 
 def backend_name() -> str:

@@ -34,6 +34,14 @@ class SM2Backend(Protocol):
         """[scalar]point (the generator when ``point`` is None); 1 <= scalar < n, result never infinity."""
         ...
 
+    def ecdh(self, scalar: int, peer_point: bytes) -> bytes:
+        """The x coordinate of [scalar]peer_point, validating ``peer_point`` as `decode_point` does.
+
+        For a point received from a peer: the validation and the multiplication in one call (a backend
+        that validates while it multiplies does not decode the point twice).
+        """
+        ...
+
     def point_add(self, p: bytes, q: bytes) -> bytes:
         """p + q for validated points; raises :class:`CryptoError` if the sum is the point at infinity."""
         ...

@@ -92,6 +92,9 @@ class GmSSLBackend:
         base = _G_HEX if point is None else point[1:].hex()
         return _hex_to_point(self._curve._kg(scalar, base))
 
+    def ecdh(self, scalar: int, peer_point: bytes) -> bytes:
+        return self.point_mul(scalar, self.decode_point(peer_point))[1 : 1 + FIELD_SIZE]
+
     def point_add(self, p: bytes, q: bytes) -> bytes:
         if p == q:
             total = self._curve._double_point(p[1:].hex() + "1")

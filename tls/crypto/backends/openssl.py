@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import Any
 
 from tls.crypto import encoding
-from tls.crypto.curve import DEFAULT_SM2_ID, NID_SM2, POINT_SIZE
+from tls.crypto.curve import DEFAULT_SM2_ID, FIELD_SIZE, NID_SM2, POINT_SIZE
 from tls.crypto.errors import CryptoError, DecryptionError, InvalidKey, InvalidSignature, UnsupportedAlgorithm
 from tls.crypto.keys import SM2PrivateKey, SM2PublicKey
 
@@ -286,6 +286,14 @@ class OpenSSLBackend:
             self._clear_errors()
             raise CryptoError("EC_POINT_mul failed")
         return self._encode_point(result)
+
+    def ecdh(self, scalar: int, peer_point: bytes) -> bytes:
+        if len(peer_point) not in (33, POINT_SIZE) or peer_point[0] not in (
+            (2, 3) if len(peer_point) == 33 else (4,)
+        ):
+            raise InvalidKey("SM2 point must be 65-byte uncompressed or 33-byte compressed")
+        # point_mul decodes the point with the same checks as decode_point (_point) before multiplying
+        return self.point_mul(scalar, peer_point)[1 : 1 + FIELD_SIZE]
 
     def point_add(self, p: bytes, q: bytes) -> bytes:
         result = self._ffi.gc(self._lib.EC_POINT_new(self._group), self._lib.EC_POINT_free)

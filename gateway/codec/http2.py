@@ -1,0 +1,192 @@
+"""Per-stream codec adapters over one shared sans-I/O HTTP/2 connection.
+
+HTTP/2 multiplexes many requests on one connection, while an :class:`~gateway.proxy.Exchange` speaks to
+one :class:`ServerCodec` (and one :class:`ClientCodec`) as if it owned the connection. These adapters
+give each stream that view: encoding a response head, body or trailers queues frames on the shared
+:class:`~gateway.http2.connection.H2ServerConnection` for this stream and returns whatever the
+connection has to send now (frames of other streams and WINDOW_UPDATEs included, in order), so the
+exchange writes the bytes as it does for HTTP/1.1. Decoding is not theirs: the connection manager reads
+the connection's stream events and hands them to each stream's exchange.
+
+gRPC: a reply the gateway makes itself to a gRPC request is a Trailers-Only response (HTTP 200,
+``grpc-status`` from the HTTP status), never an HTTP error page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import h2.exceptions
+from h2.errors import ErrorCodes
+
+from gateway import grpc
+from gateway.codec.base import (
+    NEED_DATA,
+    Body,
+    ClientCodec,
+    ClientEvent,
+    EndOfStream,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    ResponseTrailers,
+    ServerCodec,
+    ServerEvent,
+)
+from gateway.http2.connection import H2ClientConnection, H2ServerConnection
+
+
+class H2StreamServerCodec(ServerCodec):
+    """Encodes one stream's response; ``sent`` is told after body bytes are queued (backpressure)."""
+
+    def __init__(
+        self,
+        connection: H2ServerConnection,
+        stream_id: int,
+        *,
+        grpc_request: bool,
+        head_request: bool,
+        sent: Callable[[], None],
+        gone: Callable[[], None],
+    ) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self._gone = gone
+        self.grpc_request = grpc_request
+        self.head_request = head_request
+        self._sent = sent
+        self._trailers: Headers | None = None
+        self._held_head: ResponseHead | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        """Stream events come from the shared connection (see the module docstring), not from here."""
+
+    def next_event(self) -> ServerEvent:
+        return NEED_DATA
+
+    def encode_response_head(self, head: ResponseHead) -> bytes:
+        # Held until we know what follows: a head the end follows at once leaves as one HEADERS frame
+        # with END_STREAM (a gRPC Trailers-Only response must stay one, or clients see no status).
+        self._held_head = head
+        return b""
+
+    def encode_held(self) -> bytes:
+        with self._unless_gone():
+            self._send_held_head()
+        return self.connection.data_to_send()
+
+    @contextlib.contextmanager
+    def _unless_gone(self) -> Iterator[None]:
+        """The client may have reset the stream or closed the connection (GOAWAY) while the response was
+        on its way: what is left of the response is dropped and the exchange told, never an exception
+        into the upstream's callbacks."""
+        try:
+            yield
+        except h2.exceptions.ProtocolError:
+            self._gone()
+
+    def _send_held_head(self, end_stream: bool = False) -> bool:
+        head, self._held_head = self._held_head, None
+        if head is not None:
+            self.connection.send_response(self.stream_id, head, end_stream=end_stream)
+        return head is not None
+
+    def encode_body(self, data: bytes) -> bytes:
+        if not data or self.head_request:
+            return b""
+        with self._unless_gone():
+            self._send_held_head()
+            self.connection.send_data(self.stream_id, data)
+            self._sent()
+        return self.connection.data_to_send()
+
+    def encode_trailers(self, headers: Headers) -> bytes:
+        self._trailers = headers
+        return b""
+
+    def encode_end(self) -> bytes:
+        with self._unless_gone():
+            if self._trailers is not None:
+                self._send_held_head()
+                self.connection.send_trailers(self.stream_id, self._trailers)
+            elif not self._send_held_head(end_stream=True):
+                self.connection.send_data(self.stream_id, b"", end_stream=True)
+        return self.connection.data_to_send()
+
+    def local_reply(
+        self, status: int, body: bytes, content_type: str = "text/plain", headers: Headers = ()
+    ) -> bytes:
+        with self._unless_gone():
+            self._local_reply(status, body, content_type, headers)
+        return self.connection.data_to_send()
+
+    def _local_reply(self, status: int, body: bytes, content_type: str, headers: Headers) -> None:
+        connection, stream_id = self.connection, self.stream_id
+        if self.grpc_request:
+            message = body.decode("utf-8", "replace").strip()
+            trailers = grpc.trailers_only(grpc.status_for(status), message)
+            connection.send_response(stream_id, ResponseHead(200, trailers), end_stream=True)
+            return
+        head_headers = (("content-type", content_type), ("content-length", str(len(body))), *headers)
+        empty = not body or self.head_request
+        connection.send_response(stream_id, ResponseHead(status, head_headers), end_stream=empty)
+        if not empty:
+            connection.send_data(stream_id, body, end_stream=True)
+
+    def keep_alive(self) -> bool:
+        return False  # a stream carries one exchange
+
+    def start_next_cycle(self) -> None:
+        """Never called: the stream ends with its exchange."""
+
+    def reset(self, error_code: int = ErrorCodes.INTERNAL_ERROR) -> bytes:
+        self.connection.reset(self.stream_id, error_code)
+        return self.connection.data_to_send()
+
+
+class H2StreamClientCodec(ClientCodec):
+    """Encodes one upstream stream's request; the upstream connection queues its response events here."""
+
+    def __init__(self, connection: H2ClientConnection, scheme: str, sent: Callable[[], None]) -> None:
+        self.connection = connection
+        self.scheme = scheme
+        self.stream_id = 0
+        self._sent = sent
+        self._events: list[ClientEvent] = []
+        self.ended = False
+
+    def encode_request_head(self, head: RequestHead) -> bytes:
+        self.stream_id = self.connection.send_request(head, self.scheme, end_stream=False)
+        self._sent()
+        return self.connection.data_to_send()
+
+    def encode_body(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        self.connection.send_data(self.stream_id, data)
+        self._sent()
+        return self.connection.data_to_send()
+
+    def encode_end(self) -> bytes:
+        self.connection.send_data(self.stream_id, b"", end_stream=True)
+        return self.connection.data_to_send()
+
+    def receive_data(self, data: bytes) -> None:
+        """Response events are pushed by the upstream connection (:meth:`push`)."""
+
+    def push(self, event: ResponseHead | Body | ResponseTrailers | EndOfStream) -> None:
+        if isinstance(event, EndOfStream):
+            self.ended = True
+        self._events.append(event)
+
+    def next_event(self) -> ClientEvent:
+        if self._events:
+            return self._events.pop(0)
+        return NEED_DATA
+
+    def reusable(self) -> bool:
+        return False  # the stream is over; the connection is shared and pooled on its own
+
+    def start_next_cycle(self) -> None:
+        """Never called: one stream, one request."""

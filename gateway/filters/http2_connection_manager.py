@@ -1,0 +1,417 @@
+"""HTTP connection manager for HTTP/2 (ALPN ``h2``, or h2c with prior knowledge): one sans-I/O
+:class:`~gateway.http2.connection.H2ServerConnection` per downstream connection, one
+:class:`~gateway.proxy.Exchange` per stream, through the same router, access control, retries, metrics
+and audit as HTTP/1.1.
+
+Each stream gets an :class:`H2Stream`: the exchange's owner (its connection manager as far as the
+exchange can tell), with a per-stream codec (:mod:`gateway.codec.http2`) and a per-stream view of the
+connection (:class:`StreamConnection`), so the exchange stays protocol-agnostic.
+
+Flow control, both ways, with backpressure:
+- client to upstream: a stream's DATA is acknowledged (its window reopened) once the exchange has
+  taken it, unless the exchange paused reading (upstream not connected yet, or its write buffer full);
+  the window then stays shut until it resumes, so a slow upstream throttles that one client stream;
+- upstream to client: what the client's window does not admit queues in the HTTP/2 connection; above
+  :data:`OUTBOUND_HIGH_WATER` the stream's upstream stops being read until WINDOW_UPDATEs drain it.
+
+Protocol errors and floods (:mod:`gateway.http2.flood`) end the connection with GOAWAY, a rate-limited
+log line and ``smgate_http2_connection_errors{reason}``; the other connections never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from h2.errors import ErrorCodes
+
+from gateway import grpc
+from gateway.codec.base import CodecFactory, Headers
+from gateway.codec.http2 import H2StreamServerCodec
+from gateway.config import HttpConnectionManagerFilter
+from gateway.filters.base import FilterStatus, NetworkFilter
+from gateway.filters.http_connection_manager import ConnectionContext, identity_headers
+from gateway.http2.connection import H2ConnectionError, H2ServerConnection, Http2Limits
+from gateway.http2.events import (
+    BodyReceived,
+    ConnectionEnded,
+    H2Event,
+    RequestStarted,
+    StreamEnded,
+    StreamReset,
+)
+from gateway.http2.flood import FloodLimits
+from gateway.logs.rate_limit import RateLimitedLog
+from gateway.logs.setup import get_logger
+from gateway.proxy import Exchange
+from gateway.router import RouteTable
+from gateway.timers import Deadline
+
+if TYPE_CHECKING:
+    from gateway.connection import Connection
+    from gateway.identity import PeerIdentity
+    from gateway.runtime import Generation
+    from gateway.stream import TransportStream
+    from gateway.upgrade import UpgradeTunnel
+
+#: Response bytes queued for one stream beyond the client's window before its upstream pauses.
+OUTBOUND_HIGH_WATER = 256 * 1024
+OUTBOUND_LOW_WATER = 64 * 1024
+
+_log = RateLimitedLog(get_logger("http2"), rate=1.0, burst=10)
+
+
+def http2_limits(config: HttpConnectionManagerFilter) -> Http2Limits:
+    options = config.http2_protocol_options
+    return Http2Limits(
+        max_concurrent_streams=options.max_concurrent_streams,
+        max_header_list_size=min(options.max_header_list_size, config.max_request_headers_bytes),
+        max_frame_size=options.max_frame_size,
+        initial_stream_window_size=options.initial_stream_window_size,
+        connection_window_size=options.initial_connection_window_size,
+        flood=FloodLimits(
+            stream_resets_per_window=options.max_stream_resets_per_10s,
+            pings_per_window=options.max_pings_per_10s,
+            settings_per_window=options.max_settings_per_10s,
+            max_header_block_bytes=min(options.max_header_list_size, config.max_request_headers_bytes),
+        ),
+    )
+
+
+class StreamConnection:
+    """One stream's view of the downstream connection, as an exchange uses it: writes go to the shared
+    connection, pausing reading holds back this stream's window, aborting resets this stream."""
+
+    def __init__(self, stream: H2Stream, conn: Connection) -> None:
+        self._stream = stream
+        self._conn = conn
+        self.id = conn.id
+        self.identity: PeerIdentity = conn.identity
+        self.listener = conn.listener
+        self.generation: Generation = conn.generation
+        self.close_reason = "downstream_closed"
+
+    @property
+    def draining(self) -> bool:
+        return self._conn.draining
+
+    @property
+    def stream(self) -> TransportStream:
+        return self._conn.stream
+
+    @property
+    def upstream_rx(self) -> int:
+        return self._conn.upstream_rx
+
+    @upstream_rx.setter
+    def upstream_rx(self, value: int) -> None:
+        self._conn.upstream_rx = value
+
+    @property
+    def upstream_tx(self) -> int:
+        return self._conn.upstream_tx
+
+    @upstream_tx.setter
+    def upstream_tx(self, value: int) -> None:
+        self._conn.upstream_tx = value
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._conn.write(data)
+
+    def abort(self) -> None:
+        self._stream.reset(ErrorCodes.INTERNAL_ERROR)
+
+    def close(self) -> None:
+        """Closing "the connection" of one stream ends that stream, not its neighbours."""
+        self._stream.reset(ErrorCodes.NO_ERROR)
+
+    def pause_reading(self) -> None:
+        self._stream.paused = True
+
+    def resume_reading(self) -> None:
+        self._stream.resume()
+
+
+class H2Stream:
+    """One request stream: owns its exchange (see :class:`gateway.proxy.ExchangeOwner`)."""
+
+    def __init__(self, manager: Http2ConnectionManager, event: RequestStarted, index: int) -> None:
+        self.manager = manager
+        self.stream_id = event.stream_id
+        head = event.head
+        self.conn = StreamConnection(self, manager.conn)
+        self.codec = H2StreamServerCodec(
+            manager.h2,
+            event.stream_id,
+            grpc_request=grpc.is_grpc(head),
+            head_request=head.method == "HEAD",
+            sent=self._response_queued,
+            gone=self._client_gone,
+        )
+        self.codec_factory = manager.codec_factory
+        self.config = manager.config
+        self.routes = manager.routes
+        self.loop = manager.loop
+        self.protocol = manager.codec_factory.protocol
+        self.identity_prefixes = manager.identity_prefixes
+        self.forwarded_proto = manager.forwarded_proto
+        self.access_logged = manager.access_logged
+        self.records = manager.records
+        self.audit_fields: dict[str, Any] = {**manager.audit_fields, "stream_id": event.stream_id}
+        self.unrouted_stats = manager.unrouted_stats
+        self.upstream_deadline = Deadline(self._on_upstream_deadline, manager.loop)
+        self.paused = False
+        self.blocked = False
+        #: Flow-controlled bytes taken while paused, acknowledged on resume.
+        self._unacknowledged = 0
+        self.exchange = Exchange(self, head, index, time.monotonic())
+        if event.end_stream:
+            self.exchange.request_done = True
+
+    def identity_headers(self) -> Headers:
+        return self.manager.identity_headers()
+
+    # -- from the client ------------------------------------------------------------------------
+
+    def request_body(self, event: BodyReceived) -> None:
+        self.exchange.request_body(event.data)
+        if self.paused:
+            self._unacknowledged += event.flow_controlled_length
+        else:
+            self.manager.h2.consumed(self.stream_id, event.flow_controlled_length)
+        if event.end_stream:
+            self.request_end()
+
+    def request_end(self) -> None:
+        exchange = self.exchange
+        if not exchange.request_done:
+            exchange.request_end()
+            if exchange.finished:
+                self.manager.stream_done(self)
+
+    def reset_by_peer(self, error_code: int) -> None:
+        self.exchange.downstream_gone(f"downstream_reset:{error_code}")
+
+    def _client_gone(self) -> None:
+        """The stream or connection closed under a response being relayed: end the exchange, after the
+        upstream callback that found out has returned."""
+        self.loop.call_soon(self.exchange.downstream_gone, "downstream_gone_mid_response")
+
+    # -- flow control -----------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        self.paused = False
+        if self._unacknowledged:
+            self.manager.h2.consumed(self.stream_id, self._unacknowledged)
+            self._unacknowledged = 0
+            self.manager.flush()
+
+    def _response_queued(self) -> None:
+        """Body bytes were queued for the client: stop reading the upstream while too many wait."""
+        if not self.blocked and self.manager.h2.pending(self.stream_id) > OUTBOUND_HIGH_WATER:
+            self.blocked = True
+            self.manager.blocked.add(self)
+            self._pause_upstream(True)
+
+    def unblock_if_drained(self) -> bool:
+        if self.manager.h2.pending(self.stream_id) > OUTBOUND_LOW_WATER:
+            return False
+        self.blocked = False
+        self._pause_upstream(False)
+        return True
+
+    def _pause_upstream(self, pause: bool) -> None:
+        upstream = self.exchange.upstream
+        if upstream is not None:
+            if pause:
+                upstream.pause_reading()
+            else:
+                upstream.resume_reading()
+
+    def reset(self, error_code: int) -> None:
+        manager = self.manager
+        if not manager.conn.closing and not manager.h2.closed:
+            manager.conn.write(self.codec.reset(error_code))
+
+    # -- the exchange's end -----------------------------------------------------------------------
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        self.upstream_deadline.cancel()
+        if exchange.request_done:
+            self.manager.stream_done(self)
+            return
+        # Answered before the client finished sending: tell it to stop (RFC 9113 8.1).
+        self.reset(ErrorCodes.NO_ERROR)
+        self.manager.stream_done(self)
+
+    def _on_upstream_deadline(self) -> None:
+        self.exchange.on_deadline()
+
+    def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
+        """HTTP/2 has no HTTP/1.1 Upgrade (``h2`` refuses the connection-specific fields that ask for
+        one, RFC 9113 8.2.2); an exchange that got here anyway loses its stream."""
+        tunnel.shutdown()
+        self.reset(ErrorCodes.PROTOCOL_ERROR)
+
+
+class Http2ConnectionManager(NetworkFilter):
+    def __init__(
+        self, config: HttpConnectionManagerFilter, codec_factory: CodecFactory, routes: RouteTable
+    ) -> None:
+        self.config = config
+        #: Builds the upstream codec of HTTP/1.1 clusters (HTTP/2 clusters multiplex on their own).
+        self.codec_factory = codec_factory
+        self.routes = routes
+        self.identity_prefixes = ("x-client-cert-", "x-ssl-", config.identity_headers.prefix.lower())
+        self.streams: dict[int, H2Stream] = {}
+        self.blocked: set[H2Stream] = set()
+        self.requests = 0
+        self._identity_headers: Headers | None = None
+        self._goaway_received = False
+
+    async def on_new_connection(self, conn: Connection) -> FilterStatus:
+        self.start(conn)
+        return FilterStatus.CONTINUE
+
+    def start(self, conn: Connection) -> None:
+        """Set up on a connection (at its start, or handed over by the HTTP/1.1 manager for h2c)."""
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        context = ConnectionContext.of(conn, "h2")
+        self.forwarded_proto = context.forwarded_proto
+        self.unrouted_stats = context.unrouted_stats
+        self.records = context.records
+        self.access_logged = context.access_logged
+        self.audit_fields: dict[str, Any] = {**context.audit_fields, "http_version": "HTTP/2"}
+        self.h2 = H2ServerConnection(http2_limits(self.config))
+        self.idle = Deadline(self._on_idle, self.loop)
+        self.idle.after(self.config.idle_timeout)
+        self.flush()
+
+    def identity_headers(self) -> Headers:
+        if self._identity_headers is None:
+            cfg = self.config.identity_headers
+            self._identity_headers = identity_headers(self.conn.identity, cfg.prefix, cfg.include_cert)
+        return self._identity_headers
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self.conn.closing:
+            self.conn.write(data)
+
+    # -- bytes in --------------------------------------------------------------------------------
+
+    def on_data(self, conn: Connection, data: bytes, end_stream: bool) -> FilterStatus:
+        if end_stream:
+            self._goaway_received = True  # the client sends nothing more: finish what is open
+        elif data:
+            try:
+                h2_events = self.h2.receive_data(data, self.loop.time())
+            except H2ConnectionError as exc:
+                self._connection_error(exc)
+                return FilterStatus.STOP_ITERATION
+            for event in h2_events:
+                self._dispatch(event)
+            self._unblock_streams()
+        self.flush()
+        self._close_when_done()
+        return FilterStatus.STOP_ITERATION
+
+    def _dispatch(self, event: H2Event | ConnectionEnded) -> None:
+        if isinstance(event, RequestStarted):
+            self._start_stream(event)
+            return
+        if isinstance(event, ConnectionEnded):
+            self._goaway_received = True
+            return
+        stream = self.streams.get(event.stream_id)
+        if isinstance(event, BodyReceived):
+            if stream is None:  # answered already: the body is dropped, its connection window reopened
+                self.h2.consumed(event.stream_id, event.flow_controlled_length)
+            else:
+                stream.request_body(event)
+        elif stream is None:
+            return
+        elif isinstance(event, StreamEnded):
+            stream.request_end()
+        elif isinstance(event, StreamReset):
+            stream.reset_by_peer(event.error_code)
+        # Request trailers (TrailersReceived) are not forwarded: HTTP/1.1 upstreams take none.
+
+    def _start_stream(self, event: RequestStarted) -> None:
+        if self.conn.draining:
+            self.h2.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        self.requests += 1
+        self.idle.set(None)
+        self.conn.idle = False
+        stream = H2Stream(self, event, self.requests)
+        self.streams[event.stream_id] = stream
+        stream.exchange.start()
+
+    def _unblock_streams(self) -> None:
+        if self.blocked:
+            self.blocked = {s for s in self.blocked if not s.unblock_if_drained()}
+
+    # -- streams end -----------------------------------------------------------------------------
+
+    def stream_done(self, stream: H2Stream) -> None:
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        self.blocked.discard(stream)
+        self.flush()
+        if not self.streams:
+            self.conn.idle = True
+            self.idle.after(self.config.idle_timeout)
+            self._close_when_done()
+
+    def _close_when_done(self) -> None:
+        if self.streams or self.conn.closing:
+            return
+        if self._goaway_received:
+            self.conn.close()
+        elif self.conn.draining:
+            self.h2.goaway()
+            self.flush()
+            self.conn.close()
+
+    def _connection_error(self, exc: H2ConnectionError) -> None:
+        conn = self.conn
+        conn.generation.stats.http2_connection_errors.inc((conn.listener, exc.reason))
+        _log.warning(
+            "http2_connection_error",
+            reason=exc.reason,
+            listener=conn.listener,
+            connection_id=conn.id,
+            peer=conn.identity.remote_address,
+            detail=str(exc)[:200],
+        )
+        conn.close_reason = f"http2_{exc.reason}"
+        self.flush()  # the GOAWAY
+        for stream in list(self.streams.values()):
+            stream.exchange.downstream_gone(conn.close_reason)
+        conn.close()
+
+    def _on_idle(self) -> None:
+        if not self.streams:
+            self.conn.close_reason = "idle_timeout"
+            self.h2.goaway()
+            self.flush()
+            self.conn.close()
+
+    # -- flow control and closing ----------------------------------------------------------------
+
+    def on_write_ready(self, conn: Connection, ready: bool) -> None:
+        for stream in self.streams.values():
+            if not stream.blocked:
+                stream._pause_upstream(not ready)
+
+    async def on_close(self, conn: Connection) -> None:
+        self.idle.cancel()
+        for stream in list(self.streams.values()):
+            stream.upstream_deadline.cancel()
+            if not stream.exchange.finished:
+                stream.exchange.downstream_gone(conn.close_reason)
+        self.streams.clear()

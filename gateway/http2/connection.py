@@ -1,0 +1,396 @@
+"""Sans-I/O HTTP/2 endpoints for the gateway, on the ``h2`` library (as h11 is for HTTP/1.1).
+
+:class:`H2ServerConnection` (downstream) and :class:`H2ClientConnection` (upstream) wrap one
+``h2.connection.H2Connection`` each and speak the gateway's vocabulary: request/response heads with
+lower-case headers (:mod:`gateway.codec.base`), body chunks, trailers, resets. The caller owns I/O:
+``receive_data(bytes, now)`` returns events, ``data_to_send()`` returns bytes to write.
+
+Flow control works in both directions with backpressure:
+- inbound, a stream's window is only reopened when the caller says it has passed the bytes on
+  (:meth:`consumed`), so a slow upstream throttles the client instead of filling memory;
+- outbound, :meth:`send_data` queues what the peer's window does not allow yet and sends it as
+  WINDOW_UPDATEs arrive; :meth:`pending` tells the caller when to stop reading from the other side.
+
+Limits (concurrent streams, header-list size, frame size, windows) come from
+:class:`Http2Limits`; floods are stopped by :mod:`gateway.http2.flood` before ``h2`` sees a frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from gateway.codec.base import Headers, RequestHead, ResponseHead
+from gateway.http2.events import (
+    BodyReceived,
+    ConnectionEnded,
+    H2Event,
+    RequestStarted,
+    ResponseStarted,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
+from gateway.http2.flood import FloodDetected, FloodLimits, FrameScanner
+
+#: RFC 9113 8.2.2: connection-specific header fields must not appear in HTTP/2.
+CONNECTION_SPECIFIC = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Limits:
+    """What this endpoint advertises in SETTINGS and enforces (RFC 9113 6.5.2)."""
+
+    max_concurrent_streams: int = 100
+    max_header_list_size: int = 65536
+    max_frame_size: int = 16384
+    initial_stream_window_size: int = 1 << 20
+    connection_window_size: int = 4 << 20
+    header_table_size: int = 4096
+    flood: FloodLimits = field(default_factory=FloodLimits)
+
+
+class H2ConnectionError(Exception):
+    """The connection must end: GOAWAY is queued in ``data_to_send()``; ``reason`` labels metrics."""
+
+    def __init__(self, reason: str, detail: str, error_code: int) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.error_code = error_code
+
+
+def _decode(headers: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
+    out = []
+    for name, value in headers:
+        n = name.decode("latin-1") if isinstance(name, bytes) else name
+        v = value.decode("latin-1") if isinstance(value, bytes) else value
+        out.append((n, v))
+    return out
+
+
+def _regular(headers: Iterable[tuple[str, str]]) -> Headers:
+    """Headers without pseudo-headers; cookie crumbs joined again (RFC 9113 8.2.3)."""
+    regular = [(k, v) for k, v in headers if not k.startswith(":")]
+    cookies = [v for k, v in regular if k == "cookie"]
+    if len(cookies) > 1:
+        regular = [(k, v) for k, v in regular if k != "cookie"] + [("cookie", "; ".join(cookies))]
+    return tuple(regular)
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = {v for k, v in headers if k == "content-length"}
+    if len(values) == 1:
+        value = values.pop()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def outbound_headers(headers: Headers) -> list[tuple[str, str]]:
+    """Regular headers fit for HTTP/2: lower-case names, no connection-specific fields (TE only trailers)."""
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in CONNECTION_SPECIFIC or (lower == "te" and value.lower() != "trailers"):
+            continue
+        out.append((lower, value))
+    return out
+
+
+class _H2Endpoint:
+    """What both sides share: feeding bytes through the flood scanner, flow control, sending."""
+
+    client_side = False
+
+    def __init__(self, limits: Http2Limits) -> None:
+        self.limits = limits
+        config = h2.config.H2Configuration(
+            client_side=self.client_side,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            normalize_inbound_headers=True,
+            validate_outbound_headers=True,
+        )
+        self._h2 = h2.connection.H2Connection(config=config)
+        self._scanner = FrameScanner(limits.flood, client_preface=not self.client_side)
+        self._outbound: dict[int, bytearray] = {}
+        self._outbound_end: set[int] = set()
+        self._outbound_trailers: dict[int, list[tuple[str, str]]] = {}
+        self.closed = False
+        #: The peer sent GOAWAY: no new streams; with NO_ERROR the open ones may still finish.
+        self.goaway_received = False
+
+    # setup
+
+    def _initiate(self) -> None:
+        limits = self.limits
+        self._h2.local_settings = h2.settings.Settings(
+            client=self.client_side,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
+                h2.settings.SettingCodes.HEADER_TABLE_SIZE: limits.header_table_size,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        self._h2.initiate_connection()
+        self._h2.decoder.max_header_list_size = limits.max_header_list_size
+        self._h2.decoder.max_allowed_table_size = limits.header_table_size
+        extra = limits.connection_window_size - 65535
+        if extra > 0:
+            self._h2.increment_flow_control_window(extra)
+
+    # input
+
+    def receive_data(self, data: bytes, now: float) -> list[H2Event | ConnectionEnded]:
+        """Feed bytes from the peer. Raises :class:`H2ConnectionError` after queuing a GOAWAY."""
+        if self.closed:
+            return []
+        try:
+            self._scanner.scan(data, now)
+            h2_events = self._h2.receive_data(data)
+        except FloodDetected as exc:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+            raise H2ConnectionError(exc.reason, str(exc), ErrorCodes.ENHANCE_YOUR_CALM) from None
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has already queued GOAWAY with the matching code
+            self.closed = True
+            code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR))
+            raise H2ConnectionError(_protocol_reason(exc), str(exc) or type(exc).__name__, code) from None
+        events: list[H2Event | ConnectionEnded] = []
+        for event in h2_events:
+            events.extend(self._translate(event))
+        return events
+
+    def _translate(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
+        if isinstance(event, h2.events.DataReceived):
+            assert event.stream_id is not None and event.data is not None
+            return [
+                BodyReceived(
+                    event.stream_id,
+                    event.data,
+                    event.stream_ended is not None,
+                    event.flow_controlled_length or len(event.data),
+                )
+            ]
+        if isinstance(event, h2.events.TrailersReceived):
+            assert event.stream_id is not None and event.headers is not None
+            return [TrailersReceived(event.stream_id, _regular(_decode(event.headers)))]
+        if isinstance(event, h2.events.StreamEnded):
+            assert event.stream_id is not None
+            return [StreamEnded(event.stream_id)]
+        if isinstance(event, h2.events.StreamReset):
+            assert event.stream_id is not None
+            self._forget(event.stream_id)
+            return [StreamReset(event.stream_id, int(event.error_code or 0), remote=event.remote_reset)]
+        if isinstance(event, h2.events.WindowUpdated):
+            self._flush_all() if not event.stream_id else self._flush(event.stream_id)
+            return []
+        if isinstance(event, h2.events.RemoteSettingsChanged):
+            self._flush_all()  # a larger INITIAL_WINDOW_SIZE opens every stream's window
+            return []
+        if isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway_received = True
+            if event.error_code == ErrorCodes.NO_ERROR:
+                self._keep_open_for_streams_in_flight()
+            else:
+                self.closed = True
+            return [ConnectionEnded(int(event.error_code or 0), "goaway_received", event.last_stream_id)]
+        return self._translate_head(event)
+
+    def _translate_head(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
+        return []
+
+    def _keep_open_for_streams_in_flight(self) -> None:
+        """A graceful GOAWAY (RFC 9113 6.8) still lets the streams up to its last stream id finish, but
+        ``h2`` moves its connection state machine to CLOSED on any GOAWAY and then refuses their
+        frames; put it back in the open state (new streams stay refused: :attr:`goaway_received`)."""
+        open_state = (
+            h2.connection.ConnectionState.CLIENT_OPEN
+            if self.client_side
+            else h2.connection.ConnectionState.SERVER_OPEN
+        )
+        self._h2.state_machine.state = open_state
+
+    # flow control
+
+    def consumed(self, stream_id: int, length: int) -> None:
+        """The caller passed ``length`` bytes of this stream's body on: reopen the peer's window."""
+        if length > 0 and not self.closed:
+            self._h2.acknowledge_received_data(length, stream_id)  # closed streams: connection window only
+
+    def pending(self, stream_id: int) -> int:
+        """Body bytes queued for ``stream_id`` that the peer's window has not admitted yet."""
+        return len(self._outbound.get(stream_id, b""))
+
+    # output
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        buffer = self._outbound.setdefault(stream_id, bytearray())
+        buffer += data
+        if end_stream:
+            self._outbound_end.add(stream_id)
+        self._flush(stream_id)
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> None:
+        """Trailers end the stream; they wait behind any queued body bytes."""
+        self._outbound_trailers[stream_id] = outbound_headers(headers)
+        self._outbound_end.add(stream_id)
+        self._outbound.setdefault(stream_id, bytearray())
+        self._flush(stream_id)
+
+    def reset(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> None:
+        self._forget(stream_id)
+        try:
+            self._h2.reset_stream(stream_id, error_code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def goaway(self, error_code: int = ErrorCodes.NO_ERROR) -> None:
+        """Graceful close (draining): no new streams; those already open may finish."""
+        self._h2.close_connection(error_code)
+
+    def data_to_send(self) -> bytes:
+        return self._h2.data_to_send()
+
+    def _goaway(self, error_code: int) -> None:
+        self.closed = True
+        self._h2.close_connection(error_code)
+
+    def _forget(self, stream_id: int) -> None:
+        self._outbound.pop(stream_id, None)
+        self._outbound_end.discard(stream_id)
+        self._outbound_trailers.pop(stream_id, None)
+
+    def _flush_all(self) -> None:
+        for stream_id in list(self._outbound):
+            self._flush(stream_id)
+
+    def _flush(self, stream_id: int) -> None:
+        """Send what the windows admit; the end (END_STREAM or trailers) follows the last byte."""
+        buffer = self._outbound.get(stream_id)
+        if buffer is None or self.closed:
+            return
+        wants_end = stream_id in self._outbound_end
+        trailers = self._outbound_trailers.get(stream_id)
+        try:
+            while buffer:
+                size = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+                if size <= 0:
+                    return
+                chunk = bytes(buffer[:size])
+                del buffer[:size]
+                ends_here = not buffer and wants_end and trailers is None
+                self._h2.send_data(stream_id, chunk, end_stream=ends_here)
+                if ends_here:
+                    self._forget(stream_id)
+                    return
+            if not wants_end:
+                return
+            if trailers is not None:
+                self._h2.send_headers(stream_id, trailers, end_stream=True)
+            else:
+                self._h2.end_stream(stream_id)
+            self._forget(stream_id)
+        except h2.exceptions.StreamClosedError:
+            self._forget(stream_id)
+
+
+def _protocol_reason(exc: Exception) -> str:
+    if isinstance(exc, h2.exceptions.TooManyStreamsError):
+        return "too_many_streams"
+    if isinstance(exc, h2.exceptions.DenialOfServiceError):
+        return "header_list_too_large"
+    if isinstance(exc, h2.exceptions.FlowControlError):
+        return "flow_control"
+    if isinstance(exc, h2.exceptions.FrameTooLargeError):
+        return "frame_too_large"
+    return "protocol_error"
+
+
+class H2ServerConnection(_H2Endpoint):
+    """Downstream HTTP/2: requests in, responses out. Send :meth:`data_to_send` right after creation."""
+
+    client_side = False
+
+    def __init__(self, limits: Http2Limits | None = None) -> None:
+        super().__init__(limits or Http2Limits())
+        self._initiate()
+
+    def _translate_head(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
+        if not isinstance(event, h2.events.RequestReceived):
+            return []
+        assert event.stream_id is not None and event.headers is not None
+        decoded = _decode(event.headers)
+        pseudo = {k: v for k, v in decoded if k.startswith(":")}
+        headers = _regular(decoded)
+        authority = pseudo.get(":authority") or next((v for k, v in headers if k == "host"), "")
+        end_stream = event.stream_ended is not None
+        head = RequestHead(
+            method=pseudo.get(":method", ""),
+            authority=authority,
+            path=pseudo.get(":path", ""),
+            headers=tuple((k, v) for k, v in headers if k != "host"),
+            content_length=0 if end_stream else _content_length(headers),
+        )
+        return [
+            RequestStarted(
+                event.stream_id, head, pseudo.get(":scheme", ""), pseudo.get(":protocol"), end_stream
+            )
+        ]
+
+    def send_response(self, stream_id: int, head: ResponseHead, end_stream: bool = False) -> None:
+        headers = [(":status", str(head.status)), *outbound_headers(head.headers)]
+        self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+
+
+class H2ClientConnection(_H2Endpoint):
+    """Upstream HTTP/2: requests out, responses in. Send :meth:`data_to_send` right after creation."""
+
+    client_side = True
+
+    def __init__(self, limits: Http2Limits | None = None) -> None:
+        super().__init__(limits or Http2Limits())
+        self._initiate()
+
+    def _translate_head(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
+        if not isinstance(event, h2.events.ResponseReceived):
+            return []
+        assert event.stream_id is not None and event.headers is not None
+        decoded = _decode(event.headers)
+        status = next((v for k, v in decoded if k == ":status"), "0")
+        head = ResponseHead(status=int(status), headers=_regular(decoded))
+        return [ResponseStarted(event.stream_id, head, event.stream_ended is not None)]
+
+    def open_streams(self) -> int:
+        return int(self._h2.open_outbound_streams)
+
+    def can_open_stream(self) -> bool:
+        return (
+            not self.closed
+            and not self.goaway_received
+            and self.open_streams() < self._h2.remote_settings.max_concurrent_streams
+        )
+
+    def send_request(self, head: RequestHead, scheme: str, end_stream: bool = False) -> int:
+        stream_id: int = self._h2.get_next_available_stream_id()
+        headers = [
+            (":method", head.method),
+            (":scheme", scheme),
+            (":authority", head.authority),
+            (":path", head.path),
+            *outbound_headers(head.headers),
+        ]
+        self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+        return stream_id

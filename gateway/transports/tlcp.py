@@ -1,0 +1,404 @@
+"""The TLCP transport (GB/T 38636-2020): the server policy, the accept, and the upstream connector.
+
+Both directions drive the sans-I/O engine (:class:`tls.tlcp.TLCPConnection`) from :class:`TlcpStream`,
+the gateway's own asyncio adapter: records in from the transport, plaintext out to the receiver, and
+the engine's alert written before a refused connection closes. The gateway speaks the engine's types
+throughout: ``CipherSuite``, ``PeerProfile``, ``ClientAuth``, ``AlertDescription``.
+
+Downstream, the sniffer has already peeked a version-0x0101 ClientHello (nothing consumed); certificate
+sets are chosen by SNI through the engine's ``certificate_selector``; sessions are cached per listener.
+Upstream, :class:`TlcpConnector` opens TLCP with an optional SM2 client pair and the configured cipher
+preference, and re-offers the last session per endpoint (GB/T 38636-2020 6.4.4 session resumption).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from certs import Certificate, CertificateError, SM2CertificateSet, TrustStore, load_sm2_certificate_set
+from gateway.config import CertificateSet, ConfigError, DownstreamTls, Protocol, UpstreamTransport
+from gateway.identity import PeerCertificate, PeerIdentity
+from gateway.session_store import SharedSessionCache, session_cache_for
+from gateway.stream import TransportStream
+from gateway.transports.base import (
+    AcceptedSocket,
+    Alert,
+    Connector,
+    HandshakeRefused,
+    ServerTransport,
+    SessionStream,
+    UpstreamConnectError,
+    open_connection,
+)
+from gateway.transports.sni import select_certificate_set
+from tls.crypto import CryptoError
+from tls.tlcp import (
+    AlertLevel,
+    AlertReceived,
+    AlertSent,
+    ApplicationData,
+    CipherSuite,
+    ConnectionClosed,
+    DialectCache,
+    DialectChoice,
+    DialectSource,
+    HandshakeComplete,
+    LocalProtocolError,
+    PeerProfile,
+    TLCPConfiguration,
+    TLCPConnection,
+    TLCPSession,
+)
+from tls.tlcp.aio import TLCPHandshakeError, connect_with_dialects
+from tls.tlcp.dialect import describe_refusal
+
+logger = logging.getLogger(__name__)
+
+#: Plaintext handed to the engine per call, so one huge write does not double its memory at once.
+_WRITE_SLICE = 256 * 1024
+
+#: The client's preference when a cluster names none: ECC first (ECDHE needs a client pair), GCM first.
+UPSTREAM_DEFAULT_SUITES = (
+    CipherSuite.ECC_SM4_GCM_SM3,
+    CipherSuite.ECC_SM4_CBC_SM3,
+    CipherSuite.ECDHE_SM4_GCM_SM3,
+    CipherSuite.ECDHE_SM4_CBC_SM3,
+)
+
+
+def suite_name(suite: int) -> str:
+    try:
+        return CipherSuite(suite).name
+    except ValueError:
+        return f"0x{suite:04x}"
+
+
+class TlcpStream(SessionStream):
+    """A TLCP connection over one TCP transport, driving one :class:`TLCPConnection`.
+
+    Half-close as TCP has it (``configuration.half_close``): ``write_eof`` sends our close_notify and
+    keeps reading; the peer's close_notify is EOF for the reader while we may still write.
+    """
+
+    def __init__(self, configuration: TLCPConfiguration) -> None:
+        super().__init__()
+        if not configuration.half_close:
+            configuration = replace(configuration, half_close=True)
+        self.engine = TLCPConnection(configuration)
+        self.handshake_event: HandshakeComplete | None = None
+        #: Client: the dialect whose forms the handshake sent, and how it was chosen (profile auto).
+        self.dialect: DialectChoice | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.engine.configuration.is_client:
+            self.engine.start_handshake()
+            self._flush()
+
+    def _receive_records(self, data: bytes) -> None:
+        try:
+            events = self.engine.receive_data(data)
+        except LocalProtocolError as exc:
+            self._refuse(HandshakeRefused("handshake_error", f"TLCP engine refused input: {exc}"))
+            return
+        self._flush()
+        for event in events:
+            if isinstance(event, ApplicationData):
+                self._plaintext(event.data)
+            elif isinstance(event, HandshakeComplete):
+                self.handshake_event = event
+                progress = self.engine.client_progress
+                self.dialect = progress.dialect if progress is not None else None
+                self._handshake_complete()
+            elif isinstance(event, ConnectionClosed):
+                self._peer_closed()
+            elif isinstance(event, AlertSent):
+                self._refuse(
+                    HandshakeRefused(
+                        "handshake_error",
+                        f"sent fatal alert {event.name}: {event.reason}",
+                        alert=Alert(event.name, event.description),
+                    )
+                )
+            elif isinstance(event, AlertReceived) and event.level == AlertLevel.FATAL:
+                self._refuse(
+                    HandshakeRefused(
+                        "handshake_error",
+                        f"received fatal alert {event.name}",
+                        alert=Alert(event.name, event.description),
+                        alert_sent=False,
+                    )
+                )
+
+    def _flush(self) -> None:
+        data = self.engine.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _write_plaintext(self, data: bytes) -> None:
+        if self.engine.close_notify_sent:
+            raise ConnectionResetError("cannot write after close_notify")
+        view = memoryview(data)
+        for offset in range(0, len(view), _WRITE_SLICE):
+            self.engine.send_application_data(bytes(view[offset : offset + _WRITE_SLICE]))
+        self._flush()
+
+    def _send_close_notify(self) -> None:
+        self.engine.close()
+        self._flush()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if self.handshaken and not self._lingering and not self.is_closing():
+            self._send_close_notify()
+
+    @property
+    def session(self) -> TLCPSession | None:
+        """Client: the session to offer again for resumption."""
+        return self.engine.session
+
+
+def peer_certificate(cert: Certificate) -> PeerCertificate:
+    return PeerCertificate(
+        der=cert.der,
+        subject=cert.subject,
+        issuer=cert.issuer,
+        san_dns=tuple(cert.san_dns),
+        san_ip=tuple(cert.san_ip),
+        fingerprint_sha256=cert.fingerprint_sha256(),
+        fingerprint_sm3=cert.fingerprint_sm3(),
+        serial=cert.serial,
+    )
+
+
+def identity_from_tlcp(hs: HandshakeComplete, peer: tuple[str, int] | None) -> PeerIdentity:
+    """The client's identity: its chain only when the engine validated it against the trust anchors."""
+    chain = tuple(peer_certificate(c) for c in hs.peer_certificates)
+    if hs.peer_sign_cert is not None:
+        # Routing and access control look at the signing certificate first (it authenticates the peer).
+        sign = peer_certificate(hs.peer_sign_cert)
+        chain = (sign, *(c for c in chain if c.der != sign.der))
+    unverified = None
+    if not hs.peer_verified:
+        unverified, chain = (chain[0] if chain else None), ()
+    return PeerIdentity(
+        protocol="tlcp",
+        version="TLCPv1.1",
+        cipher_suite=suite_name(hs.cipher_suite),
+        sni=hs.server_name,
+        alpn=None,
+        peer_chain=chain,
+        unverified_peer=unverified,
+        resumed=hs.session_resumed,
+        remote_address=peer[0] if peer else "",
+        remote_port=peer[1] if peer else 0,
+    )
+
+
+# -- server side ---------------------------------------------------------------------------------
+
+
+def _password(env: str | None) -> bytes | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    return value.encode() if value is not None else None
+
+
+def load_certificate_set(cfg: CertificateSet, where: str) -> SM2CertificateSet:
+    assert cfg.sign_cert and cfg.sign_key and cfg.enc_cert and cfg.enc_key
+    try:
+        return load_sm2_certificate_set(
+            cfg.sign_cert,
+            cfg.sign_key,
+            cfg.enc_cert,
+            cfg.enc_key,
+            cfg.chain,
+            password=_password(cfg.key_password_env),
+        )
+    except (CertificateError, CryptoError, OSError, ValueError) as exc:
+        raise ConfigError([f"{where}: cannot load SM2 certificate set: {exc}"]) from None
+
+
+def load_trust(path: Path, where: str) -> TrustStore:
+    try:
+        return TrustStore.from_pem_file(path)
+    except (CertificateError, OSError, ValueError) as exc:
+        raise ConfigError([f"{where}: cannot load SM2 trust anchors: {exc}"]) from None
+
+
+@dataclass
+class TlcpServerPolicy:
+    """A listener's TLCP server configuration (shared by its connections: certificates, session cache)."""
+
+    configuration: TLCPConfiguration
+
+
+def build_server_policy(tls: DownstreamTls, where: str) -> TlcpServerPolicy | None:
+    if Protocol.TLCP not in tls.protocols:
+        return None
+    sets: dict[str, SM2CertificateSet] = {}
+    errors: list[str] = []
+    for j, cert_set in enumerate(tls.certificates):
+        if cert_set.has_sm2:
+            try:
+                sets[cert_set.name] = load_certificate_set(cert_set, f"{where}.certificates[{j}]")
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+    trust = None
+    if tls.sm2_trust_anchors is not None:
+        try:
+            trust = load_trust(tls.sm2_trust_anchors, f"{where}.sm2_trust_anchors")
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigError(errors)
+
+    def selector(server_name: str | None) -> SM2CertificateSet:
+        chosen = select_certificate_set(tls.certificates, server_name, "sm2")
+        assert chosen is not None
+        return sets[chosen.name]
+
+    configuration = TLCPConfiguration(
+        is_client=False,
+        cipher_suites=tls.cipher_suites.tlcp,
+        certificate_selector=selector,
+        client_auth=tls.client_auth,
+        trust_store=trust,
+        verify_peer=trust is not None,
+        session_cache=session_cache_for(where, max(1, tls.session_cache_size)),
+        profile=tls.tlcp.profile,
+        half_close=True,
+    )
+    return TlcpServerPolicy(configuration)
+
+
+class TlcpTransport(ServerTransport):
+    name = "tlcp"
+
+    def __init__(self, policy: TlcpServerPolicy) -> None:
+        self.policy = policy
+
+    async def accept(self, accepted: AcceptedSocket) -> tuple[TransportStream, PeerIdentity]:
+        cache = self.policy.configuration.session_cache
+        if isinstance(cache, SharedSessionCache):
+            await cache.prefetch(accepted.sock)  # a session another worker or host made, into the local cache
+        stream = TlcpStream(self.policy.configuration)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, accepted.sock)
+        await stream.handshake()
+        assert stream.handshake_event is not None
+        return stream, identity_from_tlcp(stream.handshake_event, accepted.peer)
+
+
+# -- upstream side -------------------------------------------------------------------------------
+
+
+class TlcpConnector(Connector):
+    """TLCP to the endpoint, optionally with an SM2 client pair; resumes the last session per endpoint."""
+
+    kind = "tlcp"
+
+    def __init__(self, cfg: UpstreamTransport, where: str = "transport_socket") -> None:
+        self._cfg = cfg
+        pair = None
+        if cfg.sign_cert is not None:
+            assert cfg.sign_key and cfg.enc_cert and cfg.enc_key
+            try:
+                pair = load_sm2_certificate_set(
+                    cfg.sign_cert, cfg.sign_key, cfg.enc_cert, cfg.enc_key, cfg.chain
+                )
+            except (CertificateError, CryptoError, OSError, ValueError) as exc:
+                raise ConfigError([f"{where}: cannot load SM2 client pair: {exc}"]) from None
+        trust = load_trust(cfg.trust_anchors, f"{where}.trust_anchors") if cfg.trust_anchors else None
+        self._base = TLCPConfiguration(
+            is_client=True,
+            cipher_suites=cfg.cipher_suites or UPSTREAM_DEFAULT_SUITES,
+            certificate_set=pair,
+            trust_store=trust,
+            verify_peer=cfg.verify,
+            server_name=cfg.server_name,
+            profile=cfg.profile,
+            half_close=True,
+        )
+        self._sessions: dict[tuple[str, int], TLCPSession] = {}
+        self.resumed = 0
+        #: profile auto: per endpoint, the dialect a retry found (``dialects.stats`` counts dialects used)
+        self.dialects = DialectCache()
+
+    @property
+    def configuration(self) -> TLCPConfiguration:
+        """The client configuration every connection starts from (profile, suites, client pair)."""
+        return self._base
+
+    async def connect(
+        self, address: str, port: int, timeout: float, *, preamble: bytes = b""
+    ) -> TransportStream:
+        session = self._sessions.get((address, port)) if self._cfg.session_resumption else None
+        configuration = replace(self._base, session=session, server_name=self._server_name(address))
+
+        async def handshake(configuration: TLCPConfiguration) -> TlcpStream:
+            return await self._handshake(configuration, address, port, timeout, preamble)
+
+        try:
+            if configuration.profile is PeerProfile.AUTO:
+                # The engine's retry policy: recognise the server's dialect, retry once if refused.
+                endpoint = (address, port, configuration.server_name)
+                stream = await connect_with_dialects(handshake, endpoint, configuration, self.dialects)
+            else:
+                stream = await handshake(configuration)
+        except (OSError, TLCPHandshakeError) as exc:
+            self._sessions.pop((address, port), None)
+            raise UpstreamConnectError(f"tlcp connect {address}:{port}: {exc}") from None
+        if stream.dialect is not None and stream.dialect.source is DialectSource.RETRIED:
+            logger.info("tlcp upstream %s:%s speaks dialect %s", address, port, stream.dialect)
+        assert stream.handshake_event is not None
+        if stream.handshake_event.session_resumed:
+            self.resumed += 1
+        if stream.session is not None:
+            self._sessions[(address, port)] = stream.session
+        return stream
+
+    async def _handshake(
+        self, configuration: TLCPConfiguration, address: str, port: int, timeout: float, preamble: bytes
+    ) -> TlcpStream:
+        """One connection and client handshake; a failure says what our flight sent (dialect retry)."""
+        stream = TlcpStream(configuration)
+        try:
+            async with asyncio.timeout(timeout):
+                await open_connection(stream, address, port, preamble)
+                await stream.handshake()
+        except TimeoutError:
+            stream.abort()
+            raise TLCPHandshakeError(
+                f"TLCP handshake timed out after {timeout} s",
+                client_progress=stream.engine.client_progress,
+                timed_out=True,
+            ) from None
+        except HandshakeRefused as exc:
+            progress = stream.engine.client_progress
+            alert = exc.alert.name if exc.alert else None
+            refusal = "" if exc.alert_sent else describe_refusal(progress, alert)
+            raise TLCPHandshakeError(
+                f"{exc}; {refusal}" if refusal else str(exc),
+                alert=alert,
+                alert_sent=exc.alert_sent,
+                client_progress=progress,
+            ) from None
+        return stream
+
+    def _server_name(self, address: str) -> str | None:
+        """Like Go's tls.Dial: an unset server name defaults to the dialled DNS name (not an IP)."""
+        if self._cfg.server_name is not None:
+            return self._cfg.server_name
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        return None
