@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from certs.demo import ensure_demo_pki  # noqa: E402
-from tests.gateway.ports import free_ports  # noqa: E402
+from tests.ports import free_ports  # noqa: E402
 
 
 def _config(demo, port: int, admin_port: int, store: dict | None) -> dict:

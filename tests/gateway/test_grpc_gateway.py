@@ -14,7 +14,7 @@ import pytest
 
 from gateway.echo import EchoService
 from tests.gateway.helpers import RecordingAudit, base_doc, running
-from tests.gateway.ports import free_port
+from tests.ports import free_port
 
 SERVICE = "test.Echo"
 

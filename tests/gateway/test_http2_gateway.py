@@ -24,7 +24,7 @@ from hyperframe.frame import (
 from gateway.echo import EchoService
 from gateway.http2.flood import PREFACE
 from tests.gateway.helpers import RecordingAudit, base_doc, running
-from tests.gateway.ports import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("curl") and shutil.which("h2load")), reason="curl and h2load (nghttp2-client) needed"

@@ -18,9 +18,9 @@ import redis
 
 from gateway.session_store import SessionSealer, client_hello_session_id, load_session_key
 from tests.gateway.conftest import write_config
-from tests.gateway.ports import free_port, free_ports
 from tests.gateway.process import GatewayProcess
 from tests.gateway.test_tlcp import client_config, gateway_doc, tlcp_listener
+from tests.ports import free_port, free_ports
 from tls.tlcp import CipherSuite, TLCPConfiguration, TLCPConnection, TLCPSession
 from tls.tlcp.aio import tlcp_connect
 

@@ -15,8 +15,8 @@ import yaml
 
 from tests.gateway.conftest import write_config
 from tests.gateway.helpers import HttpClient
-from tests.gateway.ports import free_ports
 from tests.gateway.process import GatewayProcess
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.xdist_group("supervisor")
 

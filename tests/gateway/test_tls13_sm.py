@@ -24,10 +24,10 @@ from gateway.listener_filters.sniff import ClientHelloInfo, parse_client_hello
 from gateway.transports.tls13_sm import Tls13SmConnector
 from tests.gateway.conftest import write_config
 from tests.gateway.helpers import HttpClient, RecordingAudit, running
-from tests.gateway.ports import free_port
 from tests.gateway.process import serve
 from tests.interop.babassl import BabaSSLServer, ClientOptions, ServerOptions, run_babassl_client
 from tests.interop.identities import TONGSUO_PKI
+from tests.ports import free_port
 from tls.tlcp import CipherSuite as TlcpSuite
 from tls.tlcp import TLCPConfiguration
 from tls.tlcp.aio import tlcp_connect

@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from gateway.echo import EchoService
 from tests.gateway.helpers import RecordingAudit, base_doc, running
-from tests.gateway.ports import free_port
+from tests.ports import free_port
 
 
 async def _echo(ws: ServerConnection) -> None:

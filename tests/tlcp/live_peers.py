@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.gateway.ports import free_port
 from tests.interop.babassl import SUITE_NAMES, NTLSCertFiles
 from tests.interop.identities import PKI, TONGSUO_PKI, is_ecdhe
+from tests.ports import free_port
 from tls.tlcp import CipherSuite, ClientAuth, HandshakeComplete, SessionCache, TLCPConfiguration
 from tls.tlcp.aio import TLCPHandshakeError, TLCPStream, start_tlcp_server, tlcp_connect
 

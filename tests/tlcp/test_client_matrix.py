@@ -18,9 +18,9 @@ import pytest
 from gateway.cli import build_parser
 from gateway.client import ClientResult, run_client
 from tests.conftest import REPO
-from tests.gateway.ports import free_port
 from tests.interop.babassl import SUITE_NAMES, BabaSSLServer, ServerOptions
 from tests.interop.identities import PKI, SUITE_AUTH_MATRIX, TONGSUO_PKI, client_configuration
+from tests.ports import free_port
 from tls.tlcp import CipherSuite, DialectCache, DialectSource, PeerProfile
 from tls.tlcp.aio import TLCPHandshakeError, tlcp_connect
 
