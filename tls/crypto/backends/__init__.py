@@ -4,6 +4,17 @@ Backends: ``openssl`` (cffi ABI binding to the system libcrypto 3.x that Python'
 preferred) and ``gmssl`` (pure-Python gmssl package; portable fallback).  The active backend is, in
 order: the innermost :func:`use_backend` context, then :func:`set_backend`, then the environment variable
 ``SMGATE_CRYPTO_BACKEND``, then the first backend that loads.
+
+No faster SM2 backend is wired in, on purpose (checked December 2026 for issue 14; one scalar
+multiplication here is libcrypto's constant-time ladder, about 0.26 ms).  The PyPI wheels that bundle
+GmSSL expose no raw point multiplication, so no ECDHE, and their scalar multiplications are not constant
+time: ``gmssl-pyx`` 2.1.0 (GmSSL 3.2.0, keygen 0.11 ms) indexes the precomputed tables of
+``sm2_z256_point_mul_generator``/``sm2_z256_point_mul`` by secret Booth digits and branches on them (the
+source says "FIXME: remove if/else"), so signing nonces and ephemeral keys would leak through cache
+timing; it also re-derives the public key per call (sign with an ID: 2.4 ms).  ``gmssl-fast`` 0.1.0
+(GmSSL 3.1-era API through gmssl-rs; GmSSL 3.1's ``sm2_jacobian_point_mul`` adds on each set key bit) takes
+0.85 ms per keygen and signs only with the default ID.  tongsuopy's libcrypto (BabaSSL 8.3.2, OpenSSL
+1.1.1 API) runs the same generic ladder as the system libcrypto, no faster.
 """
 
 from __future__ import annotations
