@@ -1,7 +1,8 @@
 """TLS 1.3 (RFC 8998) server benchmark: smgate (tls.tls13.aio) beside BabaSSL 8.3.2, under the same BabaSSL load.
 
 Usage: ``.venv/bin/python bench/tls13.py [--duration 4] [--rounds 3] [--threads 8]
-[--suites TLS_SM4_GCM_SM3,...|all] [--no-uvloop] [--profile DIR]`` (about a minute per suite and round).
+[--suites TLS_SM4_GCM_SM3,...|all] [--no-uvloop] [--profile DIR] [--instructions DIR]`` (about a minute
+per suite and round).
 
 For each suite and each server in turn (both one process pinned to CPU 0; the load is one BabaSSL
 client process pinned to CPU 1 running ``--threads`` closed-loop connections):
@@ -16,6 +17,13 @@ server CPU per operation with the smgate/BabaSSL ratio: on a shared machine the 
 fair comparison.  Nothing here asserts a speed.  ``--profile DIR`` records the smgate server with
 py-spy during the first round (collapsed stacks), splits its time into SM2 scalar operations, the
 engine, the asyncio adapter and the event loop/kernel, and summarises the functions as bench/tlcp.py.
+
+``--instructions DIR`` times nothing: it runs each server under valgrind's callgrind and prints the
+user-space instructions per full and per resumed handshake of both, with their ratio.  CPU time per
+handshake moves by 10-20 % with the load of a shared machine; the instruction count repeats to within a
+fraction of a percent, so it shows what a change to the engine saved.  It leaves out the kernel and
+counts an instruction of the Python interpreter the same as one of libcrypto's bignum code, which runs
+at a higher rate, so it understates the Python side; the CPU figures stay the comparison the targets use.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +86,9 @@ async def _serve_smgate(suite: CipherSuite, mode: str) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    kind: str, suite: CipherSuite, mode: str, *, use_uvloop: bool
+    kind: str, suite: CipherSuite, mode: str, *, use_uvloop: bool, wrapper: Sequence[str] = ()
 ) -> Iterator[tuple[int, int]]:
-    """Start a server child pinned to SERVER_CPU; yields (port, pid)."""
+    """Start a server child pinned to SERVER_CPU (run under ``wrapper``, e.g. valgrind); yields (port, pid)."""
     if kind == "smgate":
         command = [sys.executable, str(Path(__file__).resolve()), "serve-smgate", "--suite", str(int(suite))]
         command += ["--mode", mode] + (["--uvloop"] if use_uvloop else [])
@@ -95,7 +104,7 @@ def running_server(
         ]
         command += ["--suite", TLS13_SUITE_NAMES[suite], *TONGSUO_PKI.server_files.as_args()]
         command += ["--mode", mode, "--quiet", "--cpu", str(SERVER_CPU)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO, text=True)
+    process = subprocess.Popen([*wrapper, *command], stdout=subprocess.PIPE, cwd=REPO, text=True)
     try:
         os.sched_setaffinity(process.pid, {SERVER_CPU})
         assert process.stdout is not None
@@ -243,6 +252,80 @@ def measure_server(
     return runs
 
 
+#: seconds to wait for callgrind to write a dump the bench asked for
+DUMP_TIMEOUT = 120.0
+
+
+def callgrind_total(path: Path) -> int | None:
+    """The instructions a callgrind dump counted (its ``totals:`` line, written last), None until written."""
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    return None
+
+
+def wait_for_dump(path: Path) -> int:
+    deadline = time.monotonic() + DUMP_TIMEOUT
+    while (total := callgrind_total(path)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"callgrind wrote no dump {path}")
+        time.sleep(0.5)
+    return total
+
+
+def count_instructions(
+    kind: str, suite: CipherSuite, *, duration: float, use_uvloop: bool, directory: Path
+) -> dict[str, float]:
+    """User-space instructions per full and per resumed handshake of one server, under callgrind.
+
+    The server starts uninstrumented; callgrind counts from the first load on and dumps after each
+    phase (a dump resets the counters), so start-up is not counted.  One load connection at a time;
+    the first handshake of a resumed phase is a full one (it fetches the ticket).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    output = directory / f"callgrind-{kind}-{suite.name}.out"
+    for stale in directory.glob(f"{output.name}*"):
+        stale.unlink()
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={output}"]
+    wrapper.append(f"--log-file={directory / f'valgrind-{kind}-{suite.name}.log'}")
+    per_handshake: dict[str, float] = {}
+    with running_server(kind, suite, "echo", use_uvloop=use_uvloop, wrapper=wrapper) as (port, pid):
+        subprocess.run(["callgrind_control", "--instr=on", str(pid)], check=True, capture_output=True)
+        for dump, phase in enumerate(("full", "resumed"), start=1):
+            load = run_load(
+                port, pid, suite, threads=1, duration=duration, resume=phase == "resumed", payload=0
+            )
+            subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+            total = wait_for_dump(Path(f"{output}.{dump}"))
+            per_handshake[phase] = total / load.units if load.units else float("nan")
+    return per_handshake
+
+
+def report_instructions(
+    suites: list[CipherSuite], *, duration: float, use_uvloop: bool, directory: Path
+) -> None:
+    """Print both servers' instructions per handshake and the smgate/BabaSSL ratio."""
+    print(
+        "user-space instructions per handshake under callgrind (kernel excluded; independent of the "
+        "machine's load, unlike CPU time; one load connection)"
+    )
+    for suite in suites:
+        counts = {
+            kind: count_instructions(
+                kind, suite, duration=duration, use_uvloop=use_uvloop, directory=directory
+            )
+            for kind in ("smgate", "babassl")
+        }
+        for phase in ("full", "resumed"):
+            smgate, babassl = counts["smgate"][phase], counts["babassl"][phase]
+            print(
+                f"  {suite.name} {phase:8} smgate {smgate / 1e6:7.2f} M   BabaSSL {babassl / 1e6:7.2f} M   "
+                f"ratio {smgate / babassl:5.2f}",
+                flush=True,
+            )
+
+
 def _spread(values: list[float], digits: int = 2) -> str:
     """median [min-max]"""
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
@@ -279,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suites", default="TLS_SM4_GCM_SM3", help="comma list, or 'all'")
     parser.add_argument("--profile", type=Path, help="py-spy the smgate server into this directory")
     parser.add_argument(
+        "--instructions",
+        type=Path,
+        metavar="DIR",
+        help="instead of timing: count both servers' instructions per handshake with valgrind (callgrind "
+        "output in DIR); --duration is per phase, valgrind runs the servers about 50 times slower",
+    )
+    parser.add_argument(
         "--uvloop",
         action=argparse.BooleanOptionalAction,
         default=importlib.util.find_spec("uvloop") is not None,
@@ -303,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     suites = (
         list(CipherSuite) if args.suites == "all" else [CipherSuite[name] for name in args.suites.split(",")]
     )
+    if args.instructions:
+        report_instructions(
+            suites, duration=args.duration, use_uvloop=args.uvloop, directory=args.instructions
+        )
+        return 0
     samples: dict[tuple[CipherSuite, str], list[dict[str, Measurement]]] = {}
     for round_index in range(args.rounds):
         # alternate which server goes first, so a drift in the machine's load does not favour one
