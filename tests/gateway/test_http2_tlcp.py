@@ -9,6 +9,7 @@ import json
 import ssl
 from pathlib import Path
 
+import grpc
 import h2.config
 import h2.connection
 import h2.events
@@ -271,7 +272,11 @@ async def test_http2_cluster_refuses_a_host_that_does_not_select_h2(demo_pki, ec
             url = f"http://127.0.0.1:{outer.listener_port('main')}"
             version, status, body = await curl("--http2-prior-knowledge", f"{url}/refused")
             assert (version, status) == ("2", 503)
-    (failure,) = audit.of("upstream.fail")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{outer.listener_port('main')}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await channel.unary_unary("/test.Echo/Unary")(b"")
+                assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    failure = audit.of("upstream.fail")[0]
     if kind == "tlcp":  # the TLCP engine goes on without ALPN, as OpenSSL does: our check refuses
         assert "the host did not select ALPN h2 (it selected none)" in failure["reason"]
     else:  # the RFC 8998 engine answers an offer with nothing in common with an alert (RFC 7301 3.2)
