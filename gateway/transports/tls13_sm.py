@@ -337,6 +337,7 @@ class Tls13SmConnector(Connector):
             trust_store=trust,
             verify_peer=cfg.verify,
             server_name=cfg.server_name,
+            accept_certificate_request_in_psk=cfg.accept_certificate_request_in_psk,
             half_close=True,
         )
         self._sessions: dict[tuple[str, int], TLS13Session] = {}
