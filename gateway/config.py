@@ -708,7 +708,8 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
     #: ``--workers N``: respawn policy of the supervisor (see gateway.fleet_config).
     supervisor: SupervisorConfig = SupervisorConfig()
-    #: TLCP sessions shared by workers (host) or hosts (redis); None: per-process caches.
+    #: TLCP sessions and TLS 1.3-SM ticket keys shared by workers (host) or hosts (redis); None:
+    #: per-process caches and keys.
     session_store: SessionStoreConfig | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
