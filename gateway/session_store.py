@@ -335,6 +335,7 @@ class SharedTicketKeys(SessionTicketKeys):
         self._periods_read: set[int] = set()
         self._refresh_at = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._writes: set[asyncio.Task[None]] = set()
+        self._refreshing = asyncio.Lock()  # a burst of handshakes at a period's start reads the store once
         #: keys installed from the store, and client chains fetched from it (for tests and stats)
         self.keys_installed = 0
         self.chains_fetched = 0
@@ -345,7 +346,9 @@ class SharedTicketKeys(SessionTicketKeys):
         """Before a handshake: keys up to date, and the offered ticket's client chain at hand."""
         now = self._clock()
         if now >= self._refresh_at:
-            await self.refresh(now)
+            async with self._refreshing:
+                if now >= self._refresh_at:
+                    await self.refresh(now)
         if self.client_chains:
             identity = _peek_psk_identity(sock)
             if identity is not None:

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import secrets
+import socket
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -116,6 +117,33 @@ async def test_tampered_or_foreign_keys_and_a_dead_store_mean_own_keys(tmp_path)
     await cut_off.refresh(clock.now)
     assert cut_off.open(ticket, clock.now) is None
     assert cut_off.open(cut_off.seal(_state(), clock.now, secrets.token_bytes), clock.now) is not None
+
+
+async def test_a_burst_of_handshakes_reads_the_store_once_per_key(tmp_path) -> None:
+    class Counting:
+        """The SQLite store, counting the calls a ticket key ring makes."""
+
+        def __init__(self, inner: SqliteSessionBackend) -> None:
+            self.inner = inner
+            self.calls = 0
+
+        async def add(self, key: str, value: bytes, ttl: float) -> bytes | None:
+            self.calls += 1
+            await asyncio.sleep(0.01)  # a store round trip: the other handshakes arrive meanwhile
+            return await self.inner.add(key, value, ttl)
+
+        async def fetch(self, key: str) -> bytes | None:
+            self.calls += 1
+            return await self.inner.fetch(key)
+
+    clock = Clock()
+    backend = Counting(SqliteSessionBackend(tmp_path / "s.sqlite3"))
+    keys = _keys(backend, SessionSealer(secrets.token_bytes(16)), clock)
+    left, right = socket.socketpair()
+    with left, right:
+        await asyncio.gather(*(keys.prepare(left) for _ in range(20)))
+    assert backend.calls == 4  # this period and the next (created), the two before (read)
+    assert keys.keys_installed == 2
 
 
 def test_psk_identity_is_read_from_a_real_client_hello(demo_pki) -> None:
