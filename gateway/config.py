@@ -607,6 +607,10 @@ class UpstreamTransport(_Model):
     #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
     profile: PeerProfile = PeerProfile.AUTO
     session_resumption: bool = True
+    #: tls13_sm only: answer a CertificateRequest in a resumed handshake (RFC 8446 4.3.2 forbids it;
+    #: GmSSL 3.3 servers that ask for client certificates send one on every resumption) instead of
+    #: refusing it with unexpected_message.
+    accept_certificate_request_in_psk: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> UpstreamTransport:
@@ -622,6 +626,8 @@ class UpstreamTransport(_Model):
             raise ValueError("an SM2 client pair needs all of sign_cert, sign_key, enc_cert, enc_key")
         if self.tls13_sm_cipher_suites:
             raise ValueError("tls13_sm_cipher_suites: only for type tls13_sm")
+        if self.accept_certificate_request_in_psk:
+            raise ValueError("accept_certificate_request_in_psk: only for type tls13_sm")
         if self.type != "tlcp":
             tlcp_only = [
                 name
@@ -720,7 +726,8 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
     #: ``--workers N``: respawn policy of the supervisor (see gateway.fleet_config).
     supervisor: SupervisorConfig = SupervisorConfig()
-    #: TLCP sessions shared by workers (host) or hosts (redis); None: per-process caches.
+    #: TLCP sessions and TLS 1.3-SM ticket keys shared by workers (host) or hosts (redis); None:
+    #: per-process caches and keys.
     session_store: SessionStoreConfig | None = None
 
     def cluster(self, name: str) -> ClusterConfig:

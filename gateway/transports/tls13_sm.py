@@ -12,8 +12,10 @@ certificate carries exactly the usage that needs (keyUsage digitalSignature), so
 :func:`tls13_credential` checks that usage and, where extendedKeyUsage is present, serverAuth. The TLCP
 *enc* certificate (keyEncipherment/keyAgreement) has no role in TLS 1.3. Certificate sets are chosen by
 SNI as for TLCP; client certificates are verified against ``sm2_trust_anchors``; session tickets are
-sealed with one rotating :class:`~tls.tls13.SessionTicketKeys` per listener and config generation (a
-reload starts new keys, so no session outlives a change of trust anchors).
+sealed with rotating :class:`~tls.tls13.SessionTicketKeys`, the process's own per listener and config
+generation, or, with a ``session_store``, shared by every worker and host using that store
+(:func:`gateway.session_store.ticket_keys_for`); a resumed client chain is checked against the trust
+anchors configured now, so a reload that drops an anchor still stops its sessions.
 
 ALPN is the listener's ``tls.alpn``, as on TLS and TLCP (one difference: the engine answers a client
 whose offer has nothing in common with ours with no_application_protocol, as RFC 7301 3.2 says, where
@@ -43,6 +45,7 @@ from gateway.config import (
     UpstreamTransport,
 )
 from gateway.identity import PeerIdentity
+from gateway.session_store import SharedTicketKeys, ticket_keys_for
 from gateway.stream import TransportStream
 from gateway.transports.base import (
     AcceptedSocket,
@@ -64,7 +67,6 @@ from tls.tls13 import (
     CipherSuite,
     ClientAuth,
     HandshakeComplete,
-    SessionTicketKeys,
     SessionTicketReceived,
     SignatureScheme,
     SM2Credential,
@@ -205,9 +207,11 @@ def build_server_policy(tls: DownstreamTls, where: str) -> Tls13SmServerPolicy |
     options = tls.tls13_sm
     ticket_keys = None
     if options.session_tickets:
-        ticket_keys = SessionTicketKeys(
+        ticket_keys = ticket_keys_for(
+            where,
             rotation_interval=timedelta(seconds=options.ticket_key_rotation),
             ticket_lifetime=timedelta(seconds=options.ticket_lifetime),
+            client_chains=tls.client_auth is not ClientAuth.NONE,
         )
     configuration = TLS13Configuration(
         is_client=False,
@@ -231,6 +235,9 @@ class Tls13SmTransport(ServerTransport):
         self.policy = policy
 
     async def accept(self, accepted: AcceptedSocket) -> tuple[TransportStream, PeerIdentity]:
+        ticket_keys = self.policy.configuration.ticket_keys
+        if isinstance(ticket_keys, SharedTicketKeys):
+            await ticket_keys.prepare(accepted.sock)  # keys and client chains other processes made
         stream = Tls13SmStream(self.policy.configuration)
         await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, accepted.sock)
         await stream.handshake()
@@ -277,6 +284,7 @@ class Tls13SmConnector(Connector):
             verify_peer=cfg.verify,
             server_name=cfg.server_name,
             alpn_protocols=offered_without_default(speaks),
+            accept_certificate_request_in_psk=cfg.accept_certificate_request_in_psk,
             half_close=True,
         )
         self._sessions: dict[tuple[str, int], TLS13Session] = {}
