@@ -389,6 +389,10 @@ class HttpConnectionManagerFilter(_Model):
     h2c_prior_knowledge: bool = False
     #: An upgraded connection (WebSocket) closes after this long without a byte in either direction.
     upgrade_idle_timeout: Seconds = 300.0
+    #: Draining HTTP/2 connections first get a GOAWAY naming the largest stream id (a notice that
+    #: refuses nothing yet), then this long later the GOAWAY naming the last stream accepted (Envoy's
+    #: HCM ``drain_timeout``); ``null``: only the second, at once. Shorter than the gateway's drain_timeout.
+    http2_drain_notice: Seconds | None = 1.0
 
 
 NetworkFilterConfig = Annotated[
@@ -776,6 +780,12 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(
                         f"{where}.codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec, "
                         f"not {flt.codec!r}"
+                    )
+                notice = isinstance(flt, HttpConnectionManagerFilter) and flt.http2_drain_notice
+                if notice and notice >= config.drain_timeout:
+                    errors.append(
+                        f"{where}.http2_drain_notice: {notice} s leaves no time to drain within "
+                        f"drain_timeout ({config.drain_timeout} s)"
                     )
     listener_names = {x.name for x in config.listeners}
     for i, access_log in enumerate(config.logging.access_logs):

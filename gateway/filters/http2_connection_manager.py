@@ -16,6 +16,12 @@ Flow control, both ways, with backpressure:
 
 Protocol errors and floods (:mod:`gateway.http2.flood`) end the connection with GOAWAY, a rate-limited
 log line and ``smgate_http2_connection_errors{reason}``; the other connections never notice.
+
+Draining (RFC 9113 6.8, as Envoy and nginx do it): a GOAWAY naming stream 2^31-1 first tells the
+client to open no more streams while the ones on their way still count; ``http2_drain_notice`` later
+the GOAWAY naming the last stream accepted follows, streams above it are refused with REFUSED_STREAM
+(safe to retry elsewhere), and the connection closes once its last stream ends (or the gateway aborts
+it at ``drain_timeout``).
 """
 
 from __future__ import annotations
@@ -55,11 +61,16 @@ if TYPE_CHECKING:
     from gateway.stream import TransportStream
     from gateway.upgrade import UpgradeTunnel
 
+#: The largest stream id (RFC 9113 5.1.1): a GOAWAY naming it refuses no stream yet (a drain notice).
+MAX_STREAM_ID = 2**31 - 1
+
 #: Response bytes queued for one stream beyond the client's window before its upstream pauses.
 OUTBOUND_HIGH_WATER = 256 * 1024
 OUTBOUND_LOW_WATER = 64 * 1024
 
 _log = RateLimitedLog(get_logger("http2"), rate=1.0, burst=10)
+#: Operator-caused events (drain), one line per connection.
+log = get_logger("http2")
 
 
 def http2_limits(config: HttpConnectionManagerFilter) -> Http2Limits:
@@ -270,6 +281,13 @@ class Http2ConnectionManager(NetworkFilter):
         self.requests = 0
         self._identity_headers: Headers | None = None
         self._goaway_received = False
+        #: The highest stream id taken in (answered or forwarded): the final GOAWAY's last stream id.
+        self.last_stream_id = 0
+        #: Draining: the notice GOAWAY is out (``_drain_notice`` runs until the final one).
+        self.draining = False
+        #: The final GOAWAY is out: new streams are refused, the connection closes when idle.
+        self.refusing = False
+        self._drain_notice: Deadline | None = None
 
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         self.start(conn)
@@ -289,6 +307,8 @@ class Http2ConnectionManager(NetworkFilter):
         self.idle = Deadline(self._on_idle, self.loop)
         self.idle.after(self.config.idle_timeout)
         self.flush()
+        if conn.draining:
+            self.on_drain(conn)
 
     def identity_headers(self) -> Headers:
         if self._identity_headers is None:
@@ -341,9 +361,10 @@ class Http2ConnectionManager(NetworkFilter):
         # Request trailers (TrailersReceived) are not forwarded: HTTP/1.1 upstreams take none.
 
     def _start_stream(self, event: RequestStarted) -> None:
-        if self.conn.draining:
+        if self.refusing:
             self.h2.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        self.last_stream_id = max(self.last_stream_id, event.stream_id)
         self.requests += 1
         self.idle.set(None)
         self.conn.idle = False
@@ -363,19 +384,51 @@ class Http2ConnectionManager(NetworkFilter):
         self.blocked.discard(stream)
         self.flush()
         if not self.streams:
-            self.conn.idle = True
-            self.idle.after(self.config.idle_timeout)
+            if not self.draining:  # while the drain notice runs, a stream may still be on its way
+                self.conn.idle = True
+                self.idle.after(self.config.idle_timeout)
             self._close_when_done()
 
     def _close_when_done(self) -> None:
         if self.streams or self.conn.closing:
             return
-        if self._goaway_received:
+        if self._goaway_received or self.refusing:
             self.conn.close()
-        elif self.conn.draining:
-            self.h2.goaway()
-            self.flush()
-            self.conn.close()
+
+    # -- draining --------------------------------------------------------------------------------
+
+    def on_drain(self, conn: Connection) -> None:
+        """The gateway drains: the notice GOAWAY now, the final one ``http2_drain_notice`` later."""
+        if self.draining or conn.closing or self.h2.closed:
+            return
+        self.draining = True
+        conn.idle = False  # not safe to close before the final GOAWAY: a stream may be on its way
+        self.idle.set(None)
+        notice = self.config.http2_drain_notice
+        if notice is None:
+            self._final_goaway()
+            return
+        self.h2.goaway(last_stream_id=MAX_STREAM_ID)
+        self.flush()
+        self._drain_notice = Deadline(self._final_goaway, self.loop)
+        self._drain_notice.after(notice)
+
+    def _final_goaway(self) -> None:
+        conn = self.conn
+        if conn.closing or self.h2.closed:
+            return
+        self.refusing = True
+        self.h2.goaway(last_stream_id=self.last_stream_id)
+        self.flush()
+        log.info(
+            "http2 goaway",
+            reason="drain",
+            listener=conn.listener,
+            connection_id=conn.id,
+            last_stream_id=self.last_stream_id,
+            streams_in_flight=len(self.streams),
+        )
+        self._close_when_done()
 
     def _connection_error(self, exc: H2ConnectionError) -> None:
         conn = self.conn
@@ -410,6 +463,16 @@ class Http2ConnectionManager(NetworkFilter):
 
     async def on_close(self, conn: Connection) -> None:
         self.idle.cancel()
+        if self._drain_notice is not None:
+            self._drain_notice.cancel()
+        if self.draining and self.streams:
+            log.warning(
+                "http2 drain ended with streams in flight",
+                reason=conn.close_reason,
+                listener=conn.listener,
+                connection_id=conn.id,
+                streams_aborted=len(self.streams),
+            )
         for stream in list(self.streams.values()):
             stream.upstream_deadline.cancel()
             if not stream.exchange.finished:

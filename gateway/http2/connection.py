@@ -213,9 +213,10 @@ class _H2Endpoint:
         return []
 
     def _keep_open_for_streams_in_flight(self) -> None:
-        """A graceful GOAWAY (RFC 9113 6.8) still lets the streams up to its last stream id finish, but
-        ``h2`` moves its connection state machine to CLOSED on any GOAWAY and then refuses their
-        frames; put it back in the open state (new streams stay refused: :attr:`goaway_received`)."""
+        """A graceful GOAWAY (RFC 9113 6.8), sent or received, still lets the streams up to its last
+        stream id finish, but ``h2`` moves its connection state machine to CLOSED on any GOAWAY and then
+        refuses their frames; put it back in the open state (new streams stay refused: by
+        :attr:`goaway_received` here, by the connection manager after its own GOAWAY)."""
         open_state = (
             h2.connection.ConnectionState.CLIENT_OPEN
             if self.client_side
@@ -257,9 +258,12 @@ class _H2Endpoint:
         except h2.exceptions.StreamClosedError:
             pass
 
-    def goaway(self, error_code: int = ErrorCodes.NO_ERROR) -> None:
-        """Graceful close (draining): no new streams; those already open may finish."""
-        self._h2.close_connection(error_code)
+    def goaway(self, error_code: int = ErrorCodes.NO_ERROR, last_stream_id: int | None = None) -> None:
+        """Graceful close (draining): no stream above ``last_stream_id`` (default: the highest the peer
+        opened) will be processed; those up to it may finish, so ``h2`` is kept in the open state."""
+        self._h2.close_connection(error_code, last_stream_id=last_stream_id)
+        if error_code == ErrorCodes.NO_ERROR:
+            self._keep_open_for_streams_in_flight()
 
     def data_to_send(self) -> bytes:
         return self._h2.data_to_send()
