@@ -178,8 +178,13 @@ class H2Stream:
         #: Flow-controlled bytes taken while paused, acknowledged on resume.
         self._unacknowledged = 0
         self.exchange = Exchange(self, head, index, time.monotonic())
+        #: ``request_timeout`` per stream, as HTTP/1.1 has it per request: HEADERS to END_STREAM.
+        self.request_deadline: Deadline | None = None
         if event.end_stream:
             self.exchange.request_done = True
+        elif self.config.request_timeout is not None:
+            self.request_deadline = Deadline(self._on_request_deadline, manager.loop)
+            self.request_deadline.after(self.config.request_timeout)
 
     def identity_headers(self) -> Headers:
         return self.manager.identity_headers()
@@ -197,6 +202,8 @@ class H2Stream:
 
     def request_end(self) -> None:
         exchange = self.exchange
+        if self.request_deadline is not None:
+            self.request_deadline.cancel()
         if not exchange.request_done:
             exchange.request_end()
             if exchange.finished:
@@ -249,7 +256,7 @@ class H2Stream:
     # -- the exchange's end -----------------------------------------------------------------------
 
     def exchange_finished(self, exchange: Exchange) -> None:
-        self.upstream_deadline.cancel()
+        self.cancel_deadlines()
         if exchange.request_done:
             self.manager.stream_done(self)
             return
@@ -259,6 +266,17 @@ class H2Stream:
 
     def _on_upstream_deadline(self) -> None:
         self.exchange.on_deadline()
+
+    def _on_request_deadline(self) -> None:
+        """The client did not finish its request in time: 408 (gRPC: a status), the upstream stream
+        cancelled, the rest of the request refused (RST_STREAM after the answer, RFC 9113 8.1)."""
+        if not self.exchange.request_done:
+            self.exchange.request_timed_out()
+
+    def cancel_deadlines(self) -> None:
+        self.upstream_deadline.cancel()
+        if self.request_deadline is not None:
+            self.request_deadline.cancel()
 
     def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
         """HTTP/2 has no HTTP/1.1 Upgrade (``h2`` refuses the connection-specific fields that ask for
@@ -474,7 +492,7 @@ class Http2ConnectionManager(NetworkFilter):
                 streams_aborted=len(self.streams),
             )
         for stream in list(self.streams.values()):
-            stream.upstream_deadline.cancel()
+            stream.cancel_deadlines()
             if not stream.exchange.finished:
                 stream.exchange.downstream_gone(conn.close_reason)
         self.streams.clear()

@@ -10,7 +10,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from gateway.echo import EchoService
-from tests.gateway.h2_client import RawH2Client
+from tests.gateway.h2_peers import RawH2Client, RawH2Server
 from tests.gateway.helpers import RecordingAudit, base_doc, running
 from tests.ports import free_port
 
@@ -108,3 +108,90 @@ def test_config_refuses_a_drain_notice_longer_than_the_drain(pki):
     assert "listeners[0].filter_chains[0].filters[0].http2_drain_notice: 30.0 s leaves no time" in str(
         refused.value
     )
+
+
+# -- per-stream timeouts ---------------------------------------------------------------------------
+
+
+async def test_request_timeout_applies_per_stream(pki, echo):
+    """A stream whose request does not end within request_timeout gets 408; its neighbours carry on."""
+    audit = RecordingAudit()
+    async with running(h2c_doc(pki, echo.port, request_timeout=0.5), audit=audit) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        dripping = client.request("/post", "POST", end_stream=False)
+        client.send(dripping, b"part of a body")
+        await asyncio.sleep(0.2)
+        whole = client.request("/whole")
+        await client.wait_for(lambda: client.ended(dripping) and client.ended(whole))
+        assert client.status(dripping) == 408 and client.body(dripping) == b"request timeout\n"
+        assert client.status(whole) == 200 and not client.closed
+        again = client.request("/again")
+        await client.wait_for(lambda: client.ended(again))
+        assert client.status(again) == 200
+        await client.close()
+    timed_out = [r for r in audit.of("http.request") if r["path"] == "/post"]
+    assert [(r["status"], r["error"]) for r in timed_out] == [(408, "request timeout")]
+
+
+@pytest.fixture
+async def h2_upstream():
+    server = await RawH2Server().start(free_port())
+    yield server
+    await server.close()
+
+
+def h2_upstream_doc(pki, upstream: RawH2Server, **hcm: object) -> dict:
+    assert upstream.server is not None
+    doc = h2c_doc(pki, upstream.server.sockets[0].getsockname()[1], **hcm)
+    doc["clusters"][0]["http2_protocol_options"] = {}
+    doc["route_configs"][0]["virtual_hosts"][0]["routes"] = [
+        {"name": "hang", "match": {"prefix": "/hang"}, "route": {"cluster": "echo", "timeout": 0.5}},
+        {"name": "all", "match": {"prefix": "/"}, "route": {"cluster": "echo"}},
+    ]
+    return doc
+
+
+async def test_route_timeout_per_stream_answers_504_and_cancels_the_upstream_stream(pki, h2_upstream):
+    async with running(h2_upstream_doc(pki, h2_upstream)) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        hanging = client.request("/hang")
+        answered = client.request("/fine")
+        await client.wait_for(lambda: client.ended(hanging) and client.ended(answered))
+        assert client.status(hanging) == 504 and client.status(answered) == 200
+        await client.close()
+        await asyncio.sleep(0.1)
+    assert [code for _, code in h2_upstream.resets] == [ErrorCodes.CANCEL]
+
+
+async def test_grpc_route_timeout_is_deadline_exceeded_and_cancels_the_call_upstream(pki):
+    import grpc
+
+    cancelled = asyncio.Event()
+
+    async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return b"late"
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(slow)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Slow", {"Call": handler}),))
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        doc = h2c_doc(pki, port)
+        doc["clusters"][0]["http2_protocol_options"] = {}
+        doc["route_configs"][0]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] = 0.5
+        async with running(doc) as gw:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.listener_port('main')}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await channel.unary_unary("/test.Slow/Call")(b"")
+                assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            async with asyncio.timeout(5):
+                await cancelled.wait()  # the gateway reset the upstream stream (CANCEL)
+    finally:
+        await server.stop(None)

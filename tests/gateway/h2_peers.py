@@ -1,12 +1,18 @@
-"""A raw HTTP/2 client for tests (h2c with prior knowledge, on the ``h2`` library): opens streams, sends
-what a test needs frame by frame and keeps every event per stream, so a test can see GOAWAYs, resets,
-trailers and DATA exactly as the gateway sent them."""
+"""Raw HTTP/2 peers for tests, on the ``h2`` library (h2c with prior knowledge).
+
+:class:`RawH2Client` opens streams, sends what a test needs frame by frame and keeps every event per
+stream, so a test sees GOAWAYs, resets, trailers and DATA exactly as the gateway sent them.
+:class:`RawH2Server` is an upstream that reports what it received: each request's head, body and
+trailers come back as JSON; ``/hang`` is never answered; every RST_STREAM it gets is kept.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -68,8 +74,10 @@ class RawH2Client:
             assert event.stream_id is not None
             self.h2.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
             self.events[event.stream_id].append(event)
-        elif getattr(event, "stream_id", None):
-            self.events[event.stream_id].append(event)  # type: ignore[attr-defined]
+        else:
+            stream_id = getattr(event, "stream_id", None)
+            if stream_id:
+                self.events[stream_id].append(event)
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
@@ -126,3 +134,61 @@ class RawH2Client:
         self.writer.close()
         if self._reader_task is not None:
             await self._reader_task
+
+
+class RawH2Server:
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        #: (stream id, error code) of every RST_STREAM received.
+        self.resets: list[tuple[int, int]] = []
+        self.requests: list[dict[str, object]] = []
+
+    async def start(self, port: int) -> RawH2Server:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        seen: dict[int, dict[str, Any]] = {}
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    self._on_event(conn, event, seen)
+                writer.write(conn.data_to_send())
+        except (ConnectionError, OSError):
+            pass
+        writer.close()
+
+    def _on_event(
+        self, conn: h2.connection.H2Connection, event: h2.events.Event, seen: dict[int, dict[str, Any]]
+    ) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            assert event.stream_id is not None
+            seen[event.stream_id] = {"headers": [[str(k), str(v)] for k, v in event.headers or ()], "body": 0}
+        elif isinstance(event, h2.events.DataReceived):
+            assert event.stream_id is not None
+            seen[event.stream_id]["body"] += len(event.data or b"")
+            conn.acknowledge_received_data(event.flow_controlled_length or 0, event.stream_id)
+        elif isinstance(event, h2.events.TrailersReceived):
+            assert event.stream_id is not None
+            seen[event.stream_id]["trailers"] = [[str(k), str(v)] for k, v in event.headers or ()]
+        elif isinstance(event, h2.events.StreamReset):
+            assert event.stream_id is not None
+            self.resets.append((event.stream_id, int(event.error_code or 0)))
+        elif isinstance(event, h2.events.StreamEnded):
+            assert event.stream_id is not None
+            request = seen.pop(event.stream_id)
+            self.requests.append(request)
+            if (":path", "/hang") in [tuple(h) for h in request["headers"]]:
+                return
+            body = json.dumps(request).encode()
+            conn.send_headers(event.stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+            conn.send_data(event.stream_id, body, end_stream=True)
