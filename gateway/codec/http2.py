@@ -154,6 +154,7 @@ class H2StreamClientCodec(ClientCodec):
         self.stream_id = 0
         self._sent = sent
         self._events: list[ClientEvent] = []
+        self._trailers: Headers = ()
         self.ended = False
 
     def encode_request_head(self, head: RequestHead) -> bytes:
@@ -168,8 +169,15 @@ class H2StreamClientCodec(ClientCodec):
         self._sent()
         return self.connection.data_to_send()
 
+    def set_trailers(self, headers: Headers) -> bool:
+        self._trailers = headers
+        return True
+
     def encode_end(self) -> bytes:
-        self.connection.send_data(self.stream_id, b"", end_stream=True)
+        if self._trailers:
+            self.connection.send_trailers(self.stream_id, self._trailers)
+        else:
+            self.connection.send_data(self.stream_id, b"", end_stream=True)
         return self.connection.data_to_send()
 
     def receive_data(self, data: bytes) -> None:

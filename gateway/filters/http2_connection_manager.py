@@ -46,6 +46,7 @@ from gateway.http2.events import (
     RequestStarted,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
 )
 from gateway.http2.flood import FloodLimits
 from gateway.logs.rate_limit import RateLimitedLog
@@ -376,7 +377,8 @@ class Http2ConnectionManager(NetworkFilter):
             stream.request_end()
         elif isinstance(event, StreamReset):
             stream.reset_by_peer(event.error_code)
-        # Request trailers (TrailersReceived) are not forwarded: HTTP/1.1 upstreams take none.
+        elif isinstance(event, TrailersReceived):
+            stream.exchange.request_trailers(event.headers)
 
     def _start_stream(self, event: RequestStarted) -> None:
         if self.refusing:

@@ -4,8 +4,10 @@ when the gateway drains, per-stream request timeouts, request trailers."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+import h11
 import pytest
 from h2.errors import ErrorCodes
 
@@ -195,3 +197,76 @@ async def test_grpc_route_timeout_is_deadline_exceeded_and_cancels_the_call_upst
                 await cancelled.wait()  # the gateway reset the upstream stream (CANCEL)
     finally:
         await server.stop(None)
+
+
+# -- request trailers ------------------------------------------------------------------------------
+
+TRAILERS = (("x-checksum", "c1"), ("x-client-cert-subject", "CN=forged"))
+
+
+async def test_request_trailers_reach_an_http2_upstream(pki, h2_upstream):
+    async with running(h2_upstream_doc(pki, h2_upstream)) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        stream = client.request("/t", "POST", end_stream=False)
+        client.send(stream, b"abc")
+        client.send_trailers(stream, TRAILERS)
+        await client.wait_for(lambda: client.ended(stream))
+        assert client.status(stream) == 200
+        seen = json.loads(client.body(stream))
+        # Identity headers are the gateway's alone, in trailers as in the head.
+        assert seen["body"] == 3 and seen["trailers"] == [["x-checksum", "c1"]]
+        await client.close()
+
+
+async def _h1_reporting_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTP/1.1 upstream answering with the framing, body size and trailers it received."""
+    conn = h11.Connection(h11.SERVER)
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            if not data:
+                break
+            conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            seen: dict = {"headers": dict((k.decode(), v.decode()) for k, v in event.headers), "body": 0}
+        elif isinstance(event, h11.Data):
+            seen["body"] += len(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            seen["trailers"] = [[k.decode(), v.decode()] for k, v in event.headers]
+            body = json.dumps(seen).encode()
+            response = h11.Response(status_code=200, headers=[("content-length", str(len(body)))])
+            writer.write(conn.send(response) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+            conn.start_next_cycle()
+        else:
+            break
+    writer.close()
+
+
+async def test_request_trailers_to_an_http1_upstream_go_in_a_chunked_body_or_are_counted_as_dropped(pki):
+    port = free_port()
+    upstream = await asyncio.start_server(_h1_reporting_upstream, "127.0.0.1", port)
+    try:
+        async with running(h2c_doc(pki, port)) as gw:
+            client = await RawH2Client.open(gw.listener_port("main"))
+            unknown_length = client.request("/chunked", "POST", end_stream=False)
+            client.send(unknown_length, b"abc")
+            client.send_trailers(unknown_length, TRAILERS)
+            declared = client.request("/declared", "POST", (("content-length", "3"),), end_stream=False)
+            client.send(declared, b"abc")
+            client.send_trailers(declared, TRAILERS)
+            plain = client.request("/plain", "POST", end_stream=False)
+            client.send(plain, b"abcdef", end_stream=True)
+            await client.wait_for(lambda: all(client.ended(s) for s in (unknown_length, declared, plain)))
+            chunked, by_length, no_trailers = (
+                json.loads(client.body(s)) for s in (unknown_length, declared, plain)
+            )
+            assert chunked["headers"]["transfer-encoding"] == "chunked" and chunked["body"] == 3
+            assert chunked["trailers"] == [["x-checksum", "c1"]]
+            assert by_length["headers"]["content-length"] == "3" and by_length["body"] == 3
+            assert by_length["trailers"] == []
+            assert no_trailers["body"] == 6 and no_trailers["trailers"] == []
+            assert gw.generation.stats.request_trailers_dropped.value(("echo",)) == 1
+            await client.close()
+    finally:
+        upstream.close()
