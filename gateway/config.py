@@ -368,6 +368,9 @@ class Http2ProtocolOptions(_Model):
     #: PING / SETTINGS frames a client may send per 10 s before GOAWAY.
     max_pings_per_10s: int = Field(default=100, ge=1)
     max_settings_per_10s: int = Field(default=100, ge=1)
+    #: Listeners: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL and take WebSocket over HTTP/2 (extended
+    #: CONNECT, RFC 8441), forwarded to the upstream as an HTTP/1.1 Upgrade. Not for clusters.
+    allow_connect: bool = False
 
 
 class HttpConnectionManagerFilter(_Model):
@@ -683,6 +686,11 @@ class ClusterConfig(_Model):
         hc = self.health_checks
         if hc is not None and hc.type == "grpc" and self.http2_protocol_options is None:
             raise ValueError("a grpc health check needs http2_protocol_options (gRPC runs over HTTP/2)")
+        if self.http2_protocol_options is not None and self.http2_protocol_options.allow_connect:
+            raise ValueError(
+                "http2_protocol_options.allow_connect is for listeners: WebSocket goes to an upstream as "
+                "an HTTP/1.1 Upgrade"
+            )
         return self
 
 

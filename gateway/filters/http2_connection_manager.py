@@ -38,6 +38,7 @@ from gateway.codec.http2 import H2StreamServerCodec
 from gateway.config import HttpConnectionManagerFilter
 from gateway.filters.base import FilterStatus, NetworkFilter
 from gateway.filters.http_connection_manager import ConnectionContext, identity_headers
+from gateway.http2 import extended_connect
 from gateway.http2.connection import H2ConnectionError, H2ServerConnection, Http2Limits
 from gateway.http2.events import (
     BodyReceived,
@@ -82,6 +83,7 @@ def http2_limits(config: HttpConnectionManagerFilter) -> Http2Limits:
         max_frame_size=options.max_frame_size,
         initial_stream_window_size=options.initial_stream_window_size,
         connection_window_size=options.initial_connection_window_size,
+        enable_connect_protocol=options.allow_connect,
         flood=FloodLimits(
             stream_resets_per_window=options.max_stream_resets_per_10s,
             pings_per_window=options.max_pings_per_10s,
@@ -137,13 +139,13 @@ class StreamConnection:
 
     def close(self) -> None:
         """Closing "the connection" of one stream ends that stream, not its neighbours."""
-        self._stream.reset(ErrorCodes.NO_ERROR)
+        self._stream.close()
 
     def pause_reading(self) -> None:
-        self._stream.paused = True
+        self._stream.pause_reading()
 
     def resume_reading(self) -> None:
-        self._stream.resume()
+        self._stream.resume_reading()
 
 
 class H2Stream:
@@ -153,6 +155,12 @@ class H2Stream:
         self.manager = manager
         self.stream_id = event.stream_id
         head = event.head
+        #: Extended CONNECT (RFC 8441): routed as the HTTP/1.1 Upgrade it stands for, then a tunnel.
+        self.tunnel: UpgradeTunnel | None = None
+        connect = event.protocol is not None
+        websocket_key = None
+        if event.protocol is not None:
+            head, websocket_key = extended_connect.upgrade_request(head, event.protocol)
         self.conn = StreamConnection(self, manager.conn)
         self.codec = H2StreamServerCodec(
             manager.h2,
@@ -161,6 +169,8 @@ class H2Stream:
             head_request=head.method == "HEAD",
             sent=self._response_queued,
             gone=self._client_gone,
+            tunnel_key=websocket_key if connect else None,
+            tunnel=connect,
         )
         self.codec_factory = manager.codec_factory
         self.config = manager.config
@@ -174,14 +184,15 @@ class H2Stream:
         self.audit_fields: dict[str, Any] = {**manager.audit_fields, "stream_id": event.stream_id}
         self.unrouted_stats = manager.unrouted_stats
         self.upstream_deadline = Deadline(self._on_upstream_deadline, manager.loop)
-        self.paused = False
+        #: A tunnel's first bytes wait (unacknowledged, so the stream's window bounds them) for the 200.
+        self.paused = connect
         self.blocked = False
         #: Flow-controlled bytes taken while paused, acknowledged on resume.
         self._unacknowledged = 0
         self.exchange = Exchange(self, head, index, time.monotonic())
         #: ``request_timeout`` per stream, as HTTP/1.1 has it per request: HEADERS to END_STREAM.
         self.request_deadline: Deadline | None = None
-        if event.end_stream:
+        if event.end_stream or connect:  # a CONNECT's request is its head; its DATA is the tunnel's
             self.exchange.request_done = True
         elif self.config.request_timeout is not None:
             self.request_deadline = Deadline(self._on_request_deadline, manager.loop)
@@ -193,7 +204,12 @@ class H2Stream:
     # -- from the client ------------------------------------------------------------------------
 
     def request_body(self, event: BodyReceived) -> None:
-        self.exchange.request_body(event.data)
+        if self.tunnel is not None:
+            self.tunnel.downstream_data(event.data, False)
+        elif self.codec.tunnel:
+            self.codec.early_data += event.data  # before the upstream's answer: sent when it opens
+        else:
+            self.exchange.request_body(event.data)
         if self.paused:
             self._unacknowledged += event.flow_controlled_length
         else:
@@ -205,7 +221,11 @@ class H2Stream:
         exchange = self.exchange
         if self.request_deadline is not None:
             self.request_deadline.cancel()
-        if not exchange.request_done:
+        if self.tunnel is not None:
+            self.tunnel.downstream_data(b"", True)  # the client's END_STREAM is the tunnel's FIN
+        elif self.codec.tunnel:
+            exchange.downstream_gone("downstream_closed_before_tunnel")
+        elif not exchange.request_done:
             exchange.request_end()
             if exchange.finished:
                 self.manager.stream_done(self)
@@ -242,6 +262,9 @@ class H2Stream:
         return True
 
     def _pause_upstream(self, pause: bool) -> None:
+        if self.tunnel is not None:
+            self.tunnel.downstream_write_ready(not pause)
+            return
         upstream = self.exchange.upstream
         if upstream is not None:
             if pause:
@@ -253,6 +276,17 @@ class H2Stream:
         manager = self.manager
         if not manager.conn.closing and not manager.h2.closed:
             manager.conn.write(self.codec.reset(error_code))
+
+    def close(self) -> None:
+        """The exchange is done with the stream. A tunnel ends as its upstream connection did (RFC 9113
+        8.5): END_STREAM after the bytes still queued when it closed, RST_STREAM CONNECT_ERROR when it
+        broke; any other exchange leaves with RST_STREAM NO_ERROR (a no-op once the stream ended)."""
+        if self.tunnel is None:
+            self.reset(ErrorCodes.NO_ERROR)
+        elif self.conn.close_reason.startswith("upstream_error"):
+            self.reset(ErrorCodes.CONNECT_ERROR)
+        else:
+            self.write(b"", end_stream=True)
 
     # -- the exchange's end -----------------------------------------------------------------------
 
@@ -279,11 +313,30 @@ class H2Stream:
         if self.request_deadline is not None:
             self.request_deadline.cancel()
 
+    # -- extended CONNECT: the stream as a tunnel's downstream ------------------------------------
+
     def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
-        """HTTP/2 has no HTTP/1.1 Upgrade (``h2`` refuses the connection-specific fields that ask for
-        one, RFC 9113 8.2.2); an exchange that got here anyway loses its stream."""
-        tunnel.shutdown()
-        self.reset(ErrorCodes.PROTOCOL_ERROR)
+        """The upstream switched protocols and the client has its 200: DATA both ways from here."""
+        self.tunnel = tunnel
+        tunnel.downstream = self
+        self.exchange.status = 200  # what the client saw (RFC 8441 5: a 2xx, not 101)
+        self.resume()
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        """Tunnel bytes to the client as DATA on this stream, queued beyond the client's windows (the
+        upstream stops being read above :data:`OUTBOUND_HIGH_WATER`)."""
+        manager = self.manager
+        if manager.conn.closing or manager.h2.closed:
+            return
+        manager.h2.send_data(self.stream_id, data, end_stream=end_stream)
+        manager.flush()
+        self._response_queued()
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.resume()
 
 
 class Http2ConnectionManager(NetworkFilter):
@@ -383,6 +436,10 @@ class Http2ConnectionManager(NetworkFilter):
     def _start_stream(self, event: RequestStarted) -> None:
         if self.refusing:
             self.h2.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if event.protocol is not None and not self.config.http2_protocol_options.allow_connect:
+            # :protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL: a malformed request (RFC 8441 3)
+            self.h2.reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         self.last_stream_id = max(self.last_stream_id, event.stream_id)
         self.requests += 1

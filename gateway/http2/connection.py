@@ -56,6 +56,8 @@ class Http2Limits:
     initial_stream_window_size: int = 1 << 20
     connection_window_size: int = 4 << 20
     header_table_size: int = 4096
+    #: Servers: SETTINGS_ENABLE_CONNECT_PROTOCOL, extended CONNECT allowed (RFC 8441 3).
+    enable_connect_protocol: bool = False
     flood: FloodLimits = field(default_factory=FloodLimits)
 
 
@@ -133,17 +135,17 @@ class _H2Endpoint:
 
     def _initiate(self) -> None:
         limits = self.limits
-        self._h2.local_settings = h2.settings.Settings(
-            client=self.client_side,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
-                h2.settings.SettingCodes.HEADER_TABLE_SIZE: limits.header_table_size,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
+        settings = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
+            h2.settings.SettingCodes.HEADER_TABLE_SIZE: limits.header_table_size,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        }
+        if limits.enable_connect_protocol and not self.client_side:
+            settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        self._h2.local_settings = h2.settings.Settings(client=self.client_side, initial_values=settings)
         self._h2.initiate_connection()
         self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.decoder.max_allowed_table_size = limits.header_table_size

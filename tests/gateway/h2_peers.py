@@ -98,6 +98,16 @@ class RawH2Client:
         self.h2.send_data(stream_id, data, end_stream=end_stream)
         self.flush()
 
+    async def send_all(self, stream_id: int, data: bytes) -> None:
+        """DATA frames as the peer's windows and frame size allow, waiting for WINDOW_UPDATEs."""
+        while data:
+            size = min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size)
+            if size <= 0:
+                await self.wait_for(lambda: self.h2.local_flow_control_window(stream_id) > 0)
+                continue
+            self.send(stream_id, data[:size])
+            data = data[size:]
+
     def send_trailers(self, stream_id: int, trailers: Headers) -> None:
         self.h2.send_headers(stream_id, list(trailers), end_stream=True)
         self.flush()

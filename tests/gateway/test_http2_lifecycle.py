@@ -1,15 +1,19 @@
 """HTTP/2 stream and connection lifecycle through a running gateway, seen by a raw ``h2`` client: GOAWAY
-when the gateway drains, per-stream request timeouts, request trailers."""
+when the gateway drains, per-stream timeouts, request trailers, WebSocket over HTTP/2 (RFC 8441)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import h11
 import pytest
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import Protocol, Side, State
 
 from gateway.echo import EchoService
 from tests.gateway.h2_peers import RawH2Client, RawH2Server
@@ -101,7 +105,7 @@ async def test_drain_timeout_aborts_streams_still_in_flight(pki, echo):
     assert record["path"] == "/delay/5000" and record["status"] != 200
 
 
-def test_config_refuses_a_drain_notice_longer_than_the_drain(pki):
+def test_config_refuses_a_drain_notice_longer_than_the_drain_and_allow_connect_on_a_cluster(pki):
     from gateway.config import ConfigError, parse_config
 
     doc = h2c_doc(pki, 1, http2_drain_notice=30)
@@ -110,6 +114,11 @@ def test_config_refuses_a_drain_notice_longer_than_the_drain(pki):
     assert "listeners[0].filter_chains[0].filters[0].http2_drain_notice: 30.0 s leaves no time" in str(
         refused.value
     )
+    doc = h2c_doc(pki, 1)
+    doc["clusters"][0]["http2_protocol_options"] = {"allow_connect": True}
+    with pytest.raises(ConfigError) as refused:
+        parse_config(doc, Path.cwd())
+    assert "clusters[0]" in str(refused.value) and "allow_connect is for listeners" in str(refused.value)
 
 
 # -- per-stream timeouts ---------------------------------------------------------------------------
@@ -270,3 +279,85 @@ async def test_request_trailers_to_an_http1_upstream_go_in_a_chunked_body_or_are
             await client.close()
     finally:
         upstream.close()
+
+
+# -- WebSocket over HTTP/2 (extended CONNECT, RFC 8441) ----------------------------------------------
+
+
+class WebSocketOverStream:
+    """The client side of WebSocket framing (websockets' sans-I/O protocol) on one HTTP/2 stream."""
+
+    def __init__(self, client: RawH2Client, stream_id: int) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.protocol = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
+        self._read = 0
+
+    async def send(self, message: str | bytes) -> None:
+        if isinstance(message, str):
+            self.protocol.send_text(message.encode())
+        else:
+            self.protocol.send_binary(message)
+        await self.client.send_all(self.stream_id, b"".join(self.protocol.data_to_send()))
+
+    async def recv(self) -> Frame:
+        while True:
+            for event in self.protocol.events_received():
+                assert isinstance(event, Frame)
+                return event
+            await self.client.wait_for(lambda: len(self.client.body(self.stream_id)) > self._read)
+            body = self.client.body(self.stream_id)
+            self.protocol.receive_data(body[self._read :])
+            self._read = len(body)
+            replies = b"".join(self.protocol.data_to_send())  # pongs, the answer to a close
+            if replies:
+                await self.client.send_all(self.stream_id, replies)
+
+
+CONNECT_WEBSOCKET = ((":protocol", "websocket"), ("sec-websocket-version", "13"))
+
+
+async def test_websocket_over_http2_extended_connect(pki, ws_upstream):
+    audit = RecordingAudit()
+    doc = h2c_doc(pki, ws_upstream, http2_protocol_options={"allow_connect": True})
+    async with running(doc, audit=audit) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        assert client.remote_settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] == 1
+        stream = client.request("/chat", "CONNECT", CONNECT_WEBSOCKET, end_stream=False)
+        await client.wait_for(lambda: client.status(stream) is not None)
+        assert client.status(stream) == 200 and "sec-websocket-accept" not in client.headers(stream)
+        ws = WebSocketOverStream(client, stream)
+        for message in ("hello", b"\x00\x01binary", os.urandom(300_000)):  # beyond the stream windows
+            await ws.send(message)
+            frame = await ws.recv()
+            assert frame.data == (message.encode() if isinstance(message, str) else message)
+        neighbour = client.request("/plain-get")  # the connection carries other streams meanwhile
+        await ws.send("close-please")
+        close = await ws.recv()
+        assert close.opcode == Opcode.CLOSE and Close.parse(close.data).code == 4000
+        await client.wait_for(lambda: client.ended(stream) and client.ended(neighbour))
+        assert client.reset_code(stream) is None  # the upstream closed: END_STREAM, not a reset
+        await client.close()
+        await asyncio.sleep(0.1)
+    (record,) = [r for r in audit.of("http.request") if r["path"] == "/chat"]
+    assert (record["method"], record["status"], record["reason"]) == ("GET", 200, "upgrade")
+    assert record["http_version"] == "HTTP/2" and record["stream_id"] == stream
+    assert record["bytes_received"] > 300_000 and record["bytes_sent"] > 300_000
+
+
+async def test_extended_connect_idle_timeout_and_refused_unless_allowed(pki, ws_upstream):
+    doc = h2c_doc(pki, ws_upstream, upgrade_idle_timeout=0.3, http2_protocol_options={"allow_connect": True})
+    async with running(doc) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        stream = client.request("/idle", "CONNECT", CONNECT_WEBSOCKET, end_stream=False)
+        await client.wait_for(lambda: client.ended(stream))  # idle: the tunnel ends with the stream
+        assert client.status(stream) == 200 and not client.closed
+        await client.close()
+    async with running(h2c_doc(pki, ws_upstream)) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        assert client.remote_settings.get(SettingCodes.ENABLE_CONNECT_PROTOCOL, 0) == 0
+        client.h2.remote_settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1  # as if it had been sent
+        stream = client.request("/chat", "CONNECT", CONNECT_WEBSOCKET, end_stream=False)
+        await client.wait_for(lambda: client.ended(stream))
+        assert client.reset_code(stream) == ErrorCodes.PROTOCOL_ERROR
+        await client.close()
