@@ -292,6 +292,7 @@ class H2Stream:
 
     def exchange_finished(self, exchange: Exchange) -> None:
         self.cancel_deadlines()
+        self.resume()  # what arrived while paused reopens the connection's window, taken or not
         if exchange.request_done:
             self.manager.stream_done(self)
             return

@@ -361,3 +361,18 @@ async def test_extended_connect_idle_timeout_and_refused_unless_allowed(pki, ws_
         await client.wait_for(lambda: client.ended(stream))
         assert client.reset_code(stream) == ErrorCodes.PROTOCOL_ERROR
         await client.close()
+
+
+async def test_extended_connect_refused_upstream_is_relayed_and_early_bytes_reopen_the_window(pki, echo):
+    """The echo answers the Upgrade late, and not with 101: its answer is relayed on the stream. The
+    tunnel bytes the client sent meanwhile were held unacknowledged (the stream window bounds them);
+    they are released with the stream, else six such streams would exhaust the 4 MB connection window."""
+    doc = h2c_doc(pki, echo.port, http2_protocol_options={"allow_connect": True})
+    async with running(doc) as gw:
+        client = await RawH2Client.open(gw.listener_port("main"))
+        for _ in range(6):
+            stream = client.request("/delay/200", "CONNECT", CONNECT_WEBSOCKET, end_stream=False)
+            await client.send_all(stream, b"x" * 900_000)
+            await client.wait_for(lambda: client.ended(stream))  # noqa: B023
+            assert client.status(stream) == 200 and b"upgrade refused" in client.body(stream)
+        await client.close()
