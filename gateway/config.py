@@ -209,6 +209,17 @@ class CipherSuites(_Model):
         return value
 
 
+def _distinct_protocols(names: tuple[str, ...]) -> tuple[str, ...]:
+    dupes = sorted({name for name in names if names.count(name) > 1})
+    if dupes:
+        raise ValueError(f"duplicate ALPN protocols {dupes}")
+    return names
+
+
+#: ALPN names the gateway's HTTP connection manager speaks, in preference order.
+ApplicationProtocols = Annotated[tuple[Literal["h2", "http/1.1"], ...], AfterValidator(_distinct_protocols)]
+
+
 class DownstreamTlcp(_Model):
     """TLCP server options of a listener."""
 
@@ -264,8 +275,10 @@ class DownstreamTls(_Model):
     cipher_suites: CipherSuites = CipherSuites()
     tlcp: DownstreamTlcp = DownstreamTlcp()
     tls13_sm: DownstreamTls13Sm = DownstreamTls13Sm()
-    #: ALPN protocols offered in preference order; ``h2`` makes HTTP connection managers speak HTTP/2.
-    alpn: tuple[Literal["h2", "http/1.1"], ...] = ("http/1.1",)
+    #: ALPN (RFC 7301) on every secure protocol of the listener (TLS, TLCP, TLS 1.3-SM), our preference
+    #: first; ``h2`` makes HTTP connection managers speak HTTP/2 to a client that selects it. A client
+    #: offering no ALPN gets HTTP/1.1 (TLCP clients mostly: GB/T 38636 has no ALPN).
+    alpn: ApplicationProtocols = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
     @model_validator(mode="after")
@@ -290,6 +303,11 @@ class DownstreamTls(_Model):
             for sm in (Protocol.TLCP, Protocol.TLS13_SM):
                 if sm in self.protocols and self.sm2_trust_anchors is None:
                     raise ValueError(f"client_auth with {sm.value} needs sm2_trust_anchors")
+        if not secure and self.alpn != ("http/1.1",):
+            raise ValueError(
+                "alpn needs a secure protocol (tls1.3, tls1.2, tlcp, tls1.3-sm): ALPN is negotiated in "
+                "the handshake (HTTP/2 on plain connections is h2c_prior_knowledge)"
+            )
         defaults = [c.name for c in self.certificates if not c.server_names]
         if len(defaults) > 1:
             raise ValueError(f"more than one default certificate set (no server_names): {defaults}")
