@@ -157,10 +157,11 @@ class H2Stream:
         head = event.head
         #: Extended CONNECT (RFC 8441): routed as the HTTP/1.1 Upgrade it stands for, then a tunnel.
         self.tunnel: UpgradeTunnel | None = None
-        connect = event.protocol is not None
+        protocol = event.protocol
+        connect = protocol is not None
         websocket_key = None
-        if event.protocol is not None:
-            head, websocket_key = extended_connect.upgrade_request(head, event.protocol)
+        if protocol is not None:
+            head, websocket_key = extended_connect.upgrade_request(head, protocol)
         self.conn = StreamConnection(self, manager.conn)
         self.codec = H2StreamServerCodec(
             manager.h2,
@@ -169,8 +170,8 @@ class H2Stream:
             head_request=head.method == "HEAD",
             sent=self._response_queued,
             gone=self._client_gone,
-            tunnel_key=websocket_key if connect else None,
             tunnel=connect,
+            tunnel_key=websocket_key,
         )
         self.codec_factory = manager.codec_factory
         self.config = manager.config
