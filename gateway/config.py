@@ -386,6 +386,9 @@ class Http2ProtocolOptions(_Model):
     #: PING / SETTINGS frames a client may send per 10 s before GOAWAY.
     max_pings_per_10s: int = Field(default=100, ge=1)
     max_settings_per_10s: int = Field(default=100, ge=1)
+    #: Listeners: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL and take WebSocket over HTTP/2 (extended
+    #: CONNECT, RFC 8441), forwarded to the upstream as an HTTP/1.1 Upgrade. Not for clusters.
+    allow_connect: bool = False
 
 
 class HttpConnectionManagerFilter(_Model):
@@ -407,6 +410,10 @@ class HttpConnectionManagerFilter(_Model):
     h2c_prior_knowledge: bool = False
     #: An upgraded connection (WebSocket) closes after this long without a byte in either direction.
     upgrade_idle_timeout: Seconds = 300.0
+    #: Draining HTTP/2 connections first get a GOAWAY naming the largest stream id (a notice that
+    #: refuses nothing yet), then this long later the GOAWAY naming the last stream accepted (Envoy's
+    #: HCM ``drain_timeout``); ``null``: only the second, at once. Shorter than the gateway's drain_timeout.
+    http2_drain_notice: Seconds | None = 1.0
 
 
 NetworkFilterConfig = Annotated[
@@ -703,6 +710,11 @@ class ClusterConfig(_Model):
         hc = self.health_checks
         if hc is not None and hc.type == "grpc" and self.http2_protocol_options is None:
             raise ValueError("a grpc health check needs http2_protocol_options (gRPC runs over HTTP/2)")
+        if self.http2_protocol_options is not None and self.http2_protocol_options.allow_connect:
+            raise ValueError(
+                "http2_protocol_options.allow_connect is for listeners: WebSocket goes to an upstream as "
+                "an HTTP/1.1 Upgrade"
+            )
         return self
 
 
@@ -801,6 +813,12 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(
                         f"{where}.codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec, "
                         f"not {flt.codec!r}"
+                    )
+                notice = isinstance(flt, HttpConnectionManagerFilter) and flt.http2_drain_notice
+                if notice and notice >= config.drain_timeout:
+                    errors.append(
+                        f"{where}.http2_drain_notice: {notice} s leaves no time to drain within "
+                        f"drain_timeout ({config.drain_timeout} s)"
                     )
     listener_names = {x.name for x in config.listeners}
     for i, access_log in enumerate(config.logging.access_logs):

@@ -506,6 +506,21 @@ def test_request_heads_are_written_alike() -> None:
         assert writes[0] == writes[1]
 
 
+def test_request_trailers_are_written_alike_and_only_in_a_chunked_body() -> None:
+    chunked = RequestHead("POST", "up", "/c", (("transfer-encoding", "chunked"),), None)
+    by_length = RequestHead("POST", "up", "/l", (("content-length", "3"),), 3)
+    trailers = (("x-checksum", "c1"), ("x-more", "2"))
+    for head, carried in ((chunked, True), (by_length, False)):
+        writes = []
+        for factory in (H11, LLHTTP):
+            codec = factory.client_codec()
+            out = codec.encode_request_head(head) + codec.encode_body(b"abc")
+            assert codec.set_trailers(trailers) is carried
+            writes.append(out + codec.encode_end())
+        assert writes[0] == writes[1]
+        assert writes[0].endswith(b"0\r\nx-checksum: c1\r\nx-more: 2\r\n\r\n" if carried else b"abc")
+
+
 def test_upstream_connections_that_cannot_carry_another_request_are_not_reused() -> None:
     """Where the codecs part on the upstream side, the llhttp codec is the one that closes.
 
