@@ -145,6 +145,19 @@ DIVERGENCES = (
         ("refused", 400),
     ),
     Divergence(
+        "which refusal comes first",
+        "A head with both a bad request-target and a transfer coding other than chunked is refused by "
+        "both: llhttp stops at the request line (400), h11 only after the field section, where its "
+        "framing check answers 501 before the gateway's shared head checks see the target.",
+        lambda s: (
+            re.match(rb"[^ ]+ +[^/* ]", s) is not None
+            and re.search(rb"(?i)\ntransfer-encoding[ \t]*:(?![ \t]*chunked[ \t]*\r?\n)", s) is not None
+        ),
+        frozenset({"status"}),
+        b"PATCH !/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: hunked\r\n\r\n",
+        ("refused", 400),
+    ),
+    Divergence(
         "Upgrade with a body",
         "httptools has llhttp skip the body of an Upgrade request, so the codec cannot find where the "
         "request ends and refuses it; h11 proxies it as a plain request (Upgrade is hop-by-hop).",
