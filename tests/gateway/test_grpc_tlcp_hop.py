@@ -25,6 +25,7 @@ from audit.keys import write_audit_key
 from certs.pki import issue_tlcp_pair, load_sm2_issuer, save_issued
 from certs.profile import Subject
 from tests.gateway.conftest import write_config
+from tests.gateway.helpers import demo_certificate_set
 from tests.gateway.process import GatewayProcess, serve
 from tests.gateway.test_grpc_gateway import SERVICE, _exercise, _method, grpc_upstream  # noqa: F401
 from tests.ports import free_ports
@@ -53,14 +54,7 @@ def other_client(demo_pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 def inbound_doc(demo, port: int, grpc_port: int, audit_dir: Path) -> dict:
     """smgate B: TLCP and TLS 1.3-SM, client certificates required, gRPC to an h2c upstream."""
-    certificate = {
-        "name": "default",
-        "sign_cert": str(demo.sm2.server_sign.cert),
-        "sign_key": str(demo.sm2.server_sign.key),
-        "enc_cert": str(demo.sm2.server_enc.cert),
-        "enc_key": str(demo.sm2.server_enc.key),
-        "chain": str(demo.sm2.chain),
-    }
+    certificate = demo_certificate_set(demo)
     route = {
         "name": "echo",
         "match": {"prefix": f"/{SERVICE}/"},

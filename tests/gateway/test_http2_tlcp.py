@@ -17,7 +17,7 @@ import pytest
 
 from gateway.config import ConfigError, parse_config
 from gateway.echo import EchoService
-from tests.gateway.helpers import HttpClient, RecordingAudit, running
+from tests.gateway.helpers import HttpClient, RecordingAudit, demo_certificate_set, running
 from tests.gateway.test_http2_gateway import curl
 from tests.gateway.test_tlcp import client_config
 from tests.ports import free_port
@@ -40,19 +40,7 @@ def sm_listener(demo, *, name="main", protocols=SECURE, alpn=("h2", "http/1.1"),
     tls: dict = {
         "protocols": list(protocols),
         "client_auth": client_auth,
-        "certificates": [
-            {
-                "name": "default",
-                "sign_cert": str(demo.sm2.server_sign.cert),
-                "sign_key": str(demo.sm2.server_sign.key),
-                "enc_cert": str(demo.sm2.server_enc.cert),
-                "enc_key": str(demo.sm2.server_enc.key),
-                "chain": str(demo.sm2.chain),
-                "tls_certificates": [
-                    {"cert_chain": str(demo.rsa.server.cert), "private_key": str(demo.rsa.server.key)}
-                ],
-            }
-        ],
+        "certificates": [demo_certificate_set(demo, tls_certificates=True)],
     }
     if alpn is not None:
         tls["alpn"] = list(alpn)
