@@ -17,9 +17,9 @@ generation, or, with a ``session_store``, shared by every worker and host using 
 (:func:`gateway.session_store.ticket_keys_for`); a resumed client chain is checked against the trust
 anchors configured now, so a reload that drops an anchor still stops its sessions.
 
-ALPN is the listener's ``tls.alpn``, as on TLS and TLCP (one difference: the engine answers a client
-whose offer has nothing in common with ours with no_application_protocol, as RFC 7301 3.2 says, where
-OpenSSL and the TLCP engine go on without ALPN).
+ALPN is the listener's ``tls.alpn``, as on TLS and TLCP: a client whose offer has nothing in common
+with ours gets no ALPN and HTTP/1.1 (``alpn_required=False``), as OpenSSL and the TLCP engine do on the
+same listener, rather than the engine's RFC 7301 3.2 alert.
 
 Upstream, :class:`Tls13SmConnector` offers the configured suites, SNI (defaulting to the dialled DNS
 name), an optional SM2 client certificate, the last session ticket per endpoint (psk_dhe_ke), and for an
@@ -221,6 +221,7 @@ def build_server_policy(tls: DownstreamTls, where: str) -> Tls13SmServerPolicy |
         trust_store=trust,
         verify_peer=trust is not None,
         alpn_protocols=tls.alpn,
+        alpn_required=False,
         ticket_keys=ticket_keys,
         new_session_tickets=1 if ticket_keys is not None else 0,
         half_close=True,

@@ -170,9 +170,9 @@ async def test_tls13_sm_listener_selects_h2_and_speaks_http2(demo_pki, echo):
     ]
 
 
-async def test_an_http1_listener_answers_an_h2_only_offer_on_tlcp_as_on_tls(demo_pki, echo):
+async def test_an_http1_listener_answers_an_h2_only_offer_alike_on_every_protocol(demo_pki, echo):
     """Listener alpn [http/1.1] (the default): a client offering only h2 gets no ALPN and HTTP/1.1 over
-    TLCP, exactly what OpenSSL does on the TLS transport of the same listener."""
+    TLCP and TLS 1.3-SM, exactly what OpenSSL does on the TLS transport of the same listener."""
     async with running(doc_for(sm_listener(demo_pki, alpn=None), echo.port)) as gw:
         port = gw.listener_port("main")
         offer = client_config(demo_pki)
@@ -189,6 +189,13 @@ async def test_an_http1_listener_answers_an_h2_only_offer_on_tlcp_as_on_tls(demo
         stream = await tlcp_connect("127.0.0.1", port, both, handshake_timeout=5)
         assert stream.handshake.alpn_protocol == "http/1.1"
         stream.close()
+        sm_stream = await tls13_connect("127.0.0.1", port, sm_client(demo_pki, ("h2",)), handshake_timeout=5)
+        try:
+            assert sm_stream.handshake.alpn_protocol is None
+            status, _, _ = await HttpClient(sm_stream, sm_stream).request("GET", "/")  # type: ignore[arg-type]
+            assert status == 200
+        finally:
+            sm_stream.close()
         ctx = ssl.create_default_context(cafile=str(demo_pki.rsa.ca.cert))
         ctx.set_alpn_protocols(["h2"])
         _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
@@ -265,10 +272,8 @@ async def test_http2_cluster_refuses_a_host_that_does_not_select_h2(demo_pki, ec
                     await channel.unary_unary("/test.Echo/Unary")(b"")
                 assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     failure = audit.of("upstream.fail")[0]
-    if kind == "tlcp":  # the TLCP engine goes on without ALPN, as OpenSSL does: our check refuses
-        assert "the host did not select ALPN h2 (it selected none)" in failure["reason"]
-    else:  # the RFC 8998 engine answers an offer with nothing in common with an alert (RFC 7301 3.2)
-        assert "no_application_protocol" in failure["reason"]
+    # Both listeners go on without ALPN, as OpenSSL does; the connector's check refuses the host.
+    assert "the host did not select ALPN h2 (it selected none)" in failure["reason"]
     assert body == b"upstream unavailable\n"
 
 

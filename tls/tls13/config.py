@@ -142,8 +142,12 @@ class TLS13Configuration:
     trust_store / verify_peer: validate the peer chain through `certs` (a client also checks the host
         name against `server_name`).
     server_name: client: SNI to send and the name to verify (None: no SNI, no name check).
-    alpn_protocols: ALPN names in preference order (server: its order decides; a client offering none
-        the server supports gets no_application_protocol).
+    alpn_protocols: ALPN names in preference order (server: its order decides).
+    alpn_required: server: a client whose ALPN offer has nothing in common with `alpn_protocols` is
+        refused with no_application_protocol, as RFC 7301 3.2 has it (the default). False: the
+        handshake completes without ALPN, as OpenSSL's select callback does with
+        SSL_TLSEXT_ERR_NOACK and the TLCP engine does by default, so one listener treats such a
+        client alike on every protocol it speaks.
     ticket_keys: server: issue session tickets sealed with these keys and resume from them
         (`tls.tls13.SessionTicketKeys`, shared by the server's connections).  None: no resumption.
     new_session_tickets: server: tickets sent after each handshake.
@@ -175,6 +179,7 @@ class TLS13Configuration:
     verify_peer: bool = True
     server_name: str | None = None
     alpn_protocols: Sequence[str] = ()
+    alpn_required: bool = True
     ticket_keys: SessionTicketKeys | None = None
     new_session_tickets: int = 1
     session: TLS13Session | None = None
