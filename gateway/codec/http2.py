@@ -26,6 +26,7 @@ from gateway.codec.base import (
     Body,
     ClientCodec,
     ClientEvent,
+    CodecProtocolError,
     EndOfStream,
     Headers,
     RequestHead,
@@ -34,6 +35,7 @@ from gateway.codec.base import (
     ServerCodec,
     ServerEvent,
 )
+from gateway.http2 import extended_connect
 from gateway.http2.connection import H2ClientConnection, H2ServerConnection
 
 
@@ -49,9 +51,16 @@ class H2StreamServerCodec(ServerCodec):
         head_request: bool,
         sent: Callable[[], None],
         gone: Callable[[], None],
+        tunnel: bool = False,
+        tunnel_key: str | None = None,
     ) -> None:
         self.connection = connection
         self.stream_id = stream_id
+        #: An extended CONNECT stream (RFC 8441): its response opens a tunnel (:meth:`switch_protocols`).
+        self.tunnel = tunnel
+        self._tunnel_key = tunnel_key
+        #: Tunnel bytes the client sent before the upstream answered (they follow the 200).
+        self.early_data = b""
         self._gone = gone
         self.grpc_request = grpc_request
         self.head_request = head_request
@@ -134,6 +143,17 @@ class H2StreamServerCodec(ServerCodec):
         if not empty:
             connection.send_data(stream_id, body, end_stream=True)
 
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        """The upstream's 101 to an extended CONNECT: a 200 on the stream, which stays open both ways
+        (:mod:`gateway.http2.extended_connect`); the client's early tunnel bytes are handed over."""
+        if not self.tunnel:
+            raise CodecProtocolError("only an extended CONNECT stream can become a tunnel", 502)
+        response = extended_connect.tunnel_response(head, self._tunnel_key)
+        with self._unless_gone():
+            self.connection.send_response(self.stream_id, response)
+        early, self.early_data = self.early_data, b""
+        return self.connection.data_to_send(), early
+
     def keep_alive(self) -> bool:
         return False  # a stream carries one exchange
 
@@ -154,6 +174,7 @@ class H2StreamClientCodec(ClientCodec):
         self.stream_id = 0
         self._sent = sent
         self._events: list[ClientEvent] = []
+        self._trailers: Headers = ()
         self.ended = False
 
     def encode_request_head(self, head: RequestHead) -> bytes:
@@ -168,8 +189,15 @@ class H2StreamClientCodec(ClientCodec):
         self._sent()
         return self.connection.data_to_send()
 
+    def set_trailers(self, headers: Headers) -> bool:
+        self._trailers = headers
+        return True
+
     def encode_end(self) -> bytes:
-        self.connection.send_data(self.stream_id, b"", end_stream=True)
+        if self._trailers:
+            self.connection.send_trailers(self.stream_id, self._trailers)
+        else:
+            self.connection.send_data(self.stream_id, b"", end_stream=True)
         return self.connection.data_to_send()
 
     def receive_data(self, data: bytes) -> None:

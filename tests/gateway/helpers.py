@@ -76,6 +76,24 @@ def base_doc(
     }
 
 
+def demo_certificate_set(demo, *, tls_certificates: bool = False) -> dict:
+    """The demo PKI's server certificate set: the SM2 sign/enc pair and chain (TLCP, TLS 1.3-SM), and
+    with ``tls_certificates`` the RSA server certificate for standard TLS on the same listener."""
+    certificate: dict = {
+        "name": "default",
+        "sign_cert": str(demo.sm2.server_sign.cert),
+        "sign_key": str(demo.sm2.server_sign.key),
+        "enc_cert": str(demo.sm2.server_enc.cert),
+        "enc_key": str(demo.sm2.server_enc.key),
+        "chain": str(demo.sm2.chain),
+    }
+    if tls_certificates:
+        certificate["tls_certificates"] = [
+            {"cert_chain": str(demo.rsa.server.cert), "private_key": str(demo.rsa.server.key)}
+        ]
+    return certificate
+
+
 class RecordingAudit(NullAudit):
     """An audit handle that keeps every event (type and fields) for assertions."""
 

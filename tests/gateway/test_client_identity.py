@@ -19,7 +19,7 @@ from certs.pki import TLCPPair, certificates_pem, create_sm2_root_ca, issue_tlcp
 from certs.profile import Subject
 from gateway.config import ConfigError, parse_config
 from gateway.echo import EchoService
-from tests.gateway.helpers import HttpClient, RecordingAudit, client_context, running
+from tests.gateway.helpers import HttpClient, RecordingAudit, client_context, demo_certificate_set, running
 from tests.gateway.test_tls_listener import base_doc
 from tls.tlcp import CipherSuite, TLCPConfiguration
 from tls.tlcp.aio import TLCPStreamError, tlcp_connect
@@ -83,16 +83,7 @@ def _doc(demo, upstream_port: int, *, client_auth: str, sm2_anchors: str | None,
     tls: dict = {
         "protocols": ["tlcp"],
         "client_auth": client_auth,
-        "certificates": [
-            {
-                "name": "default",
-                "sign_cert": str(demo.sm2.server_sign.cert),
-                "sign_key": str(demo.sm2.server_sign.key),
-                "enc_cert": str(demo.sm2.server_enc.cert),
-                "enc_key": str(demo.sm2.server_enc.key),
-                "chain": str(demo.sm2.chain),
-            }
-        ],
+        "certificates": [demo_certificate_set(demo)],
     }
     if sm2_anchors is not None:
         tls["sm2_trust_anchors"] = sm2_anchors

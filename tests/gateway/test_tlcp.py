@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.echo import EchoService
-from tests.gateway.helpers import HttpClient, RecordingAudit, running
+from tests.gateway.helpers import HttpClient, RecordingAudit, demo_certificate_set, running
 from tls.tlcp import CipherSuite, TLCPConfiguration
 from tls.tlcp.aio import TLCPStreamError, tlcp_connect
 
@@ -30,19 +30,7 @@ def tlcp_listener(
         "client_auth": client_auth,
         "sm2_trust_anchors": str(demo.sm2.ca_bundle),
         "trust_anchors": str(demo.rsa.ca.cert),
-        "certificates": [
-            {
-                "name": "default",
-                "sign_cert": str(demo.sm2.server_sign.cert),
-                "sign_key": str(demo.sm2.server_sign.key),
-                "enc_cert": str(demo.sm2.server_enc.cert),
-                "enc_key": str(demo.sm2.server_enc.key),
-                "chain": str(demo.sm2.chain),
-                "tls_certificates": [
-                    {"cert_chain": str(demo.rsa.server.cert), "private_key": str(demo.rsa.server.key)}
-                ],
-            }
-        ],
+        "certificates": [demo_certificate_set(demo, tls_certificates=True)],
     }
     if suites:
         tls["cipher_suites"] = {"tlcp": suites}

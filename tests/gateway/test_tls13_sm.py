@@ -23,7 +23,7 @@ from gateway.echo import EchoService
 from gateway.listener_filters.sniff import ClientHelloInfo, parse_client_hello
 from gateway.transports.tls13_sm import Tls13SmConnector
 from tests.gateway.conftest import write_config
-from tests.gateway.helpers import HttpClient, RecordingAudit, running
+from tests.gateway.helpers import HttpClient, RecordingAudit, demo_certificate_set, running
 from tests.gateway.process import serve
 from tests.interop.babassl import BabaSSLServer, ClientOptions, ServerOptions, run_babassl_client
 from tests.interop.identities import TONGSUO_PKI
@@ -58,19 +58,7 @@ def _doc(demo, *, echo_port: int = 9, client_auth: str = "optional", tls13_sm: d
     tls: dict = {
         "protocols": ["tlcp", "tls1.3", "tls1.2", "tls1.3-sm"],
         "client_auth": client_auth,
-        "certificates": [
-            {
-                "name": "default",
-                "sign_cert": str(demo.sm2.server_sign.cert),
-                "sign_key": str(demo.sm2.server_sign.key),
-                "enc_cert": str(demo.sm2.server_enc.cert),
-                "enc_key": str(demo.sm2.server_enc.key),
-                "chain": str(demo.sm2.chain),
-                "tls_certificates": [
-                    {"cert_chain": str(demo.rsa.server.cert), "private_key": str(demo.rsa.server.key)}
-                ],
-            }
-        ],
+        "certificates": [demo_certificate_set(demo, tls_certificates=True)],
     }
     if client_auth != "none":
         tls["trust_anchors"] = str(demo.rsa.ca_bundle)

@@ -140,6 +140,11 @@ def test_alpn_negotiation_and_mismatch() -> None:
     _, _, client_events, server_events = handshake({"alpn_protocols": ("x",)}, {"alpn_protocols": ("h2",)})
     assert sent_alert(server_events) == "no_application_protocol"
     assert of_type(client_events, AlertReceived)[0].name == "no_application_protocol"
+    _, _, client_events, server_events = handshake(
+        {"alpn_protocols": ("x",)}, {"alpn_protocols": ("h2",), "alpn_required": False}
+    )
+    assert of_type(server_events, HandshakeComplete)[0].alpn_protocol is None
+    assert of_type(client_events, HandshakeComplete)[0].alpn_protocol is None
 
 
 def test_sni_selects_the_credential_and_unknown_names_are_refused() -> None:

@@ -142,8 +142,12 @@ class TLS13Configuration:
     trust_store / verify_peer: validate the peer chain through `certs` (a client also checks the host
         name against `server_name`).
     server_name: client: SNI to send and the name to verify (None: no SNI, no name check).
-    alpn_protocols: ALPN names in preference order (server: its order decides; a client offering none
-        the server supports gets no_application_protocol).
+    alpn_protocols: ALPN names in preference order (server: its order decides).
+    alpn_required: server: a client whose ALPN offer has nothing in common with `alpn_protocols` is
+        refused with no_application_protocol, as RFC 7301 3.2 has it (the default). False: the
+        handshake completes without ALPN, as OpenSSL's select callback does with
+        SSL_TLSEXT_ERR_NOACK and the TLCP engine does by default, so one listener treats such a
+        client alike on every protocol it speaks.
     ticket_keys: server: issue session tickets sealed with these keys and resume from them
         (`tls.tls13.SessionTicketKeys`, shared by the server's connections).  None: no resumption.
     new_session_tickets: server: tickets sent after each handshake.
@@ -154,6 +158,10 @@ class TLS13Configuration:
         ephemeral key of a connection that may never be used).
     middlebox_compatibility: client: RFC 8446 D.4 compatibility mode (a 32-byte legacy_session_id and
         a dummy change_cipher_spec before the second flight), as OpenSSL, Tongsuo and BabaSSL send.
+    accept_certificate_request_in_psk: client: answer a CertificateRequest in a resumed (PSK)
+        handshake, which RFC 8446 4.3.2 forbids and GmSSL 3.3's server sends when it asks for client
+        certificates, with our Certificate and CertificateVerify (or an empty Certificate without a
+        credential) instead of refusing it with unexpected_message.  Off by default.
     key_log: receives NSS key log lines (``CLIENT_HANDSHAKE_TRAFFIC_SECRET <client_random> <secret>``
         and the other TLS 1.3 labels), as Go's KeyLogWriter and OpenSSL's keylog callback do, for
         Wireshark and for the known-answer tests.  It hands out traffic secrets: debugging only.
@@ -171,12 +179,14 @@ class TLS13Configuration:
     verify_peer: bool = True
     server_name: str | None = None
     alpn_protocols: Sequence[str] = ()
+    alpn_required: bool = True
     ticket_keys: SessionTicketKeys | None = None
     new_session_tickets: int = 1
     session: TLS13Session | None = None
     sm2_signature_id: bytes = RFC8998_SM2_ID
     offer_key_share: bool = True
     middlebox_compatibility: bool = True
+    accept_certificate_request_in_psk: bool = False
     key_log: Callable[[str], None] | None = field(default=None, repr=False)
     random: Callable[[int], bytes] = os.urandom  # the CSPRNG secrets.token_bytes wraps
     now: Callable[[], datetime] = _utcnow

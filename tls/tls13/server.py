@@ -246,6 +246,8 @@ class ServerHandshake(Handshake):
         for name in ours:
             if name in offered:
                 return name
+        if not self.configuration.alpn_required:
+            return None
         raise NoApplicationProtocol("no ALPN protocol in common")
 
     # resumption
