@@ -145,6 +145,16 @@ DIVERGENCES = (
         ("refused", 400),
     ),
     Divergence(
+        "malformed HTTP-version",
+        'llhttp has one error, "Invalid HTTP version", for a version it does not support and for one '
+        "that is not DIGIT.DIGIT (RFC 9112 §2.3), and the codec answers it 505; h11 answers the "
+        "malformed one 400. Both refuse.",
+        lambda s: re.search(rb" HTTP/(?![0-9]\.[0-9]\r?\n)", s) is not None,
+        frozenset({"status"}),
+        b"GET / HTTP/1.21\r\nHost: a\r\n\r\n",
+        ("refused", 505),
+    ),
+    Divergence(
         "which refusal comes first",
         "A head with both a bad request-target and a transfer coding other than chunked is refused by "
         "both: llhttp stops at the request line (400), h11 only after the field section, where its "
