@@ -38,7 +38,11 @@ from gateway.http2.connection import H2ClientConnection, H2ServerConnection
 
 
 class H2StreamServerCodec(ServerCodec):
-    """Encodes one stream's response; ``sent`` is told after body bytes are queued (backpressure)."""
+    """Encodes one stream's response; ``sent`` is told after body bytes are queued (backpressure).
+
+    Each upstream read's worth of response is queued on the connection at once, at its end
+    (:meth:`encode_held` or :meth:`encode_end`), so it costs the fewest frames.
+    """
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class H2StreamServerCodec(ServerCodec):
         self._sent = sent
         self._trailers: Headers | None = None
         self._held_head: ResponseHead | None = None
+        self._held_body: list[bytes] = []
 
     def receive_data(self, data: bytes) -> None:
         """Stream events come from the shared connection (see the module docstring), not from here."""
@@ -66,14 +71,17 @@ class H2StreamServerCodec(ServerCodec):
         return NEED_DATA
 
     def encode_response_head(self, head: ResponseHead) -> bytes:
-        # Held until we know what follows: a head the end follows at once leaves as one HEADERS frame
-        # with END_STREAM (a gRPC Trailers-Only response must stay one, or clients see no status).
+        # Held, with the body after it, until we know what follows: a response whose end arrives with it
+        # leaves as HEADERS and one DATA frame carrying END_STREAM, or as one HEADERS frame with
+        # END_STREAM when it has no body (a gRPC Trailers-Only response must stay one, or clients see
+        # no status). The exchange calls encode_held() when an upstream read ends mid-response.
         self._held_head = head
         return b""
 
     def encode_held(self) -> bytes:
         with self._unless_gone():
             self._send_held_head()
+            self._send_held_body()
         return self.connection.data_to_send()
 
     @contextlib.contextmanager
@@ -92,14 +100,19 @@ class H2StreamServerCodec(ServerCodec):
             self.connection.send_response(self.stream_id, head, end_stream=end_stream)
         return head is not None
 
-    def encode_body(self, data: bytes) -> bytes:
-        if not data or self.head_request:
-            return b""
-        with self._unless_gone():
-            self._send_held_head()
-            self.connection.send_data(self.stream_id, data)
+    def _send_held_body(self, end_stream: bool = False) -> None:
+        body = self._held_body
+        if not body and not end_stream:
+            return
+        self._held_body = []
+        self.connection.send_data(self.stream_id, body[0] if len(body) == 1 else b"".join(body), end_stream)
+        if body:
             self._sent()
-        return self.connection.data_to_send()
+
+    def encode_body(self, data: bytes) -> bytes:
+        if data and not self.head_request:
+            self._held_body.append(data)
+        return b""
 
     def encode_trailers(self, headers: Headers) -> bytes:
         self._trailers = headers
@@ -109,9 +122,13 @@ class H2StreamServerCodec(ServerCodec):
         with self._unless_gone():
             if self._trailers is not None:
                 self._send_held_head()
+                self._send_held_body()
                 self.connection.send_trailers(self.stream_id, self._trailers)
+            elif self._held_body:
+                self._send_held_head()
+                self._send_held_body(end_stream=True)
             elif not self._send_held_head(end_stream=True):
-                self.connection.send_data(self.stream_id, b"", end_stream=True)
+                self._send_held_body(end_stream=True)
         return self.connection.data_to_send()
 
     def local_reply(
