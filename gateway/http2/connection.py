@@ -216,11 +216,26 @@ class _H2Endpoint:
     # output
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        if stream_id not in self._outbound and not self.closed and self._fits(stream_id, len(data)):
+            try:  # nothing queued before it and the windows admit it all: one frame, no queue
+                self._h2.send_data(stream_id, data, end_stream=end_stream)
+            except h2.exceptions.StreamClosedError:
+                pass
+            return
         buffer = self._outbound.setdefault(stream_id, bytearray())
         buffer += data
         if end_stream:
             self._outbound_end.add(stream_id)
         self._flush(stream_id)
+
+    def _fits(self, stream_id: int, length: int) -> bool:
+        h2_conn = self._h2
+        if length > h2_conn.max_outbound_frame_size:
+            return False
+        try:
+            return length <= h2_conn.local_flow_control_window(stream_id)
+        except h2.exceptions.StreamClosedError:
+            return False
 
     def send_trailers(self, stream_id: int, headers: Headers) -> None:
         """Trailers end the stream; they wait behind any queued body bytes."""
