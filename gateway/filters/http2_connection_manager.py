@@ -117,8 +117,7 @@ class StreamConnection:
         self._conn.upstream_tx = value
 
     def write(self, data: bytes) -> None:
-        if data:
-            self._conn.write(data)
+        self._stream.manager.send(data)
 
     def abort(self) -> None:
         self._stream.reset(ErrorCodes.INTERNAL_ERROR)
@@ -233,7 +232,7 @@ class H2Stream:
     def reset(self, error_code: int) -> None:
         manager = self.manager
         if not manager.conn.closing and not manager.h2.closed:
-            manager.conn.write(self.codec.reset(error_code))
+            manager.send(self.codec.reset(error_code))
 
     # -- the exchange's end -----------------------------------------------------------------------
 
@@ -270,6 +269,9 @@ class Http2ConnectionManager(NetworkFilter):
         self.requests = 0
         self._identity_headers: Headers | None = None
         self._goaway_received = False
+        #: Bytes for the client, written once per event-loop turn (:meth:`send`).
+        self._out: list[bytes] = []
+        self._write_scheduled = False
 
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         self.start(conn)
@@ -297,9 +299,36 @@ class Http2ConnectionManager(NetworkFilter):
         return self._identity_headers
 
     def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and not self.conn.closing:
+        self.send(self.h2.data_to_send())
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the client. Streams answered in the same event-loop turn (their upstreams'
+        reads arrived together) leave in one write, the next turn: each write is a send() syscall."""
+        if not data:
+            return
+        self._out.append(data)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.conn.closing:
+            return
+        try:
             self.conn.write(data)
+        except (ConnectionError, OSError):
+            self.conn.abort()  # its on_close ends the streams
+
+    def _close(self) -> None:
+        """Close the connection after what is queued for it."""
+        self._write_out()
+        self.conn.close()
 
     # -- bytes in --------------------------------------------------------------------------------
 
@@ -371,11 +400,11 @@ class Http2ConnectionManager(NetworkFilter):
         if self.streams or self.conn.closing:
             return
         if self._goaway_received:
-            self.conn.close()
+            self._close()
         elif self.conn.draining:
             self.h2.goaway()
             self.flush()
-            self.conn.close()
+            self._close()
 
     def _connection_error(self, exc: H2ConnectionError) -> None:
         conn = self.conn
@@ -392,14 +421,14 @@ class Http2ConnectionManager(NetworkFilter):
         self.flush()  # the GOAWAY
         for stream in list(self.streams.values()):
             stream.exchange.downstream_gone(conn.close_reason)
-        conn.close()
+        self._close()
 
     def _on_idle(self) -> None:
         if not self.streams:
             self.conn.close_reason = "idle_timeout"
             self.h2.goaway()
             self.flush()
-            self.conn.close()
+            self._close()
 
     # -- flow control and closing ----------------------------------------------------------------
 
