@@ -163,31 +163,64 @@ class H2StreamServerCodec(ServerCodec):
 
 
 class H2StreamClientCodec(ClientCodec):
-    """Encodes one upstream stream's request; the upstream connection queues its response events here."""
+    """Encodes one upstream stream's request; the upstream connection queues its response events here.
 
-    def __init__(self, connection: H2ClientConnection, scheme: str, sent: Callable[[], None]) -> None:
+    The request's HEADERS are queued on the connection at once (that opens the stream); body chunks
+    are held until the end of the event-loop turn (``hold``), so a body whose end arrives with it leaves
+    as one DATA frame with END_STREAM. The encode methods return nothing: the connection writes what
+    its streams queued once per turn.
+    """
+
+    def __init__(
+        self,
+        connection: H2ClientConnection,
+        scheme: str,
+        sent: Callable[[], None],
+        hold: Callable[[H2StreamClientCodec], None],
+    ) -> None:
         self.connection = connection
         self.scheme = scheme
         self.stream_id = 0
         self._sent = sent
+        self._hold = hold
+        self._held_body: list[bytes] = []
         self._events: list[ClientEvent] = []
         self.ended = False
+        self._request_ended = False
 
     def encode_request_head(self, head: RequestHead) -> bytes:
-        self.stream_id = self.connection.send_request(head, self.scheme, end_stream=False)
+        bodyless = head.content_length == 0
+        self.stream_id = self.connection.send_request(head, self.scheme, end_stream=bodyless)
+        self._request_ended = bodyless
         self._sent()
-        return self.connection.data_to_send()
+        self._hold(self)
+        return b""
 
     def encode_body(self, data: bytes) -> bytes:
-        if not data:
-            return b""
-        self.connection.send_data(self.stream_id, data)
-        self._sent()
-        return self.connection.data_to_send()
+        if data and not self._request_ended:
+            self._held_body.append(data)
+            self._hold(self)
+        return b""
 
     def encode_end(self) -> bytes:
-        self.connection.send_data(self.stream_id, b"", end_stream=True)
-        return self.connection.data_to_send()
+        if not self._request_ended:
+            self._request_ended = True
+            self._send_held_body(end_stream=True)
+        return b""
+
+    def send_held(self) -> None:
+        """The turn is over: queue the held body chunks (the connection writes them next)."""
+        if self._held_body:
+            self._send_held_body(end_stream=False)
+
+    def drop_held(self) -> None:
+        self._held_body = []
+
+    def _send_held_body(self, end_stream: bool) -> None:
+        body, self._held_body = self._held_body, []
+        self.connection.send_data(self.stream_id, body[0] if len(body) == 1 else b"".join(body), end_stream)
+        if body:
+            self._sent()
 
     def receive_data(self, data: bytes) -> None:
         """Response events are pushed by the upstream connection (:meth:`push`)."""
