@@ -20,7 +20,8 @@ GOAWAY(PROTOCOL_ERROR), as ``h2`` did, rather than resetting the one stream, so 
 the gateway reset streams for it at no cost of its own (the "MadeYouReset" variant of rapid reset).
 
 What ``h2``'s outbound normalization did (lower-case names, no connection-specific fields, credentials
-kept out of the HPACK table) :func:`outbound_fields` does, into the bytes ``h2`` sends as they are.
+kept out of the HPACK table) :func:`outbound_fields` does, into the bytes ``h2`` sends as they are;
+it also keeps the per-request ``x-request-id`` out of the table.
 Field values are Latin-1 text both ways, as in the HTTP/1.1 codec, so bytes pass through unchanged.
 """
 
@@ -38,8 +39,9 @@ CONNECTION_SPECIFIC = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 )
 REQUEST_PSEUDO = frozenset({":method", ":scheme", ":authority", ":path", ":protocol"})
-#: Fields HPACK must never index (RFC 7541 7.1.3), as ``h2`` and nghttp2 treat them.
-SENSITIVE = frozenset({"authorization", "proxy-authorization"})
+#: Fields HPACK must never index (RFC 7541 7.1.3): credentials, as ``h2`` and nghttp2 treat them, and
+#: the request id the gateway sets, new on every request (indexing it would only evict useful entries).
+NOT_INDEXED = frozenset({"authorization", "proxy-authorization", "x-request-id"})
 #: Cookies shorter than this are never indexed either: short values are the guessable ones.
 SHORT_COOKIE = 20
 
@@ -184,14 +186,14 @@ def field_bytes(text: str) -> bytes:
 
 def outbound_fields(headers: Headers) -> list[tuple[bytes, bytes]]:
     """Regular fields fit for HTTP/2, as bytes: names lower case, connection-specific fields (and
-    ``host``) left out, ``te`` only as ``trailers``, credentials never indexed."""
+    ``host``) left out, ``te`` only as ``trailers``, credentials and request ids never indexed."""
     out: list[tuple[bytes, bytes]] = []
     for name, value in headers:
         lower = name.lower()
         if lower in CONNECTION_SPECIFIC or lower == "host" or (lower == "te" and value.lower() != "trailers"):
             continue
         field = (lower.encode("latin-1"), field_bytes(value))
-        if lower in SENSITIVE or (lower == "cookie" and len(value) < SHORT_COOKIE):
+        if lower in NOT_INDEXED or (lower == "cookie" and len(value) < SHORT_COOKIE):
             field = NeverIndexedHeaderTuple(*field)
         out.append(field)
     return out

@@ -130,9 +130,11 @@ def test_outbound_fields_are_lower_case_bytes_without_connection_fields() -> Non
     assert fields == [(b"content-type", b"text/plain"), (b"te", b"trailers"), (b"x-name", b"caf\xe9")]
 
 
-def test_credentials_are_never_indexed() -> None:
-    fields = outbound_fields((("authorization", "Bearer abc"), ("cookie", "s=1"), ("cookie", "x" * 40)))
-    assert [isinstance(f, NeverIndexedHeaderTuple) for f in fields] == [True, True, False]
+def test_credentials_and_request_ids_are_never_indexed() -> None:
+    fields = outbound_fields(
+        (("authorization", "Bearer abc"), ("cookie", "s=1"), ("cookie", "x" * 40), ("x-request-id", "1-2"))
+    )
+    assert [isinstance(f, NeverIndexedHeaderTuple) for f in fields] == [True, True, False, True]
 
 
 def _unchecked_client() -> h2.connection.H2Connection:
