@@ -136,6 +136,12 @@ class StreamConnection:
 class H2Stream:
     """One request stream: owns its exchange (see :class:`gateway.proxy.ExchangeOwner`)."""
 
+    # Per-stream state starts at these class-level values (as Exchange's does): cheaper streams.
+    paused = False
+    blocked = False
+    #: Flow-controlled bytes taken while paused, acknowledged on resume.
+    _unacknowledged = 0
+
     def __init__(self, manager: Http2ConnectionManager, event: RequestStarted, index: int) -> None:
         self.manager = manager
         self.stream_id = event.stream_id
@@ -158,16 +164,16 @@ class H2Stream:
         self.forwarded_proto = manager.forwarded_proto
         self.access_logged = manager.access_logged
         self.records = manager.records
-        self.audit_fields: dict[str, Any] = {**manager.audit_fields, "stream_id": event.stream_id}
         self.unrouted_stats = manager.unrouted_stats
         self.upstream_deadline = Deadline(self._on_upstream_deadline, manager.loop)
-        self.paused = False
-        self.blocked = False
-        #: Flow-controlled bytes taken while paused, acknowledged on resume.
-        self._unacknowledged = 0
         self.exchange = Exchange(self, head, index, time.monotonic())
         if event.end_stream:
             self.exchange.request_done = True
+
+    @property
+    def audit_fields(self) -> dict[str, Any]:
+        """The connection's audit fields and the stream id (built only when a record is written)."""
+        return {**self.manager.audit_fields, "stream_id": self.stream_id}
 
     def identity_headers(self) -> Headers:
         return self.manager.identity_headers()
