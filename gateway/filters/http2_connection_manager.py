@@ -254,6 +254,12 @@ class H2Stream:
     def _on_upstream_deadline(self) -> None:
         self.exchange.on_deadline()
 
+    def detach(self) -> None:
+        """The stream is over: let go of its exchange, codec, connection view and deadline. Each of them
+        points back at the stream; left as they are, every request would leave a reference cycle of
+        some twenty objects for the cycle collector (whose passes pause every stream in flight)."""
+        del self.exchange, self.codec, self.conn, self.upstream_deadline
+
     def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
         """HTTP/2 has no HTTP/1.1 Upgrade (``h2`` refuses the connection-specific fields that ask for
         one, RFC 9113 8.2.2); an exchange that got here anyway loses its stream."""
@@ -396,6 +402,7 @@ class Http2ConnectionManager(NetworkFilter):
         if self.streams.pop(stream.stream_id, None) is None:
             return
         self.blocked.discard(stream)
+        stream.detach()
         self.flush()
         if not self.streams:
             self.conn.idle = True
