@@ -280,6 +280,7 @@ class H2UpstreamStream(HttpUpstream):
         cluster.stream_released(self.host)
         if self.connection is not None:
             self.connection.stream_done(self, complete=self.codec.ended)
+        self.codec.detach()  # its callbacks point back here: no reference cycle left per request
 
     def lost(self, exc: Exception | None) -> None:
         if self.exchange is not None:

@@ -162,6 +162,14 @@ class H2StreamServerCodec(ServerCodec):
         return self.connection.data_to_send()
 
 
+def _nothing() -> None:
+    pass
+
+
+def _ignore_hold(codec: H2StreamClientCodec) -> None:
+    pass
+
+
 class H2StreamClientCodec(ClientCodec):
     """Encodes one upstream stream's request; the upstream connection queues its response events here.
 
@@ -215,6 +223,11 @@ class H2StreamClientCodec(ClientCodec):
 
     def drop_held(self) -> None:
         self._held_body = []
+
+    def detach(self) -> None:
+        """The exchange let go of the stream: tell nobody any more (what is held still goes out)."""
+        self._sent = _nothing
+        self._hold = _ignore_hold
 
     def _send_held_body(self, end_stream: bool) -> None:
         body, self._held_body = self._held_body, []
