@@ -164,6 +164,7 @@ def tls13_sm_configuration(args: argparse.Namespace) -> TLS13Configuration:
         verify_peer=not args.insecure,
         server_name=args.servername or args.host,
         alpn_protocols=("http/1.1",),
+        accept_certificate_request_in_psk=args.accept_certificate_request_in_psk,
     )
 
 
@@ -238,6 +239,8 @@ async def run_client(args: argparse.Namespace) -> ClientResult:
         raise ValueError("--profile is for --protocol tlcp")
     if args.protocol not in ("tlcp", "tls13-sm") and args.resume:
         raise ValueError("--resume is for --protocol tlcp and tls13-sm")
+    if args.protocol != "tls13-sm" and args.accept_certificate_request_in_psk:
+        raise ValueError("--accept-certificate-request-in-psk is for --protocol tls13-sm")
     stream: ByteStream
     tlcp: tuple[TlcpClient, TLCPStream] | None = None
     sm: TLS13Stream | None = None
@@ -334,6 +337,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cipher", choices=[s.name for s in CipherSuite], help="tlcp: offer only this suite")
     p.add_argument(
         "--tls13-cipher", choices=[s.name for s in Tls13CipherSuite], help="tls13-sm: offer only this suite"
+    )
+    p.add_argument(
+        "--accept-certificate-request-in-psk",
+        action="store_true",
+        help="tls13-sm: answer a CertificateRequest in a resumed handshake (forbidden by RFC 8446 4.3.2; "
+        "GmSSL 3.3 servers asking for client certificates send one) instead of refusing it",
     )
     p.add_argument(
         "--profile",

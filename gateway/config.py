@@ -209,6 +209,17 @@ class CipherSuites(_Model):
         return value
 
 
+def _distinct_protocols(names: tuple[str, ...]) -> tuple[str, ...]:
+    dupes = sorted({name for name in names if names.count(name) > 1})
+    if dupes:
+        raise ValueError(f"duplicate ALPN protocols {dupes}")
+    return names
+
+
+#: ALPN names the gateway's HTTP connection manager speaks, in preference order.
+ApplicationProtocols = Annotated[tuple[Literal["h2", "http/1.1"], ...], AfterValidator(_distinct_protocols)]
+
+
 class DownstreamTlcp(_Model):
     """TLCP server options of a listener."""
 
@@ -264,8 +275,10 @@ class DownstreamTls(_Model):
     cipher_suites: CipherSuites = CipherSuites()
     tlcp: DownstreamTlcp = DownstreamTlcp()
     tls13_sm: DownstreamTls13Sm = DownstreamTls13Sm()
-    #: ALPN protocols offered in preference order; ``h2`` makes HTTP connection managers speak HTTP/2.
-    alpn: tuple[Literal["h2", "http/1.1"], ...] = ("http/1.1",)
+    #: ALPN (RFC 7301) on every secure protocol of the listener (TLS, TLCP, TLS 1.3-SM), our preference
+    #: first; ``h2`` makes HTTP connection managers speak HTTP/2 to a client that selects it. A client
+    #: offering no ALPN gets HTTP/1.1 (TLCP clients mostly: GB/T 38636 has no ALPN).
+    alpn: ApplicationProtocols = ("http/1.1",)
     session_cache_size: int = Field(default=4096, ge=0)
 
     @model_validator(mode="after")
@@ -290,6 +303,11 @@ class DownstreamTls(_Model):
             for sm in (Protocol.TLCP, Protocol.TLS13_SM):
                 if sm in self.protocols and self.sm2_trust_anchors is None:
                     raise ValueError(f"client_auth with {sm.value} needs sm2_trust_anchors")
+        if not secure and self.alpn != ("http/1.1",):
+            raise ValueError(
+                "alpn needs a secure protocol (tls1.3, tls1.2, tlcp, tls1.3-sm): ALPN is negotiated in "
+                "the handshake (HTTP/2 on plain connections is h2c_prior_knowledge)"
+            )
         defaults = [c.name for c in self.certificates if not c.server_names]
         if len(defaults) > 1:
             raise ValueError(f"more than one default certificate set (no server_names): {defaults}")
@@ -368,6 +386,9 @@ class Http2ProtocolOptions(_Model):
     #: PING / SETTINGS frames a client may send per 10 s before GOAWAY.
     max_pings_per_10s: int = Field(default=100, ge=1)
     max_settings_per_10s: int = Field(default=100, ge=1)
+    #: Listeners: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL and take WebSocket over HTTP/2 (extended
+    #: CONNECT, RFC 8441), forwarded to the upstream as an HTTP/1.1 Upgrade. Not for clusters.
+    allow_connect: bool = False
 
 
 class HttpConnectionManagerFilter(_Model):
@@ -389,6 +410,10 @@ class HttpConnectionManagerFilter(_Model):
     h2c_prior_knowledge: bool = False
     #: An upgraded connection (WebSocket) closes after this long without a byte in either direction.
     upgrade_idle_timeout: Seconds = 300.0
+    #: Draining HTTP/2 connections first get a GOAWAY naming the largest stream id (a notice that
+    #: refuses nothing yet), then this long later the GOAWAY naming the last stream accepted (Envoy's
+    #: HCM ``drain_timeout``); ``null``: only the second, at once. Shorter than the gateway's drain_timeout.
+    http2_drain_notice: Seconds | None = 1.0
 
 
 NetworkFilterConfig = Annotated[
@@ -589,6 +614,10 @@ class UpstreamTransport(_Model):
     #: ``gmssl`` for GmSSL servers that ask for client certificates, ``tongsuo`` for Tongsuo/BabaSSL).
     profile: PeerProfile = PeerProfile.AUTO
     session_resumption: bool = True
+    #: tls13_sm only: answer a CertificateRequest in a resumed handshake (RFC 8446 4.3.2 forbids it;
+    #: GmSSL 3.3 servers that ask for client certificates send one on every resumption) instead of
+    #: refusing it with unexpected_message.
+    accept_certificate_request_in_psk: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> UpstreamTransport:
@@ -604,6 +633,8 @@ class UpstreamTransport(_Model):
             raise ValueError("an SM2 client pair needs all of sign_cert, sign_key, enc_cert, enc_key")
         if self.tls13_sm_cipher_suites:
             raise ValueError("tls13_sm_cipher_suites: only for type tls13_sm")
+        if self.accept_certificate_request_in_psk:
+            raise ValueError("accept_certificate_request_in_psk: only for type tls13_sm")
         if self.type != "tlcp":
             tlcp_only = [
                 name
@@ -679,6 +710,11 @@ class ClusterConfig(_Model):
         hc = self.health_checks
         if hc is not None and hc.type == "grpc" and self.http2_protocol_options is None:
             raise ValueError("a grpc health check needs http2_protocol_options (gRPC runs over HTTP/2)")
+        if self.http2_protocol_options is not None and self.http2_protocol_options.allow_connect:
+            raise ValueError(
+                "http2_protocol_options.allow_connect is for listeners: WebSocket goes to an upstream as "
+                "an HTTP/1.1 Upgrade"
+            )
         return self
 
 
@@ -702,7 +738,8 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
     #: ``--workers N``: respawn policy of the supervisor (see gateway.fleet_config).
     supervisor: SupervisorConfig = SupervisorConfig()
-    #: TLCP sessions shared by workers (host) or hosts (redis); None: per-process caches.
+    #: TLCP sessions and TLS 1.3-SM ticket keys shared by workers (host) or hosts (redis); None:
+    #: per-process caches and keys.
     session_store: SessionStoreConfig | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
@@ -776,6 +813,12 @@ def check_references(config: GatewayConfig) -> list[str]:
                     errors.append(
                         f"{where}.codec: HTTP/2 (ALPN h2 or h2c_prior_knowledge) needs the http1 codec, "
                         f"not {flt.codec!r}"
+                    )
+                notice = isinstance(flt, HttpConnectionManagerFilter) and flt.http2_drain_notice
+                if notice and notice >= config.drain_timeout:
+                    errors.append(
+                        f"{where}.http2_drain_notice: {notice} s leaves no time to drain within "
+                        f"drain_timeout ({config.drain_timeout} s)"
                     )
     listener_names = {x.name for x in config.listeners}
     for i, access_log in enumerate(config.logging.access_logs):

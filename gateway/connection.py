@@ -79,7 +79,7 @@ class Connection:
             self.stream.attach(self)
             await self._closed
         finally:
-            for flt in reversed(filters):
+            for flt in reversed(self.filters):  # as handed over (h2c: the HTTP/2 manager)
                 try:
                     await flt.on_close(self)
                 except Exception as exc:
@@ -105,6 +105,15 @@ class Connection:
             ((listener, "upstream_rx"), float(self.upstream_rx)),
             ((listener, "upstream_tx"), float(self.upstream_tx)),
         ]
+
+    def drain(self) -> None:
+        """The gateway drains: terminal filters finish what is in flight and take nothing new (HTTP/1.1
+        answers with ``Connection: close``, HTTP/2 sends GOAWAY)."""
+        if self.draining:
+            return
+        self.draining = True
+        for flt in self.filters:
+            flt.on_drain(self)
 
     def close(self) -> None:
         """Close after what is written (TLS/TLCP: with close_notify)."""

@@ -1,8 +1,8 @@
 """Configuration of the parts that make many processes act as one gateway.
 
 ``supervisor:`` — how ``smgate serve --workers N`` restarts workers (:mod:`gateway.supervisor`).
-``session_store:`` — where TLCP sessions live so that any worker, on any host, can resume them
-(:mod:`gateway.session_store`).
+``session_store:`` — where TLCP sessions and TLS 1.3-SM ticket keys live so that any worker, on any
+host, can resume them (:mod:`gateway.session_store`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class RedisEndpoint(BaseModel):
 
 
 class SessionStoreConfig(BaseModel):
-    """``session_store:`` — TLCP sessions shared beyond one process.
+    """``session_store:`` — TLCP sessions and TLS 1.3-SM ticket keys shared beyond one process.
 
     ``host``: a store shared by the workers of one host (a SQLite file in the supervisor's private
     runtime directory). ``redis``: a Redis server shared by every host behind the load balancer.

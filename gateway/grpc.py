@@ -49,12 +49,14 @@ _BY_REASON = {
     "request_too_large": GrpcStatus.RESOURCE_EXHAUSTED,
 }
 
-#: gRPC's http-grpc-status-mapping.md, for statuses without a more specific reason.
+#: gRPC's http-grpc-status-mapping.md, for statuses without a more specific reason; 408 (the client
+#: did not send its request within ``request_timeout``) is a timeout like 504.
 _BY_HTTP_STATUS = {
     400: GrpcStatus.INTERNAL,
     401: GrpcStatus.UNAUTHENTICATED,
     403: GrpcStatus.PERMISSION_DENIED,
     404: GrpcStatus.UNIMPLEMENTED,
+    408: GrpcStatus.DEADLINE_EXCEEDED,
     413: GrpcStatus.RESOURCE_EXHAUSTED,
     429: GrpcStatus.UNAVAILABLE,
     502: GrpcStatus.UNAVAILABLE,

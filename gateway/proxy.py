@@ -33,6 +33,7 @@ from gateway.codec.base import (
     NEED_DATA,
     PAUSED,
     Body,
+    ClientCodec,
     CodecProtocolError,
     EndOfStream,
     Headers,
@@ -134,6 +135,13 @@ _ERROR_FLAGS = (
     ("upstream protocol error", "UPE"),
 )
 
+#: Fields never forwarded as request trailers: those that frame, route or describe a connection
+#: (RFC 9110 6.5.1, 7.6.1); identity headers are refused as they are in the head.
+NOT_IN_TRAILERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+    | {"content-length", "host", "expect", "proxy-authorization"}
+)
+
 #: Request body bytes held while the upstream connection is being opened (reading pauses above).
 PENDING_BODY_LIMIT = 256 * 1024
 #: What a client reads when the gateway answers for a failed upstream (the reason is audited).
@@ -178,6 +186,7 @@ class Exchange:
     _tunnel: UpgradeTunnel | None = None
     _upstream_head: RequestHead | None = None
     _head_sent = False
+    _request_trailers: Headers = ()
     _pending: list[bytes] | None = None
     _pending_bytes = 0
     _reading_paused = False
@@ -467,7 +476,7 @@ class Exchange:
                 self._reading_paused = False
                 self.conn.resume_reading()
             if self.request_done:
-                out.append(codec.encode_end())
+                out.append(self._encode_request_end(codec))
         data = b"".join(out)
         self.conn.upstream_tx += len(data)
         try:
@@ -501,6 +510,10 @@ class Exchange:
         )
         headers.append(("x-forwarded-proto", hcm.forwarded_proto))
         headers.append(("x-request-id", self.request_id))
+        if head.content_length is None and head.header("transfer-encoding") is None:
+            # A body of unknown length (HTTP/2 frames it by END_STREAM): chunked to an HTTP/1.1
+            # upstream, which also lets it carry trailers; HTTP/2 upstreams leave the field out.
+            headers.append(("transfer-encoding", "chunked"))
         if forward.action.identity_headers or hcm.config.identity_headers.enabled:
             headers += hcm.identity_headers()
         path = head.path
@@ -547,9 +560,33 @@ class Exchange:
         upstream = self.upstream
         if not self.finished and upstream is not None and self._head_sent and self.head.content_length != 0:
             try:
-                upstream.stream.write(upstream.codec.encode_end())
+                upstream.stream.write(self._encode_request_end(upstream.codec))
             except (ConnectionError, OSError) as exc:
                 self.upstream_lost(exc)
+
+    def request_trailers(self, headers: Headers) -> None:
+        """Trailers after the request body (HTTP/2), sent with its end where the upstream request can
+        carry them: an HTTP/2 stream, or a chunked HTTP/1.1 body; otherwise dropped and counted."""
+        if self.finished:
+            return
+        prefixes = self.hcm.identity_prefixes
+        self._request_trailers = tuple(
+            (name, value)
+            for name, value in headers
+            if name not in NOT_IN_TRAILERS and not name.startswith(prefixes)
+        )
+        if self.head.content_length == 0:  # announced no body: the end went with the head
+            self._trailers_dropped()
+
+    def _encode_request_end(self, codec: ClientCodec) -> bytes:
+        trailers = self._request_trailers
+        if trailers and not codec.set_trailers(trailers):
+            self._trailers_dropped()
+        return codec.encode_end()
+
+    def _trailers_dropped(self) -> None:
+        if self.cluster is not None:
+            self.conn.generation.stats.request_trailers_dropped.inc((self.cluster.name,))
 
     def _body_too_large(self) -> None:
         self.error = "request body too large"

@@ -328,7 +328,7 @@ class Gateway:
         closed_at: dict[int, float] = {}
         while self.connections and loop.time() < deadline:
             for conn in self.connections:
-                conn.draining = True
+                conn.drain()
                 if conn.idle and conn.id not in closed_at:
                     closed_at[conn.id] = loop.time()
                     conn.close()
@@ -337,6 +337,7 @@ class Gateway:
             await asyncio.sleep(0.05)
         aborted = len(self.connections)
         for conn in self.connections:
+            conn.close_reason = "drain_timeout"
             conn.stream.abort()
         log.info("drain finished", seconds=round(loop.time() - began, 3), aborted=aborted)
 

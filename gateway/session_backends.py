@@ -1,7 +1,10 @@
-"""Where sealed TLCP sessions live between processes: SQLite on one host, Redis across hosts.
+"""Where sealed TLCP sessions and TLS 1.3-SM ticket keys live between processes: SQLite on one host,
+Redis across hosts.
 
 Both store opaque bytes (already sealed by :class:`gateway.session_store.SessionSealer`) under a
-string key with a lifetime, and both are optional to the handshake: a failure is raised to the
+string key with a lifetime (``add`` writes only where no live value is, so that the first of
+several servers to make a ticket key wins and the others read its key), and both are optional to
+the handshake: a failure is raised to the
 cache, which logs it and lets the handshake run in full.
 
 ``SqliteSessionBackend`` — a WAL-mode database in the supervisor's private runtime directory (0700),
@@ -49,6 +52,15 @@ class SqliteSessionBackend:
         if self._writes % _PURGE_EVERY == 0:
             self._db.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
 
+    async def add(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE"
+            " SET value = excluded.value, expires = excluded.expires WHERE sessions.expires <= ?",
+            (key, value, now + ttl, now),
+        )
+        return await self.fetch(key)
+
     async def close(self) -> None:
         self._db.close()
 
@@ -76,6 +88,10 @@ class RedisSessionBackend:
 
     async def store(self, key: str, value: bytes, ttl: float) -> None:
         await self._redis.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bytes | None:
+        await self._redis.set(self.prefix + key, value, px=max(1, int(ttl * 1000)), nx=True)
+        return await self.fetch(key)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -255,6 +255,12 @@ class GatewayStats:
             "Downstream HTTP/2 connections ended by GOAWAY for a protocol error or flood, by reason",
             ("listener", "reason"),
         )
+        self.request_trailers_dropped = Counter(
+            "smgate_request_trailers_dropped",
+            "Requests whose trailers could not be forwarded (an HTTP/1.1 upstream request framed by "
+            "Content-Length has no trailer section)",
+            ("cluster",),
+        )
         self.access_denied = Counter("smgate_access_denied", "Requests refused by RBAC", ("route",))
         self.reloads = Counter("smgate_config_reloads", "Config reload attempts", ("result",))
         self.cert_expiry_days = Gauge(

@@ -9,11 +9,15 @@ reading on the other side, ``idle_timeout`` without a byte in either direction c
 side closing ends the tunnel. The exchange stays open for the tunnel's life, so the request's one audit
 record carries status 101, the tunnel's byte counts and its duration. Any other answer is a refusal:
 the client gets the upstream's status with a short body.
+
+The tunnel's downstream is the client connection (HTTP/1.1) or, for WebSocket over HTTP/2 (extended
+CONNECT, :mod:`gateway.http2.extended_connect`), one stream of it: anything with the small
+:class:`TunnelDownstream` face, set by the connection manager when the tunnel starts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import h11
 
@@ -36,6 +40,14 @@ def is_upgrade(head: RequestHead) -> bool:
     return any(token.strip() == "upgrade" for token in tokens)
 
 
+class TunnelDownstream(Protocol):
+    """Where the upstream's bytes go, and whose reading stops while the upstream cannot take more."""
+
+    def write(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+
 class UpgradeRefused(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -51,6 +63,7 @@ class UpgradeTunnel:
         self.host = host
         self.idle_timeout = idle_timeout
         self.upstream: UpstreamConnection | None = None
+        self.downstream: TunnelDownstream = exchange.conn
         self.closed = False
         self.idle: Deadline | None = None
         self._upstream_early = b""
@@ -119,7 +132,7 @@ class UpgradeTunnel:
         self.exchange.conn.upstream_rx += len(data)
         assert self.idle is not None
         self.idle.after(self.idle_timeout)
-        self.exchange.conn.write(data)
+        self.downstream.write(data)
 
     def downstream_write_ready(self, ready: bool) -> None:
         if self.upstream is not None:
@@ -141,10 +154,10 @@ class UpgradeTunnel:
         self.close("upstream_closed" if exc is None else f"upstream_error:{type(exc).__name__}")
 
     def pause_writing(self) -> None:
-        self.exchange.conn.pause_reading()
+        self.downstream.pause_reading()
 
     def resume_writing(self) -> None:
-        self.exchange.conn.resume_reading()
+        self.downstream.resume_reading()
 
     # -- the end -----------------------------------------------------------------------------------
 

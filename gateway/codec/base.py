@@ -180,6 +180,11 @@ class ClientCodec(ABC):
     @abstractmethod
     def encode_end(self) -> bytes: ...
 
+    def set_trailers(self, headers: Headers) -> bool:
+        """Request trailers, to be sent by :meth:`encode_end`; ``False`` when this request cannot carry
+        any (they are then dropped): the default, for protocols without trailers."""
+        return False
+
     @abstractmethod
     def receive_data(self, data: bytes) -> None: ...
 

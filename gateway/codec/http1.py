@@ -63,7 +63,7 @@ from gateway.codec.http1_fields import (
     forwardable_indexed,
     reason_phrase,
 )
-from gateway.codec.http1_writers import BodyWriter, request_head, response_head
+from gateway.codec.http1_writers import BodyWriter, encode_fields, request_head, response_head
 
 #: Request heads the codec holds (parsed, not yet handed out) before it stops reading.
 PIPELINE_DEPTH = 32
@@ -277,9 +277,12 @@ class _Http1Connection(Generic[Queued]):
         return self._writer.encode(data)
 
     def encode_end(self) -> bytes:
+        return self._end()
+
+    def _end(self, trailer_fields: bytes = b"") -> bytes:
         if self._us is not SEND_BODY:
             raise LocalProtocolError("no message is being sent")
-        out = self._writer.end()
+        out = self._writer.end(trailer_fields)
         self._us = DONE if self._keep_alive else MUST_CLOSE
         self._settle()
         return out
@@ -628,6 +631,7 @@ class Http1ClientCodec(
     """Upstream side: requests out, responses in."""
 
     _parser: httptools.HttpResponseParser
+    _trailers: Headers = ()
 
     def __init__(self) -> None:
         super().__init__(max_stalled_bytes=MAX_RESPONSE_HEAD_BYTES, error_status=502)
@@ -652,6 +656,20 @@ class Http1ClientCodec(
         self._peer = SEND_RESPONSE
         self._start_body(writer, closes=False)
         return out
+
+    def set_trailers(self, headers: Headers) -> bool:
+        """Only a chunked request has a trailer section; one framed by Content-Length drops them."""
+        if self._us is not SEND_BODY or not self._writer.chunked:
+            return False
+        self._trailers = headers
+        return True
+
+    def encode_end(self) -> bytes:
+        trailers, self._trailers = self._trailers, ()
+        if not trailers:
+            return self._end()
+        fields = list(trailers)
+        return self._end(encode_fields(fields, dict(fields)))
 
     # -- llhttp callbacks
 

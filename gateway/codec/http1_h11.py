@@ -33,6 +33,7 @@ from gateway.codec.http1_fields import (
     HOP_BY_HOP_AND_HOST,
     SUPPORTED_VERSIONS,
     check_request_head,
+    comma_tokens,
     field_section_size,
     forwardable,
     reason_phrase,
@@ -193,6 +194,8 @@ class H11ServerCodec(ServerCodec):
 class H11ClientCodec(ClientCodec):
     def __init__(self) -> None:
         self._conn = h11.Connection(h11.CLIENT)
+        self._chunked = False
+        self._trailers: Headers = ()
 
     def encode_request_head(self, head: RequestHead) -> bytes:
         headers = forwardable(head.headers, HOP_BY_HOP_AND_HOST)
@@ -205,13 +208,21 @@ class H11ClientCodec(ClientCodec):
             )
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise LocalProtocolError(f"cannot send this request: {exc}") from None
+        self._chunked = "chunked" in comma_tokens(tuple(headers), "transfer-encoding")
         return _send(self._conn, request)
 
     def encode_body(self, data: bytes) -> bytes:
         return _send(self._conn, h11.Data(data=data)) if data else b""
 
+    def set_trailers(self, headers: Headers) -> bool:
+        if not self._chunked:
+            return False
+        self._trailers = headers
+        return True
+
     def encode_end(self) -> bytes:
-        return _send(self._conn, h11.EndOfMessage())
+        trailers, self._trailers = self._trailers, ()
+        return _send(self._conn, h11.EndOfMessage(headers=_encode_headers(list(trailers))))
 
     def receive_data(self, data: bytes) -> None:
         try:

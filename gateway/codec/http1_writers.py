@@ -57,9 +57,10 @@ class BodyWriter:
                 raise LocalProtocolError("too much data for the declared Content-Length")
         return data
 
-    def end(self) -> bytes:
+    def end(self, trailer_fields: bytes = b"") -> bytes:
+        """The end of the body; a chunked one can carry ``trailer_fields`` (RFC 9112 7.1.2)."""
         if self.chunked:
-            return b"0\r\n\r\n"
+            return b"0\r\n" + trailer_fields + b"\r\n"
         if self.remaining:
             raise LocalProtocolError("too little data for the declared Content-Length")
         return b""

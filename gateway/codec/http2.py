@@ -26,6 +26,7 @@ from gateway.codec.base import (
     Body,
     ClientCodec,
     ClientEvent,
+    CodecProtocolError,
     EndOfStream,
     Headers,
     RequestHead,
@@ -34,6 +35,7 @@ from gateway.codec.base import (
     ServerCodec,
     ServerEvent,
 )
+from gateway.http2 import extended_connect
 from gateway.http2.connection import H2ClientConnection, H2ServerConnection
 
 
@@ -53,9 +55,16 @@ class H2StreamServerCodec(ServerCodec):
         head_request: bool,
         sent: Callable[[], None],
         gone: Callable[[], None],
+        tunnel: bool = False,
+        tunnel_key: str | None = None,
     ) -> None:
         self.connection = connection
         self.stream_id = stream_id
+        #: An extended CONNECT stream (RFC 8441): its response opens a tunnel (:meth:`switch_protocols`).
+        self.tunnel = tunnel
+        self._tunnel_key = tunnel_key
+        #: Tunnel bytes the client sent before the upstream answered (they follow the 200).
+        self.early_data = b""
         self._gone = gone
         self.grpc_request = grpc_request
         self.head_request = head_request
@@ -151,6 +160,17 @@ class H2StreamServerCodec(ServerCodec):
         if not empty:
             connection.send_data(stream_id, body, end_stream=True)
 
+    def switch_protocols(self, head: ResponseHead) -> tuple[bytes, bytes]:
+        """The upstream's 101 to an extended CONNECT: a 200 on the stream, which stays open both ways
+        (:mod:`gateway.http2.extended_connect`); the client's early tunnel bytes are handed over."""
+        if not self.tunnel:
+            raise CodecProtocolError("only an extended CONNECT stream can become a tunnel", 502)
+        response = extended_connect.tunnel_response(head, self._tunnel_key)
+        with self._unless_gone():
+            self.connection.send_response(self.stream_id, response)
+        early, self.early_data = self.early_data, b""
+        return self.connection.data_to_send(), early
+
     def keep_alive(self) -> bool:
         return False  # a stream carries one exchange
 
@@ -193,6 +213,7 @@ class H2StreamClientCodec(ClientCodec):
         self._hold = hold
         self._held_body: list[bytes] = []
         self._events: list[ClientEvent] = []
+        self._trailers: Headers = ()
         self.ended = False
         self._request_ended = False
 
@@ -210,10 +231,18 @@ class H2StreamClientCodec(ClientCodec):
             self._hold(self)
         return b""
 
+    def set_trailers(self, headers: Headers) -> bool:
+        self._trailers = headers
+        return True
+
     def encode_end(self) -> bytes:
         if not self._request_ended:
             self._request_ended = True
-            self._send_held_body(end_stream=True)
+            if self._trailers:
+                self.send_held()
+                self.connection.send_trailers(self.stream_id, self._trailers)
+            else:
+                self._send_held_body(end_stream=True)
         return b""
 
     def send_held(self) -> None:

@@ -6,8 +6,8 @@ called from the transport's own callback (no task, no await per read); a filter 
 terminal filter always stops). ``on_new_connection`` runs once after the handshake, when the
 :class:`~gateway.identity.PeerIdentity` is known (RBAC decides there, a TCP proxy connects);
 ``on_write_ready`` tells the filters when the downstream's write buffer fills and drains (stop and
-resume reading the other side); ``on_close`` lets a terminal filter finish its own work once the
-connection is gone. Filters own their timers.
+resume reading the other side); ``on_drain`` that the gateway started draining; ``on_close`` lets a
+terminal filter finish its own work once the connection is gone. Filters own their timers.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ class NetworkFilter:
 
     def on_write_ready(self, conn: Connection, ready: bool) -> None:
         """The downstream's write buffer went above its high-water mark (``False``) or back below."""
+        return None
+
+    def on_drain(self, conn: Connection) -> None:
+        """The gateway started draining (``conn.draining`` is now set): finish what is in flight."""
         return None
 
     async def on_close(self, conn: Connection) -> None:

@@ -16,6 +16,12 @@ Flow control, both ways, with backpressure:
 
 Protocol errors and floods (:mod:`gateway.http2.flood`) end the connection with GOAWAY, a rate-limited
 log line and ``smgate_http2_connection_errors{reason}``; the other connections never notice.
+
+Draining (RFC 9113 6.8, as Envoy and nginx do it): a GOAWAY naming stream 2^31-1 first tells the
+client to open no more streams while the ones on their way still count; ``http2_drain_notice`` later
+the GOAWAY naming the last stream accepted follows, streams above it are refused with REFUSED_STREAM
+(safe to retry elsewhere), and the connection closes once its last stream ends (or the gateway aborts
+it at ``drain_timeout``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from gateway.codec.http2 import H2StreamServerCodec
 from gateway.config import HttpConnectionManagerFilter
 from gateway.filters.base import FilterStatus, NetworkFilter
 from gateway.filters.http_connection_manager import ConnectionContext, identity_headers
+from gateway.http2 import extended_connect
 from gateway.http2.connection import H2ConnectionError, H2ServerConnection, Http2Limits
 from gateway.http2.events import (
     BodyReceived,
@@ -40,6 +47,7 @@ from gateway.http2.events import (
     RequestStarted,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
 )
 from gateway.http2.flood import FloodLimits
 from gateway.logs.rate_limit import RateLimitedLog
@@ -55,11 +63,16 @@ if TYPE_CHECKING:
     from gateway.stream import TransportStream
     from gateway.upgrade import UpgradeTunnel
 
+#: The largest stream id (RFC 9113 5.1.1): a GOAWAY naming it refuses no stream yet (a drain notice).
+MAX_STREAM_ID = 2**31 - 1
+
 #: Response bytes queued for one stream beyond the client's window before its upstream pauses.
 OUTBOUND_HIGH_WATER = 256 * 1024
 OUTBOUND_LOW_WATER = 64 * 1024
 
 _log = RateLimitedLog(get_logger("http2"), rate=1.0, burst=10)
+#: Operator-caused events (drain), one line per connection.
+log = get_logger("http2")
 
 
 def http2_limits(config: HttpConnectionManagerFilter) -> Http2Limits:
@@ -70,6 +83,7 @@ def http2_limits(config: HttpConnectionManagerFilter) -> Http2Limits:
         max_frame_size=options.max_frame_size,
         initial_stream_window_size=options.initial_stream_window_size,
         connection_window_size=options.initial_connection_window_size,
+        enable_connect_protocol=options.allow_connect,
         flood=FloodLimits(
             stream_resets_per_window=options.max_stream_resets_per_10s,
             pings_per_window=options.max_pings_per_10s,
@@ -124,13 +138,13 @@ class StreamConnection:
 
     def close(self) -> None:
         """Closing "the connection" of one stream ends that stream, not its neighbours."""
-        self._stream.reset(ErrorCodes.NO_ERROR)
+        self._stream.close()
 
     def pause_reading(self) -> None:
-        self._stream.paused = True
+        self._stream.pause_reading()
 
     def resume_reading(self) -> None:
-        self._stream.resume()
+        self._stream.resume_reading()
 
 
 class H2Stream:
@@ -146,6 +160,13 @@ class H2Stream:
         self.manager = manager
         self.stream_id = event.stream_id
         head = event.head
+        #: Extended CONNECT (RFC 8441): routed as the HTTP/1.1 Upgrade it stands for, then a tunnel.
+        self.tunnel: UpgradeTunnel | None = None
+        protocol = event.protocol
+        connect = protocol is not None
+        websocket_key = None
+        if protocol is not None:
+            head, websocket_key = extended_connect.upgrade_request(head, protocol)
         self.conn = StreamConnection(self, manager.conn)
         self.codec = H2StreamServerCodec(
             manager.h2,
@@ -154,6 +175,8 @@ class H2Stream:
             head_request=head.method == "HEAD",
             sent=self._response_queued,
             gone=self._client_gone,
+            tunnel=connect,
+            tunnel_key=websocket_key,
         )
         self.codec_factory = manager.codec_factory
         self.config = manager.config
@@ -166,9 +189,16 @@ class H2Stream:
         self.records = manager.records
         self.unrouted_stats = manager.unrouted_stats
         self.upstream_deadline = Deadline(self._on_upstream_deadline, manager.loop)
+        #: A tunnel's first bytes wait (unacknowledged, so the stream's window bounds them) for the 200.
+        self.paused = connect
         self.exchange = Exchange(self, head, index, time.monotonic())
-        if event.end_stream:
+        #: ``request_timeout`` per stream, as HTTP/1.1 has it per request: HEADERS to END_STREAM.
+        self.request_deadline: Deadline | None = None
+        if event.end_stream or connect:  # a CONNECT's request is its head; its DATA is the tunnel's
             self.exchange.request_done = True
+        elif self.config.request_timeout is not None:
+            self.request_deadline = Deadline(self._on_request_deadline, manager.loop)
+            self.request_deadline.after(self.config.request_timeout)
 
     @property
     def audit_fields(self) -> dict[str, Any]:
@@ -181,7 +211,12 @@ class H2Stream:
     # -- from the client ------------------------------------------------------------------------
 
     def request_body(self, event: BodyReceived) -> None:
-        self.exchange.request_body(event.data)
+        if self.tunnel is not None:
+            self.tunnel.downstream_data(event.data, False)
+        elif self.codec.tunnel:
+            self.codec.early_data += event.data  # before the upstream's answer: sent when it opens
+        else:
+            self.exchange.request_body(event.data)
         if self.paused:
             self._unacknowledged += event.flow_controlled_length
         else:
@@ -191,7 +226,13 @@ class H2Stream:
 
     def request_end(self) -> None:
         exchange = self.exchange
-        if not exchange.request_done:
+        if self.request_deadline is not None:
+            self.request_deadline.cancel()
+        if self.tunnel is not None:
+            self.tunnel.downstream_data(b"", True)  # the client's END_STREAM is the tunnel's FIN
+        elif self.codec.tunnel:
+            exchange.downstream_gone("downstream_closed_before_tunnel")
+        elif not exchange.request_done:
             exchange.request_end()
             if exchange.finished:
                 self.manager.stream_done(self)
@@ -228,6 +269,9 @@ class H2Stream:
         return True
 
     def _pause_upstream(self, pause: bool) -> None:
+        if self.tunnel is not None:
+            self.tunnel.downstream_write_ready(not pause)
+            return
         upstream = self.exchange.upstream
         if upstream is not None:
             if pause:
@@ -240,10 +284,22 @@ class H2Stream:
         if not manager.conn.closing and not manager.h2.closed:
             manager.send(self.codec.reset(error_code))
 
+    def close(self) -> None:
+        """The exchange is done with the stream. A tunnel ends as its upstream connection did (RFC 9113
+        8.5): END_STREAM after the bytes still queued when it closed, RST_STREAM CONNECT_ERROR when it
+        broke; any other exchange leaves with RST_STREAM NO_ERROR (a no-op once the stream ended)."""
+        if self.tunnel is None:
+            self.reset(ErrorCodes.NO_ERROR)
+        elif self.conn.close_reason.startswith("upstream_error"):
+            self.reset(ErrorCodes.CONNECT_ERROR)
+        else:
+            self.write(b"", end_stream=True)
+
     # -- the exchange's end -----------------------------------------------------------------------
 
     def exchange_finished(self, exchange: Exchange) -> None:
-        self.upstream_deadline.cancel()
+        self.cancel_deadlines()
+        self.resume()  # what arrived while paused reopens the connection's window, taken or not
         if exchange.request_done:
             self.manager.stream_done(self)
             return
@@ -254,17 +310,50 @@ class H2Stream:
     def _on_upstream_deadline(self) -> None:
         self.exchange.on_deadline()
 
+    def _on_request_deadline(self) -> None:
+        """The client did not finish its request in time: 408 (gRPC: a status), the upstream stream
+        cancelled, the rest of the request refused (RST_STREAM after the answer, RFC 9113 8.1)."""
+        if not self.exchange.request_done:
+            self.exchange.request_timed_out()
+
+    def cancel_deadlines(self) -> None:
+        self.upstream_deadline.cancel()
+        if self.request_deadline is not None:
+            self.request_deadline.cancel()
+
     def detach(self) -> None:
-        """The stream is over: let go of its exchange, codec, connection view and deadline. Each of them
-        points back at the stream; left as they are, every request would leave a reference cycle of
-        some twenty objects for the cycle collector (whose passes pause every stream in flight)."""
-        del self.exchange, self.codec, self.conn, self.upstream_deadline
+        """The stream is over: let go of its exchange, codec, connection view and deadlines. Each of
+        them points back at the stream; left as they are, every request would leave a reference cycle
+        of some twenty objects for the cycle collector (whose passes pause every stream in flight).
+        Extended CONNECT streams keep theirs: a tunnel winding down may still use them."""
+        if self.codec.tunnel:
+            return
+        del self.exchange, self.codec, self.conn, self.upstream_deadline, self.request_deadline
+
+    # -- extended CONNECT: the stream as a tunnel's downstream ------------------------------------
 
     def tunnel_started(self, tunnel: UpgradeTunnel) -> None:
-        """HTTP/2 has no HTTP/1.1 Upgrade (``h2`` refuses the connection-specific fields that ask for
-        one, RFC 9113 8.2.2); an exchange that got here anyway loses its stream."""
-        tunnel.shutdown()
-        self.reset(ErrorCodes.PROTOCOL_ERROR)
+        """The upstream switched protocols and the client has its 200: DATA both ways from here."""
+        self.tunnel = tunnel
+        tunnel.downstream = self
+        self.exchange.status = 200  # what the client saw (RFC 8441 5: a 2xx, not 101)
+        self.resume()
+
+    def write(self, data: bytes, end_stream: bool = False) -> None:
+        """Tunnel bytes to the client as DATA on this stream, queued beyond the client's windows (the
+        upstream stops being read above :data:`OUTBOUND_HIGH_WATER`)."""
+        manager = self.manager
+        if manager.conn.closing or manager.h2.closed:
+            return
+        manager.h2.send_data(self.stream_id, data, end_stream=end_stream)
+        manager.flush()
+        self._response_queued()
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.resume()
 
 
 class Http2ConnectionManager(NetworkFilter):
@@ -284,6 +373,15 @@ class Http2ConnectionManager(NetworkFilter):
         #: Bytes for the client, written once per event-loop turn (:meth:`send`).
         self._out: list[bytes] = []
         self._write_scheduled = False
+        #: Streams ended this turn, detached at its end (when no call in progress can still use them).
+        self._finished: list[H2Stream] = []
+        #: The highest stream id taken in (answered or forwarded): the final GOAWAY's last stream id.
+        self.last_stream_id = 0
+        #: Draining: the notice GOAWAY is out (``_drain_notice`` runs until the final one).
+        self.draining = False
+        #: The final GOAWAY is out: new streams are refused, the connection closes when idle.
+        self.refusing = False
+        self._drain_notice: Deadline | None = None
 
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         self.start(conn)
@@ -303,6 +401,8 @@ class Http2ConnectionManager(NetworkFilter):
         self.idle = Deadline(self._on_idle, self.loop)
         self.idle.after(self.config.idle_timeout)
         self.flush()
+        if conn.draining:
+            self.on_drain(conn)
 
     def identity_headers(self) -> Headers:
         if self._identity_headers is None:
@@ -319,12 +419,18 @@ class Http2ConnectionManager(NetworkFilter):
         if not data:
             return
         self._out.append(data)
+        self._end_of_turn()
+
+    def _end_of_turn(self) -> None:
         if not self._write_scheduled:
             self._write_scheduled = True
             self.loop.call_soon(self._write_out)
 
     def _write_out(self) -> None:
         self._write_scheduled = False
+        finished, self._finished = self._finished, []
+        for stream in finished:
+            stream.detach()
         out = self._out
         if not out:
             return
@@ -379,12 +485,18 @@ class Http2ConnectionManager(NetworkFilter):
             stream.request_end()
         elif isinstance(event, StreamReset):
             stream.reset_by_peer(event.error_code)
-        # Request trailers (TrailersReceived) are not forwarded: HTTP/1.1 upstreams take none.
+        elif isinstance(event, TrailersReceived):
+            stream.exchange.request_trailers(event.headers)
 
     def _start_stream(self, event: RequestStarted) -> None:
-        if self.conn.draining:
+        if self.refusing:
             self.h2.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        if event.protocol is not None and not self.config.http2_protocol_options.allow_connect:
+            # :protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL: a malformed request (RFC 8441 3)
+            self.h2.reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
+        self.last_stream_id = max(self.last_stream_id, event.stream_id)
         self.requests += 1
         self.idle.set(None)
         self.conn.idle = False
@@ -402,22 +514,55 @@ class Http2ConnectionManager(NetworkFilter):
         if self.streams.pop(stream.stream_id, None) is None:
             return
         self.blocked.discard(stream)
-        stream.detach()
+        self._finished.append(stream)
+        self._end_of_turn()
         self.flush()
         if not self.streams:
-            self.conn.idle = True
-            self.idle.after(self.config.idle_timeout)
+            if not self.draining:  # while the drain notice runs, a stream may still be on its way
+                self.conn.idle = True
+                self.idle.after(self.config.idle_timeout)
             self._close_when_done()
 
     def _close_when_done(self) -> None:
         if self.streams or self.conn.closing:
             return
-        if self._goaway_received:
+        if self._goaway_received or self.refusing:
             self._close()
-        elif self.conn.draining:
-            self.h2.goaway()
-            self.flush()
-            self._close()
+
+    # -- draining --------------------------------------------------------------------------------
+
+    def on_drain(self, conn: Connection) -> None:
+        """The gateway drains: the notice GOAWAY now, the final one ``http2_drain_notice`` later."""
+        if self.draining or conn.closing or self.h2.closed:
+            return
+        self.draining = True
+        conn.idle = False  # not safe to close before the final GOAWAY: a stream may be on its way
+        self.idle.set(None)
+        notice = self.config.http2_drain_notice
+        if notice is None:
+            self._final_goaway()
+            return
+        self.h2.goaway(last_stream_id=MAX_STREAM_ID)
+        self.flush()
+        self._drain_notice = Deadline(self._final_goaway, self.loop)
+        self._drain_notice.after(notice)
+
+    def _final_goaway(self) -> None:
+        conn = self.conn
+        if conn.closing or self.h2.closed:
+            return
+        self.refusing = True
+        self.h2.goaway(last_stream_id=self.last_stream_id)
+        self.flush()
+        log.info(
+            "http2 goaway",
+            reason="drain",
+            listener=conn.listener,
+            connection_id=conn.id,
+            last_stream_id=self.last_stream_id,
+            streams_in_flight=len(self.streams),
+        )
+        self._close_when_done()
 
     def _connection_error(self, exc: H2ConnectionError) -> None:
         conn = self.conn
@@ -452,8 +597,18 @@ class Http2ConnectionManager(NetworkFilter):
 
     async def on_close(self, conn: Connection) -> None:
         self.idle.cancel()
+        if self._drain_notice is not None:
+            self._drain_notice.cancel()
+        if self.draining and self.streams:
+            log.warning(
+                "http2 drain ended with streams in flight",
+                reason=conn.close_reason,
+                listener=conn.listener,
+                connection_id=conn.id,
+                streams_aborted=len(self.streams),
+            )
         for stream in list(self.streams.values()):
-            stream.upstream_deadline.cancel()
+            stream.cancel_deadlines()
             if not stream.exchange.finished:
                 stream.exchange.downstream_gone(conn.close_reason)
         self.streams.clear()

@@ -58,6 +58,8 @@ class Http2Limits:
     initial_stream_window_size: int = 1 << 20
     connection_window_size: int = 4 << 20
     header_table_size: int = 4096
+    #: Servers: SETTINGS_ENABLE_CONNECT_PROTOCOL, extended CONNECT allowed (RFC 8441 3).
+    enable_connect_protocol: bool = False
     flood: FloodLimits = field(default_factory=FloodLimits)
 
 
@@ -108,17 +110,17 @@ class _H2Endpoint:
 
     def _initiate(self) -> None:
         limits = self.limits
-        self._h2.local_settings = h2.settings.Settings(
-            client=self.client_side,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
-                h2.settings.SettingCodes.HEADER_TABLE_SIZE: limits.header_table_size,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
+        settings = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_stream_window_size,
+            h2.settings.SettingCodes.HEADER_TABLE_SIZE: limits.header_table_size,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        }
+        if limits.enable_connect_protocol and not self.client_side:
+            settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        self._h2.local_settings = h2.settings.Settings(client=self.client_side, initial_values=settings)
         self._h2.initiate_connection()
         self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.decoder.max_allowed_table_size = limits.header_table_size
@@ -192,9 +194,10 @@ class _H2Endpoint:
         return []
 
     def _keep_open_for_streams_in_flight(self) -> None:
-        """A graceful GOAWAY (RFC 9113 6.8) still lets the streams up to its last stream id finish, but
-        ``h2`` moves its connection state machine to CLOSED on any GOAWAY and then refuses their
-        frames; put it back in the open state (new streams stay refused: :attr:`goaway_received`)."""
+        """A graceful GOAWAY (RFC 9113 6.8), sent or received, still lets the streams up to its last
+        stream id finish, but ``h2`` moves its connection state machine to CLOSED on any GOAWAY and then
+        refuses their frames; put it back in the open state (new streams stay refused: by
+        :attr:`goaway_received` here, by the connection manager after its own GOAWAY)."""
         open_state = (
             h2.connection.ConnectionState.CLIENT_OPEN
             if self.client_side
@@ -251,9 +254,12 @@ class _H2Endpoint:
         except h2.exceptions.StreamClosedError:
             pass
 
-    def goaway(self, error_code: int = ErrorCodes.NO_ERROR) -> None:
-        """Graceful close (draining): no new streams; those already open may finish."""
-        self._h2.close_connection(error_code)
+    def goaway(self, error_code: int = ErrorCodes.NO_ERROR, last_stream_id: int | None = None) -> None:
+        """Graceful close (draining): no stream above ``last_stream_id`` (default: the highest the peer
+        opened) will be processed; those up to it may finish, so ``h2`` is kept in the open state."""
+        self._h2.close_connection(error_code, last_stream_id=last_stream_id)
+        if error_code == ErrorCodes.NO_ERROR:
+            self._keep_open_for_streams_in_flight()
 
     def data_to_send(self) -> bytes:
         return self._h2.data_to_send()

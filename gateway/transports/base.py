@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from gateway.logs.rate_limit import RateLimitedLog
+from gateway.logs.setup import get_logger
 from gateway.stream import TransportStream
 
 if TYPE_CHECKING:
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 
 #: How long a refused connection is kept half-closed so that the peer reads our alert or error reply.
 LINGER_SECONDS = 1.0
+#: What a secure connection speaks to HTTP when ALPN selected nothing.
+DEFAULT_APPLICATION_PROTOCOL = "http/1.1"
+
+_upstream_log = RateLimitedLog(get_logger("upstream"), rate=1.0, burst=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,50 @@ async def connect_stream(
         raise UpstreamConnectError(f"{prefix}connect {address}:{port}: {exc or 'timeout'}") from None
 
 
+def check_application_protocol(
+    stream: SessionStream, speaks: tuple[str, ...], kind: str, address: str, port: int
+) -> None:
+    """Refuse a connection whose host chose an application protocol the cluster does not speak.
+
+    ``speaks``: what the cluster can talk to its hosts, as ALPN names. No ALPN answer means HTTP/1.1
+    (what a secure connection carried before ALPN), so an HTTP/2 cluster (``("h2",)``) needs the host to
+    select ``h2``: speaking HTTP/2 to a host that did not agree to it would only end in a protocol error
+    on the first request. The failure is a connect failure (503, gRPC UNAVAILABLE, outlier detection)
+    with one rate-limited log line naming the host.
+    """
+    selected = stream.alpn_protocol
+    if (selected or DEFAULT_APPLICATION_PROTOCOL) in speaks:
+        return
+    stream.close()
+    detail = f"the host did not select ALPN {' or '.join(speaks)} (it selected {selected or 'none'})"
+    _upstream_log.warning(
+        "upstream application protocol refused",
+        reason="alpn",
+        kind=kind,
+        host=f"{address}:{port}",
+        detail=detail,
+    )
+    raise UpstreamConnectError(f"{kind} connect {address}:{port}: {detail}")
+
+
+def offered_without_default(speaks: tuple[str, ...]) -> tuple[str, ...]:
+    """The ALPN names a national-crypto client offers for ``speaks``: all but HTTP/1.1, which needs no
+    offer (see :func:`check_application_protocol`), so an HTTP/1.1 or TCP cluster sends no extension
+    and its ClientHello stays what TLCP peers without ALPN (GmSSL's ``tlcp_server``) accept."""
+    return tuple(name for name in speaks if name != DEFAULT_APPLICATION_PROTOCOL)
+
+
+def default_server_name(configured: str | None, address: str) -> str | None:
+    """Like Go's tls.Dial: an unset server name defaults to the dialled DNS name (not an IP)."""
+    if configured is not None:
+        return configured
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return None
+
+
 async def refuse_raw(sock: socket.socket, reply: bytes, linger: float = LINGER_SECONDS) -> None:
     """Send ``reply`` on a socket no transport owns yet, half-close and linger until the peer closes."""
     loop = asyncio.get_running_loop()
@@ -206,6 +257,11 @@ class SessionStream(TransportStream):
 
     @abstractmethod
     def _send_close_notify(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def alpn_protocol(self) -> str | None:
+        """The application protocol ALPN selected (RFC 7301); None: none was (HTTP/1.1 to HTTP)."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 

@@ -1,24 +1,29 @@
 """The TLCP transport (GB/T 38636-2020): the server policy, the accept, and the upstream connector.
 
-Both directions drive the sans-I/O engine (:class:`tls.tlcp.TLCPConnection`) from :class:`TlcpStream`,
-the gateway's own asyncio adapter: records in from the transport, plaintext out to the receiver, and
-the engine's alert written before a refused connection closes. The gateway speaks the engine's types
-throughout: ``CipherSuite``, ``PeerProfile``, ``ClientAuth``, ``AlertDescription``.
+Both directions drive the sans-I/O engine (:class:`tls.tlcp.TLCPConnection`) from :class:`TlcpStream`
+(an :class:`~gateway.transports.engine_stream.EngineStream`, as the TLS 1.3-SM transport's is): records
+in from the transport, plaintext out to the receiver, and the engine's alert written before a refused
+connection closes. The gateway speaks the engine's types throughout: ``CipherSuite``, ``PeerProfile``,
+``ClientAuth``, ``AlertDescription``.
 
 Downstream, the sniffer has already peeked a version-0x0101 ClientHello (nothing consumed); certificate
-sets are chosen by SNI through the engine's ``certificate_selector``; sessions are cached per listener.
+sets are chosen by SNI through the engine's ``certificate_selector``; sessions are cached per listener;
+ALPN follows the listener's ``tls.alpn`` as on TLS (the ALPN extension in the TLCP hellos, as BabaSSL
+and Tongsuo carry it), so a client selecting ``h2`` gets the HTTP/2 connection manager.
 Upstream, :class:`TlcpConnector` opens TLCP with an optional SM2 client pair and the configured cipher
-preference, and re-offers the last session per endpoint (GB/T 38636-2020 6.4.4 session resumption).
+preference, re-offers the last session per endpoint (GB/T 38636-2020 6.4.4 session resumption), and
+for an HTTP/2 cluster offers and requires ALPN ``h2``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from certs import Certificate, CertificateError, SM2CertificateSet, TrustStore, load_sm2_certificate_set
 from gateway.config import CertificateSet, ConfigError, DownstreamTls, Protocol, UpstreamTransport
@@ -27,28 +32,27 @@ from gateway.session_store import SharedSessionCache, session_cache_for
 from gateway.stream import TransportStream
 from gateway.transports.base import (
     AcceptedSocket,
-    Alert,
     Connector,
     HandshakeRefused,
     ServerTransport,
-    SessionStream,
     UpstreamConnectError,
+    check_application_protocol,
+    default_server_name,
+    offered_without_default,
     open_connection,
 )
+from gateway.transports.engine_stream import EngineEvents, EngineStream
 from gateway.transports.sni import select_certificate_set
+from tls import tlcp as tlcp_engine
 from tls.crypto import CryptoError
 from tls.tlcp import (
     AlertLevel,
     AlertReceived,
-    AlertSent,
-    ApplicationData,
     CipherSuite,
-    ConnectionClosed,
     DialectCache,
     DialectChoice,
     DialectSource,
     HandshakeComplete,
-    LocalProtocolError,
     PeerProfile,
     TLCPConfiguration,
     TLCPConnection,
@@ -59,8 +63,7 @@ from tls.tlcp.dialect import describe_refusal
 
 logger = logging.getLogger(__name__)
 
-#: Plaintext handed to the engine per call, so one huge write does not double its memory at once.
-_WRITE_SLICE = 256 * 1024
+LoadedT = TypeVar("LoadedT")
 
 #: The client's preference when a cluster names none: ECC first (ECDHE needs a client pair), GCM first.
 UPSTREAM_DEFAULT_SUITES = (
@@ -78,86 +81,25 @@ def suite_name(suite: int) -> str:
         return f"0x{suite:04x}"
 
 
-class TlcpStream(SessionStream):
-    """A TLCP connection over one TCP transport, driving one :class:`TLCPConnection`.
+class TlcpStream(EngineStream[TLCPConnection, HandshakeComplete]):
+    """A TLCP connection over one TCP transport, driving one :class:`TLCPConnection`."""
 
-    Half-close as TCP has it (``configuration.half_close``): ``write_eof`` sends our close_notify and
-    keeps reading; the peer's close_notify is EOF for the reader while we may still write.
-    """
+    engine_name = "TLCP"
+    events = EngineEvents.of(tlcp_engine)
 
     def __init__(self, configuration: TLCPConfiguration) -> None:
-        super().__init__()
         if not configuration.half_close:
             configuration = replace(configuration, half_close=True)
-        self.engine = TLCPConnection(configuration)
-        self.handshake_event: HandshakeComplete | None = None
+        super().__init__(TLCPConnection(configuration), is_client=configuration.is_client)
         #: Client: the dialect whose forms the handshake sent, and how it was chosen (profile auto).
         self.dialect: DialectChoice | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self.engine.configuration.is_client:
-            self.engine.start_handshake()
-            self._flush()
+    def _is_fatal(self, alert: AlertReceived) -> bool:
+        return alert.level == AlertLevel.FATAL
 
-    def _receive_records(self, data: bytes) -> None:
-        try:
-            events = self.engine.receive_data(data)
-        except LocalProtocolError as exc:
-            self._refuse(HandshakeRefused("handshake_error", f"TLCP engine refused input: {exc}"))
-            return
-        self._flush()
-        for event in events:
-            if isinstance(event, ApplicationData):
-                self._plaintext(event.data)
-            elif isinstance(event, HandshakeComplete):
-                self.handshake_event = event
-                progress = self.engine.client_progress
-                self.dialect = progress.dialect if progress is not None else None
-                self._handshake_complete()
-            elif isinstance(event, ConnectionClosed):
-                self._peer_closed()
-            elif isinstance(event, AlertSent):
-                self._refuse(
-                    HandshakeRefused(
-                        "handshake_error",
-                        f"sent fatal alert {event.name}: {event.reason}",
-                        alert=Alert(event.name, event.description),
-                    )
-                )
-            elif isinstance(event, AlertReceived) and event.level == AlertLevel.FATAL:
-                self._refuse(
-                    HandshakeRefused(
-                        "handshake_error",
-                        f"received fatal alert {event.name}",
-                        alert=Alert(event.name, event.description),
-                        alert_sent=False,
-                    )
-                )
-
-    def _flush(self) -> None:
-        data = self.engine.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _write_plaintext(self, data: bytes) -> None:
-        if self.engine.close_notify_sent:
-            raise ConnectionResetError("cannot write after close_notify")
-        view = memoryview(data)
-        for offset in range(0, len(view), _WRITE_SLICE):
-            self.engine.send_application_data(bytes(view[offset : offset + _WRITE_SLICE]))
-        self._flush()
-
-    def _send_close_notify(self) -> None:
-        self.engine.close()
-        self._flush()
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        if self.handshaken and not self._lingering and not self.is_closing():
-            self._send_close_notify()
+    def _on_handshake(self, event: HandshakeComplete) -> None:
+        progress = self.engine.client_progress
+        self.dialect = progress.dialect if progress is not None else None
 
     @property
     def session(self) -> TLCPSession | None:
@@ -193,7 +135,7 @@ def identity_from_tlcp(hs: HandshakeComplete, peer: tuple[str, int] | None) -> P
         version="TLCPv1.1",
         cipher_suite=suite_name(hs.cipher_suite),
         sni=hs.server_name,
-        alpn=None,
+        alpn=hs.alpn_protocol,
         peer_chain=chain,
         unverified_peer=unverified,
         resumed=hs.session_resumed,
@@ -227,6 +169,21 @@ def load_certificate_set(cfg: CertificateSet, where: str) -> SM2CertificateSet:
         raise ConfigError([f"{where}: cannot load SM2 certificate set: {exc}"]) from None
 
 
+def load_sm2_sets(
+    tls: DownstreamTls, where: str, load: Callable[[CertificateSet, str], LoadedT], errors: list[str]
+) -> dict[str, LoadedT]:
+    """A listener's SM2 certificate sets, each as ``load`` makes it, by set name; what fails to load
+    goes to ``errors`` (every failing key reported at once)."""
+    loaded: dict[str, LoadedT] = {}
+    for j, cert_set in enumerate(tls.certificates):
+        if cert_set.has_sm2:
+            try:
+                loaded[cert_set.name] = load(cert_set, f"{where}.certificates[{j}]")
+            except ConfigError as exc:
+                errors.extend(exc.errors)
+    return loaded
+
+
 def load_trust(path: Path, where: str) -> TrustStore:
     try:
         return TrustStore.from_pem_file(path)
@@ -244,14 +201,8 @@ class TlcpServerPolicy:
 def build_server_policy(tls: DownstreamTls, where: str) -> TlcpServerPolicy | None:
     if Protocol.TLCP not in tls.protocols:
         return None
-    sets: dict[str, SM2CertificateSet] = {}
     errors: list[str] = []
-    for j, cert_set in enumerate(tls.certificates):
-        if cert_set.has_sm2:
-            try:
-                sets[cert_set.name] = load_certificate_set(cert_set, f"{where}.certificates[{j}]")
-            except ConfigError as exc:
-                errors.extend(exc.errors)
+    sets = load_sm2_sets(tls, where, load_certificate_set, errors)
     trust = None
     if tls.sm2_trust_anchors is not None:
         try:
@@ -275,6 +226,9 @@ def build_server_policy(tls: DownstreamTls, where: str) -> TlcpServerPolicy | No
         verify_peer=trust is not None,
         session_cache=session_cache_for(where, max(1, tls.session_cache_size)),
         profile=tls.tlcp.profile,
+        # As OpenSSL does for the TLS transport: our first preference the client offered, else no ALPN
+        # (HTTP/1.1); a client offering none is never refused (GB/T 38636 itself has no ALPN).
+        alpn_protocols=tls.alpn,
         half_close=True,
     )
     return TlcpServerPolicy(configuration)
@@ -301,12 +255,21 @@ class TlcpTransport(ServerTransport):
 
 
 class TlcpConnector(Connector):
-    """TLCP to the endpoint, optionally with an SM2 client pair; resumes the last session per endpoint."""
+    """TLCP to the endpoint, optionally with an SM2 client pair; resumes the last session per endpoint.
+
+    ``speaks``: the cluster's application protocols (ALPN names). HTTP/1.1 is what a TLCP connection
+    without ALPN carries, so only the others are offered (an HTTP/2 cluster offers ``h2`` and needs the
+    host to select it); HTTP/1.1 and TCP clusters offer no ALPN, as GmSSL's ``tlcp_server`` refuses any
+    offer it was not started to accept.
+    """
 
     kind = "tlcp"
 
-    def __init__(self, cfg: UpstreamTransport, where: str = "transport_socket") -> None:
+    def __init__(
+        self, cfg: UpstreamTransport, where: str = "transport_socket", speaks: tuple[str, ...] = ("http/1.1",)
+    ) -> None:
         self._cfg = cfg
+        self._speaks = speaks
         pair = None
         if cfg.sign_cert is not None:
             assert cfg.sign_key and cfg.enc_cert and cfg.enc_key
@@ -324,6 +287,7 @@ class TlcpConnector(Connector):
             trust_store=trust,
             verify_peer=cfg.verify,
             server_name=cfg.server_name,
+            alpn_protocols=offered_without_default(speaks),
             profile=cfg.profile,
             half_close=True,
         )
@@ -341,7 +305,8 @@ class TlcpConnector(Connector):
         self, address: str, port: int, timeout: float, *, preamble: bytes = b""
     ) -> TransportStream:
         session = self._sessions.get((address, port)) if self._cfg.session_resumption else None
-        configuration = replace(self._base, session=session, server_name=self._server_name(address))
+        server_name = default_server_name(self._cfg.server_name, address)
+        configuration = replace(self._base, session=session, server_name=server_name)
 
         async def handshake(configuration: TLCPConfiguration) -> TlcpStream:
             return await self._handshake(configuration, address, port, timeout, preamble)
@@ -363,6 +328,7 @@ class TlcpConnector(Connector):
             self.resumed += 1
         if stream.session is not None:
             self._sessions[(address, port)] = stream.session
+        check_application_protocol(stream, self._speaks, self.kind, address, port)
         return stream
 
     async def _handshake(
@@ -392,13 +358,3 @@ class TlcpConnector(Connector):
                 client_progress=progress,
             ) from None
         return stream
-
-    def _server_name(self, address: str) -> str | None:
-        """Like Go's tls.Dial: an unset server name defaults to the dialled DNS name (not an IP)."""
-        if self._cfg.server_name is not None:
-            return self._cfg.server_name
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            return address
-        return None

@@ -33,6 +33,7 @@ from gateway.transports.base import (
     HandshakeRefused,
     ServerTransport,
     SessionStream,
+    check_application_protocol,
     connect_stream,
 )
 from gateway.transports.sni import select_certificate_set
@@ -190,6 +191,10 @@ class TlsStream(SessionStream):
     def can_write_eof(self) -> bool:
         return False  # close_notify ends both directions in TLS: a half-close closes
 
+    @property
+    def alpn_protocol(self) -> str | None:
+        return self.ssl_object.selected_alpn_protocol()
+
 
 # -- server side ---------------------------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class TlsConnector(Connector):
 
     def __init__(self, cfg: UpstreamTransport, alpn: tuple[str, ...] = ("http/1.1",)) -> None:
         self._server_name = cfg.server_name
+        self._alpn = alpn
         self._context = upstream_context(cfg, alpn)
 
     async def connect(
@@ -314,4 +320,5 @@ class TlsConnector(Connector):
     ) -> TransportStream:
         stream = TlsStream(self._context, server_side=False, server_hostname=self._server_name or address)
         await connect_stream(stream, self.kind, address, port, timeout, preamble)
+        check_application_protocol(stream, self._alpn, self.kind, address, port)
         return stream

@@ -1,8 +1,9 @@
 """The TLS 1.3-SM transport (RFC 8998): the server policy, the accept, and the upstream connector.
 
 Both directions drive the sans-I/O engine (:class:`tls.tls13.TLS13Connection`) from
-:class:`Tls13SmStream`, the gateway's adapter in the shape of the TLCP transport's: records in from the
-transport, plaintext out to the receiver, the engine's alert written before a refused connection closes.
+:class:`Tls13SmStream`, the same :class:`~gateway.transports.engine_stream.EngineStream` as the TLCP
+transport's: records in from the transport, plaintext out to the receiver, the engine's alert written
+before a refused connection closes.
 
 Downstream, the sniffer has already peeked a TLS 1.3 ClientHello offering an RFC 8998 suite and curveSM2
 (see :mod:`gateway.listener_filters.sniff` and ``tls13_sm.selection``). The certificate is each set's SM2
@@ -11,17 +12,23 @@ certificate carries exactly the usage that needs (keyUsage digitalSignature), so
 :func:`tls13_credential` checks that usage and, where extendedKeyUsage is present, serverAuth. The TLCP
 *enc* certificate (keyEncipherment/keyAgreement) has no role in TLS 1.3. Certificate sets are chosen by
 SNI as for TLCP; client certificates are verified against ``sm2_trust_anchors``; session tickets are
-sealed with one rotating :class:`~tls.tls13.SessionTicketKeys` per listener and config generation (a
-reload starts new keys, so no session outlives a change of trust anchors).
+sealed with rotating :class:`~tls.tls13.SessionTicketKeys`, the process's own per listener and config
+generation, or, with a ``session_store``, shared by every worker and host using that store
+(:func:`gateway.session_store.ticket_keys_for`); a resumed client chain is checked against the trust
+anchors configured now, so a reload that drops an anchor still stops its sessions.
+
+ALPN is the listener's ``tls.alpn``, as on TLS and TLCP (one difference: the engine answers a client
+whose offer has nothing in common with ours with no_application_protocol, as RFC 7301 3.2 says, where
+OpenSSL and the TLCP engine go on without ALPN).
 
 Upstream, :class:`Tls13SmConnector` offers the configured suites, SNI (defaulting to the dialled DNS
-name), an optional SM2 client certificate, and the last session ticket per endpoint (psk_dhe_ke).
+name), an optional SM2 client certificate, the last session ticket per endpoint (psk_dhe_ke), and for an
+HTTP/2 cluster ALPN ``h2``, which the host must select.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,30 +45,28 @@ from gateway.config import (
     UpstreamTransport,
 )
 from gateway.identity import PeerIdentity
+from gateway.session_store import SharedTicketKeys, ticket_keys_for
 from gateway.stream import TransportStream
 from gateway.transports.base import (
     AcceptedSocket,
-    Alert,
     Connector,
-    HandshakeRefused,
     ServerTransport,
-    SessionStream,
     UpstreamConnectError,
-    open_connection,
+    check_application_protocol,
+    connect_stream,
+    default_server_name,
+    offered_without_default,
 )
+from gateway.transports.engine_stream import EngineEvents, EngineStream
 from gateway.transports.sni import select_certificate_set
-from gateway.transports.tlcp import load_certificate_set, load_trust, peer_certificate
+from gateway.transports.tlcp import load_certificate_set, load_sm2_sets, load_trust, peer_certificate
+from tls import tls13 as tls13_engine
 from tls.crypto import CryptoError, sm4_ccm_available
 from tls.tls13 import (
     AlertReceived,
-    AlertSent,
-    ApplicationData,
     CipherSuite,
     ClientAuth,
-    ConnectionClosed,
     HandshakeComplete,
-    LocalProtocolError,
-    SessionTicketKeys,
     SessionTicketReceived,
     SignatureScheme,
     SM2Credential,
@@ -74,8 +79,6 @@ from tls.tls13.suites import SUITE_PARAMETERS
 
 logger = logging.getLogger(__name__)
 
-#: Plaintext handed to the engine per call, so one huge write does not double its memory at once.
-_WRITE_SLICE = 256 * 1024
 #: The scheme our CertificateVerify uses: the one RFC 8998 defines, and the only one the engine signs with.
 SIGNATURE_SCHEME = SignatureScheme.sm2sig_sm3
 #: The protocol name of this transport in ``PeerIdentity``, metrics and listener configs.
@@ -84,91 +87,31 @@ PROTOCOL = Protocol.TLS13_SM.value
 _NOT_FATAL = frozenset((AlertDescription.close_notify, AlertDescription.user_canceled))
 
 
-class Tls13SmStream(SessionStream):
+class Tls13SmStream(EngineStream[TLS13Connection, HandshakeComplete]):
     """A TLS 1.3-SM connection over one TCP transport, driving one :class:`TLS13Connection`.
 
-    Half-close as TCP has it: ``write_eof`` sends our close_notify and keeps reading; the peer's
-    close_notify is EOF for the reader while we may still write. A client hands every session a
-    NewSessionTicket makes resumable to ``on_session``.
+    A client hands every session a NewSessionTicket makes resumable to ``on_ticket``.
     """
 
+    engine_name = "TLS 1.3-SM"
+    events = EngineEvents.of(tls13_engine)
+
     def __init__(self, configuration: TLS13Configuration) -> None:
-        super().__init__()
         if not configuration.half_close:
             configuration = replace(configuration, half_close=True)
-        self.configuration = configuration
-        self.engine = TLS13Connection(configuration)
-        self.handshake_event: HandshakeComplete | None = None
+        super().__init__(TLS13Connection(configuration), is_client=configuration.is_client)
         #: Client: the newest session a NewSessionTicket made resumable, also handed to ``on_ticket``.
         self.session: TLS13Session | None = None
         self.on_ticket: Callable[[TLS13Session], None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self.configuration.is_client:
-            self.engine.start_handshake()
-            self._flush()
+    def _is_fatal(self, alert: AlertReceived) -> bool:
+        return alert.description not in _NOT_FATAL  # RFC 8446 6: the level does not matter
 
-    def _receive_records(self, data: bytes) -> None:
-        try:
-            events = self.engine.receive_data(data)
-        except LocalProtocolError as exc:
-            self._refuse(HandshakeRefused("handshake_error", f"TLS 1.3-SM engine refused input: {exc}"))
-            return
-        self._flush()
-        for event in events:
-            if isinstance(event, ApplicationData):
-                self._plaintext(event.data)
-            elif isinstance(event, HandshakeComplete):
-                self.handshake_event = event
-                self._handshake_complete()
-            elif isinstance(event, SessionTicketReceived):
-                self.session = event.session
-                if self.on_ticket is not None:
-                    self.on_ticket(event.session)
-            elif isinstance(event, ConnectionClosed):
-                self._peer_closed()
-            elif isinstance(event, AlertSent):
-                self._refuse(
-                    HandshakeRefused(
-                        "handshake_error",
-                        f"sent fatal alert {event.name}: {event.reason}",
-                        alert=Alert(event.name, event.description),
-                    )
-                )
-            elif isinstance(event, AlertReceived) and event.description not in _NOT_FATAL:
-                self._refuse(
-                    HandshakeRefused(
-                        "handshake_error",
-                        f"received fatal alert {event.name}",
-                        alert=Alert(event.name, event.description),
-                        alert_sent=False,
-                    )
-                )
-
-    def _flush(self) -> None:
-        data = self.engine.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _write_plaintext(self, data: bytes) -> None:
-        if self.engine.close_notify_sent:
-            raise ConnectionResetError("cannot write after close_notify")
-        view = memoryview(data)
-        for offset in range(0, len(view), _WRITE_SLICE):
-            self.engine.send_application_data(bytes(view[offset : offset + _WRITE_SLICE]))
-        self._flush()
-
-    def _send_close_notify(self) -> None:
-        self.engine.close()
-        self._flush()
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        if self.handshaken and not self._lingering and not self.is_closing():
-            self._send_close_notify()
+    def _on_other_event(self, event: object) -> None:
+        if isinstance(event, SessionTicketReceived):
+            self.session = event.session
+            if self.on_ticket is not None:
+                self.on_ticket(event.session)
 
     @property
     def peer_verified(self) -> bool:
@@ -240,14 +183,8 @@ class Tls13SmServerPolicy:
 def build_server_policy(tls: DownstreamTls, where: str) -> Tls13SmServerPolicy | None:
     if Protocol.TLS13_SM not in tls.protocols:
         return None
-    credentials: dict[str, SM2Credential] = {}
     errors: list[str] = []
-    for j, cert_set in enumerate(tls.certificates):
-        if cert_set.has_sm2:
-            try:
-                credentials[cert_set.name] = tls13_credential(cert_set, f"{where}.certificates[{j}]")
-            except ConfigError as exc:
-                errors.extend(exc.errors)
+    credentials = load_sm2_sets(tls, where, tls13_credential, errors)
     trust: TrustStore | None = None
     if tls.sm2_trust_anchors is not None and tls.client_auth is not ClientAuth.NONE:
         try:
@@ -270,9 +207,11 @@ def build_server_policy(tls: DownstreamTls, where: str) -> Tls13SmServerPolicy |
     options = tls.tls13_sm
     ticket_keys = None
     if options.session_tickets:
-        ticket_keys = SessionTicketKeys(
+        ticket_keys = ticket_keys_for(
+            where,
             rotation_interval=timedelta(seconds=options.ticket_key_rotation),
             ticket_lifetime=timedelta(seconds=options.ticket_lifetime),
+            client_chains=tls.client_auth is not ClientAuth.NONE,
         )
     configuration = TLS13Configuration(
         is_client=False,
@@ -296,6 +235,9 @@ class Tls13SmTransport(ServerTransport):
         self.policy = policy
 
     async def accept(self, accepted: AcceptedSocket) -> tuple[TransportStream, PeerIdentity]:
+        ticket_keys = self.policy.configuration.ticket_keys
+        if isinstance(ticket_keys, SharedTicketKeys):
+            await ticket_keys.prepare(accepted.sock)  # keys and client chains other processes made
         stream = Tls13SmStream(self.policy.configuration)
         await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, accepted.sock)
         await stream.handshake()
@@ -320,12 +262,16 @@ def _client_credential(cfg: UpstreamTransport, where: str) -> SM2Credential | No
 
 class Tls13SmConnector(Connector):
     """RFC 8998 TLS 1.3 to the endpoint, optionally with an SM2 client certificate; resumes the last
-    session ticket per endpoint."""
+    session ticket per endpoint. ``speaks``: the cluster's application protocols, offered as for TLCP
+    (see :class:`~gateway.transports.tlcp.TlcpConnector`): ``h2`` for an HTTP/2 cluster, else none."""
 
     kind = "tls13_sm"
 
-    def __init__(self, cfg: UpstreamTransport, where: str = "transport_socket") -> None:
+    def __init__(
+        self, cfg: UpstreamTransport, where: str = "transport_socket", speaks: tuple[str, ...] = ("http/1.1",)
+    ) -> None:
         self._cfg = cfg
+        self._speaks = speaks
         trust = load_trust(cfg.trust_anchors, f"{where}.trust_anchors") if cfg.trust_anchors else None
         suites = usable_suites(
             cfg.tls13_sm_cipher_suites or tuple(CipherSuite), f"{where}.tls13_sm_cipher_suites"
@@ -337,6 +283,8 @@ class Tls13SmConnector(Connector):
             trust_store=trust,
             verify_peer=cfg.verify,
             server_name=cfg.server_name,
+            alpn_protocols=offered_without_default(speaks),
+            accept_certificate_request_in_psk=cfg.accept_certificate_request_in_psk,
             half_close=True,
         )
         self._sessions: dict[tuple[str, int], TLS13Session] = {}
@@ -354,16 +302,14 @@ class Tls13SmConnector(Connector):
         if session is not None and not session.usable_at(self._base.now()):
             self._sessions.pop(endpoint, None)
             session = None
-        configuration = replace(self._base, session=session, server_name=self._server_name(address))
+        server_name = default_server_name(self._cfg.server_name, address)
+        configuration = replace(self._base, session=session, server_name=server_name)
         stream = Tls13SmStream(configuration)
         try:
-            async with asyncio.timeout(timeout):
-                await open_connection(stream, address, port, preamble)
-                await stream.handshake()
-        except (OSError, TimeoutError, HandshakeRefused) as exc:
-            stream.abort()
+            await connect_stream(stream, self.kind, address, port, timeout, preamble)
+        except UpstreamConnectError:
             self._sessions.pop(endpoint, None)
-            raise UpstreamConnectError(f"tls13_sm connect {address}:{port}: {exc or 'timeout'}") from None
+            raise
         assert stream.handshake_event is not None
         if stream.handshake_event.session_resumed:
             self.resumed += 1
@@ -372,14 +318,5 @@ class Tls13SmConnector(Connector):
             stream.on_ticket = lambda ticket: self._sessions.__setitem__(endpoint, ticket)
             if stream.session is not None:
                 self._sessions[endpoint] = stream.session
+        check_application_protocol(stream, self._speaks, self.kind, address, port)
         return stream
-
-    def _server_name(self, address: str) -> str | None:
-        """Like Go's tls.Dial: an unset server name defaults to the dialled DNS name (not an IP)."""
-        if self._cfg.server_name is not None:
-            return self._cfg.server_name
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            return address
-        return None

@@ -145,6 +145,19 @@ DIVERGENCES = (
         ("refused", 400),
     ),
     Divergence(
+        "which refusal comes first",
+        "A head with both a bad request-target and a transfer coding other than chunked is refused by "
+        "both: llhttp stops at the request line (400), h11 only after the field section, where its "
+        "framing check answers 501 before the gateway's shared head checks see the target.",
+        lambda s: (
+            re.match(rb"[^ ]+ +[^/* ]", s) is not None
+            and re.search(rb"(?i)\ntransfer-encoding[ \t]*:(?![ \t]*chunked[ \t]*\r?\n)", s) is not None
+        ),
+        frozenset({"status"}),
+        b"PATCH !/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: hunked\r\n\r\n",
+        ("refused", 400),
+    ),
+    Divergence(
         "Upgrade with a body",
         "httptools has llhttp skip the body of an Upgrade request, so the codec cannot find where the "
         "request ends and refuses it; h11 proxies it as a plain request (Upgrade is hop-by-hop).",
@@ -504,6 +517,21 @@ def test_request_heads_are_written_alike() -> None:
             body = b"abc" if head.content_length != 0 else b""
             writes.append(codec.encode_request_head(head) + codec.encode_body(body) + codec.encode_end())
         assert writes[0] == writes[1]
+
+
+def test_request_trailers_are_written_alike_and_only_in_a_chunked_body() -> None:
+    chunked = RequestHead("POST", "up", "/c", (("transfer-encoding", "chunked"),), None)
+    by_length = RequestHead("POST", "up", "/l", (("content-length", "3"),), 3)
+    trailers = (("x-checksum", "c1"), ("x-more", "2"))
+    for head, carried in ((chunked, True), (by_length, False)):
+        writes = []
+        for factory in (H11, LLHTTP):
+            codec = factory.client_codec()
+            out = codec.encode_request_head(head) + codec.encode_body(b"abc")
+            assert codec.set_trailers(trailers) is carried
+            writes.append(out + codec.encode_end())
+        assert writes[0] == writes[1]
+        assert writes[0].endswith(b"0\r\nx-checksum: c1\r\nx-more: 2\r\n\r\n" if carried else b"abc")
 
 
 def test_upstream_connections_that_cannot_carry_another_request_are_not_reused() -> None:

@@ -27,6 +27,7 @@ from gateway.grpc import (
         (503, "upstream_connect_failure", GrpcStatus.UNAVAILABLE),
         (504, "upstream_timeout", GrpcStatus.DEADLINE_EXCEEDED),
         (502, None, GrpcStatus.UNAVAILABLE),
+        (408, None, GrpcStatus.DEADLINE_EXCEEDED),
         (401, None, GrpcStatus.UNAUTHENTICATED),
         (418, None, GrpcStatus.UNKNOWN),
     ],

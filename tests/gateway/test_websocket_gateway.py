@@ -9,26 +9,10 @@ import os
 import pytest
 import websockets
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
 
 from gateway.echo import EchoService
 from tests.gateway.helpers import RecordingAudit, base_doc, running
 from tests.ports import free_port
-
-
-async def _echo(ws: ServerConnection) -> None:
-    async for message in ws:
-        if message == "close-please":
-            await ws.close(4000, "asked to")
-            return
-        await ws.send(message)
-
-
-@pytest.fixture
-async def ws_upstream():
-    port = free_port()
-    async with serve(_echo, "127.0.0.1", port):
-        yield port
 
 
 def ws_doc(pki, port: int, **hcm: object) -> dict:

@@ -20,6 +20,10 @@ expected data across the process boundary.
 ``client --request TEXT`` sends TEXT after the payload (``\r\n`` escapes allowed, e.g. an HTTP/1.1
 request with ``Connection: close``) and reports what the server answers until it closes (``response``).
 
+``client --h2-get PATH`` makes one HTTP/2 request (the ``h2`` library, prior knowledge of h2 as ALPN
+gives it) over the BabaSSL connection after the payload: ``GET PATH`` with ``:authority`` the server
+name, and reports ``h2_status``, ``h2_body`` (the first 64 KiB, latin-1) and ``h2_stream_id``.
+
 ``--protocol tls13`` runs TLS 1.3 with the RFC 8998 suites instead of NTLS (``--suite TLS_SM4_GCM_SM3``
 or ``TLS_SM4_CCM_SM3``, groups ``--groups`` (default ``SM2``), signature scheme sm2sig_sm3,
 ``SSL_CTX_enable_sm_tls13_strict``); the TLS 1.3 identity is the signing pair of the ``--sign-*``
@@ -483,6 +487,10 @@ class ConnectionReport:
     response: str = ""
     #: server: the connection's place in accept order (1, 2, ...); 0 in a client's report
     accepted: int = 0
+    #: With ``--h2-get``: the HTTP/2 response's status, body (first 64 KiB, latin-1) and stream id.
+    h2_status: int = 0
+    h2_body: str = ""
+    h2_stream_id: int = 0
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ConnectionReport:
@@ -540,6 +548,7 @@ class ClientOptions:
     keylog: Path | None = None
     key_update: bool = False
     request: str = ""
+    h2_get: str = ""
 
 
 def _configure_tls13(
@@ -778,6 +787,8 @@ def _client_connection(
         if options.request:
             report.response = _exchange_request(lib, ssl, buffer, options.request.encode("latin-1"))
             report.received += len(report.response)
+        if options.h2_get:
+            _h2_get(lib, ssl, buffer, options.server_name or options.host, options.h2_get, report)
         report.payload_ok = payload_ok
         lib.shutdown(ssl)
         while True:
@@ -808,6 +819,48 @@ def _exchange_request(lib: BabaSSL, ssl: int, buffer: ctypes.Array[ctypes.c_char
         if len(answer) < 65536:
             answer += data[: 65536 - len(answer)]
     return answer.decode("latin-1")
+
+
+def _h2_get(
+    lib: BabaSSL,
+    ssl: int,
+    buffer: ctypes.Array[ctypes.c_char],
+    authority: str,
+    path: str,
+    report: ConnectionReport,
+) -> None:
+    """One HTTP/2 GET on the connection (the ``h2`` library, imported here: only this role needs it)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    stream_id = conn.get_next_available_stream_id()
+    headers = [(":method", "GET"), (":scheme", "https"), (":authority", authority), (":path", path)]
+    conn.send_headers(stream_id, headers, end_stream=True)
+    lib.write_all(ssl, conn.data_to_send())
+    body = bytearray()
+    ended = False
+    while not ended:
+        data = lib.read(ssl, buffer)
+        if not data:
+            raise BabaSSLError("server closed before the HTTP/2 response ended")
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
+                report.h2_status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                body += event.data
+                conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                ended = ended or event.stream_id == stream_id
+        outgoing = conn.data_to_send()
+        if outgoing:
+            lib.write_all(ssl, outgoing)
+    conn.close_connection()
+    lib.write_all(ssl, conn.data_to_send())
+    report.h2_body = body[:65536].decode("latin-1")
+    report.h2_stream_id = stream_id
 
 
 def run_client(options: ClientOptions) -> int:
@@ -963,6 +1016,8 @@ def client_args(options: ClientOptions) -> list[str]:
         args.append("--key-update")
     if options.request:
         args += ["--request", options.request.encode("unicode_escape").decode("ascii")]
+    if options.h2_get:
+        args += ["--h2-get", options.h2_get]
     args += _tls13_args(options.protocol, options.groups, options.alpn, options.keylog)
     return args
 
@@ -1115,6 +1170,7 @@ def _build_parser() -> argparse.ArgumentParser:
         client.add_argument("--connections", type=int, default=1)
         client.add_argument("--key-update", action="store_true")
         client.add_argument("--request", default="", help="send this after the payload (\\r\\n escapes)")
+        client.add_argument("--h2-get", default="", help="then one HTTP/2 GET of this path (h2 library)")
         _add_tls13_args(client)
         if role == "load":
             client.add_argument("--threads", type=int, default=8)
@@ -1169,6 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keylog=args.keylog,
         key_update=args.key_update,
         request=args.request.encode("latin-1").decode("unicode_escape"),
+        h2_get=args.h2_get,
     )
     if args.role == "client":
         return run_client(options)

@@ -104,6 +104,7 @@ class Peer:
     one_connection_per_server = False
     #: smgate client setting this peer's server needs (see GmSSL below).
     middlebox_compatibility = True
+    accept_certificate_request_in_psk = False
     identity: Identity
     env: dict[str, str]
 
@@ -186,6 +187,9 @@ class GmSSL(Peer):
     # -tls13_change_cipher_spec; without client auth it copes.  So the smgate client runs without
     # compatibility mode towards GmSSL (TLS13Configuration.middlebox_compatibility=False).
     middlebox_compatibility = False
+    # Asking for client certificates, GmSSL 3.3's tls13_server sends a CertificateRequest in resumed
+    # handshakes too (RFC 8446 4.3.2 forbids it) and wants our Certificate and CertificateVerify.
+    accept_certificate_request_in_psk = True
 
     def __init__(self, prefix: Path) -> None:
         self.binary = str(prefix / "bin" / "gmssl")
@@ -310,6 +314,7 @@ async def smgate_client_to_peer(peer: Peer, suite: CipherSuite, client_auth: boo
                 credential=identity.client_credential if client_auth else None,
                 session=session,
                 middlebox_compatibility=peer.middlebox_compatibility,
+                accept_certificate_request_in_psk=peer.accept_certificate_request_in_psk,
             )
             try:
                 stream = await tls13_connect("127.0.0.1", port, configuration)

@@ -11,6 +11,16 @@
 Middlebox compatibility mode (D.4) is on by default, as OpenSSL, Tongsuo and BabaSSL run it: a
 32-byte legacy_session_id and one dummy change_cipher_spec before the second flight.  0-RTT is never
 attempted.
+
+RFC 8446 4.3.2 forbids a CertificateRequest in a handshake authenticated by a PSK, and we refuse one
+with unexpected_message, unless `TLS13Configuration.accept_certificate_request_in_psk` is set: GmSSL
+3.3's tls13_server sends one on every resumption when it asks for client certificates (its
+``tls13_do_server_handshake``: EncryptedExtensions, then CertificateRequest whatever the key exchange
+mode) and then insists on a client Certificate and CertificateVerify before Finished, as in a full
+handshake (``tls13_recv_client_certificate``: an empty certificate_list is certificate_required unless
+the server was started with ``-client_cert_optional``).  So the tolerance answers it exactly as a full
+handshake's request: our chain and a CertificateVerify when we have a credential, else an empty
+Certificate.
 """
 
 from __future__ import annotations
@@ -123,6 +133,8 @@ class ClientState(Enum):
     EXPECT_CERTIFICATE = auto()
     EXPECT_CERTIFICATE_VERIFY = auto()
     EXPECT_FINISHED = auto()
+    #: resumed, and `accept_certificate_request_in_psk` lets the server ask for a certificate anyway
+    EXPECT_CERTIFICATE_REQUEST_OR_FINISHED = auto()
     POST_HANDSHAKE = auto()
 
 
@@ -339,11 +351,12 @@ class ClientHandshake(Handshake):
                 raise DecodeError("server_name acknowledgement is not empty")
             if extension_type == ExtensionType.APPLICATION_LAYER_PROTOCOL_NEGOTIATION:
                 self.alpn_protocol = self._selected_alpn(data)
-        self.state = (
-            ClientState.EXPECT_FINISHED
-            if self.resumed
-            else ClientState.EXPECT_CERTIFICATE_REQUEST_OR_CERTIFICATE
-        )
+        if not self.resumed:
+            self.state = ClientState.EXPECT_CERTIFICATE_REQUEST_OR_CERTIFICATE
+        elif self.configuration.accept_certificate_request_in_psk:
+            self.state = ClientState.EXPECT_CERTIFICATE_REQUEST_OR_FINISHED
+        else:
+            self.state = ClientState.EXPECT_FINISHED
 
     def _selected_alpn(self, data: bytes) -> str:
         names = pull_alpn(data)
@@ -352,13 +365,13 @@ class ClientHandshake(Handshake):
         return names[0]
 
     def _handle_certificate_request(self, raw: bytes) -> None:
-        request = pull_certificate_request(Buffer(raw))
-        if request.certificate_request_context:
-            raise IllegalParameter("in-handshake CertificateRequest with a request context")
-        if find_extension(request.extensions, ExtensionType.SIGNATURE_ALGORITHMS) is None:
-            raise MissingExtension("CertificateRequest without signature_algorithms")
-        self.certificate_request = request
+        self.certificate_request = _pull_in_handshake_certificate_request(raw)
         self.state = ClientState.EXPECT_CERTIFICATE
+
+    def _handle_certificate_request_in_psk_handshake(self, raw: bytes) -> None:
+        """GmSSL's resumption asks for a certificate (module docstring); answered as in a full handshake."""
+        self.certificate_request = _pull_in_handshake_certificate_request(raw)
+        self.state = ClientState.EXPECT_FINISHED
 
     def _handle_certificate(self, raw: bytes) -> None:
         message = pull_certificate(Buffer(raw))
@@ -476,4 +489,18 @@ class ClientHandshake(Handshake):
         (ClientState.EXPECT_CERTIFICATE, HandshakeType.CERTIFICATE): _handle_certificate,
         (ClientState.EXPECT_CERTIFICATE_VERIFY, HandshakeType.CERTIFICATE_VERIFY): _handle_certificate_verify,
         (ClientState.EXPECT_FINISHED, HandshakeType.FINISHED): _handle_finished,
+        (
+            ClientState.EXPECT_CERTIFICATE_REQUEST_OR_FINISHED,
+            HandshakeType.CERTIFICATE_REQUEST,
+        ): _handle_certificate_request_in_psk_handshake,
+        (ClientState.EXPECT_CERTIFICATE_REQUEST_OR_FINISHED, HandshakeType.FINISHED): _handle_finished,
     }
+
+
+def _pull_in_handshake_certificate_request(raw: bytes) -> CertificateRequest:
+    request = pull_certificate_request(Buffer(raw))
+    if request.certificate_request_context:
+        raise IllegalParameter("in-handshake CertificateRequest with a request context")
+    if find_extension(request.extensions, ExtensionType.SIGNATURE_ALGORITHMS) is None:
+        raise MissingExtension("CertificateRequest without signature_algorithms")
+    return request

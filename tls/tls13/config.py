@@ -154,6 +154,10 @@ class TLS13Configuration:
         ephemeral key of a connection that may never be used).
     middlebox_compatibility: client: RFC 8446 D.4 compatibility mode (a 32-byte legacy_session_id and
         a dummy change_cipher_spec before the second flight), as OpenSSL, Tongsuo and BabaSSL send.
+    accept_certificate_request_in_psk: client: answer a CertificateRequest in a resumed (PSK)
+        handshake, which RFC 8446 4.3.2 forbids and GmSSL 3.3's server sends when it asks for client
+        certificates, with our Certificate and CertificateVerify (or an empty Certificate without a
+        credential) instead of refusing it with unexpected_message.  Off by default.
     key_log: receives NSS key log lines (``CLIENT_HANDSHAKE_TRAFFIC_SECRET <client_random> <secret>``
         and the other TLS 1.3 labels), as Go's KeyLogWriter and OpenSSL's keylog callback do, for
         Wireshark and for the known-answer tests.  It hands out traffic secrets: debugging only.
@@ -177,6 +181,7 @@ class TLS13Configuration:
     sm2_signature_id: bytes = RFC8998_SM2_ID
     offer_key_share: bool = True
     middlebox_compatibility: bool = True
+    accept_certificate_request_in_psk: bool = False
     key_log: Callable[[str], None] | None = field(default=None, repr=False)
     random: Callable[[int], bytes] = os.urandom  # the CSPRNG secrets.token_bytes wraps
     now: Callable[[], datetime] = _utcnow

@@ -12,6 +12,13 @@ lifetime after it stopped sealing, so every ticket it issued can be used until i
 longer.  Time and randomness are passed in by the connection (its configuration's `now` and `random`),
 so the keys never read a clock or `os.urandom` themselves.  The ring is shared by every connection of
 a server (one asyncio thread), like `tls.tlcp.SessionCache`.
+
+Servers that should resume each other's tickets (the workers of a host, the hosts behind a balancer)
+share the keys themselves: `install` adds a `TicketKey` made elsewhere, for the sealing period
+`sealing_period` numbers, and it seals in its period in preference to a key of this ring's own (which
+the ring makes only when it has no installed key for now, so a server that could not reach the
+others still issues tickets it can resume itself).  Where the keys come from is the caller's business
+(`gateway.session_store.SharedTicketKeys` keeps them in the gateway's session store).
 """
 
 from __future__ import annotations
@@ -118,11 +125,41 @@ class TicketState:
         )
 
 
+@dataclass(frozen=True)
+class TicketKey:
+    """A ticket-sealing key as servers share it: it seals from `seals_from` for one rotation interval."""
+
+    name: bytes
+    secret: bytes = field(repr=False)
+    seals_from: datetime
+
+    def __post_init__(self) -> None:
+        if len(self.name) != KEY_NAME_LENGTH or len(self.secret) != 16:
+            raise ValueError("a ticket key is a 16-byte name and a 16-byte SM4 key")
+
+    @classmethod
+    def generate(cls, seals_from: datetime, random: Callable[[int], bytes]) -> TicketKey:
+        return cls(random(KEY_NAME_LENGTH), random(16), seals_from)
+
+
+def sealing_period(now: datetime, rotation_interval: timedelta) -> tuple[int, datetime]:
+    """(index, start) of the rotation period `now` falls in, counted from the Unix epoch.
+
+    Servers sharing keys agree on periods without talking to each other: period ``n`` starts at
+    ``n * rotation_interval`` after 1970-01-01 UTC.
+    """
+    seconds = rotation_interval.total_seconds()
+    index = int(now.timestamp() // seconds)
+    return index, datetime.fromtimestamp(index * seconds, tz=UTC)
+
+
 @dataclass
 class _TicketKey:
     name: bytes
     cipher: SM4GCM | TongsuoSM4GCM = field(repr=False)
     created_at: datetime
+    #: installed from a `TicketKey` shared with other servers (preferred for sealing in its period)
+    shared: bool = False
 
 
 class SessionTicketKeys:
@@ -179,18 +216,41 @@ class SessionTicketKeys:
         return self._lifetime_seconds
 
     def rotate(self, now: datetime, random: Callable[[int], bytes]) -> None:
-        """Start sealing with a fresh key now; retire keys whose tickets have all expired."""
-        self._keys.insert(0, _TicketKey(random(KEY_NAME_LENGTH), keyed_sm4_gcm(random(16)), now))
-        self._retire(now)
+        """Start sealing with a fresh key of our own now; retire keys whose tickets have all expired."""
+        self._add(_TicketKey(random(KEY_NAME_LENGTH), keyed_sm4_gcm(random(16)), now), now)
 
-    def _retire(self, now: datetime) -> None:
+    def install(self, key: TicketKey, now: datetime) -> bool:
+        """Add a key shared with other servers; whether it was new (and not already retired)."""
+        if self.has_key(key.name):
+            return False
+        self._add(_TicketKey(key.name, keyed_sm4_gcm(key.secret), key.seals_from, shared=True), now)
+        return self.has_key(key.name)
+
+    def has_key(self, name: bytes) -> bool:
+        return any(key.name == name for key in self._keys)
+
+    def _add(self, key: _TicketKey, now: datetime) -> None:
+        self._keys.append(key)
+        self._keys.sort(key=lambda known: known.created_at, reverse=True)
         keep = self.rotation_interval + self._ticket_lifetime
-        self._keys = [self._keys[0]] + [key for key in self._keys[1:] if now < key.created_at + keep]
+        self._keys = [known for known in self._keys if now < known.created_at + keep]
+
+    def _sealing_key(self, now: datetime) -> _TicketKey | None:
+        """The shared key of the current period, else our own newest key while it is current."""
+        current = [
+            key for key in self._keys if key.created_at <= now < key.created_at + self.rotation_interval
+        ]
+        for key in current:
+            if key.shared:
+                return key
+        return current[0] if current else None
 
     def seal(self, state: TicketState, now: datetime, random: Callable[[int], bytes]) -> bytes:
-        if not self._keys or now >= self._keys[0].created_at + self.rotation_interval:
+        key = self._sealing_key(now)
+        if key is None:
             self.rotate(now, random)
-        key = self._keys[0]
+            key = self._sealing_key(now)
+            assert key is not None
         nonce = random(_NONCE_LENGTH)
         return key.name + nonce + key.cipher.encrypt(nonce, state.encode(), key.name)
 
