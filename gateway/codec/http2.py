@@ -243,6 +243,7 @@ class H2StreamClientCodec(ClientCodec):
                 self.connection.send_trailers(self.stream_id, self._trailers)
             else:
                 self._send_held_body(end_stream=True)
+            self._hold(self)  # the end may come in a later turn than the body: it must be written too
         return b""
 
     def send_held(self) -> None:
