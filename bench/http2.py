@@ -13,7 +13,8 @@ h2load for ``--seconds`` against each proxy and reports requests/s and the proxy
 Then a grpcio unary benchmark at the same offered load on both paths: an open-loop asyncio client
 (``--grpc-rate`` calls/s for ``--grpc-seconds``, a rate neither path saturates) calls a grpcio server
 straight and through smgate (h2c both sides), rounds interleaved; client and server on CPU 1. It
-reports p50/p99 latency, their ratio, and smgate's and the server's CPU per call.
+reports p50/p99 latency (pooled, and each round's p99), their ratio with the load average beside it
+(other processes on these CPUs show up in the tails), and smgate's and the server's CPU per call.
 
 ``--profile DIR`` then records smgate with py-spy under h2c, HTTP/1.1 and gRPC load (separate runs)
 and prints the hottest functions.
@@ -266,7 +267,8 @@ def percentile(ordered: list[float], share: float) -> float:
 
 
 def grpc_row(name: str, runs: list[GrpcRun]) -> tuple[str, float]:
-    """A table row over the pooled calls of all rounds, and the p99 in ms."""
+    """A table row over the pooled calls of all rounds (and each round's p99), and the pooled p99 in ms."""
+    rounds_p99 = " / ".join(f"{percentile(sorted(run.latencies), 0.99) * 1e3:.2f}" for run in runs)
     ordered = sorted(latency for run in runs for latency in run.latencies)
     calls = len(ordered)
     seconds = sum(run.seconds for run in runs)
@@ -275,7 +277,7 @@ def grpc_row(name: str, runs: list[GrpcRun]) -> tuple[str, float]:
     server_cpu = sum(run.server_cpu for run in runs) * 1e6 / calls
     proxy = f"{proxy_cpu:.1f}" if proxy_cpu else "-"
     return (
-        f"| {name} | {calls / seconds:,.0f} | {p50:.2f} | {p99:.2f} | {proxy} | {server_cpu:.1f} |",
+        f"| {name} | {calls / seconds:,.0f} | {p50:.2f} | {p99:.2f} | {rounds_p99} | {proxy} | {server_cpu:.1f} |",
         p99,
     )
 
@@ -385,7 +387,8 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
     else:
         print("nginx not installed (Debian nginx-light): smgate only")
     print(
-        f"h2load -D {args.seconds:g} s, medians of {args.rounds} rounds; proxy on CPU {PROXY_CPU}, load+upstream on CPU {LOAD_CPU}"
+        f"h2load -D {args.seconds:g} s, medians of {args.rounds} rounds; proxy on CPU {PROXY_CPU}, load+upstream on CPU {LOAD_CPU};"
+        f" load average {os.getloadavg()[0]:.1f}"
     )
     print("| scenario | proxy | req/s | proxy CPU µs/request |")
     print("|---|---|---|---|")
@@ -427,14 +430,17 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
         f"grpcio unary, open loop at {args.grpc_rate:g} calls/s (the same offered load on both paths), "
         f"{args.grpc_seconds:g} s x {args.rounds} rounds, 100-byte messages; client and server on CPU {LOAD_CPU}"
     )
-    print("| path | calls/s | p50 ms | p99 ms | smgate CPU µs/call | gRPC server CPU µs/call |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| path | calls/s | p50 ms | p99 ms | p99 ms per round | smgate CPU µs/call | gRPC server CPU µs/call |"
+    )
+    print("|---|---|---|---|---|---|---|")
     p99s = {}
     for name, name_runs in runs.items():
         row, p99s[name] = grpc_row(name, name_runs)
         print(row)
     print(
         f"p99 through/direct: {p99s['through smgate (h2c)'] / p99s['direct']:.2f}x at {args.grpc_rate:g} calls/s"
+        f" (load average {os.getloadavg()[0]:.1f}: other processes on these CPUs show up in the tails)"
     )
     if args.profile:
         profile(args, smgate, peers["smgate"][1], paths["through smgate (h2c)"][0], grpc_server)
