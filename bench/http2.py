@@ -10,12 +10,18 @@ h2load for ``--seconds`` against each proxy and reports requests/s and the proxy
 - ``h1``: HTTP/1.1 keep-alive (``h2load --h1 -c 16``) through smgate, the figure the issue's target
   compares HTTP/2 against (HTTP/2 per-request CPU at most 2x smgate's own HTTP/1.1).
 
-Then a grpcio unary benchmark (``--grpc-seconds``, 8 concurrent calls from one asyncio client on CPU 1)
-straight to a grpcio server on CPU 1 and through smgate (h2c both sides), with p50/p99 latency.
+Then a grpcio unary benchmark at the same offered load on both paths: an open-loop asyncio client
+(``--grpc-rate`` calls/s for ``--grpc-seconds``, a rate neither path saturates) calls a grpcio server
+straight and through smgate (h2c both sides), rounds interleaved; client and server on CPU 1. It
+reports p50/p99 latency (pooled, and each round's p99), their ratio with the load average beside it
+(other processes on these CPUs show up in the tails), and smgate's and the server's CPU per call.
+
+``--profile DIR`` then records smgate with py-spy under h2c, HTTP/1.1 and gRPC load (separate runs)
+and prints the hottest functions.
 
 nginx comes from Debian (``nginx-light``; ``http2`` on the listener), h2load from ``nghttp2-client``.
 
-    .venv/bin/python bench/http2.py [--seconds 8] [--rounds 3]
+    .venv/bin/python bench/http2.py [--seconds 8] [--rounds 3] [--grpc-rate 400] [--profile DIR [--native]]
 """
 
 from __future__ import annotations
@@ -204,30 +210,103 @@ asyncio.run(main())
 """
 
 
-async def grpc_latencies(target: str, seconds: float, concurrency: int = 8) -> list[float]:
+@dataclass
+class GrpcRun:
+    """One fixed-rate run: per-call latencies, how many calls were due, the wall time it took."""
+
+    latencies: list[float]
+    due: int
+    seconds: float
+    #: CPU of the processes the calls went through (smgate; the gRPC server), seconds.
+    proxy_cpu: float = 0.0
+    server_cpu: float = 0.0
+
+
+async def grpc_fixed_rate(target: str, rate: float, seconds: float) -> GrpcRun:
+    """Open-loop unary calls at ``rate`` per second for ``seconds``: call ``i`` starts at ``i / rate``
+    whether or not earlier calls are done (a late path shows as latency, not as a lower rate)."""
     import grpc
 
     latencies: list[float] = []
+    loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary("/bench.Echo/Unary")
-        await call(b"warm-up")
-        deadline = time.monotonic() + seconds
+        for _ in range(50):
+            await call(b"warm-up")
 
-        async def worker() -> None:
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                await call(b"x" * 100)
-                latencies.append(time.perf_counter() - started)
+        async def one() -> None:
+            started = time.perf_counter()
+            await call(b"x" * 100)
+            latencies.append(time.perf_counter() - started)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
+        due = int(rate * seconds)
+        tasks = []
+        begun = loop.time()
+        for index in range(due):
+            delay = begun + index / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - begun
+    return GrpcRun(latencies, due, elapsed)
 
 
-def grpc_row(name: str, latencies: list[float], seconds: float) -> str:
-    ordered = sorted(latencies)
-    p50 = ordered[len(ordered) // 2] * 1e3
-    p99 = ordered[int(len(ordered) * 0.99)] * 1e3
-    return f"| {name} | {len(ordered) / seconds:,.0f} | {p50:.2f} | {p99:.2f} |"
+def measure_grpc(target: str, rate: float, seconds: float, proxy: Server | None, server: Server) -> GrpcRun:
+    proxy_before = tree_cpu_seconds(proxy.pid) if proxy is not None else 0.0
+    server_before = tree_cpu_seconds(server.pid)
+    run = asyncio.run(grpc_fixed_rate(target, rate, seconds))
+    run.server_cpu = tree_cpu_seconds(server.pid) - server_before
+    if proxy is not None:
+        run.proxy_cpu = tree_cpu_seconds(proxy.pid) - proxy_before
+    return run
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def grpc_row(name: str, runs: list[GrpcRun]) -> tuple[str, float]:
+    """A table row over the pooled calls of all rounds (and each round's p99), and the pooled p99 in ms."""
+    rounds_p99 = " / ".join(f"{percentile(sorted(run.latencies), 0.99) * 1e3:.2f}" for run in runs)
+    ordered = sorted(latency for run in runs for latency in run.latencies)
+    calls = len(ordered)
+    seconds = sum(run.seconds for run in runs)
+    p50, p99 = percentile(ordered, 0.50) * 1e3, percentile(ordered, 0.99) * 1e3
+    proxy_cpu = sum(run.proxy_cpu for run in runs) * 1e6 / calls
+    server_cpu = sum(run.server_cpu for run in runs) * 1e6 / calls
+    proxy = f"{proxy_cpu:.1f}" if proxy_cpu else "-"
+    return (
+        f"| {name} | {calls / seconds:,.0f} | {p50:.2f} | {p99:.2f} | {rounds_p99} | {proxy} | {server_cpu:.1f} |",
+        p99,
+    )
+
+
+# -- profile ---------------------------------------------------------------------------------------
+
+
+def profile(
+    args: argparse.Namespace, smgate: Server, ports: dict[str, int], grpc_target: str, grpc_server: Server
+) -> None:
+    """Record smgate with py-spy under each load (runs of their own: sampling costs CPU) and print the
+    hottest functions."""
+    from bench.tlcp import profiled, summarize_profile
+
+    seconds = max(args.seconds, 4.0)
+    recorded = []
+    for scenario in SCENARIOS:
+        if scenario.name == "h2-tls":
+            continue
+        url = f"{scenario.scheme}://127.0.0.1:{ports[scenario.port_key]}/"
+        with profiled(smgate.pid, args.profile, scenario.name, seconds, native=args.native):
+            run_h2load(url, scenario.h2load_args, seconds)
+        recorded.append((scenario.name, args.profile / f"{scenario.name}.txt"))
+    with profiled(smgate.pid, args.profile, "grpc", seconds, native=args.native):
+        asyncio.run(grpc_fixed_rate(grpc_target, args.grpc_rate, seconds))
+    recorded.append((f"grpc at {args.grpc_rate:g} calls/s", args.profile / "grpc.txt"))
+    for title, path in recorded:
+        print(f"\nprofile: {title} ({path})")
+        print("\n".join(summarize_profile(path, top=30)))
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -240,6 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--grpc-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--grpc-rate",
+        type=float,
+        default=400.0,
+        help="unary calls per second offered to both gRPC paths (below what either saturates at)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="afterwards, py-spy smgate under h2c, HTTP/1.1 and gRPC load into DIR"
+    )
+    parser.add_argument("--native", action="store_true", help="with --profile: C frames too")
     args = parser.parse_args(argv)
     if len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset") or not shutil.which("h2load"):
         print("needs two CPUs, taskset and h2load (Debian nghttp2-client)", file=sys.stderr)
@@ -298,7 +387,8 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
     else:
         print("nginx not installed (Debian nginx-light): smgate only")
     print(
-        f"h2load -D {args.seconds:g} s, medians of {args.rounds} rounds; proxy on CPU {PROXY_CPU}, load+upstream on CPU {LOAD_CPU}"
+        f"h2load -D {args.seconds:g} s, medians of {args.rounds} rounds; proxy on CPU {PROXY_CPU}, load+upstream on CPU {LOAD_CPU};"
+        f" load average {os.getloadavg()[0]:.1f}"
     )
     print("| scenario | proxy | req/s | proxy CPU µs/request |")
     print("|---|---|---|---|")
@@ -326,17 +416,34 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
         cpu=LOAD_CPU,
         ports=[smgate_ports["grpc"]],
     )
-    del grpc_server
+    smgate = peers["smgate"][0]
+    paths = {
+        "direct": (f"127.0.0.1:{smgate_ports['grpc']}", None),
+        "through smgate (h2c)": (f"127.0.0.1:{smgate_ports['h2c']}", smgate),
+    }
+    runs: dict[str, list[GrpcRun]] = {name: [] for name in paths}
+    for _ in range(args.rounds):  # interleaved, so both paths see the same machine
+        for name, (target, proxy) in paths.items():
+            runs[name].append(measure_grpc(target, args.grpc_rate, args.grpc_seconds, proxy, grpc_server))
     print()
-    print(f"grpcio unary, 8 concurrent calls, {args.grpc_seconds:g} s each")
-    print("| path | calls/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
-    direct = asyncio.run(grpc_latencies(f"127.0.0.1:{smgate_ports['grpc']}", args.grpc_seconds))
-    through = asyncio.run(grpc_latencies(f"127.0.0.1:{smgate_ports['h2c']}", args.grpc_seconds))
-    print(grpc_row("direct", direct, args.grpc_seconds))
-    print(grpc_row("through smgate (h2c)", through, args.grpc_seconds))
-    p99 = sorted(through)[int(len(through) * 0.99)] / sorted(direct)[int(len(direct) * 0.99)]
-    print(f"p99 through/direct: {p99:.2f}x (at each path's own saturating load)")
+    print(
+        f"grpcio unary, open loop at {args.grpc_rate:g} calls/s (the same offered load on both paths), "
+        f"{args.grpc_seconds:g} s x {args.rounds} rounds, 100-byte messages; client and server on CPU {LOAD_CPU}"
+    )
+    print(
+        "| path | calls/s | p50 ms | p99 ms | p99 ms per round | smgate CPU µs/call | gRPC server CPU µs/call |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    p99s = {}
+    for name, name_runs in runs.items():
+        row, p99s[name] = grpc_row(name, name_runs)
+        print(row)
+    print(
+        f"p99 through/direct: {p99s['through smgate (h2c)'] / p99s['direct']:.2f}x at {args.grpc_rate:g} calls/s"
+        f" (load average {os.getloadavg()[0]:.1f}: other processes on these CPUs show up in the tails)"
+    )
+    if args.profile:
+        profile(args, smgate, peers["smgate"][1], paths["through smgate (h2c)"][0], grpc_server)
     return 0
 
 

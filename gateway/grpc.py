@@ -66,10 +66,10 @@ _BY_HTTP_STATUS = {
 
 
 def is_grpc(head: RequestHead) -> bool:
-    content_type = head.header("content-type") or ""
-    return content_type == "application/grpc" or content_type.startswith(
-        ("application/grpc+", "application/grpc;")
-    )
+    for name, value in head.headers:  # names are lower case; the first content-type counts
+        if name == "content-type":
+            return value == "application/grpc" or value.startswith(("application/grpc+", "application/grpc;"))
+    return False
 
 
 def status_for(http_status: int, reason: str | None = None) -> GrpcStatus:

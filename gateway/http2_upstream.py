@@ -81,6 +81,9 @@ class H2Upstream(UpstreamConnection):
     def __post_init__(self) -> None:
         self.h2 = H2ClientConnection(self.limits)
         self.loop = asyncio.get_running_loop()
+        #: Request codecs holding body chunks until the turn ends (:meth:`hold`).
+        self._holding: set[H2StreamClientCodec] = set()
+        self._write_scheduled = False
         self.stream.attach(self)
         self.flush()
 
@@ -89,13 +92,29 @@ class H2Upstream(UpstreamConnection):
 
     def open_stream(self) -> H2UpstreamStream:
         stream = H2UpstreamStream(host=self.host, stream=self.stream, protocol="h2", connection=self)
-        stream.codec = H2StreamClientCodec(self.h2, self.scheme, stream.request_queued)
+        stream.codec = H2StreamClientCodec(self.h2, self.scheme, stream.request_queued, self.hold)
         return stream
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data and not self.stream.is_closing():
             self.stream.write(data)
+
+    def hold(self, codec: H2StreamClientCodec | None = None) -> None:
+        """Write what the streams queue in this event-loop turn once, at its end: the requests that
+        arrived together (and each request's head, body and end) leave in one write."""
+        if codec is not None:
+            self._holding.add(codec)
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        holding, self._holding = self._holding, set()
+        for codec in holding:
+            codec.send_held()
+        self.flush()
 
     # -- the stream's receiver -------------------------------------------------------------------
 
@@ -137,7 +156,7 @@ class H2Upstream(UpstreamConnection):
             stream.drained_if_below_low_water()
             if stream.exchange is not None:
                 stream.exchange.upstream_events()
-        self.flush()
+        self.hold()
 
     def eof_received(self) -> None:
         self._end(None)
@@ -172,6 +191,9 @@ class H2Upstream(UpstreamConnection):
 
     def stream_done(self, stream: H2UpstreamStream, complete: bool) -> None:
         """An exchange let go of its stream: reset it unless it ended normally."""
+        if not complete:
+            stream.codec.drop_held()
+            self._holding.discard(stream.codec)
         if stream.codec.stream_id in self.streams:
             if not complete:
                 self.h2.reset(stream.codec.stream_id, ErrorCodes.CANCEL)
@@ -258,6 +280,7 @@ class H2UpstreamStream(HttpUpstream):
         cluster.stream_released(self.host)
         if self.connection is not None:
             self.connection.stream_done(self, complete=self.codec.ended)
+        self.codec.detach()  # its callbacks point back here: no reference cycle left per request
 
     def lost(self, exc: Exception | None) -> None:
         if self.exchange is not None:

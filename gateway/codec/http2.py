@@ -40,7 +40,11 @@ from gateway.http2.connection import H2ClientConnection, H2ServerConnection
 
 
 class H2StreamServerCodec(ServerCodec):
-    """Encodes one stream's response; ``sent`` is told after body bytes are queued (backpressure)."""
+    """Encodes one stream's response; ``sent`` is told after body bytes are queued (backpressure).
+
+    Each upstream read's worth of response is queued on the connection at once, at its end
+    (:meth:`encode_held` or :meth:`encode_end`), so it costs the fewest frames.
+    """
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class H2StreamServerCodec(ServerCodec):
         self._sent = sent
         self._trailers: Headers | None = None
         self._held_head: ResponseHead | None = None
+        self._held_body: list[bytes] = []
 
     def receive_data(self, data: bytes) -> None:
         """Stream events come from the shared connection (see the module docstring), not from here."""
@@ -75,14 +80,17 @@ class H2StreamServerCodec(ServerCodec):
         return NEED_DATA
 
     def encode_response_head(self, head: ResponseHead) -> bytes:
-        # Held until we know what follows: a head the end follows at once leaves as one HEADERS frame
-        # with END_STREAM (a gRPC Trailers-Only response must stay one, or clients see no status).
+        # Held, with the body after it, until we know what follows: a response whose end arrives with it
+        # leaves as HEADERS and one DATA frame carrying END_STREAM, or as one HEADERS frame with
+        # END_STREAM when it has no body (a gRPC Trailers-Only response must stay one, or clients see
+        # no status). The exchange calls encode_held() when an upstream read ends mid-response.
         self._held_head = head
         return b""
 
     def encode_held(self) -> bytes:
         with self._unless_gone():
             self._send_held_head()
+            self._send_held_body()
         return self.connection.data_to_send()
 
     @contextlib.contextmanager
@@ -101,14 +109,19 @@ class H2StreamServerCodec(ServerCodec):
             self.connection.send_response(self.stream_id, head, end_stream=end_stream)
         return head is not None
 
-    def encode_body(self, data: bytes) -> bytes:
-        if not data or self.head_request:
-            return b""
-        with self._unless_gone():
-            self._send_held_head()
-            self.connection.send_data(self.stream_id, data)
+    def _send_held_body(self, end_stream: bool = False) -> None:
+        body = self._held_body
+        if not body and not end_stream:
+            return
+        self._held_body = []
+        self.connection.send_data(self.stream_id, body[0] if len(body) == 1 else b"".join(body), end_stream)
+        if body:
             self._sent()
-        return self.connection.data_to_send()
+
+    def encode_body(self, data: bytes) -> bytes:
+        if data and not self.head_request:
+            self._held_body.append(data)
+        return b""
 
     def encode_trailers(self, headers: Headers) -> bytes:
         self._trailers = headers
@@ -118,9 +131,13 @@ class H2StreamServerCodec(ServerCodec):
         with self._unless_gone():
             if self._trailers is not None:
                 self._send_held_head()
+                self._send_held_body()
                 self.connection.send_trailers(self.stream_id, self._trailers)
+            elif self._held_body:
+                self._send_held_head()
+                self._send_held_body(end_stream=True)
             elif not self._send_held_head(end_stream=True):
-                self.connection.send_data(self.stream_id, b"", end_stream=True)
+                self._send_held_body(end_stream=True)
         return self.connection.data_to_send()
 
     def local_reply(
@@ -165,40 +182,88 @@ class H2StreamServerCodec(ServerCodec):
         return self.connection.data_to_send()
 
 
-class H2StreamClientCodec(ClientCodec):
-    """Encodes one upstream stream's request; the upstream connection queues its response events here."""
+def _nothing() -> None:
+    pass
 
-    def __init__(self, connection: H2ClientConnection, scheme: str, sent: Callable[[], None]) -> None:
+
+def _ignore_hold(codec: H2StreamClientCodec) -> None:
+    pass
+
+
+class H2StreamClientCodec(ClientCodec):
+    """Encodes one upstream stream's request; the upstream connection queues its response events here.
+
+    The request's HEADERS are queued on the connection at once (that opens the stream); body chunks
+    are held until the end of the event-loop turn (``hold``), so a body whose end arrives with it leaves
+    as one DATA frame with END_STREAM. The encode methods return nothing: the connection writes what
+    its streams queued once per turn.
+    """
+
+    def __init__(
+        self,
+        connection: H2ClientConnection,
+        scheme: str,
+        sent: Callable[[], None],
+        hold: Callable[[H2StreamClientCodec], None],
+    ) -> None:
         self.connection = connection
         self.scheme = scheme
         self.stream_id = 0
         self._sent = sent
+        self._hold = hold
+        self._held_body: list[bytes] = []
         self._events: list[ClientEvent] = []
         self._trailers: Headers = ()
         self.ended = False
+        self._request_ended = False
 
     def encode_request_head(self, head: RequestHead) -> bytes:
-        self.stream_id = self.connection.send_request(head, self.scheme, end_stream=False)
+        bodyless = head.content_length == 0
+        self.stream_id = self.connection.send_request(head, self.scheme, end_stream=bodyless)
+        self._request_ended = bodyless
         self._sent()
-        return self.connection.data_to_send()
+        self._hold(self)
+        return b""
 
     def encode_body(self, data: bytes) -> bytes:
-        if not data:
-            return b""
-        self.connection.send_data(self.stream_id, data)
-        self._sent()
-        return self.connection.data_to_send()
+        if data and not self._request_ended:
+            self._held_body.append(data)
+            self._hold(self)
+        return b""
 
     def set_trailers(self, headers: Headers) -> bool:
         self._trailers = headers
         return True
 
     def encode_end(self) -> bytes:
-        if self._trailers:
-            self.connection.send_trailers(self.stream_id, self._trailers)
-        else:
-            self.connection.send_data(self.stream_id, b"", end_stream=True)
-        return self.connection.data_to_send()
+        if not self._request_ended:
+            self._request_ended = True
+            if self._trailers:
+                self.send_held()
+                self.connection.send_trailers(self.stream_id, self._trailers)
+            else:
+                self._send_held_body(end_stream=True)
+            self._hold(self)  # the end may come in a later turn than the body: it must be written too
+        return b""
+
+    def send_held(self) -> None:
+        """The turn is over: queue the held body chunks (the connection writes them next)."""
+        if self._held_body:
+            self._send_held_body(end_stream=False)
+
+    def drop_held(self) -> None:
+        self._held_body = []
+
+    def detach(self) -> None:
+        """The exchange let go of the stream: tell nobody any more (what is held still goes out)."""
+        self._sent = _nothing
+        self._hold = _ignore_hold
+
+    def _send_held_body(self, end_stream: bool) -> None:
+        body, self._held_body = self._held_body, []
+        self.connection.send_data(self.stream_id, body[0] if len(body) == 1 else b"".join(body), end_stream)
+        if body:
+            self._sent()
 
     def receive_data(self, data: bytes) -> None:
         """Response events are pushed by the upstream connection (:meth:`push`)."""

@@ -131,8 +131,7 @@ class StreamConnection:
         self._conn.upstream_tx = value
 
     def write(self, data: bytes) -> None:
-        if data:
-            self._conn.write(data)
+        self._stream.manager.send(data)
 
     def abort(self) -> None:
         self._stream.reset(ErrorCodes.INTERNAL_ERROR)
@@ -150,6 +149,12 @@ class StreamConnection:
 
 class H2Stream:
     """One request stream: owns its exchange (see :class:`gateway.proxy.ExchangeOwner`)."""
+
+    # Per-stream state starts at these class-level values (as Exchange's does): cheaper streams.
+    paused = False
+    blocked = False
+    #: Flow-controlled bytes taken while paused, acknowledged on resume.
+    _unacknowledged = 0
 
     def __init__(self, manager: Http2ConnectionManager, event: RequestStarted, index: int) -> None:
         self.manager = manager
@@ -182,14 +187,10 @@ class H2Stream:
         self.forwarded_proto = manager.forwarded_proto
         self.access_logged = manager.access_logged
         self.records = manager.records
-        self.audit_fields: dict[str, Any] = {**manager.audit_fields, "stream_id": event.stream_id}
         self.unrouted_stats = manager.unrouted_stats
         self.upstream_deadline = Deadline(self._on_upstream_deadline, manager.loop)
         #: A tunnel's first bytes wait (unacknowledged, so the stream's window bounds them) for the 200.
         self.paused = connect
-        self.blocked = False
-        #: Flow-controlled bytes taken while paused, acknowledged on resume.
-        self._unacknowledged = 0
         self.exchange = Exchange(self, head, index, time.monotonic())
         #: ``request_timeout`` per stream, as HTTP/1.1 has it per request: HEADERS to END_STREAM.
         self.request_deadline: Deadline | None = None
@@ -198,6 +199,11 @@ class H2Stream:
         elif self.config.request_timeout is not None:
             self.request_deadline = Deadline(self._on_request_deadline, manager.loop)
             self.request_deadline.after(self.config.request_timeout)
+
+    @property
+    def audit_fields(self) -> dict[str, Any]:
+        """The connection's audit fields and the stream id (built only when a record is written)."""
+        return {**self.manager.audit_fields, "stream_id": self.stream_id}
 
     def identity_headers(self) -> Headers:
         return self.manager.identity_headers()
@@ -276,7 +282,7 @@ class H2Stream:
     def reset(self, error_code: int) -> None:
         manager = self.manager
         if not manager.conn.closing and not manager.h2.closed:
-            manager.conn.write(self.codec.reset(error_code))
+            manager.send(self.codec.reset(error_code))
 
     def close(self) -> None:
         """The exchange is done with the stream. A tunnel ends as its upstream connection did (RFC 9113
@@ -314,6 +320,15 @@ class H2Stream:
         self.upstream_deadline.cancel()
         if self.request_deadline is not None:
             self.request_deadline.cancel()
+
+    def detach(self) -> None:
+        """The stream is over: let go of its exchange, codec, connection view and deadlines. Each of
+        them points back at the stream; left as they are, every request would leave a reference cycle
+        of some twenty objects for the cycle collector (whose passes pause every stream in flight).
+        Extended CONNECT streams keep theirs: a tunnel winding down may still use them."""
+        if self.codec.tunnel:
+            return
+        del self.exchange, self.codec, self.conn, self.upstream_deadline, self.request_deadline
 
     # -- extended CONNECT: the stream as a tunnel's downstream ------------------------------------
 
@@ -355,6 +370,11 @@ class Http2ConnectionManager(NetworkFilter):
         self.requests = 0
         self._identity_headers: Headers | None = None
         self._goaway_received = False
+        #: Bytes for the client, written once per event-loop turn (:meth:`send`).
+        self._out: list[bytes] = []
+        self._write_scheduled = False
+        #: Streams ended this turn, detached at its end (when no call in progress can still use them).
+        self._finished: list[H2Stream] = []
         #: The highest stream id taken in (answered or forwarded): the final GOAWAY's last stream id.
         self.last_stream_id = 0
         #: Draining: the notice GOAWAY is out (``_drain_notice`` runs until the final one).
@@ -391,9 +411,42 @@ class Http2ConnectionManager(NetworkFilter):
         return self._identity_headers
 
     def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and not self.conn.closing:
+        self.send(self.h2.data_to_send())
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the client. Streams answered in the same event-loop turn (their upstreams'
+        reads arrived together) leave in one write, the next turn: each write is a send() syscall."""
+        if not data:
+            return
+        self._out.append(data)
+        self._end_of_turn()
+
+    def _end_of_turn(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        finished, self._finished = self._finished, []
+        for stream in finished:
+            stream.detach()
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.conn.closing:
+            return
+        try:
             self.conn.write(data)
+        except (ConnectionError, OSError):
+            self.conn.abort()  # its on_close ends the streams
+
+    def _close(self) -> None:
+        """Close the connection after what is queued for it."""
+        self._write_out()
+        self.conn.close()
 
     # -- bytes in --------------------------------------------------------------------------------
 
@@ -461,6 +514,8 @@ class Http2ConnectionManager(NetworkFilter):
         if self.streams.pop(stream.stream_id, None) is None:
             return
         self.blocked.discard(stream)
+        self._finished.append(stream)
+        self._end_of_turn()
         self.flush()
         if not self.streams:
             if not self.draining:  # while the drain notice runs, a stream may still be on its way
@@ -472,7 +527,7 @@ class Http2ConnectionManager(NetworkFilter):
         if self.streams or self.conn.closing:
             return
         if self._goaway_received or self.refusing:
-            self.conn.close()
+            self._close()
 
     # -- draining --------------------------------------------------------------------------------
 
@@ -524,14 +579,14 @@ class Http2ConnectionManager(NetworkFilter):
         self.flush()  # the GOAWAY
         for stream in list(self.streams.values()):
             stream.exchange.downstream_gone(conn.close_reason)
-        conn.close()
+        self._close()
 
     def _on_idle(self) -> None:
         if not self.streams:
             self.conn.close_reason = "idle_timeout"
             self.h2.goaway()
             self.flush()
-            self.conn.close()
+            self._close()
 
     # -- flow control and closing ----------------------------------------------------------------
 

@@ -17,7 +17,6 @@ Limits (concurrent streams, header-list size, frame size, windows) come from
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import h2.config
@@ -39,10 +38,13 @@ from gateway.http2.events import (
     TrailersReceived,
 )
 from gateway.http2.flood import FloodDetected, FloodLimits, FrameScanner
-
-#: RFC 9113 8.2.2: connection-specific header fields must not appear in HTTP/2.
-CONNECTION_SPECIFIC = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
+from gateway.http2.headers import (
+    MalformedHeaders,
+    field_bytes,
+    outbound_fields,
+    request_fields,
+    response_fields,
+    trailer_fields,
 )
 
 
@@ -70,24 +72,6 @@ class H2ConnectionError(Exception):
         self.error_code = error_code
 
 
-def _decode(headers: Iterable[tuple[bytes | str, bytes | str]]) -> list[tuple[str, str]]:
-    out = []
-    for name, value in headers:
-        n = name.decode("latin-1") if isinstance(name, bytes) else name
-        v = value.decode("latin-1") if isinstance(value, bytes) else value
-        out.append((n, v))
-    return out
-
-
-def _regular(headers: Iterable[tuple[str, str]]) -> Headers:
-    """Headers without pseudo-headers; cookie crumbs joined again (RFC 9113 8.2.3)."""
-    regular = [(k, v) for k, v in headers if not k.startswith(":")]
-    cookies = [v for k, v in regular if k == "cookie"]
-    if len(cookies) > 1:
-        regular = [(k, v) for k, v in regular if k != "cookie"] + [("cookie", "; ".join(cookies))]
-    return tuple(regular)
-
-
 def _content_length(headers: Headers) -> int | None:
     values = {v for k, v in headers if k == "content-length"}
     if len(values) == 1:
@@ -97,17 +81,6 @@ def _content_length(headers: Headers) -> int | None:
     return None
 
 
-def outbound_headers(headers: Headers) -> list[tuple[str, str]]:
-    """Regular headers fit for HTTP/2: lower-case names, no connection-specific fields (TE only trailers)."""
-    out = []
-    for name, value in headers:
-        lower = name.lower()
-        if lower in CONNECTION_SPECIFIC or (lower == "te" and value.lower() != "trailers"):
-            continue
-        out.append((lower, value))
-    return out
-
-
 class _H2Endpoint:
     """What both sides share: feeding bytes through the flood scanner, flow control, sending."""
 
@@ -115,18 +88,20 @@ class _H2Endpoint:
 
     def __init__(self, limits: Http2Limits) -> None:
         self.limits = limits
+        # Header blocks are checked and normalized by gateway.http2.headers, in one pass each way.
         config = h2.config.H2Configuration(
             client_side=self.client_side,
             header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
-            validate_outbound_headers=True,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._h2 = h2.connection.H2Connection(config=config)
         self._scanner = FrameScanner(limits.flood, client_preface=not self.client_side)
         self._outbound: dict[int, bytearray] = {}
         self._outbound_end: set[int] = set()
-        self._outbound_trailers: dict[int, list[tuple[str, str]]] = {}
+        self._outbound_trailers: dict[int, list[tuple[bytes, bytes]]] = {}
         self.closed = False
         #: The peer sent GOAWAY: no new streams; with NO_ERROR the open ones may still finish.
         self.goaway_received = False
@@ -171,8 +146,12 @@ class _H2Endpoint:
             code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR))
             raise H2ConnectionError(_protocol_reason(exc), str(exc) or type(exc).__name__, code) from None
         events: list[H2Event | ConnectionEnded] = []
-        for event in h2_events:
-            events.extend(self._translate(event))
+        try:
+            for event in h2_events:
+                events.extend(self._translate(event))
+        except MalformedHeaders as exc:
+            self._goaway(ErrorCodes.PROTOCOL_ERROR)
+            raise H2ConnectionError("malformed_headers", str(exc), ErrorCodes.PROTOCOL_ERROR) from None
         return events
 
     def _translate(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
@@ -188,7 +167,7 @@ class _H2Endpoint:
             ]
         if isinstance(event, h2.events.TrailersReceived):
             assert event.stream_id is not None and event.headers is not None
-            return [TrailersReceived(event.stream_id, _regular(_decode(event.headers)))]
+            return [TrailersReceived(event.stream_id, trailer_fields(event.headers))]
         if isinstance(event, h2.events.StreamEnded):
             assert event.stream_id is not None
             return [StreamEnded(event.stream_id)]
@@ -240,15 +219,30 @@ class _H2Endpoint:
     # output
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        if stream_id not in self._outbound and not self.closed and self._fits(stream_id, len(data)):
+            try:  # nothing queued before it and the windows admit it all: one frame, no queue
+                self._h2.send_data(stream_id, data, end_stream=end_stream)
+            except h2.exceptions.StreamClosedError:
+                pass
+            return
         buffer = self._outbound.setdefault(stream_id, bytearray())
         buffer += data
         if end_stream:
             self._outbound_end.add(stream_id)
         self._flush(stream_id)
 
+    def _fits(self, stream_id: int, length: int) -> bool:
+        h2_conn = self._h2
+        if length > h2_conn.max_outbound_frame_size:
+            return False
+        try:
+            return length <= h2_conn.local_flow_control_window(stream_id)
+        except h2.exceptions.StreamClosedError:
+            return False
+
     def send_trailers(self, stream_id: int, headers: Headers) -> None:
         """Trailers end the stream; they wait behind any queued body bytes."""
-        self._outbound_trailers[stream_id] = outbound_headers(headers)
+        self._outbound_trailers[stream_id] = outbound_fields(headers)
         self._outbound_end.add(stream_id)
         self._outbound.setdefault(stream_id, bytearray())
         self._flush(stream_id)
@@ -338,16 +332,14 @@ class H2ServerConnection(_H2Endpoint):
         if not isinstance(event, h2.events.RequestReceived):
             return []
         assert event.stream_id is not None and event.headers is not None
-        decoded = _decode(event.headers)
-        pseudo = {k: v for k, v in decoded if k.startswith(":")}
-        headers = _regular(decoded)
-        authority = pseudo.get(":authority") or next((v for k, v in headers if k == "host"), "")
+        fields = request_fields(event.headers)
+        pseudo, headers = fields.pseudo, fields.headers
         end_stream = event.stream_ended is not None
         head = RequestHead(
-            method=pseudo.get(":method", ""),
-            authority=authority,
+            method=pseudo[":method"],
+            authority=pseudo.get(":authority") or fields.host or "",
             path=pseudo.get(":path", ""),
-            headers=tuple((k, v) for k, v in headers if k != "host"),
+            headers=headers,
             content_length=0 if end_stream else _content_length(headers),
         )
         return [
@@ -357,7 +349,7 @@ class H2ServerConnection(_H2Endpoint):
         ]
 
     def send_response(self, stream_id: int, head: ResponseHead, end_stream: bool = False) -> None:
-        headers = [(":status", str(head.status)), *outbound_headers(head.headers)]
+        headers = [(b":status", str(head.status).encode()), *outbound_fields(head.headers)]
         self._h2.send_headers(stream_id, headers, end_stream=end_stream)
 
 
@@ -371,12 +363,14 @@ class H2ClientConnection(_H2Endpoint):
         self._initiate()
 
     def _translate_head(self, event: h2.events.Event) -> list[H2Event | ConnectionEnded]:
+        if isinstance(event, h2.events.InformationalResponseReceived):
+            response_fields(event.headers)  # checked, then dropped: 1xx responses are not relayed
+            return []
         if not isinstance(event, h2.events.ResponseReceived):
             return []
         assert event.stream_id is not None and event.headers is not None
-        decoded = _decode(event.headers)
-        status = next((v for k, v in decoded if k == ":status"), "0")
-        head = ResponseHead(status=int(status), headers=_regular(decoded))
+        status, headers = response_fields(event.headers)
+        head = ResponseHead(status=status, headers=headers)
         return [ResponseStarted(event.stream_id, head, event.stream_ended is not None)]
 
     def open_streams(self) -> int:
@@ -391,12 +385,10 @@ class H2ClientConnection(_H2Endpoint):
 
     def send_request(self, head: RequestHead, scheme: str, end_stream: bool = False) -> int:
         stream_id: int = self._h2.get_next_available_stream_id()
-        headers = [
-            (":method", head.method),
-            (":scheme", scheme),
-            (":authority", head.authority),
-            (":path", head.path),
-            *outbound_headers(head.headers),
-        ]
+        headers = [(b":method", field_bytes(head.method)), (b":scheme", field_bytes(scheme))]
+        if head.authority:  # none in the original request: none here either (RFC 9113 8.3.1)
+            headers.append((b":authority", field_bytes(head.authority)))
+        headers.append((b":path", field_bytes(head.path)))
+        headers += outbound_fields(head.headers)
         self._h2.send_headers(stream_id, headers, end_stream=end_stream)
         return stream_id

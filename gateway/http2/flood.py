@@ -104,28 +104,35 @@ class FrameScanner:
 
     def scan(self, data: bytes, now: float) -> None:
         """Account for ``data`` (any split); raises :class:`FloodDetected` at the first crossing."""
-        view = memoryview(data)
+        pos, end = 0, len(data)
         if self._preface_left:
-            skipped = min(self._preface_left, len(view))
-            self._preface_left -= skipped
-            view = view[skipped:]
-        while view:
-            if self._payload_left:
-                skipped = min(self._payload_left, len(view))
-                self._payload_left -= skipped
-                view = view[skipped:]
-                continue
-            needed = FRAME_HEADER_LEN - len(self._header)
-            self._header += view[:needed]
-            view = view[needed:]
-            if len(self._header) == FRAME_HEADER_LEN:
-                self._on_frame_header(bytes(self._header), now)
-                self._header.clear()
+            pos = min(self._preface_left, end)
+            self._preface_left -= pos
+        if self._payload_left:
+            skipped = min(self._payload_left, end - pos)
+            self._payload_left -= skipped
+            pos += skipped
+        if self._header:  # a frame header split across reads: complete it first
+            taken = data[pos : pos + FRAME_HEADER_LEN - len(self._header)]
+            self._header += taken
+            pos += len(taken)
+            if len(self._header) < FRAME_HEADER_LEN:
+                return
+            header, self._header = bytes(self._header), bytearray()
+            pos += self._on_frame_header(
+                header[0] << 16 | header[1] << 8 | header[2], header[3], header[4], now
+            )
+        # Whole frame headers straight from ``data``: positions only, no copies of the payloads.
+        while pos + FRAME_HEADER_LEN <= end:
+            length = data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]
+            pos += FRAME_HEADER_LEN + self._on_frame_header(length, data[pos + 3], data[pos + 4], now)
+        if pos > end:
+            self._payload_left = pos - end
+        elif pos < end:
+            self._header = bytearray(data[pos:end])
 
-    def _on_frame_header(self, header: bytes, now: float) -> None:
-        length = int.from_bytes(header[0:3], "big")
-        frame_type, flags = header[3], header[4]
-        self._payload_left = length
+    def _on_frame_header(self, length: int, frame_type: int, flags: int, now: float) -> int:
+        """Check one frame header; returns its payload length."""
         self._check_empty(frame_type, flags, length)
         self._check_header_block(frame_type, flags, length)
         if frame_type == FrameType.RST_STREAM:
@@ -143,6 +150,7 @@ class FrameScanner:
                 "priority_flood",
                 "PRIORITY",
             )
+        return length
 
     def _over(self, count: int, limit: int, reason: str, what: str) -> None:
         if count > limit:
