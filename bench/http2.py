@@ -10,11 +10,13 @@ h2load for ``--seconds`` against each proxy and reports requests/s and the proxy
 - ``h1``: HTTP/1.1 keep-alive (``h2load --h1 -c 16``) through smgate, the figure the issue's target
   compares HTTP/2 against (HTTP/2 per-request CPU at most 2x smgate's own HTTP/1.1).
 
-Then a grpcio unary benchmark at the same offered load on both paths: an open-loop asyncio client
-(``--grpc-rate`` calls/s for ``--grpc-seconds``, a rate neither path saturates) calls a grpcio server
-straight and through smgate (h2c both sides), rounds interleaved; client and server on CPU 1. It
-reports p50/p99 latency (pooled, and each round's p99), their ratio with the load average beside it
-(other processes on these CPUs show up in the tails), and smgate's and the server's CPU per call.
+Then a grpcio unary benchmark at the same offered load on every path: an open-loop asyncio client
+(``--grpc-rate`` calls/s for ``--grpc-seconds``, a rate no path saturates) calls a grpcio server
+straight, through smgate and through nginx (``grpc_pass``; h2c both sides), rounds interleaved; client
+and server on CPU 1. It reports p50/p99 latency (pooled, and each round's p99), their ratios with the
+load average beside them (other processes on these CPUs show up in the tails), and each proxy's and
+the server's CPU per call. nginx is in the table because a proxied call's tail on this VM is mostly
+not the proxy's: both proxies see the same bursts of late calls.
 
 ``--profile DIR`` then records smgate with py-spy under h2c, HTTP/1.1 and gRPC load (separate runs)
 and prints the hottest functions.
@@ -73,6 +75,8 @@ http {{
     server {{ listen 127.0.0.1:{h2c} http2; {location} }}
     server {{ listen 127.0.0.1:{tls} ssl http2; {tls_conf} {location} }}
     server {{ listen 127.0.0.1:{h1}; {location} }}
+    upstream grpc_upstream {{ server 127.0.0.1:{grpc_upstream}; keepalive 16; keepalive_requests 1000000; }}
+    server {{ listen 127.0.0.1:{grpc} http2; location / {{ grpc_pass grpc://grpc_upstream; }} }}
 }}
 """
 _LOCATION = (
@@ -371,13 +375,14 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
         smgate_ports,
     )
     if shutil.which("nginx"):
-        nginx_ports = {key: free_port(taken) for key in ("h2c", "tls", "h1")}
+        nginx_ports = {key: free_port(taken) for key in ("h2c", "tls", "h1", "grpc")}
         workdir_nginx = fleet.workdir / "nginx"
         conf = _NGINX.format(
             workdir=workdir_nginx,
             upstream=upstream,
             location=_LOCATION,
             tls_conf=f"ssl_certificate {pki.tls_cert()}; ssl_certificate_key {pki.tls_key()}; ssl_protocols TLSv1.3;",
+            grpc_upstream=smgate_ports["grpc"],
             **nginx_ports,
         )
         peers["nginx"] = (
@@ -421,6 +426,9 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
         "direct": (f"127.0.0.1:{smgate_ports['grpc']}", None),
         "through smgate (h2c)": (f"127.0.0.1:{smgate_ports['h2c']}", smgate),
     }
+    if "nginx" in peers:  # what a user would otherwise put in the path: nginx grpc_pass, same load
+        nginx, nginx_ports = peers["nginx"]
+        paths["through nginx (h2c, grpc_pass)"] = (f"127.0.0.1:{nginx_ports['grpc']}", nginx)
     runs: dict[str, list[GrpcRun]] = {name: [] for name in paths}
     for _ in range(args.rounds):  # interleaved, so both paths see the same machine
         for name, (target, proxy) in paths.items():
@@ -431,7 +439,7 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
         f"{args.grpc_seconds:g} s x {args.rounds} rounds, 100-byte messages; client and server on CPU {LOAD_CPU}"
     )
     print(
-        "| path | calls/s | p50 ms | p99 ms | p99 ms per round | smgate CPU µs/call | gRPC server CPU µs/call |"
+        "| path | calls/s | p50 ms | p99 ms | p99 ms per round | proxy CPU µs/call | gRPC server CPU µs/call |"
     )
     print("|---|---|---|---|---|---|---|")
     p99s = {}
@@ -442,6 +450,12 @@ def run(fleet: Fleet, workdir: Path, args: argparse.Namespace) -> int:
         f"p99 through/direct: {p99s['through smgate (h2c)'] / p99s['direct']:.2f}x at {args.grpc_rate:g} calls/s"
         f" (load average {os.getloadavg()[0]:.1f}: other processes on these CPUs show up in the tails)"
     )
+    nginx_path = "through nginx (h2c, grpc_pass)"
+    if nginx_path in p99s:
+        print(
+            f"p99 through nginx/direct: {p99s[nginx_path] / p99s['direct']:.2f}x;"
+            f" smgate/nginx p99: {p99s['through smgate (h2c)'] / p99s[nginx_path]:.2f}x"
+        )
     if args.profile:
         profile(args, smgate, peers["smgate"][1], paths["through smgate (h2c)"][0], grpc_server)
     return 0
