@@ -46,6 +46,7 @@ from gateway.http2.headers import (
     response_fields,
     trailer_fields,
 )
+from gateway.http2.unlogged import UnloggedH2Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class _H2Endpoint:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = UnloggedH2Connection(config=config)
         self._scanner = FrameScanner(limits.flood, client_preface=not self.client_side)
         self._outbound: dict[int, bytearray] = {}
         self._outbound_end: set[int] = set()
