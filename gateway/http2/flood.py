@@ -42,6 +42,25 @@ FLAG_END_STREAM = 0x1
 FLAG_ACK = 0x1
 FLAG_END_HEADERS = 0x4
 
+# Plain ints for the per-frame checks (an IntEnum member costs an attribute lookup per comparison).
+_DATA, _CONTINUATION = int(FrameType.DATA), int(FrameType.CONTINUATION)
+_RST_STREAM, _PING, _SETTINGS, _PRIORITY = (
+    int(FrameType.RST_STREAM),
+    int(FrameType.PING),
+    int(FrameType.SETTINGS),
+    int(FrameType.PRIORITY),
+)
+#: Frames that may carry content, and the flag that makes an empty one legitimate (its end).
+_END_FLAG = {
+    _DATA: FLAG_END_STREAM,
+    int(FrameType.HEADERS): FLAG_END_HEADERS,
+    _CONTINUATION: FLAG_END_HEADERS,
+}
+_CONTENT_TYPES = frozenset(_END_FLAG)
+_HEADER_BLOCK_TYPES = frozenset((int(FrameType.HEADERS), int(FrameType.PUSH_PROMISE)))
+#: Frames a peer can make the server act on for free, counted per window.
+_COUNTED_TYPES = frozenset((_RST_STREAM, _PING, _SETTINGS, _PRIORITY))
+
 
 class FloodDetected(Exception):
     """The peer crossed a flood limit; ``reason`` labels the metric, log line and audit record."""
@@ -134,23 +153,24 @@ class FrameScanner:
     def _on_frame_header(self, length: int, frame_type: int, flags: int, now: float) -> int:
         """Check one frame header; returns its payload length."""
         self._check_empty(frame_type, flags, length)
-        self._check_header_block(frame_type, flags, length)
-        if frame_type == FrameType.RST_STREAM:
-            self._over(
-                self._resets.add(now), self.limits.stream_resets_per_window, "rapid_reset", "RST_STREAM"
-            )
-        elif frame_type == FrameType.PING and not flags & FLAG_ACK:
-            self._over(self._pings.add(now), self.limits.pings_per_window, "ping_flood", "PING")
-        elif frame_type == FrameType.SETTINGS and not flags & FLAG_ACK:
-            self._over(self._settings.add(now), self.limits.settings_per_window, "settings_flood", "SETTINGS")
-        elif frame_type == FrameType.PRIORITY:
-            self._over(
-                self._priorities.add(now),
-                self.limits.priority_frames_per_window,
-                "priority_flood",
-                "PRIORITY",
-            )
+        if frame_type in _HEADER_BLOCK_TYPES or self._in_header_block:
+            self._check_header_block(frame_type, flags, length)
+        if frame_type in _COUNTED_TYPES:
+            self._count(frame_type, flags, now)
         return length
+
+    def _count(self, frame_type: int, flags: int, now: float) -> None:
+        limits = self.limits
+        if frame_type == _RST_STREAM:
+            self._over(self._resets.add(now), limits.stream_resets_per_window, "rapid_reset", "RST_STREAM")
+        elif frame_type == _PING and not flags & FLAG_ACK:
+            self._over(self._pings.add(now), limits.pings_per_window, "ping_flood", "PING")
+        elif frame_type == _SETTINGS and not flags & FLAG_ACK:
+            self._over(self._settings.add(now), limits.settings_per_window, "settings_flood", "SETTINGS")
+        elif frame_type == _PRIORITY:
+            self._over(
+                self._priorities.add(now), limits.priority_frames_per_window, "priority_flood", "PRIORITY"
+            )
 
     def _over(self, count: int, limit: int, reason: str, what: str) -> None:
         if count > limit:
@@ -159,9 +179,7 @@ class FrameScanner:
             )
 
     def _check_empty(self, frame_type: int, flags: int, length: int) -> None:
-        carries_content = frame_type in (FrameType.DATA, FrameType.HEADERS, FrameType.CONTINUATION)
-        ends = flags & (FLAG_END_STREAM if frame_type == FrameType.DATA else FLAG_END_HEADERS)
-        if carries_content and length == 0 and not ends:
+        if length == 0 and frame_type in _CONTENT_TYPES and not flags & _END_FLAG[frame_type]:
             self._empty_in_row += 1
             if self._empty_in_row > self.limits.consecutive_empty_frames:
                 raise FloodDetected("empty_frames", f"{self._empty_in_row} empty frames in a row")
@@ -169,11 +187,11 @@ class FrameScanner:
             self._empty_in_row = 0
 
     def _check_header_block(self, frame_type: int, flags: int, length: int) -> None:
-        if frame_type in (FrameType.HEADERS, FrameType.PUSH_PROMISE):
+        if frame_type in _HEADER_BLOCK_TYPES:
             self._in_header_block = True
             self._block_bytes = 0
             self._block_frames = 0
-        elif frame_type != FrameType.CONTINUATION or not self._in_header_block:
+        elif frame_type != _CONTINUATION or not self._in_header_block:
             return  # h2 itself rejects a CONTINUATION outside a header block
         else:
             self._block_frames += 1
