@@ -24,7 +24,7 @@ from gateway.auditing import NullAudit
 from gateway.cluster import ClusterManager
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs.rate_limit import configure_peer_error_log
-from gateway.logs.setup import LOG_FORMATS, LOG_LEVELS, configure_logging, get_logger
+from gateway.logs.setup import LOG_FORMATS, LOG_LEVELS, announce, configure_logging, get_logger
 from gateway.runtime import build_generation
 from gateway.server import Gateway
 from gateway.session_store import configure_session_store
@@ -197,7 +197,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         gc.freeze()
         ports = ", ".join(f"{n}={x.port}" for n, x in gateway.listeners.items())
         admin = f" admin=127.0.0.1:{gateway.admin.port}" if gateway.admin and gateway.admin.port else ""
-        print(f"smgate serving pid={os.getpid()} loop={loop_name} listeners: {ports}{admin}", flush=True)
+        announce(f"smgate serving pid={os.getpid()} loop={loop_name} listeners: {ports}{admin}")
         await gateway.wait_stopped()
         return 0
 

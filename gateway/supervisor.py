@@ -49,7 +49,7 @@ from gateway.auditing import NullAudit
 from gateway.cluster import ClusterManager
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.fleet_config import SupervisorConfig
-from gateway.logs.setup import get_logger
+from gateway.logs.setup import announce, get_logger
 from gateway.runtime import build_generation
 from gateway.stats import GatewayStats, samples_json
 
@@ -160,7 +160,7 @@ class Supervisor:
             log.info(
                 "supervisor ready", workers=[s.pid for s in self.slots], runtime_dir=str(self.runtime_dir)
             )
-            print(f"smgate supervisor ready pid={os.getpid()} workers={len(self.slots)}{admin}", flush=True)
+            announce(f"smgate supervisor ready pid={os.getpid()} workers={len(self.slots)}{admin}")
             await self._stopped.wait()
         finally:
             await self._shutdown()

@@ -92,3 +92,14 @@ def get_logger(component: str) -> Any:
     Lazy: it reads the configuration at each call, so module-level loggers created before
     :func:`configure_logging` still follow it (``bind`` would freeze the configuration of the moment)."""
     return structlog.get_logger(component=component)
+
+
+def announce(line: str) -> None:
+    """Print a readiness banner (``smgate serving …``) on stdout as one write.
+
+    ``print`` writes the text and its newline separately, and on an unbuffered stdout the workers of a
+    supervisor, which share its stdout, then interleave their banners mid-line. One write of less
+    than PIPE_BUF bytes reaches a pipe whole.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -64,6 +64,15 @@ class GatewayProcess:
             time.sleep(0.05)
         return False
 
+    def wait_for_count(self, text: str, count: int, timeout: float = 10.0) -> bool:
+        """Until ``text`` has appeared ``count`` times (workers' lines reach the output in any order)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.output().count(text) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 

@@ -9,7 +9,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import socket
 import ssl
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from gateway.echo import EchoService, start_tcp_echo
 from gateway.server import Gateway
 from tests.gateway.helpers import HttpClient, RecordingAudit
 from tests.gateway.test_tlcp import client_config
+from tests.ports import free_port
 from tls.tlcp.aio import TLCPStreamError, tlcp_connect
 
 REQUIRED_EVENTS = {
@@ -66,13 +66,6 @@ def expired_ca_pem() -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def document(demo, tmp: Path, echo_port: int, tcp_echo_port: int, dead_port: int) -> dict:

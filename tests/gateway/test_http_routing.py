@@ -8,6 +8,7 @@ import pytest
 
 from gateway.echo import EchoService
 from tests.gateway.helpers import HttpClient, base_doc, raw_exchange, running
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -15,14 +16,6 @@ async def echo():
     service = await EchoService(name="a").start()
     yield service
     await service.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 ROUTES = [
@@ -110,7 +103,7 @@ async def test_no_route_and_upstream_failures(pki, echo):
         {
             "name": "dead",
             "connect_timeout": 0.5,
-            "endpoints": [{"address": "127.0.0.1", "port": _free_port()}],
+            "endpoints": [{"address": "127.0.0.1", "port": free_port()}],
         }
     )
     async with running(doc) as gw:
@@ -135,7 +128,7 @@ async def test_retries_on_connect_failure_and_503(pki, echo):
     ]
     extra = {
         "endpoints": [
-            {"address": "127.0.0.1", "port": _free_port()},
+            {"address": "127.0.0.1", "port": free_port()},
             {"address": "127.0.0.1", "port": echo.port},
         ],
         "outlier_detection": None,
@@ -268,7 +261,7 @@ async def test_access_log_line_per_request(pki, echo, tmp_path):
         {
             "name": "dead",
             "connect_timeout": 0.5,
-            "endpoints": [{"address": "127.0.0.1", "port": _free_port()}],
+            "endpoints": [{"address": "127.0.0.1", "port": free_port()}],
         }
     )
     doc["route_configs"][0]["virtual_hosts"][0]["routes"].insert(
@@ -346,7 +339,7 @@ async def test_upstream_failures_answer_generic_bodies_and_audit_the_detail(pki,
 
     routes = [{"name": "down", "match": {"prefix": "/"}, "route": {"cluster": "dead"}}]
     doc = base_doc(pki, echo.port, routes=routes)
-    dead_port = _free_port()
+    dead_port = free_port()
     doc["clusters"].append(
         {"name": "dead", "connect_timeout": 0.5, "endpoints": [{"address": "127.0.0.1", "port": dead_port}]}
     )

@@ -13,6 +13,7 @@ from gateway.echo import EchoService
 from tests.gateway.conftest import write_config
 from tests.gateway.helpers import HttpClient, base_doc, client_context
 from tests.gateway.process import DEFAULT_LOOP, serve
+from tests.ports import free_port
 
 CURL = "/usr/bin/curl"
 
@@ -140,17 +141,14 @@ async def test_sigterm_drains_in_flight_requests(pki, tmp_path, upstreams):
 
 
 async def test_workers_share_the_port(pki, tmp_path, upstreams):
-    import socket
-
     a, _ = upstreams
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     doc = base_doc(pki, a.port, listener_port=port)
     doc["clusters"][0]["endpoints"] = [{"address": "localhost", "port": a.port}]  # a DNS name
     gw = await asyncio.to_thread(serve, write_config(tmp_path / "gw.yaml", doc), "--workers", "2")
     try:
         assert await asyncio.to_thread(gw.wait_for_output, "smgate supervisor ready"), gw.output()
+        assert await asyncio.to_thread(gw.wait_for_count, f"listeners: main={port}\n", 2), gw.output()
         assert gw.output().count(f"listeners: main={port}\n") == 2, gw.output()
         for _ in range(10):
             client = await HttpClient.open(port)

@@ -6,6 +6,7 @@ import asyncio
 
 from gateway.echo import start_tcp_echo
 from tests.gateway.helpers import RecordingAudit, base_doc, running
+from tests.ports import free_port
 
 
 def _tcp_doc(pki, port, idle=300.0):
@@ -47,11 +48,7 @@ async def test_tcp_idle_timeout_closes(pki):
 
 
 async def test_unreachable_upstream_closes_downstream(pki):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = free_port()
     audit = RecordingAudit()
     async with running(_tcp_doc(pki, dead), audit=audit) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.listener_port("main"))
