@@ -4,8 +4,8 @@ The two engines have one sans-I/O face (``start_handshake``, ``receive_data`` re
 ``data_to_send``, ``send_application_data``, ``close``) and events of the same names, but each its own
 classes. :class:`EngineStream` drives either: records in from the transport, plaintext out to the
 receiver, the engine's output flushed after every call, a fatal alert (sent or received) a refusal.
-A transport module names its engine package (:meth:`EngineEvents.of`) and says which received alerts
-are fatal; the rest reads the same for both.
+A transport module names its engine package (:meth:`EngineEvents.of`, shared with ``tls.engine_aio``) and
+says which received alerts are fatal; the rest reads the same for both.
 
 Half-close as TCP has it (the engines' ``half_close``): ``write_eof`` sends our close_notify and keeps
 reading; the peer's close_notify is EOF for the reader while we may still write.
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from gateway.transports.base import Alert, HandshakeRefused, SessionStream
+from tls.engine_aio import EngineEvents
 
 #: Plaintext handed to the engine per call, so one huge write does not double its memory at once.
 WRITE_SLICE = 256 * 1024
@@ -51,31 +50,6 @@ class NegotiatedHandshake(Protocol):
 
 EngineT = TypeVar("EngineT", bound=SansIoEngine)
 HandshakeT = TypeVar("HandshakeT", bound=NegotiatedHandshake)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineEvents:
-    """One engine's event classes (same names in both engines, different classes) and its caller-misuse
-    error, which :meth:`EngineStream._receive_records` tells apart."""
-
-    application_data: type[Any]
-    handshake_complete: type[Any]
-    connection_closed: type[Any]
-    alert_sent: type[Any]
-    alert_received: type[Any]
-    local_protocol_error: type[Exception]
-
-    @classmethod
-    def of(cls, engine_package: ModuleType) -> EngineEvents:
-        """The classes ``tls.tlcp`` or ``tls.tls13`` exports under the names both engines use."""
-        return cls(
-            application_data=engine_package.ApplicationData,
-            handshake_complete=engine_package.HandshakeComplete,
-            connection_closed=engine_package.ConnectionClosed,
-            alert_sent=engine_package.AlertSent,
-            alert_received=engine_package.AlertReceived,
-            local_protocol_error=engine_package.LocalProtocolError,
-        )
 
 
 class EngineStream(SessionStream, Generic[EngineT, HandshakeT]):

@@ -31,6 +31,7 @@ close_notify.
 
 from __future__ import annotations
 
+from ..connection_shell import ConnectionShell
 from .alerts import (
     AlertDescription,
     AlertLevel,
@@ -53,38 +54,33 @@ from .record import ContentType, RecordReader, RecordWriter
 from .server import ServerHandshake
 
 
-class TLCPConnection:
+class TLCPConnection(ConnectionShell[Event]):
     """One TLCP connection, client or server according to `configuration.is_client`."""
 
+    alert_exception = TLCPAlert
+    alert_descriptions = AlertDescription
+    local_protocol_error = LocalProtocolError
+    buffer_read_error = BufferReadError
+    alert_sent_event = AlertSent
+    connection_closed_event = ConnectionClosed
+
+    configuration: TLCPConfiguration
+    _reader: RecordReader
+    _writer: RecordWriter
+    _handshake: Handshake | None
+
     def __init__(self, configuration: TLCPConfiguration) -> None:
-        self.configuration = configuration
-        self._reader = RecordReader()
-        self._writer = RecordWriter(configuration.max_fragment_size)
+        reader, writer = RecordReader(), RecordWriter(configuration.max_fragment_size)
         handshake_class = ClientHandshake if configuration.is_client else ServerHandshake
-        self._handshake: Handshake | None = handshake_class(configuration, self._reader, self._writer)
-        self._handshake_buffer = bytearray()
-        self._close_sent = False
-        self._started = not configuration.is_client
-        #: True once the handshake finished; application data may flow.
-        self.handshake_complete = False
-        #: True once the connection is over: close_notify sent and received, or a fatal alert either way.
-        self.closed = False
-        #: True once the peer's close_notify arrived: it sends nothing more, input is ignored.
-        self.peer_closed = False
+        handshake = handshake_class(configuration, reader, writer)
+        super().__init__(configuration, reader, writer, handshake)
         #: The session established (client: keep it to offer for resumption).
         self.session: TLCPSession | None = None
         #: The HandshakeComplete event, kept for adapters that need the peer identity later.
         self.handshake_event: HandshakeComplete | None = None
         #: Client: what the handshake sent and in which dialect; outlives a failed handshake to explain it.
         self.client_progress: ClientProgress | None = (
-            self._handshake.progress if isinstance(self._handshake, ClientHandshake) else None
-        )
-
-    def __repr__(self) -> str:
-        role = "client" if self.configuration.is_client else "server"
-        return (
-            f"TLCPConnection({role}, complete={self.handshake_complete}, "
-            f"peer_closed={self.peer_closed}, closed={self.closed})"
+            handshake.progress if isinstance(handshake, ClientHandshake) else None
         )
 
     # API
@@ -98,57 +94,6 @@ class TLCPConnection:
         assert isinstance(self._handshake, ClientHandshake)
         self._started = True
         self._handshake.start()
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the peer; returns the events they complete."""
-        events: list[Event] = []
-        if self.closed or self.peer_closed:
-            return events
-        if not self._started:
-            raise LocalProtocolError("start_handshake() first")
-        self._reader.feed(data)
-        try:
-            while not (self.closed or self.peer_closed):
-                record = self._reader.next_record()
-                if record is None:
-                    break
-                self._handle_record(record[0], record[1], events)
-        except TLCPAlert as alert:
-            self._fail(alert.description, str(alert), events)
-        except BufferReadError:
-            self._fail(AlertDescription.decode_error, "malformed message", events)
-        except Exception as exc:  # hostile input must never raise out of the core
-            self._fail(AlertDescription.internal_error, f"internal error ({type(exc).__name__})", events)
-        return events
-
-    def send_application_data(self, data: bytes) -> None:
-        """Queue application data; allowed until `close()` (or, without half_close, the peer's close_notify)."""
-        if not self.handshake_complete:
-            raise LocalProtocolError("handshake not complete")
-        if self.closed or self._close_sent:
-            raise LocalProtocolError("connection is closed")
-        if data:
-            self._writer.write(ContentType.APPLICATION_DATA, data)
-
-    def close(self) -> None:
-        """Queue close_notify (once); no more data may be sent afterwards.
-
-        Before the peer's close_notify this closes our write side only: keep feeding
-        `receive_data` until `ConnectionClosed`.  After it (half_close) the connection is
-        `closed`.  Nothing is sent after a fatal alert.
-        """
-        if not self._close_sent and not self.closed:
-            self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
-            if self.peer_closed:
-                self.closed = True
-
-    @property
-    def close_notify_sent(self) -> bool:
-        """True once our close_notify is queued: nothing more may be sent."""
-        return self._close_sent
-
-    def data_to_send(self) -> bytes:
-        return self._writer.data_to_send()
 
     # records
 
@@ -239,28 +184,7 @@ class TLCPConnection:
             raise IllegalParameter("unknown alert level")
         events.append(AlertReceived(level, description, alert_name(description)))
         if description == AlertDescription.close_notify:
-            events.append(ConnectionClosed())
-            self.peer_closed = True
-            if not self.handshake_complete:
-                self._handshake = None
-            if not self._close_sent and self.configuration.half_close and self.handshake_complete:
-                return  # our write side stays open until close()
-            if not self._close_sent:
-                self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
-            self.closed = True
+            self._peer_sent_close_notify(events)
         elif level == AlertLevel.FATAL:
             self.closed = True
             self._handshake = None
-
-    # output
-
-    def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
-        self._writer.write(ContentType.ALERT, bytes((level, description)))
-        if description == AlertDescription.close_notify:
-            self._close_sent = True
-
-    def _fail(self, description: AlertDescription, reason: str, events: list[Event]) -> None:
-        self._send_alert(AlertLevel.FATAL, description)
-        self.closed = True
-        self._handshake = None
-        events.append(AlertSent(int(description), description.name, reason))

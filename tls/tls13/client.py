@@ -28,7 +28,7 @@ from __future__ import annotations
 from enum import Enum, auto
 from typing import Any, ClassVar
 
-from certs import Certificate, Role
+from certs import Role
 from tls.crypto import SM2PrivateKey
 from tls.tlcp.buffer import Buffer
 from tls.tlcp.handshake import generate_ephemeral_key
@@ -44,7 +44,6 @@ from .alerts import (
     UnsupportedExtension,
 )
 from .config import TLS13Configuration, TLS13Session
-from .events import HandshakeComplete
 from .handshake import (
     CLIENT_CERTIFICATE_VERIFY_CONTEXT,
     SERVER_CERTIFICATE_VERIFY_CONTEXT,
@@ -54,7 +53,6 @@ from .handshake import (
     ecdhe_shared_secret,
     parse_certificate_chain,
     sign_certificate_verify,
-    verify_certificate_verify,
     verify_chain,
 )
 from .keyschedule import KeySchedule, Secret, finished_verify_data
@@ -77,7 +75,6 @@ from .messages import (
     pull_alpn,
     pull_certificate,
     pull_certificate_request,
-    pull_certificate_verify,
     pull_cookie,
     pull_encrypted_extensions,
     pull_finished,
@@ -152,12 +149,7 @@ class ClientHandshake(Handshake):
         self.retry_suite: CipherSuite | None = None
         self.key_schedule: KeySchedule | None = None
         self.resumed = False
-        self.alpn_protocol: str | None = None
         self.certificate_request: CertificateRequest | None = None
-        self.peer_certificates: tuple[Certificate, ...] = ()
-        #: the server chain was validated against the configured trust anchors
-        self.peer_verified = False
-        self.peer_sm2_signature_id: bytes | None = None
         self.client_handshake_secret: Secret | None = None
         self.server_handshake_secret: Secret | None = None
 
@@ -389,14 +381,8 @@ class ClientHandshake(Handshake):
         self.state = ClientState.EXPECT_CERTIFICATE_VERIFY
 
     def _handle_certificate_verify(self, raw: bytes) -> None:
-        message = pull_certificate_verify(Buffer(raw))
-        if message.algorithm != SignatureScheme.sm2sig_sm3:
-            raise IllegalParameter("server signed with a scheme we did not offer")
-        self.peer_sm2_signature_id = verify_certificate_verify(
-            self.peer_certificates[0].sm2_public_key(),
-            message.signature,
-            SERVER_CERTIFICATE_VERIFY_CONTEXT,
-            self.hash_before.digest(),
+        self.check_peer_certificate_verify(
+            raw, SERVER_CERTIFICATE_VERIFY_CONTEXT, "server signed with a scheme we did not offer"
         )
         self.state = ClientState.EXPECT_FINISHED
 
@@ -420,19 +406,10 @@ class ClientHandshake(Handshake):
             resumption_master=self.key_schedule.resumption_master_secret(self.transcript.digest()),
         )
         self.state = ClientState.POST_HANDSHAKE
-        self.complete = True
-        self.events.append(
-            HandshakeComplete(
-                cipher_suite=self.cipher_suite,
-                server_name=self.configuration.server_name,
-                alpn_protocol=self.alpn_protocol,
-                peer_certificates=self.peer_certificates,
-                session_resumed=self.resumed,
-                group=NamedGroup.curveSM2,
-                signature_scheme=None if self.resumed else SignatureScheme.sm2sig_sm3,
-                peer_sm2_signature_id=self.peer_sm2_signature_id,
-                peer_verified=self.peer_verified,
-            )
+        self.report_complete(
+            server_name=self.configuration.server_name,
+            session_resumed=self.resumed,
+            signature_scheme=None if self.resumed else SignatureScheme.sm2sig_sm3,
         )
 
     def _send_client_flight(self) -> None:

@@ -31,6 +31,7 @@ from datetime import datetime
 
 from tls.tlcp.buffer import Buffer, BufferReadError
 
+from ..connection_shell import ConnectionShell
 from .alerts import (
     AlertDescription,
     AlertLevel,
@@ -75,39 +76,33 @@ from .tickets import TicketState
 MAX_TICKETS_KEPT = 8
 
 
-class TLS13Connection:
+class TLS13Connection(ConnectionShell[Event]):
     """One TLS 1.3 connection, client or server according to `configuration.is_client`."""
 
+    alert_exception = TLS13Alert
+    alert_descriptions = AlertDescription
+    local_protocol_error = LocalProtocolError
+    buffer_read_error = BufferReadError
+    alert_sent_event = AlertSent
+    connection_closed_event = ConnectionClosed
+
+    configuration: TLS13Configuration
+    _reader: RecordReader
+    _writer: RecordWriter
+    _handshake: Handshake | None
+
     def __init__(self, configuration: TLS13Configuration) -> None:
-        self.configuration = configuration
-        self._reader = RecordReader()
-        self._writer = RecordWriter(configuration.max_fragment_size)
+        reader, writer = RecordReader(), RecordWriter(configuration.max_fragment_size)
         handshake_class = ClientHandshake if configuration.is_client else ServerHandshake
-        self._handshake: Handshake | None = handshake_class(configuration, self._reader, self._writer)
-        self._handshake_buffer = bytearray()
-        self._close_sent = False
-        self._started = not configuration.is_client
+        super().__init__(configuration, reader, writer, handshake_class(configuration, reader, writer))
         self._secrets: TrafficSecrets | None = None
         self._read_secret: Secret | None = None
         self._write_secret: Secret | None = None
         self._tickets_received = 0
-        #: True once the handshake finished; application data may flow.
-        self.handshake_complete = False
-        #: True once the connection is over: close_notify both ways, or a fatal alert either way.
-        self.closed = False
-        #: True once the peer's close_notify arrived: it sends nothing more, input is ignored.
-        self.peer_closed = False
         #: Client: the newest resumable session (from the last NewSessionTicket).
         self.session: TLS13Session | None = None
         #: The HandshakeComplete event, kept for adapters that need the peer identity later.
         self.handshake_event: HandshakeComplete | None = None
-
-    def __repr__(self) -> str:
-        role = "client" if self.configuration.is_client else "server"
-        return (
-            f"TLS13Connection({role}, complete={self.handshake_complete}, "
-            f"peer_closed={self.peer_closed}, closed={self.closed})"
-        )
 
     # API
 
@@ -121,38 +116,11 @@ class TLS13Connection:
         self._started = True
         self._handshake.start()
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the peer; returns the events they complete."""
-        events: list[Event] = []
-        if self.closed or self.peer_closed:
-            return events
-        if not self._started:
-            raise LocalProtocolError("start_handshake() first")
-        self._reader.feed(data)
-        try:
-            while not (self.closed or self.peer_closed):
-                record = self._reader.next_record()
-                if record is None:
-                    break
-                self._handle_record(record[0], record[1], events)
-        except TLS13Alert as alert:
-            self._fail(alert.description, str(alert), events)
-        except BufferReadError:
-            self._fail(AlertDescription.decode_error, "malformed message", events)
-        except Exception as exc:  # hostile input must never raise out of the core
-            self._fail(AlertDescription.internal_error, f"internal error ({type(exc).__name__})", events)
-        return events
-
     def send_application_data(self, data: bytes) -> None:
-        """Queue application data; allowed until `close()` (or, without half_close, the peer's close_notify)."""
-        if not self.handshake_complete:
-            raise LocalProtocolError("handshake not complete")
-        if self.closed or self._close_sent:
-            raise LocalProtocolError("connection is closed")
-        if data:
-            self._writer.write(ContentType.APPLICATION_DATA, data)
-            if self._writer.records_under_current_key >= KEY_UPDATE_AFTER_RECORDS:
-                self._send_key_update(KeyUpdateRequest.update_not_requested)
+        """Queue application data; after `KEY_UPDATE_AFTER_RECORDS` records under one key, a KeyUpdate."""
+        super().send_application_data(data)
+        if data and self._writer.records_under_current_key >= KEY_UPDATE_AFTER_RECORDS:
+            self._send_key_update(KeyUpdateRequest.update_not_requested)
 
     def update_keys(self, *, request_peer_update: bool = True) -> None:
         """Send KeyUpdate and switch to our next application traffic secret (RFC 8446 4.6.3)."""
@@ -166,20 +134,6 @@ class TLS13Connection:
             else KeyUpdateRequest.update_not_requested
         )
         self._send_key_update(request)
-
-    def close(self) -> None:
-        """Queue close_notify (once); see `tls.tlcp.TLCPConnection.close` for the half-close rules."""
-        if not self._close_sent and not self.closed:
-            self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
-            if self.peer_closed:
-                self.closed = True
-
-    @property
-    def close_notify_sent(self) -> bool:
-        return self._close_sent
-
-    def data_to_send(self) -> bytes:
-        return self._writer.data_to_send()
 
     # records
 
@@ -351,26 +305,7 @@ class TLS13Connection:
         if description == AlertDescription.user_canceled:
             return
         if description == AlertDescription.close_notify:
-            events.append(ConnectionClosed())
-            self.peer_closed = True
-            if not self.handshake_complete:
-                self._handshake = None
-            if not self._close_sent and self.configuration.half_close and self.handshake_complete:
-                return  # our write side stays open until close()
-            if not self._close_sent:
-                self._send_alert(AlertLevel.WARNING, AlertDescription.close_notify)
-            self.closed = True
+            self._peer_sent_close_notify(events)
             return
         self.closed = True  # every other alert is fatal in TLS 1.3 (6.2)
         self._handshake = None
-
-    def _send_alert(self, level: AlertLevel, description: AlertDescription) -> None:
-        self._writer.write(ContentType.ALERT, bytes((level, description)))
-        if description == AlertDescription.close_notify:
-            self._close_sent = True
-
-    def _fail(self, description: AlertDescription, reason: str, events: list[Event]) -> None:
-        self._send_alert(AlertLevel.FATAL, description)
-        self.closed = True
-        self._handshake = None
-        events.append(AlertSent(int(description), description.name, reason))

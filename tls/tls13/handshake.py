@@ -36,11 +36,18 @@ from .alerts import (
     alert_for_name,
 )
 from .config import ACCEPTED_SM2_IDS, TLS13Configuration
-from .events import Event
+from .events import Event, HandshakeComplete
 from .keyschedule import Secret, finished_verify_data
-from .messages import SM2_POINT_LENGTH, Finished, HandshakeType, encode_finished, message_hash
+from .messages import (
+    SM2_POINT_LENGTH,
+    Finished,
+    HandshakeType,
+    encode_finished,
+    message_hash,
+    pull_certificate_verify,
+)
 from .record import ContentType, RecordProtection, RecordReader, RecordWriter
-from .suites import CipherSuite
+from .suites import CipherSuite, NamedGroup, SignatureScheme
 
 #: A message handler, called as handler(handshake, raw message).
 Handler = Callable[[Any, bytes], None]
@@ -187,6 +194,11 @@ class Handshake:
         self.cipher_suite: CipherSuite | None = None
         self.secrets: TrafficSecrets | None = None
         self.client_random = b""
+        self.alpn_protocol: str | None = None
+        self.peer_certificates: tuple[Certificate, ...] = ()
+        #: the peer chain was validated against the configured trust anchors (an identity, not a claim)
+        self.peer_verified = False
+        self.peer_sm2_signature_id: bytes | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state={self.state!r})"
@@ -221,6 +233,39 @@ class Handshake:
         expected = finished_verify_data(base_key, self.hash_before.digest())
         if not hmac.compare_digest(expected, received.verify_data):
             raise DecryptError("Finished verify_data mismatch")
+
+    def check_peer_certificate_verify(self, raw: bytes, context: bytes, other_scheme: str) -> None:
+        """The peer's CertificateVerify must be sm2sig_sm3 (``other_scheme``: the refusal otherwise) over
+        the transcript before it, by the leaf of `peer_certificates`; remembers the SM2 ID that verified."""
+        message = pull_certificate_verify(Buffer(raw))
+        if message.algorithm != SignatureScheme.sm2sig_sm3:
+            raise IllegalParameter(other_scheme)
+        self.peer_sm2_signature_id = verify_certificate_verify(
+            self.peer_certificates[0].sm2_public_key(),
+            message.signature,
+            context,
+            self.hash_before.digest(),
+        )
+
+    def report_complete(
+        self, *, server_name: str | None, session_resumed: bool, signature_scheme: SignatureScheme | None
+    ) -> None:
+        """The handshake is over: `HandshakeComplete` with what both sides negotiated."""
+        assert self.cipher_suite is not None
+        self.complete = True
+        self.events.append(
+            HandshakeComplete(
+                cipher_suite=self.cipher_suite,
+                server_name=server_name,
+                alpn_protocol=self.alpn_protocol,
+                peer_certificates=self.peer_certificates,
+                session_resumed=session_resumed,
+                group=NamedGroup.curveSM2,
+                signature_scheme=signature_scheme,
+                peer_sm2_signature_id=self.peer_sm2_signature_id,
+                peer_verified=self.peer_verified,
+            )
+        )
 
     # keys
 

@@ -38,7 +38,6 @@ from .alerts import (
     UnrecognizedName,
 )
 from .config import ClientAuth, SM2Credential, TLS13Configuration
-from .events import HandshakeComplete
 from .handshake import (
     CLIENT_CERTIFICATE_VERIFY_CONTEXT,
     SERVER_CERTIFICATE_VERIFY_CONTEXT,
@@ -48,7 +47,6 @@ from .handshake import (
     ecdhe_shared_secret,
     parse_certificate_chain,
     sign_certificate_verify,
-    verify_certificate_verify,
     verify_chain,
 )
 from .keyschedule import KeySchedule, Secret, finished_verify_data
@@ -67,7 +65,6 @@ from .messages import (
     encode_server_hello,
     pull_alpn,
     pull_certificate,
-    pull_certificate_verify,
     pull_client_hello,
     pull_client_key_shares,
     pull_finished,
@@ -117,7 +114,6 @@ class ServerHandshake(Handshake):
         self.first_hello: ClientHello | None = None
         self.server_name: str | None = None
         self.credential: SM2Credential | None = None
-        self.alpn_protocol: str | None = None
         self.resumed_state: TicketState | None = None
         self.key_schedule: KeySchedule | None = None
         self.client_handshake_secret: Secret | None = None
@@ -125,10 +121,6 @@ class ServerHandshake(Handshake):
         self.client_application_secret: Secret | None = None
         self._server_application_secret: Secret | None = None
         self._exporter_secret = b""
-        self.peer_certificates: tuple[Certificate, ...] = ()
-        #: the client chain was validated against the configured trust anchors (an identity, not a claim)
-        self.peer_verified = False
-        self.peer_sm2_signature_id: bytes | None = None
         self.client_signed = False
         #: the client offered psk_dhe_ke, so a ticket could resume (RFC 8446 4.2.9: otherwise send none)
         self.client_resumes_with_dhe = False
@@ -466,14 +458,8 @@ class ServerHandshake(Handshake):
         self.state = ServerState.EXPECT_CLIENT_CERTIFICATE_VERIFY
 
     def _handle_certificate_verify(self, raw: bytes) -> None:
-        message = pull_certificate_verify(Buffer(raw))
-        if message.algorithm != SignatureScheme.sm2sig_sm3:
-            raise IllegalParameter("client signed with a scheme we did not request")
-        self.peer_sm2_signature_id = verify_certificate_verify(
-            self.peer_certificates[0].sm2_public_key(),
-            message.signature,
-            CLIENT_CERTIFICATE_VERIFY_CONTEXT,
-            self.hash_before.digest(),
+        self.check_peer_certificate_verify(
+            raw, CLIENT_CERTIFICATE_VERIFY_CONTEXT, "client signed with a scheme we did not request"
         )
         self.client_signed = True
         self.state = ServerState.EXPECT_CLIENT_FINISHED
@@ -500,19 +486,10 @@ class ServerHandshake(Handshake):
             ),
         )
         self.state = ServerState.POST_HANDSHAKE
-        self.complete = True
-        self.events.append(
-            HandshakeComplete(
-                cipher_suite=self.cipher_suite,
-                server_name=self.server_name,
-                alpn_protocol=self.alpn_protocol,
-                peer_certificates=self.peer_certificates,
-                session_resumed=self.resumed_state is not None,
-                group=NamedGroup.curveSM2,
-                signature_scheme=SignatureScheme.sm2sig_sm3 if self.client_signed else None,
-                peer_sm2_signature_id=self.peer_sm2_signature_id,
-                peer_verified=self.peer_verified,
-            )
+        self.report_complete(
+            server_name=self.server_name,
+            session_resumed=self.resumed_state is not None,
+            signature_scheme=SignatureScheme.sm2sig_sm3 if self.client_signed else None,
         )
 
     # (state, message type) -> handler; any other pair is an unexpected_message (Handshake.handle_message)
