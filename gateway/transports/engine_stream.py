@@ -18,27 +18,10 @@ from abc import abstractmethod
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from gateway.transports.base import Alert, HandshakeRefused, SessionStream
-from tls.engine_aio import EngineEvents
+from tls.engine_aio import EngineEvents, SansIoEngine
 
 #: Plaintext handed to the engine per call, so one huge write does not double its memory at once.
 WRITE_SLICE = 256 * 1024
-
-
-class SansIoEngine(Protocol):
-    """What :class:`EngineStream` calls on ``TLCPConnection`` and ``TLS13Connection``."""
-
-    @property
-    def close_notify_sent(self) -> bool: ...
-
-    def start_handshake(self) -> None: ...
-
-    def receive_data(self, data: bytes) -> Any: ...
-
-    def data_to_send(self) -> bytes: ...
-
-    def send_application_data(self, data: bytes) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class NegotiatedHandshake(Protocol):
