@@ -45,6 +45,8 @@ from gateway.config import (
     UpstreamTransport,
 )
 from gateway.identity import PeerIdentity
+from gateway.logs.rate_limit import RateLimitedLog
+from gateway.logs.setup import get_logger
 from gateway.session_store import SharedTicketKeys, ticket_keys_for
 from gateway.stream import TransportStream
 from gateway.transports.base import (
@@ -314,6 +316,8 @@ class Tls13SmConnector(Connector):
         assert stream.handshake_event is not None
         if stream.handshake_event.session_resumed:
             self.resumed += 1
+            if stream.handshake_event.certificate_requested:
+                _note_certificate_request_in_psk(address, port)
         if self._cfg.session_resumption:
             # Tickets come after the handshake, on a connection the cluster may already be using.
             stream.on_ticket = lambda ticket: self._sessions.__setitem__(endpoint, ticket)
@@ -321,3 +325,19 @@ class Tls13SmConnector(Connector):
                 self._sessions[endpoint] = stream.session
         check_application_protocol(stream, self._speaks, self.kind, address, port)
         return stream
+
+
+#: One line a minute at most: a GmSSL upstream asks on every resumption.
+_tolerated_log = RateLimitedLog(get_logger("upstream"), rate=1 / 60, burst=1)
+
+
+def _note_certificate_request_in_psk(address: str, port: int) -> None:
+    """Say that the host broke RFC 8446 4.3.2 and that ``accept_certificate_request_in_psk`` let it."""
+    _tolerated_log.warning(
+        "upstream asked for a client certificate in a resumed handshake",
+        reason="certificate_request_in_psk",
+        kind="tls13_sm",
+        host=f"{address}:{port}",
+        detail="RFC 8446 4.3.2 forbids it (GmSSL 3 does it); answered because "
+        "accept_certificate_request_in_psk is set",
+    )

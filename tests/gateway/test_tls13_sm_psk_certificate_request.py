@@ -57,3 +57,29 @@ def test_client_flag_is_refused_for_other_protocols() -> None:
     args = _client_args("--protocol", "tlcp", "--accept-certificate-request-in-psk")
     with pytest.raises(ValueError, match="--accept-certificate-request-in-psk is for --protocol tls13-sm"):
         asyncio.run(client_cli.run_client(args))
+
+
+def test_a_tolerated_request_is_logged_once_a_minute(monkeypatch) -> None:
+    """The connector calls this when a resumed handshake's HandshakeComplete has certificate_requested
+    (the engine side is tests/tls13/test_psk_certificate_request.py)."""
+    from gateway.logs.rate_limit import RateLimitedLog
+    from gateway.transports import tls13_sm
+
+    now = [0.0]
+    written: list[tuple[str, dict]] = []
+
+    class Sink:
+        def warning(self, event: str, **fields: object) -> None:
+            written.append((event, fields))
+
+    limited = RateLimitedLog(Sink(), rate=1 / 60, burst=1, clock=lambda: now[0])
+    monkeypatch.setattr(tls13_sm, "_tolerated_log", limited)
+    for _ in range(5):
+        tls13_sm._note_certificate_request_in_psk("10.0.0.7", 8443)
+    now[0] = 61.0
+    tls13_sm._note_certificate_request_in_psk("10.0.0.7", 8443)
+    assert [event for event, _ in written] == [
+        "upstream asked for a client certificate in a resumed handshake"
+    ] * 2
+    assert written[0][1]["host"] == "10.0.0.7:8443" and "RFC 8446 4.3.2" in written[0][1]["detail"]
+    assert written[1][1]["suppressed"] == 4

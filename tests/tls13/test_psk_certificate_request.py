@@ -96,6 +96,7 @@ def test_tolerated_request_is_answered_with_certificate_and_signature() -> None:
     )
     client_done, server_done = done(client_events), done(server_events)
     assert client_done is not None and client_done.session_resumed
+    assert client_done.certificate_requested  # what the gateway logs the tolerance by
     assert server_done is not None and server_done.session_resumed
     assert server_done.signature_scheme is not None  # the server verified our CertificateVerify
     assert server_done.peer_certificate is not None
@@ -132,4 +133,5 @@ def test_tolerance_changes_nothing_when_no_request_comes() -> None:
     client_events, server_events = pump(client, server)
     client_done, server_done = done(client_events), done(server_events)
     assert client_done is not None and client_done.session_resumed
+    assert not client_done.certificate_requested
     assert server_done is not None and server_done.signature_scheme is None

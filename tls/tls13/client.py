@@ -410,6 +410,7 @@ class ClientHandshake(Handshake):
             server_name=self.configuration.server_name,
             session_resumed=self.resumed,
             signature_scheme=None if self.resumed else SignatureScheme.sm2sig_sm3,
+            certificate_requested=self.certificate_request is not None,
         )
 
     def _send_client_flight(self) -> None:

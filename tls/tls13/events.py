@@ -46,6 +46,9 @@ class HandshakeComplete(Event):
     #: in the original handshake, and it still validates now); an unverified chain is a claim, never an
     #: identity (issue 10)
     peer_verified: bool = False
+    #: client: the server sent a CertificateRequest (in a resumed handshake only GmSSL does, which
+    #: RFC 8446 4.3.2 forbids and `accept_certificate_request_in_psk` tolerates)
+    certificate_requested: bool = False
     version: int = TLS13_VERSION
 
     @property

@@ -248,7 +248,12 @@ class Handshake:
         )
 
     def report_complete(
-        self, *, server_name: str | None, session_resumed: bool, signature_scheme: SignatureScheme | None
+        self,
+        *,
+        server_name: str | None,
+        session_resumed: bool,
+        signature_scheme: SignatureScheme | None,
+        certificate_requested: bool = False,
     ) -> None:
         """The handshake is over: `HandshakeComplete` with what both sides negotiated."""
         assert self.cipher_suite is not None
@@ -264,6 +269,7 @@ class Handshake:
                 signature_scheme=signature_scheme,
                 peer_sm2_signature_id=self.peer_sm2_signature_id,
                 peer_verified=self.peer_verified,
+                certificate_requested=certificate_requested,
             )
         )
 
