@@ -155,7 +155,8 @@ class Gateway:
         source: str = "api",
         changed_files: frozenset[Path] = frozenset(),
     ) -> list[str]:
-        """Apply a new config for new connections; returns the errors (empty on success)."""
+        """Apply a new config: new connections use it, and HTTP connections of the previous generation
+        drain (:meth:`_retire_connections`); returns the errors (empty on success)."""
         async with self._reload_lock:
             assert self.generation is not None
             if self._draining:
@@ -207,6 +208,14 @@ class Gateway:
                     events.listener_stop(self.audit, name, "reload")
             self.listeners = new_listeners
             self._activate(generation, clusters)
+            self._retire_connections(
+                [
+                    c
+                    for listener in {*old_listeners.values(), *new_listeners.values()}
+                    for c in listener.connections
+                ],
+                generation.number,
+            )
             for cluster in retired:
                 self._background(cluster.close())
             self._file_state = fingerprint_files(watched_files(new_config))
@@ -309,6 +318,24 @@ class Gateway:
                         role=info.role,
                         days_left=round(days, 1),
                     )
+
+    def _retire_connections(self, connections: list[Connection], current: int) -> None:
+        """HTTP connections of older generations drain as on a stop, without a deadline: HTTP/1.1 closes
+        now if idle, else after the response in flight; HTTP/2 sends GOAWAY and closes when its streams
+        end. So routes, access rules and clusters a reload changed reach every client's next request
+        (nginx's old workers and Envoy's listener drain do the same). TCP tunnels keep their
+        connections (``NetworkFilter.retire_on_reload``)."""
+        retired = [
+            conn
+            for conn in connections
+            if conn.generation.number < current and any(f.retire_on_reload for f in conn.filters)
+        ]
+        for conn in retired:
+            conn.drain()
+            if conn.idle:
+                conn.close()
+        if retired:
+            log.info("connections retired by reload", connections=len(retired), generation=current)
 
     # -- drain and stop ------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ terminal filter finish its own work once the connection is gone. Filters own the
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
@@ -25,6 +25,12 @@ class FilterStatus(Enum):
 
 
 class NetworkFilter:
+    #: A reload retires connections with such a filter (see ``Gateway.reload``): an HTTP manager routes
+    #: each request by the configuration its connection started under, so the connection drains and
+    #: the client's next request meets the new configuration on a new one. A TCP tunnel is one long
+    #: exchange and keeps its connection.
+    retire_on_reload: ClassVar[bool] = False
+
     async def on_new_connection(self, conn: Connection) -> FilterStatus:
         return FilterStatus.CONTINUE
 

@@ -357,6 +357,8 @@ class H2Stream:
 
 
 class Http2ConnectionManager(NetworkFilter):
+    retire_on_reload = True
+
     def __init__(
         self, config: HttpConnectionManagerFilter, codec_factory: CodecFactory, routes: RouteTable
     ) -> None:

@@ -78,6 +78,8 @@ class ConnectionContext:
 
 
 class HttpConnectionManager(NetworkFilter):
+    retire_on_reload = True
+
     def __init__(
         self, config: HttpConnectionManagerFilter, codec_factory: CodecFactory, routes: RouteTable
     ) -> None:
