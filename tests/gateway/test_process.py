@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 
+import h11
 import pytest
 
 from gateway.echo import EchoService
@@ -86,11 +87,19 @@ async def test_curl_and_openssl_against_a_served_gateway(pki, tmp_path, upstream
 
 
 async def _traffic(port: int, stop: asyncio.Event, results: list[tuple[int, str]], pki) -> None:
+    """Keep-alive clients as browsers and pools are: a connection the gateway closed (a reload retires
+    it when idle, or answers its request in flight with ``Connection: close``) is replaced, and a
+    request that found it closed before any answer is sent again on the new one."""
     while not stop.is_set():
         client = await HttpClient.open(port, client_context(pki))
         for _ in range(5):
-            status, headers, _ = await client.request("GET", "/load")
+            try:
+                status, headers, _ = await client.request("GET", "/load")
+            except (ConnectionError, h11.RemoteProtocolError):
+                break  # closed while idle: no answer came, so retrying is safe
             results.append((status, headers.get("x-upstream", "")))
+            if headers.get("connection") == "close":
+                break
         await client.close()
 
 
