@@ -119,6 +119,16 @@ def verified_chain(ssl_object: ssl.SSLObject) -> tuple[PeerCertificate, ...]:
         return ()
 
 
+def chain_or_claim(
+    chain: tuple[PeerCertificate, ...], verified: bool
+) -> tuple[tuple[PeerCertificate, ...], PeerCertificate | None]:
+    """``(peer_chain, unverified_peer)`` for a presented chain: an identity only when it was verified
+    against the trust anchors; otherwise its leaf is kept as a claim, for the audit record only."""
+    if verified:
+        return chain, None
+    return (), (chain[0] if chain else None)
+
+
 def identity_from_ssl(
     ssl_object: ssl.SSLObject, sni: str | None, peername: tuple[str, int] | None
 ) -> PeerIdentity:

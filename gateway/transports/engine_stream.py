@@ -14,6 +14,7 @@ reading; the peer's close_notify is EOF for the reader while we may still write.
 from __future__ import annotations
 
 import asyncio
+import socket
 from abc import abstractmethod
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -60,6 +61,13 @@ class EngineStream(SessionStream, Generic[EngineT, HandshakeT]):
 
     def _on_other_event(self, event: Any) -> None:
         """An event of the engine's own (a TLS 1.3 session ticket); ignored unless overridden."""
+
+    async def serve_handshake(self, sock: socket.socket) -> HandshakeT:
+        """Take over an accepted socket and run the server side of the handshake to its end."""
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: self, sock)
+        await self.handshake()
+        assert self.handshake_event is not None
+        return self.handshake_event
 
     # -- records in, events out ------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from certs import Certificate, CertificateError, SM2CertificateSet, TrustStore, load_sm2_certificate_set
 from gateway.config import CertificateSet, ConfigError, DownstreamTls, Protocol, UpstreamTransport
-from gateway.identity import PeerCertificate, PeerIdentity
+from gateway.identity import PeerCertificate, PeerIdentity, chain_or_claim
 from gateway.session_store import SharedSessionCache, session_cache_for
 from gateway.stream import TransportStream
 from gateway.transports.base import (
@@ -127,9 +127,7 @@ def identity_from_tlcp(hs: HandshakeComplete, peer: tuple[str, int] | None) -> P
         # Routing and access control look at the signing certificate first (it authenticates the peer).
         sign = peer_certificate(hs.peer_sign_cert)
         chain = (sign, *(c for c in chain if c.der != sign.der))
-    unverified = None
-    if not hs.peer_verified:
-        unverified, chain = (chain[0] if chain else None), ()
+    chain, unverified = chain_or_claim(chain, hs.peer_verified)
     return PeerIdentity(
         protocol="tlcp",
         version="TLCPv1.1",
@@ -245,10 +243,8 @@ class TlcpTransport(ServerTransport):
         if isinstance(cache, SharedSessionCache):
             await cache.prefetch(accepted.sock)  # a session another worker or host made, into the local cache
         stream = TlcpStream(self.policy.configuration)
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, accepted.sock)
-        await stream.handshake()
-        assert stream.handshake_event is not None
-        return stream, identity_from_tlcp(stream.handshake_event, accepted.peer)
+        handshake = await stream.serve_handshake(accepted.sock)
+        return stream, identity_from_tlcp(handshake, accepted.peer)
 
 
 # -- upstream side -------------------------------------------------------------------------------

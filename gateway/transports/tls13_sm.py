@@ -28,7 +28,6 @@ HTTP/2 cluster ALPN ``h2``, which the host must select.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,7 +43,7 @@ from gateway.config import (
     Tls13SmSelection,
     UpstreamTransport,
 )
-from gateway.identity import PeerIdentity
+from gateway.identity import PeerIdentity, chain_or_claim
 from gateway.logs.rate_limit import RateLimitedLog
 from gateway.logs.setup import get_logger
 from gateway.session_store import SharedTicketKeys, ticket_keys_for
@@ -126,9 +125,7 @@ class Tls13SmStream(EngineStream[TLS13Connection, HandshakeComplete]):
 def identity_from_tls13(hs: HandshakeComplete, verified: bool, peer: tuple[str, int] | None) -> PeerIdentity:
     """The client's identity: its chain only when it was validated against the trust anchors (issue 10)."""
     chain = tuple(peer_certificate(c) for c in hs.peer_certificates)
-    unverified = None
-    if not verified:
-        unverified, chain = (chain[0] if chain else None), ()
+    chain, unverified = chain_or_claim(chain, verified)
     extras = {"group": hs.group.name}
     if not hs.session_resumed:
         extras["signature_scheme"] = SIGNATURE_SCHEME.name
@@ -242,10 +239,8 @@ class Tls13SmTransport(ServerTransport):
         if isinstance(ticket_keys, SharedTicketKeys):
             await ticket_keys.prepare(accepted.sock)  # keys and client chains other processes made
         stream = Tls13SmStream(self.policy.configuration)
-        await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, accepted.sock)
-        await stream.handshake()
-        assert stream.handshake_event is not None
-        return stream, identity_from_tls13(stream.handshake_event, stream.peer_verified, accepted.peer)
+        handshake = await stream.serve_handshake(accepted.sock)
+        return stream, identity_from_tls13(handshake, stream.peer_verified, accepted.peer)
 
 
 # -- upstream side -------------------------------------------------------------------------------

@@ -57,12 +57,7 @@ class GatewayProcess:
         return "".join(self.lines)
 
     def wait_for_output(self, text: str, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return True
-            time.sleep(0.05)
-        return False
+        return self.wait_for_count(text, 1, timeout)
 
     def wait_for_count(self, text: str, count: int, timeout: float = 10.0) -> bool:
         """Until ``text`` has appeared ``count`` times (workers' lines reach the output in any order)."""
